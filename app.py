@@ -1,0 +1,151 @@
+"""Command line of the visual shopping assistant: parses arguments into settings and wires
+catalog -> vectorstore -> assistant. The only place that decides exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+DEFAULT_DB = "data/chroma"
+DEFAULT_CATALOG = "../shared/catalog"
+
+
+def _store_settings(args):
+    from vectorstore import StoreSettings
+    return StoreSettings(path=Path(args.db), host=args.chroma_host, port=args.chroma_port)
+
+
+def _add_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, help="embedded Chroma folder (default: %(default)s)")
+    p.add_argument("--chroma-host", help="use a running Chroma server instead of --db")
+    p.add_argument("--chroma-port", type=int, default=8000)
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (torchvision's weights API and cache), random[:SEED], or a weights file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def _models(text: str) -> list[str]:
+    from vectorstore.embedders import check_model_name
+    return [check_model_name(m.strip()) for m in text.split(",") if m.strip()]
+
+
+def _index_hint(args) -> str:
+    where = f"--chroma-host {args.chroma_host} --chroma-port {args.chroma_port}" if args.chroma_host else f"--db {args.db}"
+    return f"python app.py index --catalog {getattr(args, 'catalog', None) or 'DIR'} {where} --weights {args.weights}"
+
+
+def cmd_index(args) -> int:
+    from catalog import read_catalog
+    from vectorstore import index_catalog, load_embedder, make_client
+    catalog = read_catalog(args.catalog)
+    print(f"catalog {args.catalog}: {len(catalog.products)} products with an image, "
+          f"{len(catalog.skipped)} rows skipped", file=sys.stderr)
+    embedders = [load_embedder(m, args.weights, device=args.device) for m in _models(args.models)]
+    client = make_client(_store_settings(args))
+    report = index_catalog(catalog, client, embedders, batch_size=args.batch_size, limit=args.limit,
+                           rebuild=args.rebuild, show_progress_bar=not args.quiet)
+    print(report.summary())
+    return 0
+
+
+def _format_table(path: str, answer) -> str:
+    lines = [f"{path}  ({answer.model}{', filters: ' + answer.filters.describe() if not answer.filters.is_empty() else ''})"]
+    if not answer.results:
+        lines.append("  no product matches these filters")
+    for rank, r in enumerate(answer.results, 1):
+        lines.append(f"  {rank}. {r.score:.3f}  {r.id:>8}  {r.get('name', '')}  "
+                     f"[{r.get('articleType', '?')}, {r.get('gender', '?')}, {r.get('baseColour', '?')}]")
+    return "\n".join(lines)
+
+
+def _raw_filters(args) -> dict[str, list[str]]:
+    raw: dict[str, list[str]] = {}
+    if args.gender:
+        raw["gender"] = [args.gender]
+    if args.category:
+        raw["category"] = [args.category]
+    for item in args.where or []:
+        if "=" not in item:
+            raise ValueError(f"--where {item!r}: expected KEY=VALUE, e.g. baseColour=Black")
+        key, value = item.split("=", 1)
+        raw.setdefault(key.strip(), []).append(value.strip())
+    return raw
+
+
+def cmd_search(args) -> int:
+    from catalog import ImageError, open_image
+    from vectorstore import Searcher, make_client
+    searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
+                        index_hint=_index_hint(args))
+    filters = searcher.resolve(args.model, _raw_filters(args))
+    failures = 0
+    for path in args.images:
+        try:
+            image = open_image(path)
+        except ImageError as exc:
+            failures += 1
+            if args.json:
+                print(json.dumps({"query": path, "error": str(exc)}), flush=True)
+            else:
+                print(f"{path}: {exc}", file=sys.stderr)
+            continue
+        answer = searcher.search_image(args.model, image, k=args.k, filters=filters)
+        if args.json:
+            print(json.dumps({"query": path, "model": args.model,
+                              "results": [r.to_json() for r in answer.results]}, ensure_ascii=False), flush=True)
+        else:
+            print(_format_table(path, answer), flush=True)
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="app.py", description="Visual shopping assistant")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="embed a catalog into one Chroma collection per model")
+    p.add_argument("--catalog", required=True)
+    _add_store(p)
+    p.add_argument("--models", default="resnet18,resnet34,resnet50")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, help="index only the first N products (for a quick trial)")
+    p.add_argument("--rebuild", action="store_true", help="drop the collections first (e.g. new weights)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="the products most similar to each image")
+    _add_store(p)
+    p.add_argument("--catalog", help="only for messages")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--gender")
+    p.add_argument("--category", help="masterCategory, subCategory or articleType")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from catalog import CatalogError, ImageError
+    from vectorstore import StoreError, UnknownFilterValue, WeightsError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CatalogError, WeightsError, StoreError, UnknownFilterValue, ImageError, ValueError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Opening an upload or a catalog file as an RGB image, safely.
+
+Anything a shopper can send ends here: limits are checked from the header before any pixel
+is decoded, so a decompression bomb costs nothing, and every failure is one `ImageError`
+whose message can be shown to a person as is.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
+
+
+class ImageError(ValueError):
+    """The input is not an image this product can use; the message says why, for a person."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    # Our own check runs before decoding; Pillow's bomb guard is kept as a second line.
+    formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO")
+
+
+def _read_bytes(source: str | Path | bytes | BinaryIO, limits: ImageLimits) -> bytes:
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+    elif isinstance(source, str | Path):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+        if size > limits.max_bytes:
+            raise ImageError(f"{path.name} is {size / 1e6:.1f} MB; the limit is "
+                             f"{limits.max_bytes / 1e6:.0f} MB")
+        data = path.read_bytes()
+    else:
+        data = source.read(limits.max_bytes + 1)
+    if len(data) == 0:
+        raise ImageError("the file is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageError(f"the file is over the {limits.max_bytes / 1e6:.0f} MB limit")
+    return data
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits instead of letting convert() clip to white.
+        array = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray((array * (255.0 / peak)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Return an RGB image with EXIF orientation applied, transparency on white and the
+    first frame of an animation, or raise `ImageError` with a reason a shopper can read."""
+    data = _read_bytes(source, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in limits.formats:
+                raise ImageError(f"{image.format} images are not supported; send {SUPPORTED}")
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise ImageError("the image has no pixels")
+            if width * height > limits.max_pixels:
+                raise ImageError(f"the image is {width}x{height} pixels; the limit is "
+                                 f"{limits.max_pixels / 1e6:.0f} megapixels")
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image) or image
+            return _to_rgb(image)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        if isinstance(exc, UnidentifiedImageError):
+            raise ImageError(f"this is not an image we can read; send {SUPPORTED}") from exc
+        raise ImageError("the image declares too many pixels to open safely") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"the image is damaged or truncated and cannot be decoded ({exc})") from exc

@@ -1,0 +1,98 @@
+"""Shared fixtures: a small catalog made at run time (PIL drawings, never the shared data),
+indexed with seeded random weights into a real embedded Chroma."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"
+# (gender, master, sub, article, colour name, rgb, shape)
+KINDS = [
+    ("Women", "Footwear", "Shoes", "Heels", "Black", (20, 20, 20), "triangle"),
+    ("Men", "Footwear", "Shoes", "Casual Shoes", "Brown", (120, 70, 20), "ellipse"),
+    ("Men", "Apparel", "Topwear", "Shirts", "Navy Blue", (20, 30, 110), "rectangle"),
+    ("Women", "Apparel", "Topwear", "Tops", "Red", (200, 30, 30), "rectangle"),
+    ("Women", "Accessories", "Bags", "Handbags", "Green", (30, 150, 60), "ellipse"),
+    ("Unisex", "Accessories", "Watches", "Watches", "White", (235, 235, 235), "circle"),
+]
+
+
+def draw_product(seed: int, rgb, shape: str, size=(60, 80)) -> Image.Image:
+    """A product-like shot: one coloured shape on a white studio background, varied by seed."""
+    rnd = random.Random(seed)
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    box = (rnd.randint(2, w // 4), rnd.randint(2, h // 4), rnd.randint(3 * w // 4, w - 2), rnd.randint(3 * h // 4, h - 2))
+    colour = tuple(max(0, min(255, c + rnd.randint(-25, 25))) for c in rgb)
+    if shape == "triangle":
+        draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=colour)
+    elif shape in ("ellipse", "circle"):
+        draw.ellipse(box, fill=colour)
+    else:
+        draw.rectangle(box, fill=colour)
+    for _ in range(rnd.randint(1, 4)):  # some texture so products differ
+        x, y = rnd.randint(0, w - 1), rnd.randint(0, h - 1)
+        draw.line((x, y, rnd.randint(0, w - 1), rnd.randint(0, h - 1)), fill=tuple(rnd.randint(0, 255) for _ in range(3)), width=2)
+    return image
+
+
+def make_catalog(folder: Path, per_kind: int = 4, extra_rows: str = "") -> Path:
+    """Write styles.csv (with the real file's quirks) and images/<id>.jpg under `folder`."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = [HEADER]
+    pid = 1000
+    for k, (gender, master, sub, article, colour, rgb, shape) in enumerate(KINDS):
+        for i in range(per_kind):
+            pid += 1
+            name = f"Brand{i} {gender} {colour} {article}"
+            if i == 0:
+                name = f"Brand{i} {gender} {colour}, Grey and White {article}"  # an unquoted comma
+            year = "" if i == 1 else str(2010 + i)
+            lines.append(f"{pid},{gender},{master},{sub},{article},{colour},Summer,{year},Casual,{name}\n")
+            draw_product(pid, rgb, shape).save(folder / "images" / f"{pid}.jpg", quality=90)
+    lines.append(extra_rows)
+    (folder / "styles.csv").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def catalog_dir(tmp_path_factory) -> Path:
+    return make_catalog(tmp_path_factory.mktemp("catalog"))
+
+
+@pytest.fixture(scope="session")
+def embedders():
+    from vectorstore import load_embedder
+    return {name: load_embedder(name, "random") for name in ("resnet18", "resnet50")}
+
+
+@pytest.fixture(scope="session")
+def indexed_db(tmp_path_factory, catalog_dir, embedders) -> Path:
+    """An embedded Chroma folder holding the session catalog for resnet18 and resnet50."""
+    from catalog import read_catalog
+    from vectorstore import StoreSettings, index_catalog, make_client
+    db = tmp_path_factory.mktemp("chroma")
+    client = make_client(StoreSettings(path=db))
+    index_catalog(read_catalog(catalog_dir), client, list(embedders.values()), batch_size=8,
+                  show_progress_bar=False)
+    del client
+    return db
+
+
+@pytest.fixture(scope="session")
+def searcher(indexed_db, embedders):
+    """A Searcher over `indexed_db` reusing the session's embedders."""
+    from vectorstore import Searcher, StoreSettings, make_client
+    client = make_client(StoreSettings(path=indexed_db))
+    return Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])

@@ -1,0 +1,151 @@
+"""One entry point for "products like this": embed a query image with the chosen model and
+ask that model's collection, with filters. Shared by the command line, the chat and the API."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Iterable
+
+import numpy as np
+from PIL import Image
+
+from vectorstore.embedders import Embedder, check_model_name, load_embedder
+from vectorstore.filters import Filters, resolve_filters
+from vectorstore.store import NoIndex, ProductCollection, StoreError
+
+RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
+                 "season", "year", "usage", "image")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One recommended product, in the schema of `search --json`."""
+    id: str
+    score: float
+    metadata: Mapping = field(default_factory=dict)
+
+    def get(self, key: str, default=None):
+        return self.metadata.get(key, default)
+
+    def to_json(self) -> dict:
+        out = {"id": self.id, "score": round(self.score, 4)}
+        for key in RESULT_FIELDS:
+            out[key] = self.metadata.get(key)
+        return out
+
+
+@dataclass
+class Answer:
+    model: str
+    results: list[Result]
+    filters: Filters
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Searcher:
+    """Holds one embedder and one collection handle per model, built on first use.
+
+    `embedder_factory` is injected so tests and tools can build embedders their own way.
+    """
+
+    def __init__(self, client, weights: str = "imagenet", device: str = "cpu",
+                 embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = ""):
+        self.client = client
+        self.weights = weights
+        self.device = device
+        self.embedder_factory = embedder_factory
+        self.index_hint = index_hint
+        self._embedders: dict[str, Embedder] = {}
+        self._collections: dict[str, ProductCollection] = {}
+        self._lock = threading.Lock()
+        # torch runs one forward pass at a time well on a small CPU; concurrent requests
+        # queue here instead of fighting over the cores.
+        self._forward_lock = threading.Lock()
+
+    def embedder(self, model: str) -> Embedder:
+        model = check_model_name(model)
+        with self._lock:
+            if model not in self._embedders:
+                self._embedders[model] = self.embedder_factory(model, self.weights, device=self.device)
+            return self._embedders[model]
+
+    def collection(self, model: str, *, check_weights: bool = True) -> ProductCollection:
+        model = check_model_name(model)
+        weights_id = self.embedder(model).weights_id if check_weights else None
+        with self._lock:
+            if model not in self._collections:
+                try:
+                    self._collections[model] = ProductCollection.open(self.client, model, weights_id=weights_id)
+                except NoIndex as exc:
+                    raise NoIndex(f"{exc}. Build it first: {self.index_hint or 'python app.py index --catalog DIR'}") from exc
+            return self._collections[model]
+
+    def forget_connection(self) -> None:
+        """Drop cached collection handles (after the server was restarted, say)."""
+        with self._lock:
+            self._collections.clear()
+
+    def vocabulary(self, model: str) -> dict[str, list]:
+        return self.collection(model, check_weights=False).vocabulary()
+
+    def resolve(self, model: str, raw: Mapping[str, Iterable[str]] | Filters | None) -> Filters:
+        if raw is None:
+            return Filters()
+        if isinstance(raw, Filters):
+            return raw
+        return resolve_filters(raw, self.vocabulary(model))
+
+    def embed(self, model: str, images: list[Image.Image]) -> np.ndarray:
+        embedder = self.embedder(model)
+        with self._forward_lock:
+            return embedder.embed(images, batch_size=16)
+
+    def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
+                      exclude: tuple[str, ...] = (), check_weights: bool = True) -> Answer:
+        collection = self.collection(model, check_weights=check_weights)
+        resolved = self.resolve(model, filters)
+        started = time.perf_counter()
+        hits = collection.search(vector, k=k, filters=resolved, exclude=exclude)
+        answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved)
+        answer.timings["query"] = time.perf_counter() - started
+        return answer
+
+    def search_images(self, model: str, images: list[Image.Image], k: int = 5, filters=None) -> list[Answer]:
+        collection = self.collection(model)  # refuse a weights mismatch before any work
+        resolved = self.resolve(model, filters)
+        started = time.perf_counter()
+        vectors = self.embed(model, images)
+        embed_seconds = (time.perf_counter() - started) / max(1, len(images))
+        answers = []
+        for vector in vectors:
+            answer = self.search_vector(model, vector, k, resolved)
+            answer.timings["embed"] = embed_seconds
+            answers.append(answer)
+        return answers
+
+    def search_image(self, model: str, image: Image.Image, k: int = 5, filters=None) -> Answer:
+        return self.search_images(model, [image], k, filters)[0]
+
+    def similar_to(self, model: str, product_id: str, k: int = 5, filters=None) -> Answer:
+        """Products like a stored one, by its stored vector; the product itself is left out."""
+        collection = self.collection(model, check_weights=False)
+        vector = collection.vector_of(product_id)
+        if vector is None:
+            raise KeyError(f"no product {product_id!r} in the {model} index")
+        return self.search_vector(model, vector, k, filters, exclude=(product_id,), check_weights=False)
+
+    def product(self, model: str, product_id: str) -> dict | None:
+        return self.collection(model, check_weights=False).metadata_of(product_id)
+
+    def warm_up(self, models: Iterable[str]) -> None:
+        """Pay the first-call costs (model build and trace, HNSW load) before the first shopper."""
+        for model in models:
+            embedder = self.embedder(model)
+            embedder.warm_up()
+            collection = self.collection(model)
+            if collection.count():
+                collection.search(np.ones(embedder.dim, dtype=np.float32), k=1)
+
+
+__all__ = ["Answer", "Result", "Searcher", "StoreError"]

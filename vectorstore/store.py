@@ -1,0 +1,300 @@
+"""The Chroma side: one collection per model, holding every product's vector and metadata.
+
+The adapter takes its client as an argument (embedded or HTTP, the caller decides). Searches
+go through Chroma's own index; a small in-memory copy of the metadata plans filtered searches,
+because Chroma's `where` filter over SQLite costs 50-130 ms at 44k products and loses recall
+at mid selectivity (see docs/search.md for the measurements behind the plan).
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import chromadb
+from chromadb.config import Settings
+
+from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
+from vectorstore.filters import Filters
+
+COLLECTION_PREFIX = "products_"
+DIGEST_KEY = "digest"
+# How a filtered search is planned, by how many products pass the filter (measured in
+# bench/vector_query.py; docs/search.md has the figures):
+# - at most EXACT_LIMIT: Chroma returns those products' vectors by id and they are ranked
+#   exactly (a filtered HNSW walk over a tiny allowed set visits most of the graph: 27 ms for
+#   50 of 44k, against 2 ms to fetch 50 vectors);
+# - otherwise an unfiltered HNSW query over-fetches OVERFETCH times the expected need and the
+#   filter is applied in memory; should that need more than MAX_FETCH neighbours, Chroma is
+#   asked for the matching ids instead.
+EXACT_LIMIT = 400
+OVERFETCH = 4
+MAX_FETCH = 2000
+
+
+class StoreError(RuntimeError):
+    """The store cannot answer: no index yet, built with other weights, server down..."""
+
+
+class NoIndex(StoreError):
+    pass
+
+
+class WeightsMismatch(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    path: Path = Path("data/chroma")
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"Chroma server {self.host}:{self.port}" if self.host else f"{self.path}"
+
+
+def make_client(settings: StoreSettings) -> chromadb.api.ClientAPI:
+    chroma_settings = Settings(anonymized_telemetry=False)
+    if settings.host:
+        try:
+            return chromadb.HttpClient(host=settings.host, port=settings.port or 8000, settings=chroma_settings)
+        except Exception as exc:
+            raise StoreError(f"cannot reach the Chroma server at {settings.host}:{settings.port}: {exc}") from exc
+    Path(settings.path).mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
+
+
+def collection_name(model: str) -> str:
+    return f"{COLLECTION_PREFIX}{model}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    metadata: dict = field(default_factory=dict)
+
+
+def _plain(value):
+    # Chroma rejects numpy scalars and None; the caller's metadata may hold either.
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class ProductCollection:
+    """One model's collection. Create with `ProductCollection.open(client, model, ...)`."""
+
+    def __init__(self, client, collection, model: str):
+        self.client = client
+        self.collection = collection
+        self.model = model
+        self._lock = threading.Lock()
+        self._table: pd.DataFrame | None = None
+        self._table_count = -1
+
+    # -- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, client, model: str, *, weights_id: str | None = None, dim: int | None = None,
+             create: bool = False) -> "ProductCollection":
+        """Open the collection of `model`; with `create`, make it when missing.
+
+        `weights_id` is checked against what the collection was built with: vectors of one
+        network searched with another would give confident nonsense.
+        """
+        name = collection_name(model)
+        existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+        if name not in existing:
+            if not create:
+                raise NoIndex(f"no index for {model} yet")
+            metadata = {"model": model}
+            if weights_id:
+                metadata["weights"] = weights_id
+            if dim:
+                metadata["dim"] = dim
+            collection = client.get_or_create_collection(
+                name, embedding_function=None, metadata=metadata,
+                configuration={"hnsw": {"space": "cosine", "ef_search": 128, "ef_construction": 128}})
+        else:
+            collection = client.get_collection(name, embedding_function=None)
+        built_with = (collection.metadata or {}).get("weights")
+        if weights_id and built_with and built_with != weights_id:
+            raise WeightsMismatch(
+                f"the {model} index was built with weights '{built_with}', not '{weights_id}'; "
+                f"search with the same --weights, or re-index (python app.py index --rebuild ...)")
+        return cls(client, collection, model)
+
+    @staticmethod
+    def drop(client, model: str) -> None:
+        try:
+            client.delete_collection(collection_name(model))
+        except Exception:  # not there: nothing to drop
+            pass
+
+    @property
+    def weights_id(self) -> str | None:
+        return (self.collection.metadata or {}).get("weights")
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    # -- writing -------------------------------------------------------------------------
+    def _batch_size(self) -> int:
+        try:
+            return max(1, int(self.client.get_max_batch_size()))
+        except Exception:
+            return 1000
+
+    def stored_digests(self) -> dict[str, str]:
+        """id -> digest of the image each stored vector was made from."""
+        out: dict[str, str] = {}
+        step = self._batch_size()
+        offset = 0
+        while True:
+            page = self.collection.get(include=["metadatas"], limit=step, offset=offset)
+            for pid, meta in zip(page["ids"], page["metadatas"]):
+                out[pid] = (meta or {}).get(DIGEST_KEY, "")
+            if len(page["ids"]) < step:
+                return out
+            offset += step
+
+    def write(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
+        """Store products, replacing any stored under the same ids.
+
+        Delete-then-add rather than upsert: upsert merges metadata, so a field emptied in the
+        catalog would survive. Each call commits whole; a crash between the two leaves a gap
+        that the next incremental run fills, never a duplicate.
+        """
+        step = self._batch_size()
+        clean = [{k: _plain(v) for k, v in m.items() if v is not None} for m in metadatas]
+        for start in range(0, len(ids), step):
+            chunk = ids[start:start + step]
+            present = self.collection.get(ids=chunk, include=[])["ids"]
+            if present:
+                self.collection.delete(ids=present)
+            self.collection.add(ids=chunk, embeddings=np.asarray(vectors[start:start + step], dtype=np.float32),
+                                metadatas=clean[start:start + step])
+
+    def delete(self, ids: list[str]) -> None:
+        step = self._batch_size()
+        for start in range(0, len(ids), step):
+            self.collection.delete(ids=ids[start:start + step])
+
+    # -- reading -------------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """Every product's metadata, indexed by id; reloaded when the collection's size changes."""
+        count = self.count()
+        with self._lock:
+            if self._table is None or count != self._table_count:
+                rows, ids = [], []
+                step = self._batch_size()
+                offset = 0
+                while True:
+                    page = self.collection.get(include=["metadatas"], limit=step, offset=offset)
+                    ids.extend(page["ids"])
+                    rows.extend(m or {} for m in page["metadatas"])
+                    if len(page["ids"]) < step:
+                        break
+                    offset += step
+                table = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
+                for column in (*METADATA_FIELDS, "image", DIGEST_KEY):
+                    if column not in table.columns:
+                        table[column] = None
+                self._table, self._table_count = table, count
+            return self._table
+
+    def refresh(self) -> None:
+        with self._lock:
+            self._table = None
+
+    def vocabulary(self) -> dict[str, list]:
+        table = self.table()
+        out = {}
+        for column in (*VOCABULARY_FIELDS, "year"):
+            values = table[column].dropna().unique().tolist()
+            out[column] = sorted(values, key=str)
+        return out
+
+    def metadata_of(self, product_id: str) -> dict | None:
+        table = self.table()
+        if product_id not in table.index:
+            return None
+        return _row_dict(table.loc[product_id])
+
+    def vector_of(self, product_id: str) -> np.ndarray | None:
+        got = self.collection.get(ids=[product_id], include=["embeddings"])
+        if not got["ids"]:
+            return None
+        return np.asarray(got["embeddings"][0], dtype=np.float32)
+
+    def search(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
+               exclude: tuple[str, ...] = ()) -> list[Hit]:
+        """The k nearest products by cosine that pass `filters`, best first."""
+        table = self.table()
+        total = len(table)
+        if total == 0 or k <= 0:
+            return []
+        want = k + len(exclude)
+        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if filters is None or filters.is_empty():
+            ids, distances = self._query(vector, min(want, total))
+        else:
+            mask = filters.mask(table)
+            matching = int(mask.sum())
+            if matching == 0:
+                return []
+            if matching <= EXACT_LIMIT:
+                ids, distances = self._rank_exactly(vector, min(want, matching), table.index[mask].tolist())
+            else:
+                ids, distances = self._overfetch(vector, want, mask, table, matching)
+        hits = []
+        for pid, distance in zip(ids, distances):
+            if pid in exclude:
+                continue
+            hits.append(Hit(pid, float(1.0 - distance), _row_dict(table.loc[pid]) if pid in table.index else {}))
+            if len(hits) == k:
+                break
+        return hits
+
+    def _query(self, vector: np.ndarray, n: int, ids: list[str] | None = None):
+        result = self.collection.query(query_embeddings=vector, n_results=n, ids=ids, include=["distances"])
+        return result["ids"][0], result["distances"][0]
+
+    def _rank_exactly(self, vector: np.ndarray, n: int, ids: list[str]):
+        got = self.collection.get(ids=ids, include=["embeddings"])
+        stored = np.asarray(got["embeddings"], dtype=np.float32)
+        distances = 1.0 - stored @ vector[0]
+        order = np.argsort(distances, kind="stable")[:n]
+        return [got["ids"][i] for i in order], distances[order].tolist()
+
+    def _overfetch(self, vector, want, mask, table, matching):
+        # Unfiltered HNSW keeps its recall; ask for enough neighbours that `want` of them pass
+        # the filter in expectation (several times over), and widen if they did not.
+        allowed = set(table.index[mask])
+        total = len(table)
+        n = min(total, max(4 * want, math.ceil(want * total / matching * OVERFETCH)))
+        while n <= MAX_FETCH:
+            ids, distances = self._query(vector, n)
+            kept = [(i, d) for i, d in zip(ids, distances) if i in allowed]
+            if len(kept) >= want or n >= total:
+                return [i for i, _ in kept], [d for _, d in kept]
+            n *= 4
+        return self._query(vector, min(want, matching), ids=table.index[mask].tolist())
+
+
+def _row_dict(row: pd.Series) -> dict:
+    out = {}
+    for key, value in row.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if key == "year" and isinstance(value, float):
+            value = int(value)
+        out[key] = value
+    return out
