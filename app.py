@@ -103,6 +103,37 @@ def cmd_search(args) -> int:
     return 1 if failures else 0
 
 
+def ensure_index(args, models: list[str], client=None):
+    """Bring the index in line with --catalog (a full build the first time, seconds when it
+    is current) and return the client; without --catalog, use the index as it is."""
+    from vectorstore import index_catalog, load_embedder, make_client
+    client = client or make_client(_store_settings(args))
+    if getattr(args, "catalog", None):
+        from catalog import read_catalog
+        catalog = read_catalog(args.catalog)
+        embedders = [load_embedder(m, args.weights, device=args.device) for m in models]
+        report = index_catalog(catalog, client, embedders, show_progress_bar=not getattr(args, "quiet", False))
+        if sum(report.indexed.values()) or sum(report.removed.values()):
+            print(report.summary(), file=sys.stderr)
+    return client
+
+
+def cmd_serve(args) -> int:
+    raise NotImplementedError("serve: see assistant/ui.py (issue 3)")
+
+
+def cmd_shop(args) -> int:
+    raise NotImplementedError("shop: see assistant/api.py (issue 4)")
+
+
+def cmd_evaluate(args) -> int:
+    raise NotImplementedError("evaluate: see evaluation/ (issue 5)")
+
+
+def cmd_finetune(args) -> int:
+    raise NotImplementedError("finetune: see training/ (issue 6)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="Visual shopping assistant")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +159,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="the chat assistant (Gradio) on 127.0.0.1:7860")
+    p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None,
+                   help="indexed first when the index is missing or stale (default: %(default)s)")
+    _add_store(p)
+    p.add_argument("--models", default="resnet18,resnet34,resnet50")
+    p.add_argument("--model", default="resnet50", help="the model selected at start")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("shop", help="shop prototype + HTTP API + the assistant, in one FastAPI process")
+    p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None)
+    _add_store(p)
+    p.add_argument("--models", default="resnet18,resnet34,resnet50")
+    p.add_argument("--model", default="resnet50")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_shop)
+
+    p = sub.add_parser("evaluate", help="compare the models: accuracy, speed, size; writes a report")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--queries", help="a folder in the catalog layout; default: leave-one-out over the catalog")
+    _add_store(p)
+    p.add_argument("--models", default="resnet18,resnet34,resnet50")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--sample", type=int, default=1500, help="leave-one-out queries (seeded sample)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("finetune", help="adapt an embedder to the catalog's labels")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--weights", default="imagenet")
+    p.add_argument("--head-only", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 
