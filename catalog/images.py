@@ -74,7 +74,7 @@ def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = Imag
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=None)
             if image.format not in limits.formats:
                 raise ImageError(f"{image.format} images are not supported; send {SUPPORTED}")
             width, height = image.size
@@ -93,6 +93,7 @@ def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = Imag
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
             raise ImageError(f"this is not an image we can read; send {SUPPORTED}") from exc
-        raise ImageError("the image declares too many pixels to open safely") from exc
+        raise ImageError(f"the image declares too many pixels to open safely (limit "
+                         f"{limits.max_pixels / 1e6:.0f} megapixels)") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"the image is damaged or truncated and cannot be decoded ({exc})") from exc

@@ -13,6 +13,7 @@ from catalog.products import Product
 CSV_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                "season", "year", "usage", "productDisplayName")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+SPARE_COLUMNS = 16
 
 
 class CatalogError(ValueError):
@@ -109,20 +110,29 @@ def read_catalog(folder: str | Path, *, check_images: bool = True) -> Catalog:
     width = len(header)
 
     def rejoin(fields: list[str]) -> list[str]:
-        # The original file leaves commas in names unquoted: glue the surplus back into the name.
         extra = len(fields) - width
         return fields[:name_at] + [",".join(fields[name_at:name_at + extra + 1])] + \
             fields[name_at + extra + 1:]
 
+    # The original file leaves commas in names unquoted. Spare columns catch the surplus
+    # fields (explicit names also stop pandas from taking an over-long first row for an index
+    # column); each over-long row is then glued back together by `rejoin`.
+    spare = [f"__surplus{i}" for i in range(SPARE_COLUMNS)]
     frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, engine="python",
-                        on_bad_lines=rejoin, skip_blank_lines=True, index_col=False)
-    frame.columns = [c.strip() for c in frame.columns]
+                        names=header + spare, header=None, skiprows=1, index_col=False, skip_blank_lines=True,
+                        on_bad_lines=lambda fields: rejoin(fields)[:width] + [""] * SPARE_COLUMNS)
+    rows = []
+    for values in frame.itertuples(index=False, name=None):
+        fields = [v for v in values]
+        while len(fields) > width and (fields[-1] is None or fields[-1] == "" or fields[-1] != fields[-1]):
+            fields.pop()
+        rows.append(dict(zip(header, rejoin(fields) if len(fields) > width else fields[:width])))
 
     products: list[Product] = []
     skipped: list[Skipped] = []
     seen: set[str] = set()
     images_dir = folder / "images"
-    for line, row in enumerate(frame.to_dict("records"), start=2):
+    for line, row in enumerate(rows, start=2):
         pid = _clean(row.get("id"))
         if pid is None:
             skipped.append(Skipped(None, line, "malformed row: no id"))

@@ -197,7 +197,11 @@ def load_embedder(name: str, weights: str | WeightsChoice = "imagenet", device: 
         if not isinstance(state, dict):
             raise WeightsError(f"{choice.path}: expected a state dict of {name}")
         state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
-        result = network.load_state_dict(state, strict=False)
+        try:
+            result = network.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise WeightsError(f"{choice.path} does not fit {name}: its tensors have other shapes; "
+                               "is it for another model?") from exc
         if result.missing_keys:
             raise WeightsError(f"{choice.path} does not fit {name}: {len(result.missing_keys)} "
                                f"weights missing (e.g. {result.missing_keys[0]}); is it for another model?")

@@ -71,15 +71,19 @@ class Searcher:
             return self._embedders[model]
 
     def collection(self, model: str, *, check_weights: bool = True) -> ProductCollection:
+        """The model's collection; with `check_weights`, refuse one built with other weights
+        (checked on every call, since a handle may first have been opened without it)."""
         model = check_model_name(model)
-        weights_id = self.embedder(model).weights_id if check_weights else None
         with self._lock:
             if model not in self._collections:
                 try:
-                    self._collections[model] = ProductCollection.open(self.client, model, weights_id=weights_id)
+                    self._collections[model] = ProductCollection.open(self.client, model)
                 except NoIndex as exc:
                     raise NoIndex(f"{exc}. Build it first: {self.index_hint or 'python app.py index --catalog DIR'}") from exc
-            return self._collections[model]
+            collection = self._collections[model]
+        if check_weights:
+            collection.check_weights(self.embedder(model).weights_id)
+        return collection
 
     def forget_connection(self) -> None:
         """Drop cached collection handles (after the server was restarted, say)."""

@@ -122,12 +122,17 @@ class ProductCollection:
                 configuration={"hnsw": {"space": "cosine", "ef_search": 128, "ef_construction": 128}})
         else:
             collection = client.get_collection(name, embedding_function=None)
-        built_with = (collection.metadata or {}).get("weights")
-        if weights_id and built_with and built_with != weights_id:
+        opened = cls(client, collection, model)
+        if weights_id:
+            opened.check_weights(weights_id)
+        return opened
+
+    def check_weights(self, weights_id: str) -> None:
+        built_with = self.weights_id
+        if built_with and built_with != weights_id:
             raise WeightsMismatch(
-                f"the {model} index was built with weights '{built_with}', not '{weights_id}'; "
+                f"the {self.model} index was built with weights '{built_with}', not '{weights_id}'; "
                 f"search with the same --weights, or re-index (python app.py index --rebuild ...)")
-        return cls(client, collection, model)
 
     @staticmethod
     def drop(client, model: str) -> None:
