@@ -1,0 +1,84 @@
+"""The same index and search against a real `chroma run` server on 127.0.0.1."""
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from catalog import open_image, read_catalog
+from tests.conftest import ROOT
+from vectorstore import ProductCollection, Searcher, StoreSettings, index_catalog, make_client
+
+CHROMA = Path(sys.executable).with_name("chroma")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_chroma(path: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen([str(CHROMA), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("chroma run did not start")
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    if not CHROMA.exists():
+        pytest.skip("the chroma command is not installed beside this python")
+    port = free_port()
+    process = start_chroma(tmp_path / "server-data", port)
+    yield ("127.0.0.1", port, tmp_path / "server-data")
+    process.terminate()
+    process.wait(10)
+
+
+def test_index_and_search_through_the_server(chroma_server, catalog_dir, embedders):
+    host, port, _ = chroma_server
+    settings = StoreSettings(host=host, port=port)
+    client = make_client(settings)
+    catalog = read_catalog(catalog_dir)
+    report = index_catalog(catalog, client, [embedders["resnet18"]], batch_size=8, show_progress_bar=False)
+    assert report.indexed == {"resnet18": len(catalog.products)}
+    again = index_catalog(catalog, client, [embedders["resnet18"]], batch_size=8, show_progress_bar=False)
+    assert again.indexed == {"resnet18": 0}
+    searcher = Searcher(make_client(settings), weights="random",
+                        embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    product = catalog.by_id()["1013"]
+    answer = searcher.search_image("resnet18", open_image(product.image), k=5, filters={"gender": ["women"]})
+    assert answer.results[0].id == "1013" and answer.results[0].score > 0.99
+    assert all(r.get("gender") == "Women" for r in answer.results)
+    assert "1013" not in [r.id for r in searcher.similar_to("resnet18", "1013").results]
+
+
+def test_cli_against_the_server(chroma_server, catalog_dir):
+    host, port, _ = chroma_server
+    common = ["--chroma-host", host, "--chroma-port", str(port), "--weights", "random"]
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "index", "--catalog", str(catalog_dir),
+                           "--models", "resnet18", "--quiet", *common], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    query = catalog_dir / "images" / "1010.jpg"
+    found = subprocess.run([sys.executable, str(ROOT / "app.py"), "search", "--model", "resnet18", "--json",
+                            *common, str(query)], capture_output=True, text=True, timeout=300)
+    assert found.returncode == 0, found.stderr
+    assert '"id": "1010"' in found.stdout.splitlines()[0]
+
+
+def test_server_down_is_a_clear_error(embedders):
+    settings = StoreSettings(host="127.0.0.1", port=free_port())
+    from vectorstore import StoreError
+    with pytest.raises(StoreError, match=f"cannot reach the Chroma server at 127.0.0.1:{settings.port}"):
+        make_client(settings)
