@@ -123,15 +123,64 @@ def cmd_serve(args) -> int:
 
 
 def cmd_shop(args) -> int:
-    raise NotImplementedError("shop: see assistant/api.py (issue 4)")
+    import uvicorn
+    from assistant.api import ShopSettings, build_app
+    from assistant.settings import AssistantSettings
+    from vectorstore import Searcher
+    models = _models(args.models)
+    if args.model not in models:
+        raise ValueError(f"--model {args.model} is not among --models {','.join(models)}")
+    client = ensure_index(args, models)
+    searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args))
+    searcher.warm_up(models)  # model build and HNSW load before the first shopper, not during
+    images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
+    assistant = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
+                                  index_hint=_index_hint(args),
+                                  allowed_paths=(images_dir,) if images_dir else ())
+    settings = ShopSettings(models=tuple(models), model=args.model, k=args.k, images_dir=images_dir,
+                            max_upload_bytes=assistant.max_upload_bytes, assistant=assistant)
+    app = build_app(searcher, settings)
+    print(f"shop on http://{args.host}:{args.port}/  (API docs /docs, assistant "
+          f"{settings.assistant_path}/)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
 
 
 def cmd_evaluate(args) -> int:
-    raise NotImplementedError("evaluate: see evaluation/ (issue 5)")
+    from evaluation import EvaluationSettings, run_evaluation
+    from evaluation.report import write_report
+    settings = EvaluationSettings(
+        catalog=Path(args.catalog), store=_store_settings(args), models=tuple(_models(args.models)),
+        weights=args.weights, device=args.device, k=args.k, sample=args.sample, seed=args.seed,
+        queries=Path(args.queries) if args.queries else None, photo_like=args.photo_like,
+        show_progress=not args.quiet)
+    evaluation = run_evaluation(settings)
+    paths = write_report(evaluation, Path(args.out))
+    def fmt(value, unit=""):
+        return "n/a" if value is None else f"{value:.3f}{unit}"
+    for m in evaluation.models:
+        photo = f", photo-like {fmt(m.photo_like.precision['articleType'])}" if m.photo_like else ""
+        print(f"{m.model}: precision@{args.k} articleType clean {fmt(m.clean.precision['articleType'])}{photo}; "
+              f"latency p50 {fmt(m.latency.p50_ms, ' ms')}", file=sys.stderr)
+    print(paths["report"])
+    return 0
 
 
 def cmd_finetune(args) -> int:
-    raise NotImplementedError("finetune: see training/ (issue 6)")
+    from training import FinetuneSettings, finetune
+    settings = FinetuneSettings(
+        catalog=Path(args.catalog), model=args.model, out=Path(args.out), epochs=args.epochs,
+        image_size=args.image_size, batch_size=args.batch_size, device=args.device, weights=args.weights,
+        head_only=args.head_only, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
+        limit=args.limit, workers=args.workers, progress=not args.quiet)
+    result = finetune(settings)
+    before, after = result.before, result.history[-1]
+    if before is not None and after is not before:
+        print(f"P@{after['k']} by articleType on {after['queries']} held-out products: clean "
+              f"{before['p_clean']:.3f} -> {after['p_clean']:.3f}, photo-like {before['p_photo']:.3f} -> "
+              f"{after['p_photo']:.3f}", file=sys.stderr)
+    print(result.out)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=int, default=1500, help="leave-one-out queries (seeded sample)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--photo-like", action=argparse.BooleanOptionalAction, default=True,
+                   help="also query with shopper-like photos of the query products (default: on)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -206,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--head-only", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 from random, 3e-4 otherwise, "
+                   "1e-3 for --head-only)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="products held out per articleType")
+    p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
+    p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)
     return parser
 

@@ -11,11 +11,11 @@ keep-alive connection, as a shop's backend would, and reports p50/p95 of the rou
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import random
 import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,11 +56,15 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="requests per model not counted")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args(argv)
-
-    import httpx
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     images_dir = Path(args.catalog) / "images"
+    if args.serve_port:
+        serve(args.db, args.weights, models, args.serve_port, str(images_dir))
+        return 0
+
+    import httpx
     photos = sorted(images_dir.glob("*.jpg"))
     if not photos:
         print(f"no .jpg under {images_dir}", file=sys.stderr)
@@ -69,9 +73,9 @@ def main(argv=None) -> int:
     queries = [(p.name, p.read_bytes()) for p in queries]
 
     port = free_port()
-    server = mp.get_context("spawn").Process(
-        target=serve, args=(args.db, args.weights, models, port, str(images_dir)), daemon=True)
-    server.start()
+    server = subprocess.Popen([sys.executable, __file__, "--db", args.db, "--catalog", args.catalog,
+                               "--weights", args.weights, "--models", ",".join(models),
+                               "--serve-port", str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
                     health = client.get("/api/health").json()
                     break
                 except httpx.TransportError:
-                    if not server.is_alive() or time.monotonic() > deadline:
+                    if server.poll() is not None or time.monotonic() > deadline:
                         print("the server did not start", file=sys.stderr)
                         return 1
                     time.sleep(0.5)
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
                              statistics.fmean(times), min(times), max(times)))
     finally:
         server.terminate()
-        server.join(10)
+        server.wait(30)
 
     print(f"{'model':<10} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} {'max ms':>8}")
     for model, n, p50, p95, mean, lo, hi in rows:

@@ -111,8 +111,28 @@ def product_mask(image: Image.Image, white_tolerance: int = 8, softness: float =
     solid = Image.fromarray(np.where(outside, 0, 255).astype(np.uint8), "L")
     solid = solid.filter(ImageFilter.MinFilter(closing))  # give back what the closing added
     if softness > 0:
-        solid = solid.filter(ImageFilter.GaussianBlur(softness))
+        # Pull the edge in a pixel first, so the softened rim blends product into the new
+        # background rather than dragging a halo of studio white along.
+        solid = solid.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.GaussianBlur(softness))
     return solid
+
+
+def _bleed_edges(image: Image.Image, mask: Image.Image, radius: float = 3.0) -> Image.Image:
+    """The image with its rim pixels (mask below full) recoloured from the nearby solid
+    product, so the soft edge blends product colour, not the studio white, into the new
+    background (a light halo otherwise gives every cut-out away)."""
+    alpha = np.asarray(mask)
+    solid = np.where(alpha == 255, 255, 0).astype(np.uint8)
+    if not solid.any():
+        return image
+    pixels = np.asarray(image, dtype=np.float32)
+    kept = Image.fromarray((pixels * (solid[..., None] / 255)).astype(np.uint8), "RGB")
+    spread = np.asarray(kept.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
+    weight = np.asarray(Image.fromarray(solid, "L").filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
+    bled = spread / np.maximum(weight, 1.0)[..., None] * 255
+    rim = (alpha < 255) & (weight > 2)
+    pixels[rim] = bled[rim]
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
 
 
 def _colour(rng: random.Random, value: tuple[float, float] = (0.25, 0.9)) -> np.ndarray:
@@ -182,7 +202,7 @@ def shopper_photo(image: Image.Image, rng: random.Random,
     width, height = settings.size or image.size
     mask = product_mask(image, settings.white_tolerance, settings.mask_softness)
     box = mask.getbbox() or (0, 0, image.width, image.height)
-    product, alpha = image.crop(box), mask.crop(box)
+    product, alpha = _bleed_edges(image, mask).crop(box), mask.crop(box)
 
     angle = rng.uniform(-settings.max_rotation, settings.max_rotation)
     product = product.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))

@@ -1,0 +1,360 @@
+"""One turn of the shopping conversation, as plain Python (the Gradio UI and tests call it).
+
+A turn takes the conversation's state, the shopper's words and any photo, and returns a reply
+plus the new state. The state remembers the query (a photo, with its vector per model, or a
+catalog product), the filters, the model, k and the last results, so follow-ups ("only black
+ones", "more like the second one", "use resnet18") work without uploading again.
+
+Every failure becomes a reply with a message a shopper can read; nothing here raises.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from assistant.filters import Understanding, Vocabulary, understand
+from assistant.settings import AssistantSettings, model_label
+from catalog import ImageError, open_image
+from catalog.images import SUPPORTED
+from vectorstore import (CATEGORY, Answer, Filters, NoIndex, Result, Searcher, StoreError, UnknownFilterValue,
+                         WeightsError, WeightsMismatch)
+
+log = logging.getLogger(__name__)
+
+HELP = ("I can narrow or change the search: try “only black ones”, “show men instead”, "
+        "“more like the second one”, “show 10”, “use resnet18” or “clear filters”.")
+ASK_PHOTO = ("Send me a photo of a product or an outfit ({supported}) and I'll find the most similar "
+             "products in the catalog.")
+# Control name -> filter field, shared with the UI.
+CONTROL_FIELDS = {"gender": "gender", "category": CATEGORY, "colour": "baseColour"}
+
+
+class ChatProblem(ValueError):
+    """Something the shopper asked that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What the shopper is searching "like": their photo, or a product from the catalog."""
+    kind: str                               # "photo" or "product"
+    label: str                              # "your photo", "“Brand1 Women Black Heels”"
+    path: str | None = None                 # the photo's file, to embed it again for another model
+    crop: tuple[float, float, float, float] | None = None  # fractions (left, top, right, bottom)
+    product_id: str | None = None
+    vectors: Mapping[str, np.ndarray] = field(default_factory=dict)  # model -> query vector
+
+
+@dataclass(frozen=True)
+class ChatState:
+    model: str
+    k: int
+    filters: Filters = field(default_factory=Filters)
+    query: Query | None = None
+    results: tuple[Result, ...] = ()        # the last results shown, for "more like the second one"
+    seen: Mapping[str, Result] = field(default_factory=dict)  # every product shown, by id (gallery clicks)
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: str                               # "results", "ask_photo", "info" or "error"
+    headline: str = ""                      # "5 Women's Heels like your photo, by ResNet-50"
+    filters_line: str = ""                  # "Filters: Women · Footwear"
+    results: tuple[Result, ...] = ()
+    notes: tuple[str, ...] = ()             # what was adjusted or could not be done
+
+    def markdown(self) -> str:
+        lines = [f"**{self.headline}**" if self.kind == "results" and self.headline else self.headline]
+        lines += [n for n in self.notes if n]
+        if self.filters_line:
+            lines.append(self.filters_line)
+        return "\n\n".join(line for line in lines if line)
+
+
+def filters_line(filters: Filters) -> str:
+    return f"Filters: {filters.describe()}" if not filters.is_empty() else ""
+
+
+_POSSESSIVE = {"Women": "Women's", "Men": "Men's", "Boys": "Boys'", "Girls": "Girls'"}
+
+
+def describe_results(results: Sequence[Result]) -> str:
+    """'5 Women's Heels': the gender and the narrowest category every result shares."""
+    genders = {r.get("gender") for r in results}
+    gender = genders.pop() if len(genders) == 1 else None
+    kind = "products"
+    for level in ("articleType", "subCategory", "masterCategory"):
+        values = {r.get(level) for r in results}
+        if len(values) == 1 and None not in values:
+            kind = values.pop()
+            break
+    prefix = f"{_POSSESSIVE.get(gender, gender)} " if gender else ""
+    return f"{len(results)} {prefix}{kind}"
+
+
+def caption(result: Result) -> str:
+    details = " · ".join(str(v) for v in (result.get("articleType"), result.get("gender"),
+                                          result.get("baseColour")) if v)
+    return f"{result.get('name') or result.id}\n{details}\nsimilarity {result.score:.3f}"
+
+
+def pick_result(results: Sequence[Result], rank: int) -> tuple[int, Result]:
+    if not results:
+        raise ChatProblem("There are no results yet to pick from: send a photo first.")
+    index = len(results) - 1 if rank == -1 else rank - 1
+    if not 0 <= index < len(results):
+        raise ChatProblem(f"There is no result #{rank}; the last search showed {len(results)}.")
+    return index + 1, results[index]
+
+
+def crop_box(image: Image.Image, crop: tuple[float, float, float, float]) -> Image.Image:
+    """Crop by fractions of the width and height; a box too small or out of range is refused."""
+    left, top, right, bottom = (min(1.0, max(0.0, float(v))) for v in crop)
+    width, height = image.size
+    box = (round(left * width), round(top * height), round(right * width), round(bottom * height))
+    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+        raise ChatProblem("That crop is too small to search; select a larger part of the photo.")
+    return image.crop(box)
+
+
+class Assistant:
+    """The conversation logic over one Searcher; holds no per-conversation data (that is ChatState)."""
+
+    def __init__(self, searcher: Searcher, settings: AssistantSettings):
+        self.searcher = searcher
+        self.settings = settings
+        self._vocabularies: dict[str, tuple[int, Vocabulary]] = {}
+
+    def new_state(self) -> ChatState:
+        return ChatState(model=self.settings.default_model, k=self.settings.k)
+
+    # -- public turns ------------------------------------------------------------------
+    def handle_turn(self, state: ChatState, text: str | None = "", image_paths: Iterable[str] = (),
+                    crop: tuple[float, float, float, float] | None = None,
+                    label: str | None = None) -> tuple[Reply, ChatState]:
+        """One message: words and/or photos (only the first photo is used). `crop` cuts the photo
+        to one garment (fractions of its size) before it is searched; `label` names the photo in
+        the reply ("your cropped photo" when the UI cropped it already)."""
+        try:
+            return self._turn(state, text or "", [str(p) for p in image_paths or () if p], crop, label)
+        except Exception as exc:  # every failure is a message in the chat, never a stack trace
+            return self._failure(exc, state), state
+
+    def more_like(self, state: ChatState, product_id: str) -> tuple[Reply, ChatState]:
+        """Products like one already shown (a gallery click), by its stored vector."""
+        try:
+            product_id = str(product_id)
+            known = state.seen.get(product_id)
+            meta = dict(known.metadata) if known else (self.searcher.product(state.model, product_id) or {})
+            if not known and not meta:
+                raise ChatProblem(f"Product {product_id} is not in the catalog any more.")
+            label = f"“{meta.get('name') or product_id}”"
+            return self._search(replace(state, query=Query("product", label, product_id=product_id)), [])
+        except Exception as exc:
+            return self._failure(exc, state), state
+
+    def apply_controls(self, state: ChatState, *, model: str | None = None, k: int | None = None,
+                       **controls: Sequence[str] | str | None) -> tuple[Reply, ChatState]:
+        """The controls beside the chat: model, k, and gender/category/colour (empty = any)."""
+        try:
+            notes: list[str] = []
+            new_model = state.model
+            if model and model != state.model:
+                if model not in self.settings.models:
+                    raise ChatProblem(self._model_not_offered(model))
+                new_model = model
+            new_k = state.k if k is None else self._clamp_k(int(k), notes)
+            filters = state.filters
+            for name, values in controls.items():
+                if name not in CONTROL_FIELDS:
+                    raise ChatProblem(f"unknown control {name!r}")
+                values = [values] if isinstance(values, str) else [v for v in values or [] if v]
+                # typed values are spelled as the catalog spells them, or refused with suggestions
+                resolved = self.searcher.resolve(new_model, {CONTROL_FIELDS[name]: values}) if values else None
+                filters = filters.with_values(CONTROL_FIELDS[name],
+                                              resolved.get(CONTROL_FIELDS[name]) if resolved else [])
+            state = replace(state, model=new_model, k=new_k, filters=filters)
+            if state.query is None:
+                return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters)), state
+            return self._search(state, notes)
+        except Exception as exc:
+            return self._failure(exc, state), state
+
+    def recommend(self, image_path: str | None, model: str | None = None, k: int | None = None,
+                  gender: str | None = None, category: str | None = None) -> dict:
+        """Stateless search for the API, in the `search --json` schema (errors as {"error": ...})."""
+        query = str(image_path) if image_path else None
+        try:
+            if not image_path:
+                raise ChatProblem("no image given")
+            model = model or self.settings.default_model
+            if model not in self.settings.models:
+                raise ChatProblem(self._model_not_offered(model))
+            k = self.settings.k if k in (None, "") else int(k)
+            if not 1 <= k <= self.settings.max_k:
+                raise ChatProblem(f"k must be between 1 and {self.settings.max_k}")
+            raw = {"gender": [gender] if gender else [], "category": [category] if category else []}
+            filters = self.searcher.resolve(model, raw)
+            image = open_image(image_path, self.settings.image_limits)
+            answer = self.searcher.search_image(model, image, k=k, filters=filters)
+            return {"query": query, "model": model, "results": [r.to_json() for r in answer.results]}
+        except Exception as exc:
+            return {"query": query, "error": self._explain(exc, model or self.settings.default_model)}
+
+    # -- the turn ----------------------------------------------------------------------
+    def vocabulary(self, model: str) -> Vocabulary:
+        collection = self.searcher.collection(model, check_weights=False)
+        count = collection.count()
+        cached = self._vocabularies.get(model)
+        if cached is None or cached[0] != count:
+            cached = (count, Vocabulary(collection.vocabulary()))
+            self._vocabularies[model] = cached
+        return cached[1]
+
+    def _turn(self, state: ChatState, text: str, image_paths: list[str], crop, label) -> tuple[Reply, ChatState]:
+        notes: list[str] = []
+        understood = Understanding()
+        if text.strip():
+            try:
+                vocabulary = self.vocabulary(state.model)
+            except StoreError:
+                # No index for this model: still understand "use resnet18" and the like; the
+                # search below reports what is missing.
+                vocabulary = None
+            understood = understand(text, vocabulary)
+        model = state.model
+        if understood.model and understood.model != model:
+            if understood.model in self.settings.models:
+                model = understood.model
+            else:
+                notes.append(self._model_not_offered(understood.model))
+        k = state.k if understood.k is None else self._clamp_k(understood.k, notes)
+        filters = Filters() if understood.clear else state.filters
+        for name in understood.cleared_fields:
+            filters = filters.without(name)
+        filters = filters.merged(understood.filters)
+        if understood.negated:
+            words = ", ".join(f"“{m.text}”" for m in understood.negated)
+            notes.append(f"I can't leave products out yet, so I ignored “not” before {words}.")
+
+        query = state.query
+        if image_paths:
+            query = self._photo_query(image_paths[0], crop, label)
+            if len(image_paths) > 1:
+                notes.append("I searched with the first photo; send one photo per message.")
+        elif understood.more_like is not None:
+            rank, picked = pick_result(state.results, understood.more_like)
+            query = Query("product", f"#{rank} “{picked.get('name') or picked.id}”", product_id=picked.id)
+
+        state = replace(state, model=model, k=k, filters=filters, query=query)
+        if query is None:
+            self.vocabulary(model)  # no index for this model: say so (with the command) before asking for a photo
+            return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters),
+                         notes=tuple(notes)), state
+        if not image_paths and understood.is_empty():
+            return Reply("info", HELP, filters_line(filters), notes=tuple(notes)), state
+        return self._search(state, notes)
+
+    def _photo_query(self, path: str, crop, label: str | None = None) -> Query:
+        self._open_photo(path, crop)  # opened now so a bad file is reported before the state changes
+        return Query("photo", label or ("your cropped photo" if crop else "your photo"), path=path, crop=crop)
+
+    def _open_photo(self, path: str, crop) -> Image.Image:
+        image = open_image(path, self.settings.image_limits)
+        return crop_box(image, crop) if crop else image
+
+    def _query_answer(self, state: ChatState, filters: Filters) -> tuple[Answer, ChatState]:
+        query = state.query
+        if query.kind == "product":
+            return self.searcher.similar_to(state.model, query.product_id, k=state.k, filters=filters), state
+        vector = query.vectors.get(state.model)
+        if vector is None:
+            self.searcher.collection(state.model)  # refuse a missing index or other weights before embedding
+            vector = self.searcher.embed(state.model, [self._open_photo(query.path, query.crop)])[0]
+            query = replace(query, vectors={**query.vectors, state.model: vector})
+            state = replace(state, query=query)
+        return self.searcher.search_vector(state.model, vector, k=state.k, filters=filters), state
+
+    def _narrowest(self, model: str, filters: Filters) -> str:
+        table = self.searcher.collection(model, check_weights=False).table()
+        counts = {name: int(Filters({name: values}).mask(table).sum())
+                  for name, values in filters.fields.items() if values}
+        return min(counts, key=lambda name: counts[name])
+
+    def _search(self, state: ChatState, notes: list[str]) -> tuple[Reply, ChatState]:
+        asked = state.filters
+        answer, state = self._query_answer(state, asked)
+        filters, dropped = asked, []
+        # Nothing matches: drop the filter that matches the fewest products, then the next...
+        while not answer.results and not filters.is_empty():
+            name = self._narrowest(state.model, filters)
+            dropped.append(" or ".join(str(v) for v in filters.get(name)))
+            filters = filters.without(name)
+            answer, state = self._query_answer(state, filters)
+        if dropped:
+            notes.insert(0, f"No product matches {asked.describe()}; without {' and '.join(dropped)}:"
+                         if answer.results else f"No product matches {asked.describe()}.")
+        results = tuple(answer.results)
+        seen = {**state.seen, **{r.id: r for r in results}}
+        state = replace(state, filters=filters, results=results, seen=seen)
+        label = state.query.label
+        if results:
+            headline = f"{describe_results(results)} like {label}, by {model_label(state.model)}"
+        else:
+            headline = f"No products found like {label}, by {model_label(state.model)}: the index is empty."
+        return Reply("results", headline, filters_line(filters), results, tuple(notes)), state
+
+    # -- helpers -----------------------------------------------------------------------
+    def _clamp_k(self, k: int, notes: list[str]) -> int:
+        clamped = min(self.settings.max_k, max(1, k))
+        if clamped != k:
+            notes.append(f"I show between 1 and {self.settings.max_k} products; showing {clamped}.")
+        return clamped
+
+    def _model_not_offered(self, model: str) -> str:
+        offered = ", ".join(model_label(m) for m in self.settings.models)
+        return f"{model_label(model)} is not offered here; choose one of {offered}."
+
+    def _failure(self, exc: Exception, state: ChatState) -> Reply:
+        return Reply("error", self._explain(exc, state.model))
+
+    def _explain(self, exc: Exception, model: str) -> str:
+        limit = self.settings.max_upload_bytes / 1e6
+        if isinstance(exc, ImageError):
+            return (f"I couldn't use that file: {exc}. Send a photo as {SUPPORTED}, "
+                    f"up to {limit:.0f} MB.")
+        if isinstance(exc, ChatProblem):
+            return str(exc)
+        if isinstance(exc, NoIndex):
+            return f"There is no product index for {model_label(model)} yet: {exc}"
+        if isinstance(exc, (WeightsMismatch, WeightsError, UnknownFilterValue)):
+            return str(exc)
+        if isinstance(exc, StoreError):
+            return f"The product index cannot answer right now: {exc}"
+        if _is_connection_error(exc):
+            self.searcher.forget_connection()  # the next message reconnects
+            return (f"The product index (Chroma) is not reachable right now ({type(exc).__name__}: {exc}). "
+                    "Try again in a moment.")
+        log.exception("chat turn failed", exc_info=exc)
+        return f"Sorry, something went wrong on our side ({type(exc).__name__}: {exc}). Please try again."
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    names = {"ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "TransportError",
+             "ChromaError", "InternalError"}
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in names:
+            return True
+        if type(exc).__module__.split(".")[0] in ("httpx", "httpcore", "chromadb"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+__all__ = ["Assistant", "ChatProblem", "ChatState", "Query", "Reply", "caption", "describe_results",
+           "filters_line", "pick_result", "CONTROL_FIELDS", "HELP"]

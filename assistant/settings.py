@@ -1,0 +1,50 @@
+"""Settings of the chat assistant, passed explicitly from app.py (or a test) to the UI and the chat."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from catalog import ImageLimits
+
+MODEL_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
+
+
+def model_label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+@dataclass(frozen=True)
+class AssistantSettings:
+    # Models the shopper may choose; each needs its own collection in the index.
+    models: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
+    default_model: str = "resnet50"
+    k: int = 5
+    max_k: int = 20
+    # One limit for the browser, gradio_client, the server (413) and our own check of the bytes.
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    # Shown in the chat when a model has no collection yet: the exact command that builds it.
+    index_hint: str = "python app.py index --catalog DIR"
+    # Searches that may run at once; the embedder serialises forward passes itself, so more
+    # than a few only adds queueing inside the process.
+    concurrency: int = 4
+    queue_size: int = 64
+    # Folders whose files the app may serve (the catalog's product images); Gradio answers 403
+    # for files outside its cache unless listed.
+    allowed_paths: tuple[Path, ...] = field(default_factory=tuple)
+    chat_height: int = 620
+    gallery_columns: int = 5
+    title: str = "Visual shopping assistant"
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+
+    def __post_init__(self):
+        if not self.models:
+            raise ValueError("AssistantSettings.models is empty: offer at least one model")
+        if self.default_model not in self.models:
+            raise ValueError(f"the default model {self.default_model!r} is not among the models offered "
+                             f"({', '.join(self.models)})")
+        if not 1 <= self.k <= self.max_k:
+            raise ValueError(f"k must be between 1 and {self.max_k}, not {self.k}")

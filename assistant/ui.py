@@ -1,0 +1,390 @@
+"""The chat assistant in Gradio: a chat with galleries of products inside the replies, controls
+beside it, a crop panel for outfit photos, and an API event (`/recommend`) for programs.
+
+All conversation logic is in `assistant.chat`; this module only maps components to turns.
+Each browser session has its own `gr.State` (the conversation and its history), and the queue
+lets several sessions' searches run at once.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageDraw
+
+from assistant.chat import Assistant, ChatState, Reply, caption
+from assistant.settings import AssistantSettings, model_label
+from catalog.products import CATEGORY_FIELDS
+from catalog import ImageError, open_image
+from vectorstore import CATEGORY, Searcher, StoreError
+
+log = logging.getLogger(__name__)
+
+# Clicks on a product inside a chat gallery: Gradio gives a gallery rendered in a chat message
+# no events of its own, so this listener passes the clicked image's file name to a hidden
+# textbox and presses a hidden button; Python maps the name back to the product shown.
+# Clicks on the crop photo go the same way: Image.select reports wrong pixel coordinates when
+# the photo is scaled to fit its box, so the page measures the click itself.
+CLICK_BRIDGE_JS = """
+() => {
+  if (window.__vsaBridge) return;
+  window.__vsaBridge = true;
+  document.addEventListener("click", (event) => {
+    const thumb = event.target.closest("#chat button.thumbnail-item, #chat .thumbnail-item");
+    if (!thumb) return;
+    const img = thumb.querySelector("img");
+    if (!img) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const box = document.querySelector("#pick textarea, #pick input");
+    const button = document.querySelector("#pick-btn");
+    if (!box || !button) return;
+    const src = decodeURIComponent(img.getAttribute("src") || "");
+    box.value = src.split("/").pop() + "|" + Date.now();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 50);
+  }, true);
+  // Crop corners: the click's position on the photo as fractions of its width and height,
+  // measured on the drawn image itself (object-fit: contain leaves bands around it).
+  document.addEventListener("click", (event) => {
+    const img = event.target.closest("#crop-image img");
+    if (!img || !img.naturalWidth) return;
+    const r = img.getBoundingClientRect();
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    const fx = (event.clientX - r.left - (r.width - w) / 2) / w;
+    const fy = (event.clientY - r.top - (r.height - h) / 2) / h;
+    if (fx < 0 || fx > 1 || fy < 0 || fy > 1) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const box = document.querySelector("#crop-pick textarea, #crop-pick input");
+    const button = document.querySelector("#crop-pick-btn");
+    if (!box || !button) return;
+    box.value = fx.toFixed(4) + "," + fy.toFixed(4) + "|" + Date.now();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 50);
+  }, true);
+}
+"""
+
+CSS = """
+#chat .grid-wrap { max-width: 100% !important; max-height: none !important; }
+#chat .bubble.bot-row { max-width: calc(100% - 24px); }
+#chat .thumbnail-item { cursor: pointer; aspect-ratio: auto !important; display: flex; flex-direction: column; }
+#chat .thumbnail-lg > img { height: 150px !important; flex: none; }
+#chat .caption-label { position: static !important; max-width: 100% !important; border: none !important;
+  white-space: pre-line !important; font-size: 11.5px; line-height: 1.3; display: -webkit-box;
+  -webkit-line-clamp: 5; -webkit-box-orient: vertical; overflow: hidden; background: transparent !important; }
+#controls { min-width: 240px; }
+"""
+# Height of one row of products in a chat gallery (image + four caption lines): fixed, since
+# a gallery sized "auto" inside a chat message leaves a blank area.
+ROW_HEIGHT = 240
+
+
+def _gallery(reply: Reply, settings: AssistantSettings) -> gr.Gallery:
+    rows = -(-len(reply.results) // settings.gallery_columns)
+    return gr.Gallery(value=[(r.get("image"), caption(r)) for r in reply.results if r.get("image")],
+                      columns=settings.gallery_columns, height=min(rows, 2) * ROW_HEIGHT + 24,
+                      allow_preview=False, object_fit="contain",
+                      show_label=False, elem_classes=["results"])
+
+
+def reply_messages(reply: Reply, settings: AssistantSettings) -> list[dict]:
+    """The assistant's chat message(s) for one reply: the text, then the gallery inside the chat."""
+    content: list[Any] = [reply.markdown()]
+    if reply.results:
+        content.append(_gallery(reply, settings))
+    return [{"role": "assistant", "content": item} for item in content]
+
+
+# -- cropping: an outfit photo holds several garments; two clicks on the photo mark one -------
+CROP_HELP = "Click two opposite corners of one garment on the photo, then search that part."
+
+
+def new_crop(path: str, settings: AssistantSettings) -> tuple[dict | None, Image.Image | None]:
+    """Crop state for a new photo: its file, its size as shown, no corners yet."""
+    try:
+        image = open_image(path, settings.image_limits)
+    except ImageError:
+        return None, None
+    return {"path": path, "size": image.size, "points": []}, image
+
+
+def mark_corner(crop: dict | None, clicked: str) -> dict | None:
+    """Add a clicked point ("fx,fy" as fractions of the photo's width and height, from the page);
+    the last two points make the box."""
+    try:
+        fx, fy = (min(1.0, max(0.0, float(v))) for v in str(clicked).split("|", 1)[0].split(","))
+    except ValueError:
+        return crop
+    if not crop:
+        return crop
+    return {**crop, "points": (list(crop["points"]) + [(fx, fy)])[-2:]}
+
+
+def crop_fractions(crop: dict | None) -> tuple[float, float, float, float] | None:
+    if not crop or len(crop.get("points", [])) < 2:
+        return None
+    (x1, y1), (x2, y2) = crop["points"]
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def crop_status(crop: dict | None) -> str:
+    points = len((crop or {}).get("points", []))
+    if not crop:
+        return CROP_HELP
+    if points < 2:
+        return "Now click the opposite corner." if points == 1 else CROP_HELP
+    left, top, right, bottom = crop_fractions(crop)
+    return (f"Selected {round((right - left) * 100)}% × {round((bottom - top) * 100)}% of the photo; "
+            "search it, or click again to move a corner.")
+
+
+def crop_preview(crop: dict | None, settings: AssistantSettings) -> Image.Image | None:
+    """The photo with the selected box outlined and the rest dimmed."""
+    if not crop:
+        return None
+    try:
+        image = open_image(crop["path"], settings.image_limits)
+    except ImageError:
+        return None
+    points = crop.get("points", [])
+    draw = ImageDraw.Draw(image)
+    if len(points) == 2:
+        box = crop_fractions(crop)
+        w, h = image.size
+        rect = (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
+        shade = Image.new("RGB", image.size, (255, 255, 255))
+        dimmed = Image.blend(image, shade, 0.6)
+        dimmed.paste(image.crop(rect), rect[:2])
+        image = dimmed
+        draw = ImageDraw.Draw(image)
+        draw.rectangle(rect, outline=(255, 90, 0), width=max(2, min(w, h) // 100))
+    for fx, fy in points:
+        x, y = fx * image.size[0], fy * image.size[1]
+        r = max(3, min(image.size) // 60)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 90, 0))
+    return image
+
+
+def save_crop(crop: dict, box, settings: AssistantSettings) -> str | None:
+    """The selected part as a file, to show in the chat as the shopper's message."""
+    try:
+        image = open_image(crop["path"], settings.image_limits)
+    except ImageError:
+        return None
+    w, h = image.size
+    part = image.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
+    folder = Path(tempfile.gettempdir()) / "vsa-crops"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"crop-{uuid.uuid4().hex[:12]}.png"
+    part.save(path)
+    return str(path)
+
+
+def _control_choices(assistant: Assistant, model: str) -> dict[str, list[str]]:
+    try:
+        vocabulary = assistant.searcher.vocabulary(model)
+    except StoreError:
+        return {"gender": [], "category": [], "colour": []}  # no index yet: the chat explains
+    categories: list[str] = []
+    for level in CATEGORY_FIELDS:
+        categories += [v for v in vocabulary.get(level, []) if v not in categories]
+    return {"gender": list(vocabulary.get("gender", [])), "category": categories,
+            "colour": list(vocabulary.get("baseColour", []))}
+
+
+def _control_updates(state: ChatState) -> list:
+    return [gr.update(value=state.model), gr.update(value=state.k),
+            gr.update(value=list(state.filters.get("gender"))),
+            gr.update(value=list(state.filters.get(CATEGORY))),
+            gr.update(value=list(state.filters.get("baseColour")))]
+
+
+def product_for_file(state: ChatState, file_name: str) -> str | None:
+    """The id of the product shown in this conversation whose image file has this name."""
+    name = file_name.split("|", 1)[0].split("?", 1)[0]
+    for pid, result in state.seen.items():
+        image = result.get("image")
+        if image and Path(str(image)).name == name:
+            return pid
+    return None
+
+
+def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
+    assistant = Assistant(searcher, settings)
+    choices = _control_choices(assistant, settings.default_model)
+
+    # -- handlers (plain functions of values, so tests can call them too) ------------------
+    def post_user(message: dict | None, history: list):
+        message = message or {}
+        text = (message.get("text") or "").strip()
+        files = [f for f in message.get("files") or [] if f]
+        if not text and not files:
+            return history, history, gr.update(), None
+        added = [{"role": "user", "content": {"path": f}} for f in files]
+        if text:
+            added.append({"role": "user", "content": text})
+        history = history + added
+        return history, history, gr.MultimodalTextbox(value=None, interactive=False), {"text": text, "files": files}
+
+    def answer(pending: dict | None, history: list, state: ChatState):
+        crop_updates = (gr.update(), gr.update(), gr.update())
+        if pending:
+            files = pending.get("files") or []
+            reply, state = assistant.handle_turn(state, pending.get("text", ""), files)
+            history = history + reply_messages(reply, settings)
+            if files and reply.kind == "results":
+                crop, preview = new_crop(files[0], settings)
+                crop_updates = (crop, preview, CROP_HELP)
+        return (history, history, state, gr.MultimodalTextbox(value=None, interactive=True),
+                *_control_updates(state), *crop_updates)
+
+    def on_controls(model: str, k: float, gender: list, category: list, colour: list, history: list,
+                    state: ChatState):
+        reply, new_state = assistant.apply_controls(state, model=model, k=int(k), gender=gender or [],
+                                                    category=category or [], colour=colour or [])
+        history = history + reply_messages(reply, settings)
+        return (history, history, new_state, *_control_updates(new_state))
+
+    def on_pick(picked: str, history: list, state: ChatState):
+        pid = product_for_file(state, picked or "")
+        if pid is None:
+            return (history, history, state, *_control_updates(state))
+        product = state.seen[pid]
+        history = history + [{"role": "user", "content": f"More like “{product.get('name') or pid}”"}]
+        reply, state = assistant.more_like(state, pid)
+        history = history + reply_messages(reply, settings)
+        return (history, history, state, *_control_updates(state))
+
+    def on_crop_click(clicked: str, crop: dict | None):
+        crop = mark_corner(crop, clicked)
+        return crop, crop_preview(crop, settings), crop_status(crop)
+
+    def on_crop_search(crop: dict | None, history: list, state: ChatState):
+        box = crop_fractions(crop)
+        if box is None:
+            reply = Reply("error", "Send a photo first, then click two opposite corners of one garment "
+                                   "on it (in “Crop the photo”).")
+            history = history + reply_messages(reply, settings)
+            return (history, history, state, *_control_updates(state))
+        shown = save_crop(crop, box, settings)
+        history = history + [{"role": "user", "content": {"path": shown}} if shown else
+                             {"role": "user", "content": "(the selected part of my photo)"}]
+        reply, state = assistant.handle_turn(state, "", [crop["path"]], crop=box)
+        history = history + reply_messages(reply, settings)
+        return (history, history, state, *_control_updates(state))
+
+    def new_conversation():
+        state = assistant.new_state()
+        return ([], [], state, *_control_updates(state), None, None, CROP_HELP)
+
+    def recommend(image: str | None, model: str | None, k: float | None, gender: str | None,
+                  category: str | None) -> dict:
+        return assistant.recommend(image, model=model or None, k=None if k in (None, "") else int(k),
+                                   gender=gender or None, category=category or None)
+
+    # -- layout ----------------------------------------------------------------------------
+    with gr.Blocks(title=settings.title) as demo:
+        session = gr.State(assistant.new_state())
+        history = gr.State([])
+        pending = gr.State(None)
+        gr.Markdown(f"## {settings.title}\nDrop a photo of a product or an outfit, add words if you like "
+                    "(“women's black shoes”), and get the most similar products. Click a product for more "
+                    "like it; say “only black ones”, “show 10”, “use resnet18” or “clear filters”.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4):
+                chatbot = gr.Chatbot(value=[], elem_id="chat", height=settings.chat_height, show_label=False,
+                                     feedback_options=None, buttons=[], group_consecutive_messages=True,
+                                     placeholder="Send a photo to start.")
+                box = gr.MultimodalTextbox(elem_id="message", file_types=["image"], file_count="single",
+                                           sources=["upload"], show_label=False, autofocus=True,
+                                           placeholder="Drop or paste a photo, add words, press Enter")
+            with gr.Column(scale=1, elem_id="controls"):
+                model = gr.Radio([(model_label(m), m) for m in settings.models], value=settings.default_model,
+                                 label="Model", elem_id="model")
+                k = gr.Slider(1, settings.max_k, value=settings.k, step=1, label="Number of results", elem_id="k")
+                gender = gr.Dropdown(choices["gender"], value=[], multiselect=True, label="Gender",
+                                     elem_id="gender")
+                category = gr.Dropdown(choices["category"], value=[], multiselect=True, label="Category",
+                                       elem_id="category")
+                colour = gr.Dropdown(choices["colour"], value=[], multiselect=True, label="Colour",
+                                     elem_id="colour")
+                with gr.Row():
+                    clear = gr.Button("Clear filters", size="sm", elem_id="clear-filters")
+                    restart = gr.Button("New chat", size="sm", elem_id="new-chat")
+                with gr.Accordion("Crop the photo to one garment", open=True, elem_id="crop-panel"):
+                    crop_state = gr.State(None)
+                    crop_image = gr.Image(type="pil", interactive=False, show_label=False, height=320,
+                                          buttons=[], elem_id="crop-image")
+                    crop_note = gr.Markdown(CROP_HELP, elem_id="crop-note")
+                    crop_search = gr.Button("Search the selected part", elem_id="crop-search")
+        # Bridge for clicks on products inside the chat (see CLICK_BRIDGE_JS).
+        pick = gr.Textbox(visible="hidden", elem_id="pick")
+        pick_btn = gr.Button("more like this", visible="hidden", elem_id="pick-btn")
+        crop_pick = gr.Textbox(visible="hidden", elem_id="crop-pick")
+        crop_pick_btn = gr.Button("crop corner", visible="hidden", elem_id="crop-pick-btn")
+        # The API's own event: its inputs are not part of the page.
+        with gr.Column(visible=False):
+            api_image = gr.Image(type="filepath", label="image")
+            api_model = gr.Textbox(label="model")
+            api_k = gr.Number(label="k", precision=0)
+            api_gender = gr.Textbox(label="gender")
+            api_category = gr.Textbox(label="category")
+            api_out = gr.JSON(label="results")
+            api_btn = gr.Button("recommend")
+
+        controls = [model, k, gender, category, colour]
+        turn_out = [history, chatbot, session, *controls]
+        private = {"api_visibility": "private"}
+
+        crop_out = [crop_state, crop_image, crop_note]
+        box.submit(post_user, [box, history], [history, chatbot, box, pending], queue=False, **private).then(
+            answer, [pending, history, session], [history, chatbot, session, box, *controls, *crop_out], **private)
+        clear.click(lambda h: post_user({"text": "clear filters"}, h), [history], [history, chatbot, box, pending],
+                    queue=False, **private).then(
+            answer, [pending, history, session], [history, chatbot, session, box, *controls, *crop_out], **private)
+        for control in (model, gender, category, colour):
+            control.input(on_controls, [*controls, history, session], turn_out, **private)
+        k.release(on_controls, [*controls, history, session], turn_out, **private)
+        pick_btn.click(on_pick, [pick, history, session], turn_out, **private)
+        crop_pick_btn.click(on_crop_click, [crop_pick, crop_state], crop_out, **private)
+        crop_search.click(on_crop_search, [crop_state, history, session], turn_out, **private)
+        restart.click(new_conversation, None, [history, chatbot, session, *controls, *crop_out], **private)
+        api_btn.click(recommend, [api_image, api_model, api_k, api_gender, api_category], api_out,
+                      api_name="recommend")
+        demo.load(None, js=CLICK_BRIDGE_JS)
+    return demo
+
+
+def image_dirs(searcher: Searcher, models) -> list[str]:
+    """Folders holding the indexed products' images: Gradio serves files only from these."""
+    dirs: set[str] = set()
+    for model in models:
+        try:
+            table = searcher.collection(model, check_weights=False).table()
+        except StoreError:
+            continue
+        for image in table["image"].dropna().unique():
+            dirs.add(str(Path(str(image)).parent))
+    return sorted(dirs)
+
+
+def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0.1", port: int = 7860,
+           *, block: bool = True, quiet: bool = False) -> gr.Blocks:
+    """Build, queue and start the app; with `block=False` it serves from a thread (tests, benchmarks)."""
+    demo = build_demo(searcher, settings)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    allowed = sorted({*map(str, settings.allowed_paths), *image_dirs(searcher, settings.models)})
+    demo.launch(server_name=host, server_port=port, allowed_paths=allowed, max_file_size=settings.max_upload_bytes,
+                css=CSS, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, footer_links=["api"],
+                show_error=False)
+    return demo
+
+
+__all__ = ["build_demo", "launch", "image_dirs", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]

@@ -1,0 +1,309 @@
+"""One evaluation run: bring the index up to date, ask every model the same queries, score
+the answers and measure what each model costs.
+
+Queries are either a folder in the catalog layout (its images embedded, nothing excluded) or
+leave-one-out over a seeded sample of the catalog: a clean query is the product's own stored
+vector with the product left out of its results; a photo-like query is `shopper_photo` of the
+product's image, embedded and searched with the product left out.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from catalog import Catalog, ImageError, open_image, read_catalog
+from catalog.photolike import PhotoLikeSettings, shopper_photo
+from vectorstore import (MODEL_NAMES, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
+                         load_embedder, make_client)
+from evaluation.metrics import LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
+from evaluation.model_facts import (EmbedRate, IndexSize, index_size, parameter_count, preprocessing_fit,
+                                    rate_from_index, timed_rate, typical_size)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    catalog: Path
+    store: StoreSettings
+    models: tuple[str, ...] = MODEL_NAMES
+    weights: str = "imagenet"
+    device: str = "cpu"
+    k: int = 5
+    sample: int = 1500                 # leave-one-out queries
+    seed: int = 0
+    queries: Path | None = None        # a folder in the catalog layout instead of leave-one-out
+    photo_like: bool = True
+    photo: PhotoLikeSettings = PhotoLikeSettings()
+    batch_size: int = 32
+    # Latency is timed per query (one image embedded, then searched). With photo-like queries
+    # those are timed; without, this many clean catalog images are embedded one by one.
+    latency_queries: int = 200
+    rate_probe_images: int = 64
+    # An indexing run this large or larger gives the embedding rate; a smaller one is
+    # dominated by the first call's tracing, so a timed batch is used instead.
+    rate_from_index_min: int = 500
+    worst: int = 10
+    min_queries_per_type: int = 3      # for the worst article types
+    examples: int = 6                  # photo-like examples shown in the report
+    show_progress: bool = True
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["catalog"] = str(self.catalog)
+        out["queries"] = str(self.queries) if self.queries else None
+        out["store"] = self.store.where
+        return out
+
+
+@dataclass(frozen=True)
+class Query:
+    id: str
+    labels: dict
+    image: Path
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass
+class Latency:
+    p50_ms: float | None
+    p95_ms: float | None
+    mean_ms: float | None
+    queries: int
+    measured_on: str
+
+    @classmethod
+    def of(cls, seconds: Sequence[float], measured_on: str) -> "Latency":
+        if not seconds:
+            return cls(None, None, None, 0, measured_on)
+        ms = np.asarray(seconds) * 1000
+        return cls(float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(ms.mean()), len(ms),
+                   measured_on)
+
+
+@dataclass
+class ModelEvaluation:
+    model: str
+    weights_id: str
+    parameters: int
+    embedding_size: int
+    index_size: IndexSize
+    embed_rate: EmbedRate
+    preprocessing: dict
+    latency: Latency
+    clean: Scores
+    photo_like: Scores | None = None
+    # Every query's outcome, by kind ("clean", "photo-like"), for tests and digging; metrics.json
+    # keeps the scores only.
+    outcomes: dict[str, list[QueryOutcome]] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("outcomes")
+        out["clean"] = self.clean.to_json()
+        out["photo_like"] = self.photo_like.to_json() if self.photo_like else None
+        return out
+
+
+@dataclass
+class Evaluation:
+    settings: EvaluationSettings
+    catalog: dict
+    queries: dict
+    index: dict
+    models: list[ModelEvaluation]
+    seconds: float = 0.0
+    machine: dict = field(default_factory=dict)
+    # (query id, catalog image, photo-like image) for the report; not part of metrics.json.
+    examples: list[tuple[str, Image.Image, Image.Image]] = field(default_factory=list, repr=False)
+
+    def to_json(self) -> dict:
+        return {"settings": self.settings.to_json(), "catalog": self.catalog, "queries": self.queries,
+                "index": self.index, "seconds": self.seconds, "machine": self.machine,
+                "label_levels": list(LABEL_LEVELS),
+                "models": {m.model: m.to_json() for m in self.models}}
+
+
+def _load_average() -> float | None:
+    # Latencies on a shared machine mean little without how busy it was.
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _labels(product) -> dict:
+    return {level: getattr(product, level) for level in LABEL_LEVELS}
+
+
+def _index_facts(report: IndexReport) -> dict:
+    return {"images": report.images, "seconds": report.seconds,
+            "images_per_s": report.images / report.seconds if report.images and report.seconds else None,
+            "indexed": dict(report.indexed), "unchanged": dict(report.unchanged), "removed": dict(report.removed),
+            "skipped": len(report.skipped), "stages_s": dict(report.timer.seconds),
+            "reused": not any(report.indexed.values())}
+
+
+def _leave_one_out(catalog: Catalog, stored: set[str], settings: EvaluationSettings) -> list[Query]:
+    candidates = [p for p in catalog.products if p.id in stored]
+    if not candidates:
+        raise ValueError("no catalog product is in the index; nothing to query")
+    chosen = random.Random(settings.seed).sample(candidates, min(settings.sample, len(candidates)))
+    return [Query(p.id, _labels(p), p.image, exclude=(p.id,)) for p in chosen]
+
+
+def _folder_queries(folder: Path) -> tuple[list[Query], list[str]]:
+    """The folder's products as queries, and why some could not be used."""
+    query_catalog = read_catalog(folder)
+    queries, skipped = [], [f"{s.id or '?'}: {s.reason}" for s in query_catalog.skipped]
+    for p in query_catalog.products:
+        try:
+            open_image(p.image)
+        except ImageError as exc:
+            skipped.append(f"{p.id}: {exc}")
+            continue
+        queries.append(Query(p.id, _labels(p), p.image))
+    if not queries:
+        raise ValueError(f"{folder}: no query with a readable row and image")
+    return queries, skipped
+
+
+class _Run:
+    """State shared by the steps of one evaluation."""
+
+    def __init__(self, settings: EvaluationSettings):
+        self.settings = settings
+        self.progress = settings.show_progress
+
+    def bar(self, items, desc: str):
+        return tqdm(items, desc=desc, unit="query", disable=not self.progress, leave=False)
+
+    def outcome(self, query: Query, answer, n_relevant: dict[str, int]) -> QueryOutcome:
+        kind = query.labels.get(PRIMARY_LEVEL)
+        # The index holds the query's own product in leave-one-out; it cannot be found.
+        relevant = max(0, n_relevant.get(kind, 0) - (1 if query.exclude else 0)) if kind is not None else None
+        return QueryOutcome(query.id, query.labels, [{"id": r.id, **r.metadata} for r in answer.results],
+                            relevant)
+
+    def timed_query(self, searcher: Searcher, model: str, image: Image.Image, query: Query):
+        started = time.perf_counter()
+        vector = searcher.embed(model, [image])[0]
+        answer = searcher.search_vector(model, vector, self.settings.k, exclude=query.exclude)
+        return answer, time.perf_counter() - started
+
+
+def _ask(run: _Run, searcher: Searcher, model: str, queries: list[Query], photos: list[Image.Image],
+         counts: dict[str, int], mode: str) -> tuple[dict[str, list[QueryOutcome]], Latency]:
+    """Every query, clean and photo-like, to one model; latency from the queries that embed."""
+    k = run.settings.k
+    latencies: list[float] = []
+    clean: list[QueryOutcome] = []
+    for query in run.bar(queries, f"{model} clean queries"):
+        if mode == "leave-one-out":
+            answer = searcher.similar_to(model, query.id, k=k)  # the stored vector, itself left out
+        else:
+            answer, seconds = run.timed_query(searcher, model, open_image(query.image), query)
+            latencies.append(seconds)
+        clean.append(run.outcome(query, answer, counts))
+    outcomes = {"clean": clean}
+    measured_on = "query images (embed one image + search)"
+    if photos:
+        latencies, outcomes["photo-like"] = [], []
+        for query, photo in zip(run.bar(queries, f"{model} photo-like queries"), photos):
+            answer, seconds = run.timed_query(searcher, model, photo, query)
+            latencies.append(seconds)
+            outcomes["photo-like"].append(run.outcome(query, answer, counts))
+        measured_on = "photo-like queries (embed one image + search)"
+    elif mode == "leave-one-out":
+        for query in run.bar(queries[:run.settings.latency_queries], f"{model} latency"):
+            latencies.append(run.timed_query(searcher, model, open_image(query.image), query)[1])
+        measured_on = "clean catalog images (embed one image + search)"
+    return outcomes, Latency.of(latencies, measured_on)
+
+
+def run_evaluation(settings: EvaluationSettings,
+                   embedder_factory: Callable[..., Embedder] = load_embedder) -> Evaluation:
+    """Index (incrementally), query, score and measure; raises ValueError/StoreError with a
+    message a person can act on. `embedder_factory` lets tests reuse embedders they hold."""
+    if settings.k < 1:
+        raise ValueError("--k must be at least 1")
+    if not settings.models:
+        raise ValueError("no model to evaluate")
+    if not settings.queries and settings.sample < 1:
+        raise ValueError("--sample must be at least 1")
+    if settings.queries and not Path(settings.queries).is_dir():
+        raise ValueError(f"--queries {settings.queries}: no such folder")
+    started = time.perf_counter()
+    load_before = _load_average()
+    run = _Run(settings)
+    catalog = read_catalog(settings.catalog)
+    if not catalog.products:
+        raise ValueError(f"{settings.catalog}: no product with an image to index")
+    client = make_client(settings.store)
+    embedders: dict[str, Embedder] = {m: embedder_factory(m, settings.weights, device=settings.device)
+                                      for m in settings.models}
+    report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
+                           show_progress_bar=settings.show_progress)
+    searcher = Searcher(client, weights=settings.weights, device=settings.device,
+                        embedder_factory=lambda name, weights, device="cpu": embedders[name])
+
+    tables = {m: searcher.collection(m).table() for m in settings.models}
+    stored = set.intersection(*(set(t.index) for t in tables.values()))
+    skipped_queries: list[str] = []
+    if settings.queries:
+        (queries, skipped_queries), mode = _folder_queries(Path(settings.queries)), "folder"
+    else:
+        queries, mode = _leave_one_out(catalog, stored, settings), "leave-one-out"
+
+    photos: list[Image.Image] = []
+    if settings.photo_like:
+        for query in run.bar(queries, "making photo-like queries"):
+            # One generator per query, seeded by the run's seed and the query's id: the same
+            # photo for every model, and in any later run.
+            photos.append(shopper_photo(open_image(query.image), random.Random(f"{settings.seed}:{query.id}"),
+                                        settings.photo))
+    examples = [(q.id, open_image(q.image), photos[i]) for i, q in enumerate(queries[:settings.examples])] \
+        if photos else []
+
+    image_size = typical_size([p.image for p in catalog.products])
+    models = []
+    for model, embedder in embedders.items():
+        searcher.warm_up([model])
+        counts = tables[model][PRIMARY_LEVEL].value_counts().to_dict()
+        outcomes, latency = _ask(run, searcher, model, queries, photos, counts, mode)
+        rate = rate_from_index(report, model, settings.rate_from_index_min) or \
+            timed_rate(embedder, [p for p in catalog.products if p.id in stored][:settings.rate_probe_images],
+                       settings.batch_size,
+                       "the index was current" if not report.indexed.get(model) else
+                       f"only {report.indexed[model]} images were indexed in this run")
+        models.append(ModelEvaluation(
+            model=model, weights_id=embedder.weights_id, parameters=parameter_count(embedder),
+            embedding_size=embedder.dim,
+            index_size=index_size(None if settings.store.host else settings.store.path, model),
+            embed_rate=rate, preprocessing=preprocessing_fit(embedder.transform, image_size),
+            latency=latency,
+            clean=score(outcomes["clean"], settings.k, settings.worst, settings.min_queries_per_type),
+            photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
+            if photos else None,
+            outcomes=outcomes))
+
+    return Evaluation(
+        settings=settings,
+        catalog={"folder": str(settings.catalog), "products": len(catalog.products),
+                 "skipped": len(catalog.skipped), "indexed": len(stored),
+                 "image_size": list(image_size) if image_size else None},
+        queries={"mode": mode, "count": len(queries), "photo_like": bool(photos),
+                 "folder": str(settings.queries) if settings.queries else None,
+                 "skipped": skipped_queries},
+        index=_index_facts(report), models=models, seconds=time.perf_counter() - started,
+        machine={"cpus": os.cpu_count(), "load_average_start": load_before, "load_average_end": _load_average()},
+        examples=examples)
+
+
+__all__ = ["EvaluationSettings", "Evaluation", "ModelEvaluation", "Latency", "Query", "run_evaluation"]

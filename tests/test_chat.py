@@ -1,0 +1,316 @@
+"""Conversation turns over a real Searcher (seeded random ResNets, real embedded Chroma)."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import KINDS, draw_product
+
+from assistant.chat import Assistant, ChatState, caption, describe_results
+from assistant.settings import AssistantSettings
+from vectorstore import CATEGORY, Filters, Searcher, StoreSettings, index_catalog, make_client
+
+SETTINGS = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
+                             index_hint="python app.py index --catalog SHOP --db DB --weights random")
+
+
+@pytest.fixture(scope="module")
+def assistant(searcher) -> Assistant:
+    return Assistant(searcher, SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """A shopper's photo of a black heel: drawn like the catalog's heels, but not one of them."""
+    gender, master, sub, article, colour, rgb, shape = KINDS[0]
+    path = tmp_path_factory.mktemp("uploads") / "heel.jpg"
+    draw_product(999_001, rgb, shape, size=(120, 160)).save(path, quality=85)
+    return path
+
+
+@pytest.fixture(scope="module")
+def first(assistant, photo):
+    reply, state = assistant.handle_turn(assistant.new_state(), "", [str(photo)])
+    return reply, state
+
+
+def test_photo_gives_top_k_with_a_sentence(first, searcher):
+    reply, state = first
+    assert reply.kind == "results", reply
+    assert len(reply.results) == 5
+    assert re.fullmatch(r"5 .+ like your photo, by ResNet-50", reply.headline), reply.headline
+    assert reply.headline == f"{describe_results(reply.results)} like your photo, by ResNet-50"
+    scores = [r.score for r in reply.results]
+    assert scores == sorted(scores, reverse=True)
+    assert state.query.kind == "photo" and set(state.query.vectors) == {"resnet50"}
+    assert [r.id for r in state.results] == [r.id for r in reply.results]
+    # the same answer as the searcher gives for the same image
+    from catalog import open_image
+    direct = searcher.search_image("resnet50", open_image(state.query.path), k=5)
+    assert [r.id for r in direct.results] == [r.id for r in reply.results]
+    # captions carry name, article type, gender, colour and similarity
+    text = caption(reply.results[0])
+    r = reply.results[0]
+    for part in (r.get("name"), r.get("articleType"), r.get("gender"), r.get("baseColour"), f"{r.score:.3f}"):
+        assert str(part) in text
+
+
+def test_words_with_the_photo_filter_and_are_echoed(assistant, photo):
+    reply, state = assistant.handle_turn(assistant.new_state(), "women's shoes please", [str(photo)])
+    assert reply.filters_line == "Filters: Women · Footwear"
+    assert reply.results and all(r.get("gender") == "Women" and r.get("masterCategory") == "Footwear"
+                                 for r in reply.results)
+    # the fixture has 4 women's heels and no other women's footwear
+    assert reply.headline == "4 Women's Heels like your photo, by ResNet-50"
+    assert state.filters.get("gender") == ("Women",)
+
+
+def test_follow_ups_reuse_the_photo_without_embedding_again(assistant, first, monkeypatch):
+    _, state = first
+    calls = []
+    real_embed = assistant.searcher.embed
+    monkeypatch.setattr(assistant.searcher, "embed", lambda *a, **kw: calls.append(a) or real_embed(*a, **kw))
+
+    reply, state = assistant.handle_turn(state, "show men instead")
+    assert reply.kind == "results" and reply.results
+    assert {r.get("gender") for r in reply.results} == {"Men"}
+    reply, state2 = assistant.handle_turn(state, "only brown ones")
+    assert {(r.get("gender"), r.get("baseColour")) for r in reply.results} == {("Men", "Brown")}
+    assert reply.filters_line == "Filters: Men · Brown"
+    reply, state3 = assistant.handle_turn(state2, "any colour")
+    assert state3.filters.get("gender") == ("Men",) and state3.filters.get("baseColour") == ()
+    assert {r.get("baseColour") for r in reply.results} == {"Brown", "Navy Blue"}
+    assert calls == []  # same model, same photo: the stored vector is searched
+    # the old state is untouched: each turn returns a new one
+    assert state.filters.get("baseColour") == ()
+
+
+def test_filters_matching_nothing_are_relaxed_narrowest_first(assistant, first):
+    _, state = first
+    # Men (8 products) and Red (4, all women's tops): together nothing; Red is the narrowest.
+    reply, state = assistant.handle_turn(state, "men red")
+    assert reply.kind == "results"
+    assert reply.notes and reply.notes[0] == "No product matches Men · Red; without Red:"
+    assert reply.results and {r.get("gender") for r in reply.results} == {"Men"}
+    assert state.filters.get("gender") == ("Men",) and state.filters.get("baseColour") == ()
+    assert reply.filters_line == "Filters: Men"
+
+
+def test_more_like_the_second_one_uses_its_stored_vector(assistant, first, searcher):
+    reply, state = first
+    second = reply.results[1]
+    reply2, state2 = assistant.handle_turn(state, "more like the second one")
+    assert state2.query.kind == "product" and state2.query.product_id == second.id
+    expected = searcher.similar_to("resnet50", second.id, k=5)
+    assert [r.id for r in reply2.results] == [r.id for r in expected.results]
+    assert second.id not in [r.id for r in reply2.results]
+    assert reply2.headline.endswith(f"like #2 “{second.get('name')}”, by ResNet-50")
+    # a follow-up after that filters the same product query
+    reply3, _ = assistant.handle_turn(state2, "only women")
+    assert reply3.results and all(r.get("gender") == "Women" for r in reply3.results)
+    assert second.id not in [r.id for r in reply3.results]
+    # ranks that do not exist are explained
+    reply4, state4 = assistant.handle_turn(state, "more like #9")
+    assert reply4.kind == "error" and "no result #9" in reply4.headline and state4 == state
+
+
+def test_gallery_click_searches_like_that_product(assistant, first, searcher):
+    reply, state = first
+    clicked = reply.results[3]
+    reply2, state2 = assistant.more_like(state, clicked.id)
+    assert [r.id for r in reply2.results] == [r.id for r in searcher.similar_to("resnet50", clicked.id, k=5).results]
+    assert f"like “{clicked.get('name')}”" in reply2.headline
+    reply3, _ = assistant.more_like(state, "no-such-id")
+    assert reply3.kind == "error" and "no-such-id" in reply3.headline
+
+
+def test_show_k_use_model_and_clear(assistant, first):
+    _, state = first
+    reply, state = assistant.handle_turn(state, "show 10")
+    assert len(reply.results) == 10 and state.k == 10
+    reply, state = assistant.handle_turn(state, "show 100")
+    assert len(reply.results) == 12 and "showing 12" in " ".join(reply.notes)
+    reply, state = assistant.handle_turn(state, "use resnet18 and only women")
+    assert state.model == "resnet18" and reply.headline.endswith("by ResNet-18")
+    assert set(state.query.vectors) == {"resnet18", "resnet50"}  # the photo was embedded again, once
+    assert all(r.get("gender") == "Women" for r in reply.results)
+    reply, state = assistant.handle_turn(state, "use resnet34")
+    assert "ResNet-34 is not offered here" in " ".join(reply.notes) and state.model == "resnet18"
+    reply, state = assistant.handle_turn(state, "clear filters")
+    assert state.filters.is_empty() and reply.filters_line == "" and len(reply.results) == 12
+    assert {r.get("gender") for r in reply.results} != {"Women"} or len({r.get("gender") for r in reply.results}) > 1
+
+
+def test_text_without_a_photo_asks_for_one_and_keeps_the_words(assistant):
+    reply, state = assistant.handle_turn(assistant.new_state(), "black heels for women")
+    assert reply.kind == "ask_photo" and "photo" in reply.headline and not reply.results
+    assert reply.filters_line == "Filters: Women · Heels · Black"
+    assert state.filters.get(CATEGORY) == ("Heels",) and state.query is None
+    reply, _ = assistant.handle_turn(state, "more like the second one")
+    assert reply.kind == "error" and "no results yet" in reply.headline
+
+
+def test_text_that_asks_nothing_gets_help(assistant, first):
+    reply, state = assistant.handle_turn(first[1], "hmm, nice")
+    assert reply.kind == "info" and "only black ones" in reply.headline
+    assert state.results == first[1].results
+
+
+def test_negation_is_explained_not_applied(assistant, first):
+    reply, state = assistant.handle_turn(first[1], "not black")
+    assert state.filters.is_empty() and "ignored" in " ".join(reply.notes)
+
+
+def test_crop_searches_one_part_of_the_photo(assistant, tmp_path):
+    # an "outfit": a navy shirt on the left half, a red top on the right half
+    shirt, top = KINDS[2], KINDS[3]
+    outfit = Image.new("RGB", (240, 160), "white")
+    outfit.paste(draw_product(5, shirt[5], shirt[6], size=(120, 160)), (0, 0))
+    outfit.paste(draw_product(6, top[5], top[6], size=(120, 160)), (120, 0))
+    path = tmp_path / "outfit.png"
+    outfit.save(path)
+    whole, _ = assistant.handle_turn(assistant.new_state(), "", [str(path)])
+    left, state = assistant.handle_turn(assistant.new_state(), "", [str(path)], crop=(0, 0, 0.5, 1))
+    assert left.kind == "results" and "your cropped photo" in left.headline
+    left_vector = assistant.searcher.embed("resnet50", [outfit.crop((0, 0, 120, 160))])[0]
+    assert np.allclose(state.query.vectors["resnet50"], left_vector, atol=1e-5)
+    assert [r.id for r in whole.results] != [r.id for r in left.results] or \
+        [r.score for r in whole.results] != [r.score for r in left.results]
+    tiny, _ = assistant.handle_turn(assistant.new_state(), "", [str(path)], crop=(0, 0, 0.01, 0.01))
+    assert tiny.kind == "error" and "too small" in tiny.headline
+
+
+def _save(image: Image.Image, path: Path, **kw) -> str:
+    image.save(path, **kw)
+    return str(path)
+
+
+def test_upload_formats_are_searched(assistant, tmp_path):
+    base = draw_product(7, KINDS[4][5], KINDS[4][6], size=(90, 120))
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.new("L", base.size, 128))
+    rotated = base.rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the camera stored it sideways
+    files = [_save(base, tmp_path / "a.png"), _save(rgba, tmp_path / "alpha.png"),
+             _save(base, tmp_path / "a.webp"), _save(base, tmp_path / "a.bmp"),
+             _save(base, tmp_path / "a.gif", save_all=True, append_images=[rotated.resize(base.size)]),
+             _save(rotated, tmp_path / "exif.jpg", exif=exif)]
+    for path in files:
+        reply, state = assistant.handle_turn(assistant.new_state(), "", [path])
+        assert reply.kind == "results" and len(reply.results) == 5, (path, reply)
+
+
+@pytest.mark.parametrize("make, expect", [
+    (lambda p: p.write_text("not an image at all"), "not an image"),
+    (lambda p: p.write_bytes(b""), "empty"),
+    (lambda p: p.write_bytes(_jpeg_bytes()[:200]), "damaged"),
+    (lambda p: p.write_bytes(b"x" * 3000), "not an image"),
+])
+def test_bad_files_are_chat_messages(assistant, first, tmp_path, make, expect):
+    path = tmp_path / "upload.jpg"
+    make(path)
+    reply, state = assistant.handle_turn(first[1], "women", [str(path)])
+    assert reply.kind == "error" and expect in reply.headline and "couldn't use that file" in reply.headline
+    assert state == first[1]  # the conversation goes on with the previous photo
+
+
+def _jpeg_bytes() -> bytes:
+    out = io.BytesIO()
+    draw_product(1, (0, 0, 0), "triangle", size=(200, 200)).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_file_over_the_size_limit(searcher, photo):
+    small = Assistant(searcher, AssistantSettings(models=("resnet50",), default_model="resnet50",
+                                                  max_upload_bytes=1000))
+    reply, _ = small.handle_turn(small.new_state(), "", [str(photo)])
+    assert reply.kind == "error" and "limit" in reply.headline
+
+
+def test_no_index_yet_gives_the_exact_command(tmp_path, embedders, photo):
+    hint = "python app.py index --catalog ../shared/catalog --db /tmp/empty-db --weights random"
+    searcher = Searcher(make_client(StoreSettings(path=tmp_path / "empty")), weights="random", index_hint=hint,
+                        embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    chat = Assistant(searcher, SETTINGS)
+    for text, files in (("", [str(photo)]), ("women", []), ("use resnet18", [])):
+        reply, state = chat.handle_turn(chat.new_state(), text, files)
+        assert reply.kind == "error" and hint in reply.headline and "no index" in reply.headline, (text, reply)
+        assert state == chat.new_state()
+
+
+def test_controls_set_filters_model_and_k(assistant, first):
+    _, state = first
+    reply, state = assistant.apply_controls(state, model="resnet18", k=3, gender=["Women"], category=[],
+                                            colour=["Red"])
+    assert state.model == "resnet18" and len(reply.results) == 3
+    assert {(r.get("gender"), r.get("baseColour")) for r in reply.results} == {("Women", "Red")}
+    assert reply.filters_line == "Filters: Women · Red"
+    reply, state = assistant.apply_controls(state, colour=[])
+    assert state.filters.get("baseColour") == () and state.filters.get("gender") == ("Women",)
+    reply, fresh = assistant.apply_controls(assistant.new_state(), gender="Men")
+    assert reply.kind == "ask_photo" and fresh.filters.get("gender") == ("Men",)
+
+
+def test_recommend_returns_the_search_json_schema(assistant, photo, tmp_path):
+    out = assistant.recommend(str(photo), model="resnet18", k=3, gender="women", category="footwear")
+    assert out["model"] == "resnet18" and out["query"] == str(photo) and len(out["results"]) == 3
+    for row in out["results"]:
+        assert set(row) == {"id", "score", "name", "gender", "masterCategory", "subCategory", "articleType",
+                            "baseColour", "season", "year", "usage", "image"}
+        assert row["gender"] == "Women" and row["masterCategory"] == "Footwear"
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    assert "not an image" in assistant.recommend(str(bad))["error"]
+    assert "closest known" in assistant.recommend(str(photo), gender="Wemen")["error"]
+    assert "not offered" in assistant.recommend(str(photo), model="resnet34")["error"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("chroma") is None and not (Path(sys.executable).parent / "chroma").exists(),
+                    reason="the chroma command is not installed")
+def test_chroma_server_down_is_a_chat_message(tmp_path, catalog_dir, embedders, photo):
+    from catalog import read_catalog
+    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    port = _free_port()
+    server = subprocess.Popen([exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                client = make_client(StoreSettings(host="127.0.0.1", port=port))
+                client.heartbeat()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.3)
+        index_catalog(read_catalog(catalog_dir), client, [embedders["resnet18"]], show_progress_bar=False)
+        searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+        chat = Assistant(searcher, AssistantSettings(models=("resnet18",), default_model="resnet18"))
+        reply, state = chat.handle_turn(chat.new_state(), "", [str(photo)])
+        assert reply.kind == "results" and len(reply.results) == 5
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    reply, _ = chat.handle_turn(state, "only women")
+    assert reply.kind == "error" and "not reachable" in reply.headline, reply
+    assert "Traceback" not in reply.headline

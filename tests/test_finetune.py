@@ -1,0 +1,230 @@
+"""Fine-tuning (issue 6): tiny real runs on a generated catalog (random start, 64 px, one or
+two epochs), whose weights file `index` then accepts; resuming after an interruption; refusal
+for another model; --head-only."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import make_catalog
+
+SIZE = 64
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop(epoch: int) -> None:
+    """An `after_epoch` hook standing for Ctrl-C right after the first checkpoint."""
+    raise Interrupted(epoch)
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory) -> Path:
+    # 6 kinds x 6 products: with a quarter held out, 2 validation products per articleType.
+    return make_catalog(tmp_path_factory.mktemp("ft_catalog"), per_kind=6)
+
+
+def settings_for(catalog: Path, out: Path, **changes):
+    from training import FinetuneSettings
+    values = dict(catalog=catalog, model="resnet18", out=out, epochs=1, image_size=SIZE, batch_size=8,
+                  device="cpu", weights="random", seed=3, val_fraction=0.25, workers=0, progress=False)
+    values.update(changes)
+    return FinetuneSettings(**values)
+
+
+@pytest.fixture(scope="module")
+def tuned(small_catalog, tmp_path_factory) -> Path:
+    """One epoch through the command line, as a user would run it."""
+    import app
+    out = tmp_path_factory.mktemp("ft_out") / "resnet18-shop.pt"
+    code = app.main(["finetune", "--catalog", str(small_catalog), "--model", "resnet18", "--out", str(out),
+                     "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8", "--device", "cpu",
+                     "--weights", "random", "--seed", "3", "--val-fraction", "0.25", "--workers", "0", "--quiet"])
+    assert code == 0
+    return out
+
+
+# --- the split, the metric, the schedule, the augmentation ---------------------------------
+
+def test_split_is_seeded_by_product_and_stratified(small_catalog):
+    from catalog import read_catalog
+    from training.data import split_products
+    products = read_catalog(small_catalog).products
+    first = split_products(products, 0.25, seed=1)
+    again = split_products(products, 0.25, seed=1)
+    other = split_products(products, 0.25, seed=2)
+    ids = lambda ps: sorted(p.id for p in ps)
+    assert ids(first.val) == ids(again.val)
+    assert ids(first.val) != ids(other.val)
+    assert not set(ids(first.val)) & set(ids(first.train))
+    assert len(first.val) + len(first.train) == len(products)
+    for article_type in {p.articleType for p in products}:
+        assert sum(p.articleType == article_type for p in first.val) == 2  # round(6 x 0.25)
+        assert sum(p.articleType == article_type for p in first.train) == 4
+
+
+def test_precision_at_k_by_hand():
+    from training.validate import precision_at_k
+    # Four products on a line; each query's own row is left out of its gallery.
+    rows = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=1)
+    labels = ["Shirts", "Shirts", "Heels", "Shirts"]
+    per_query, ceiling = precision_at_k(rows, labels, rows, labels, k=2, self_index=[0, 1, 2, 3])
+    # 0 -> [1, 3]: 2 Shirts; 1 -> [0, 3]: 2; 2 (Heels) -> [3, 1]: 0; 3 -> [2, 1]: 1.
+    assert per_query == [1.0, 1.0, 0.0, 0.5]
+    assert ceiling == pytest.approx((1 + 1 + 0 + 1) / 4)  # no other Heels to find
+
+
+def test_learning_rate_warms_up_then_decays():
+    from training.trainer import lr_at
+    values = [lr_at(step, 1000, 1.0) for step in range(1000)]
+    peak = values.index(max(values))
+    assert 0 < peak <= 60
+    assert all(a <= b for a, b in zip(values[:peak], values[1:peak + 1]))
+    assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))
+    assert values[-1] < 0.05
+
+
+def test_augmentation_is_seeded_and_sized(small_catalog):
+    from catalog import open_image
+    from training.augment import ShopperAugment
+    image = open_image(next((small_catalog / "images").glob("*.jpg")))
+    augment = ShopperAugment(SIZE, photo_probability=1.0)
+    a, b = augment(image, random.Random(5)), augment(image, random.Random(5))
+    c = augment(image, random.Random(6))
+    assert a.shape == (3, SIZE, SIZE)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert augment.view(image, random.Random(5)).size == (SIZE, SIZE)
+
+
+# --- a tiny run, and what index makes of its file -----------------------------------------
+
+def test_weights_file_records_model_size_and_labels(tuned, small_catalog):
+    payload = torch.load(tuned, map_location="cpu", weights_only=True)
+    assert payload["model"] == "resnet18"
+    assert payload["image_size"] == SIZE
+    assert set(payload["labels"]["articleType"]) == {"Heels", "Casual Shoes", "Shirts", "Tops", "Handbags", "Watches"}
+    assert set(payload["labels"]["masterCategory"]) == {"Footwear", "Apparel", "Accessories"}
+    assert not any(key.startswith("fc.") for key in payload["state_dict"])
+    assert "head" not in payload
+    assert [h["epoch"] for h in payload["history"]] == [0, 1]
+    for entry in payload["history"]:
+        assert 0.0 <= entry["p_clean"] <= entry["ceiling"] and 0.0 <= entry["p_photo"] <= entry["ceiling"]
+    assert len(payload["validation_ids"]) == 12
+    # The checkpoint of the last epoch sits next to it.
+    assert Path(str(tuned) + ".ckpt").is_file()
+
+
+def test_index_accepts_the_file_and_search_uses_it(tuned, small_catalog, tmp_path, capsys):
+    import app
+    db = tmp_path / "chroma"
+    assert app.main(["index", "--catalog", str(small_catalog), "--db", str(db), "--models", "resnet18",
+                     "--weights", str(tuned), "--quiet"]) == 0
+    assert "resnet18: indexed 36" in capsys.readouterr().out
+    query = sorted((small_catalog / "images").glob("*.jpg"))[0]
+    assert app.main(["search", "--db", str(db), "--model", "resnet18", "--weights", str(tuned), "--json",
+                     str(query)]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(answer["results"]) == 5
+    assert answer["results"][0]["id"] == query.stem  # the product itself is its own nearest
+    # The index was made with these weights: other weights are refused, not mixed.
+    assert app.main(["search", "--db", str(db), "--model", "resnet18", "--weights", "random", str(query)]) != 0
+
+
+def test_embedder_from_the_file_scores_like_validation(tuned, small_catalog):
+    """`load_embedder(FILE)` preprocesses at the recorded size and gives the vectors the run
+    validated with: its own P@5 on the held-out products matches the last epoch's."""
+    from catalog import open_image, read_catalog
+    from training.validate import precision_at_k
+    from vectorstore import load_embedder
+    payload = torch.load(tuned, map_location="cpu", weights_only=True)
+    embedder = load_embedder("resnet18", str(tuned))
+    by_id = read_catalog(small_catalog).by_id()
+    val = [by_id[i] for i in payload["validation_ids"]]
+    images = [open_image(p.image) for p in val]
+    assert embedder.preprocess(images[0]).shape == (3, SIZE, SIZE)
+    rows = torch.from_numpy(embedder.embed(images))
+    labels = [p.articleType for p in val]
+    per_query, _ = precision_at_k(rows, labels, rows, labels, k=5, self_index=list(range(len(val))))
+    assert sum(per_query) / len(per_query) == pytest.approx(payload["history"][-1]["p_clean"], abs=0.04)
+
+
+def test_file_for_another_model_is_refused(tuned, small_catalog, tmp_path, capsys):
+    import app
+    from vectorstore import WeightsError, load_embedder
+    with pytest.raises(WeightsError, match="holds weights for resnet18, not resnet34.*--model resnet18"):
+        load_embedder("resnet34", str(tuned))
+    code = app.main(["index", "--catalog", str(small_catalog), "--db", str(tmp_path / "db"), "--models",
+                     "resnet50", "--weights", str(tuned), "--quiet"])
+    assert code == 2
+    assert "holds weights for resnet18, not resnet50" in capsys.readouterr().err
+
+
+# --- resume -----------------------------------------------------------------------------
+
+def test_interrupted_run_resumes_with_the_same_command(small_catalog, tmp_path):
+    from training import finetune
+    out = tmp_path / "resumed.pt"
+    settings = settings_for(small_catalog, out, epochs=2)
+    with pytest.raises(Interrupted):
+        finetune(settings, after_epoch=stop)
+    assert not out.exists()
+    checkpoint = torch.load(Path(str(out) + ".ckpt"), map_location="cpu", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert set(checkpoint) >= {"model", "optimizer", "rng", "history"}
+
+    messages: list[str] = []
+    result = finetune(settings, log=messages.append)
+    assert result.resumed_from == 1
+    assert any("resuming" in m and "1 of 2 epochs done" in m for m in messages)
+    assert not any(m.startswith("epoch 1/") for m in messages)  # epoch 1 was not trained again
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[:2] == checkpoint["history"]
+
+    # The same run without the interruption ends with the same weights.
+    straight = finetune(settings_for(small_catalog, tmp_path / "straight.pt", epochs=2))
+    resumed_state = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
+    straight_state = torch.load(straight.out, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in straight_state.items():
+        assert torch.allclose(resumed_state[key].float(), value.float(), atol=1e-4), key
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(small_catalog, tmp_path):
+    from training import CheckpointMismatch, finetune
+    out = tmp_path / "a.pt"
+    with pytest.raises(Interrupted):
+        finetune(settings_for(small_catalog, out, epochs=2), after_epoch=stop)
+    with pytest.raises(CheckpointMismatch, match="image_size: 64 there, 96 now"):
+        finetune(settings_for(small_catalog, out, epochs=2, image_size=96))
+
+
+# --- head-only ----------------------------------------------------------------------------
+
+def test_head_only_trains_a_projection_on_a_frozen_backbone(small_catalog, tmp_path):
+    from training import finetune
+    from vectorstore import load_embedder
+    out = tmp_path / "head.pt"
+    result = finetune(settings_for(small_catalog, out, epochs=2, head_only=True, batch_size=16))
+    payload = torch.load(out, map_location="cpu", weights_only=True)
+    head = payload["head"]
+    assert head["weight"].shape == (512, 512)
+    assert not torch.allclose(head["weight"], torch.eye(512))  # it trained
+    start = load_embedder("resnet18", "random").network.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in payload["state_dict"].items())  # frozen
+    embedder = load_embedder("resnet18", str(out))
+    assert embedder.dim == 512 and isinstance(embedder.network, torch.nn.Sequential)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+
+    # A longer run of the same settings continues from the checkpoint and the stored features.
+    messages: list[str] = []
+    longer = finetune(settings_for(small_catalog, out, epochs=3, head_only=True, batch_size=16),
+                      log=messages.append)
+    assert longer.resumed_from == 2
+    assert any(m.startswith("frozen features from") for m in messages)
+    assert [h["epoch"] for h in longer.history] == [0, 1, 2, 3]

@@ -1,0 +1,192 @@
+"""The shop in headless Chromium, served by a real uvicorn on a loopback port: browse, filter,
+page, open a product and its similar items, then use the assistant panel (the mounted Gradio
+app) with a photo. A product named like markup must show as text, and no dialog may fire."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from conftest import draw_product
+from test_api import HOSTILE, HOSTILE_ID, make_hostile_shop
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+SLOW = 120_000  # ms: Gradio's first load on two shared cores
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, embedders):
+    """The whole shop process (shop pages, API, the assistant mounted) on a free port."""
+    import httpx
+    import uvicorn
+    from assistant.api import ShopSettings, build_app
+    from assistant.settings import AssistantSettings
+    images, searcher = make_hostile_shop(tmp_path_factory.mktemp("shop"), embedders)
+    chat = AssistantSettings(models=("resnet18",), default_model="resnet18", k=5, allowed_paths=(images,))
+    settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, page_size=4, images_dir=images,
+                            assistant=chat)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(searcher, settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/api/health", timeout=5).json()["assistant"]:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the shop did not start"
+        time.sleep(0.3)
+    yield base
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 950})
+    page = context.new_page()
+    page.dialogs = []
+    page.errors = []
+    # A dialog would mean catalog text ran as script (alert(1)); record and dismiss it.
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    yield page
+    context.close()
+
+
+def shown_ids(page, scope: str = "#product-grid") -> list[str]:
+    return page.locator(f"{scope} .card").evaluate_all("cards => cards.map(c => c.dataset.productId)")
+
+
+def api(shop: str, path: str, **params) -> dict:
+    import httpx
+    return httpx.get(f"{shop}{path}", params=params, timeout=30).json()
+
+
+def test_browse_filter_open_product_and_ask_the_assistant(shop, page, tmp_path):
+    page.goto(shop + "/")
+    first_page = shown_ids(page)
+    assert first_page == [p["id"] for p in api(shop, "/api/products", per_page=4)["products"]]
+
+    # Paging
+    page.locator(".pager a.next").click()
+    page.wait_for_url("**page=2**")
+    assert shown_ids(page) == [p["id"] for p in api(shop, "/api/products", per_page=4, page=2)["products"]]
+
+    # Filters apply on change (shop.js), and combine
+    page.select_option("#filter-gender", "Women")
+    page.wait_for_url("**gender=Women**")
+    page.select_option("#filter-category", "Tops")
+    page.wait_for_url("**category=Tops**")
+    query = parse_qs(urlparse(page.url).query)
+    assert query["gender"] == ["Women"] and query["category"] == ["Tops"]
+    expected = api(shop, "/api/products", gender="Women", category="Tops", per_page=4)["products"]
+    assert shown_ids(page) == [p["id"] for p in expected]
+    assert HOSTILE_ID in shown_ids(page)
+
+    # The hostile name is text: shown verbatim, no element made from it
+    card = page.locator(f'#product-grid .card[data-product-id="{HOSTILE_ID}"]')
+    assert card.locator(".name").text_content().strip() == HOSTILE
+    assert page.locator('img[src="x"]').count() == 0
+
+    # Product page with its similar items
+    card.click()
+    page.wait_for_url(f"**/products/{HOSTILE_ID}")
+    assert page.locator("#product-name").text_content().strip() == HOSTILE
+    similar = api(shop, f"/api/products/{HOSTILE_ID}/similar")["results"]
+    page.locator("#similar-grid .card").first.wait_for()
+    assert shown_ids(page, "#similar-grid") == [r["id"] for r in similar]
+    assert len(similar) == 5 and HOSTILE_ID not in shown_ids(page, "#similar-grid")
+    # Every similar item's picture actually loaded
+    assert page.locator("#similar-grid img").evaluate_all("imgs => imgs.every(i => i.complete && i.naturalWidth > 0)")
+
+    # A similar item leads to its own page
+    other = shown_ids(page, "#similar-grid")[0]
+    page.locator(f'#similar-grid .card[data-product-id="{other}"]').click()
+    page.wait_for_url(f"**/products/{other}")
+    assert page.locator("#product").get_attribute("data-product-id") == other
+    assert len(shown_ids(page, "#similar-grid")) == 5 and other not in shown_ids(page, "#similar-grid")
+
+    # The assistant panel: closed at first, loads the chat when opened
+    panel = page.locator("#assistant-panel")
+    assert panel.is_hidden()
+    page.click("#assistant-toggle")
+    assert panel.is_visible()
+    frame = page.frame_locator("#assistant-frame")
+    photo = tmp_path / "red top.png"
+    draw_product(4242, (200, 30, 30), "rectangle", size=(90, 120)).save(photo)
+    frame.locator('#message input[data-testid="file-upload"]').set_input_files(str(photo), timeout=SLOW)
+    frame.locator("#message textarea").fill("women's tops")
+    frame.locator("#message textarea").press("Enter")
+    thumbs = frame.locator("#chat .thumbnail-item")
+    thumbs.first.wait_for(timeout=SLOW)
+    women_tops = [p["id"] for p in api(shop, "/api/products", gender="Women", category="Tops", per_page=50)["products"]]
+    assert thumbs.count() == min(5, len(women_tops))
+    captions = frame.locator("#chat .thumbnail-item").all_text_contents()
+    names = {p["name"] for p in api(shop, "/api/products", gender="Women", category="Tops", per_page=50)["products"]}
+    # Each caption names a women's top from this catalog; the hostile one among them is text.
+    assert all(any(name in caption for name in names) for caption in captions), captions
+    assert any(HOSTILE in caption for caption in captions), captions
+    assert frame.locator('img[src="x"]').count() == 0
+    page.screenshot(path=str(tmp_path / "shop.png"))
+
+    page.click("#assistant-close")
+    assert panel.is_hidden()
+    assert page.dialogs == []
+    assert page.errors == []
+
+
+def test_unknown_filter_value_is_explained(shop, page):
+    response = page.goto(shop + "/?gender=Wmen")
+    assert response.status == 400
+    assert "Women" in page.locator("#filter-error").text_content()
+
+
+def test_web_component_snippet_runs_the_assistant(shop, page):
+    # The embedding page uses exactly the snippet shown to shops: gradio.js served locally.
+    page.goto(shop + "/embed")
+    snippet = page.locator("#embed-snippet").text_content()
+    assert f'{shop}/assistant/gradio.js' in snippet
+    page.locator("gradio-app #chat").wait_for(timeout=SLOW)
+    page.locator('gradio-app #message input[data-testid="file-upload"]').wait_for(state="attached", timeout=SLOW)
+    assert page.dialogs == []
+
+
+def test_gradio_client_reaches_the_mounted_assistant(shop, tmp_path):
+    # The snippet of docs/embedding.md: the assistant's own API, through its mount point.
+    from gradio_client import Client, handle_file
+    photo = tmp_path / "shoe.jpg"
+    draw_product(77, (120, 70, 20), "ellipse").save(photo)
+    client = Client(f"{shop}/assistant/", verbose=False)
+    answer = client.predict(handle_file(str(photo)), "resnet18", 3, "Men", "", api_name="/recommend")
+    assert answer["model"] == "resnet18"
+    assert len(answer["results"]) == 3
+    assert all(r["gender"] == "Men" for r in answer["results"])
+    refused = client.predict(handle_file(str(photo)), "resnet50", 3, "", "", api_name="/recommend")
+    assert "results" not in refused and "ResNet-50" in refused["error"]

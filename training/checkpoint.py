@@ -1,0 +1,94 @@
+"""Checkpoints after every epoch, and the weights file a run produces.
+
+A checkpoint holds what resuming needs (model, optimizer, epoch, the random generators'
+states, the history, the settings it was made with); it is written to a temporary name and
+renamed, so a run killed while saving leaves the previous checkpoint whole. Everything in it
+is plain data and tensors, loadable with `weights_only=True`.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.data import LabelVocab
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint exists for this output but was made with other settings."""
+
+
+def rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path, identity: dict) -> dict | None:
+    """The checkpoint at `path` if there is one, checked against this run's settings."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointMismatch(f"{path}: cannot read this checkpoint ({exc}); delete it to start over") from exc
+    theirs = state.get("identity", {})
+    differing = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {identity.get(k)!r} now" for k in differing[:4])
+        raise CheckpointMismatch(f"{path} was made by a run with other settings ({detail}); run the same "
+                                 "command to resume it, or delete it (or pass another --out) to start over")
+    return state
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+
+def weights_payload(model: str, backbone: nn.Module, projection: nn.Module | None, image_size: int,
+                    vocab: LabelVocab, start: str, history: list[dict], val_ids: list[str]) -> dict:
+    """The output file, in the layout `vectorstore.load_embedder` reads: model name, backbone
+    state dict (no classifier), image size, label vocabulary, and the projection head, if
+    any, applied after pooling."""
+    payload = {
+        "model": model,
+        "state_dict": {k: v for k, v in cpu_state(backbone).items() if not k.startswith("fc.")},
+        "image_size": int(image_size),
+        "labels": vocab.as_dict(),
+        "start": start,
+        "history": history,
+        "validation_ids": val_ids,
+    }
+    if projection is not None:
+        payload["head"] = cpu_state(projection)
+    return payload
+
+
+__all__ = ["CheckpointMismatch", "rng_state", "set_rng_state", "atomic_save", "load_checkpoint", "cpu_state",
+           "weights_payload"]

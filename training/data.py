@@ -1,0 +1,164 @@
+"""The catalog as training material: a seeded product-level split, label vocabularies, images
+decoded once into memory, and the datasets the loops read from."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from catalog import ImageError, Product, open_image
+from training.settings import PRIMARY, TARGETS
+
+IGNORE = -100  # cross-entropy's ignore_index: a product without this label teaches nothing here
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Product]
+    val: list[Product]
+
+
+def sample_products(products: Sequence[Product], limit: int | None, seed: int) -> list[Product]:
+    """A seeded sample of `limit` products (all of them without a limit), in catalog order."""
+    if not limit or limit >= len(products):
+        return list(products)
+    chosen = set(random.Random(f"{seed}:sample").sample(range(len(products)), limit))
+    return [p for i, p in enumerate(products) if i in chosen]
+
+
+def split_products(products: Sequence[Product], val_fraction: float, seed: int) -> Split:
+    """Hold out `val_fraction` of each articleType's products, chosen by `seed`.
+
+    Whole products go to one side, so no view of a validation product is ever trained on.
+    Stratifying keeps rare types represented in proportion; a type with one product, or a
+    product without an articleType, cannot be judged and stays in training.
+    """
+    groups: dict[str, list[Product]] = {}
+    for product in products:
+        groups.setdefault(product.articleType or "", []).append(product)
+    val_ids: set[str] = set()
+    for article_type in sorted(groups):
+        members = sorted(groups[article_type], key=lambda p: p.id)
+        if not article_type or len(members) < 2:
+            continue
+        random.Random(f"{seed}:split:{article_type}").shuffle(members)
+        n_val = min(len(members) - 1, int(len(members) * val_fraction + 0.5))
+        val_ids.update(p.id for p in members[:n_val])
+    return Split(train=[p for p in products if p.id not in val_ids],
+                 val=[p for p in products if p.id in val_ids])
+
+
+@dataclass(frozen=True)
+class LabelVocab:
+    """For each target, the values seen in training, in a fixed (sorted) order."""
+    values: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_products(cls, products: Sequence[Product], targets: Sequence[str] = TARGETS) -> "LabelVocab":
+        return cls({t: tuple(sorted({getattr(p, t) for p in products if getattr(p, t)})) for t in targets})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Sequence[str]]) -> "LabelVocab":
+        return cls({t: tuple(v) for t, v in values.items()})
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {t: list(v) for t, v in self.values.items()}
+
+    def sizes(self) -> dict[str, int]:
+        return {t: len(v) for t, v in self.values.items()}
+
+    def encode(self, product: Product) -> tuple[int, ...]:
+        codes = []
+        for target, values in self.values.items():
+            value = getattr(product, target)
+            codes.append(values.index(value) if value in values else IGNORE)
+        return tuple(codes)
+
+
+def short_side_size(image_size: int) -> int:
+    """The resize before the centre crop, as torchvision's (and the embedder's) preprocessing does."""
+    return round(image_size * 256 / 224)
+
+
+def downsize(image: Image.Image, short_side: int) -> Image.Image:
+    scale = short_side / min(image.size)
+    if scale >= 1:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+@dataclass
+class DecodedImages:
+    """Catalog images decoded once and kept small: the product's pixels at the resolution
+    training needs, so an epoch costs no JPEG decoding. Unreadable files are reported."""
+    products: list[Product]
+    arrays: list[np.ndarray]
+    unreadable: list[tuple[Product, str]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, products: Sequence[Product], short_side: int, progress: bool = True,
+             decode: Callable = open_image) -> "DecodedImages":
+        kept, arrays, unreadable = [], [], []
+        for product in tqdm(products, desc="decoding images", unit="img", disable=not progress, leave=False):
+            try:
+                image = decode(product.image)
+            except ImageError as exc:
+                unreadable.append((product, str(exc)))
+                continue
+            kept.append(product)
+            arrays.append(np.asarray(downsize(image, short_side)))
+        return cls(kept, arrays, unreadable)
+
+    def image(self, index: int) -> Image.Image:
+        return Image.fromarray(self.arrays[index])
+
+
+class AugmentedProducts(Dataset):
+    """One augmented view per product per epoch, with its label codes.
+
+    Every view's randomness comes from a `random.Random` seeded by (seed, epoch, index), so
+    an epoch looks the same with any number of loader processes and after a resume.
+    """
+
+    def __init__(self, images: DecodedImages, vocab: LabelVocab,
+                 augment: Callable[[Image.Image, random.Random], torch.Tensor], seed: int):
+        self.images = images
+        self.targets = torch.tensor([vocab.encode(p) for p in images.products], dtype=torch.long)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images.products)
+
+    def __getitem__(self, index: int):
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        return self.augment(self.images.image(index), rng), self.targets[index]
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A seeded shuffle cut into batches; a last batch of one image is merged into the one
+    before it, since batch norm cannot train on a single image."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2].extend(batches.pop())
+    return batches
+
+
+def primary_labels(products: Sequence[Product]) -> list[str | None]:
+    return [getattr(p, PRIMARY) for p in products]
+
+
+__all__ = ["IGNORE", "Split", "sample_products", "split_products", "LabelVocab", "short_side_size",
+           "downsize", "DecodedImages", "AugmentedProducts", "epoch_batches", "primary_labels"]

@@ -1,0 +1,74 @@
+"""The network being trained: the embedder's backbone (pooled features, as indexing uses
+them), an optional projection head, and one classifier per target label."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from vectorstore.embedders import WeightsChoice, load_embedder, model_dim
+
+
+class CosineClassifier(nn.Module):
+    """Logits = scale x cosine(feature, class centre).
+
+    The index ranks products by cosine similarity, so the classifier judges features by the
+    same measure: what it learns to separate is what the index will separate.
+    """
+
+    def __init__(self, dim: int, classes: int, scale: float = 16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(classes, dim) * dim ** -0.5)
+        self.scale = scale
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.scale * nn.functional.normalize(features.float(), dim=1) @ \
+            nn.functional.normalize(self.weight, dim=1).t()
+
+
+def identity_linear(dim: int) -> nn.Linear:
+    """A projection that starts as the identity, so epoch 0 of --head-only is the backbone."""
+    layer = nn.Linear(dim, dim)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(dim))
+        layer.bias.zero_()
+    return layer
+
+
+class RetrievalNet(nn.Module):
+    def __init__(self, backbone: nn.Module, dim: int, classes: Mapping[str, int], projection: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.projection = identity_linear(dim) if projection else None
+        self.heads = nn.ModuleDict({target: CosineClassifier(dim, n) for target, n in classes.items()})
+
+    def project(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.projection(pooled) if self.projection is not None else pooled
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the exported embedder computes before its L2 normalisation."""
+        return self.project(self.backbone(images))
+
+    def classify(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {target: head(features) for target, head in self.heads.items()}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.classify(self.features(images))
+
+
+def starting_backbone(model: str, weights: str) -> tuple[nn.Module, int, str]:
+    """The backbone `load_embedder` builds for these weights (so the start is exactly what
+    `index --weights ...` would embed with), its feature size, and the kind of start.
+
+    A weights file with a projection head gives its backbone only: the head's space is not
+    the one the new classifiers are trained in.
+    """
+    choice = WeightsChoice.parse(weights)
+    network = load_embedder(model, choice).network
+    if isinstance(network, nn.Sequential):
+        network = network[0]
+    return network, model_dim(model), choice.kind
+
+
+__all__ = ["CosineClassifier", "identity_linear", "RetrievalNet", "starting_backbone"]

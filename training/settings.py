@@ -1,0 +1,88 @@
+"""Everything a fine-tuning run is told, in one dataclass passed explicitly."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+# Labels the model learns: the first is the one retrieval is judged on, the others help it
+# (a Heels query should not come back with Men's shoes, a Watch with Apparel).
+TARGETS = ("articleType", "gender", "masterCategory")
+PRIMARY = TARGETS[0]
+
+# Settings that may change between an interrupted run and its resumption without making the
+# checkpoint meaningless: where it runs, how it reports, and how long it goes on.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "progress", "out", "checkpoint")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    catalog: Path
+    model: str
+    out: Path
+    epochs: int = 5
+    image_size: int = 224
+    batch_size: int = 32
+    device: str = "auto"                 # auto | cpu | cuda[:N]
+    weights: str = "imagenet"            # imagenet | random[:SEED] | FILE: the starting point
+    head_only: bool = False              # train a projection head on frozen features only
+    seed: int = 0
+    lr: float | None = None              # None: chosen from the start and the mode (see lr_for)
+    weight_decay: float = 0.05
+    val_fraction: float = 0.1            # products held out per articleType, never trained on
+    limit: int | None = None             # a seeded sample of this many products, for trials
+    workers: int | None = None           # data loader processes; None: one per spare core, max 4
+    photo_probability: float = 0.5       # share of training views made by shopper_photo
+    aux_weight: float = 0.3              # weight of each auxiliary target's loss
+    label_smoothing: float = 0.1
+    head_views: int = 2                  # photo-like views per product precomputed for --head-only
+    k: int = 5                           # P@k reported on validation
+    checkpoint: Path | None = None       # None: next to `out`, as OUT.ckpt
+    progress: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "catalog", Path(self.catalog))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.checkpoint is not None:
+            object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        if self.epochs < 1:
+            raise ValueError("--epochs must be at least 1")
+        if self.image_size < 32:
+            raise ValueError("--image-size must be at least 32 pixels (the network downsamples 32x)")
+        if self.batch_size < 2:
+            raise ValueError("--batch-size must be at least 2 (batch norm needs two images)")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError("the validation fraction must be between 0 and 1")
+        if self.limit is not None and self.limit < 4:
+            raise ValueError("--limit must leave at least 4 products")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint or self.out.with_name(self.out.name + ".ckpt")
+
+    @property
+    def features_path(self) -> Path:
+        """Where --head-only keeps the frozen features it computed, so a resume skips that."""
+        return self.checkpoint_path.with_name(self.checkpoint_path.name + ".features")
+
+    def lr_for(self, start_kind: str) -> float:
+        if self.lr is not None:
+            return self.lr
+        if self.head_only:
+            return 1e-3
+        # From scratch the network has everything to learn; from trained weights a large
+        # step would wash out what they know.
+        return 2e-3 if start_kind == "random" else 3e-4
+
+    def identity(self) -> dict:
+        """What a checkpoint must share with the run that resumes it."""
+        values = asdict(self)
+        for key in RESUMABLE_CHANGES:
+            values.pop(key)
+        values["catalog"] = str(Path(self.catalog).resolve())
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+    def with_changes(self, **changes) -> "FinetuneSettings":
+        return replace(self, **changes)
+
+
+__all__ = ["FinetuneSettings", "TARGETS", "PRIMARY", "RESUMABLE_CHANGES"]

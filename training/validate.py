@@ -1,0 +1,151 @@
+"""Validation by retrieval, the way a shopper meets the model: P@k by articleType.
+
+Queries are the held-out validation products, as their clean catalog shot and as a
+photo-like picture of it (`shopper_photo`, seeded by the run's seed and the product id, so
+every epoch and every run with that seed asks the same questions). Each query is embedded
+exactly as `index`/`search` would embed it (pooled features, plus the projection head when
+there is one, L2-normalised) and ranked by cosine similarity.
+
+The gallery is, by default, the validation products' clean shots with the query's own
+product left out ("val": no product the model was trained on takes part, so nothing it
+memorised can help). `gallery="catalog"` ranks against every product of the run (training
+products included, query left out), which is what a shop's index holds; it costs embedding
+the whole catalog. A query with no articleType is not scored. `ceiling` is the best P@k the
+gallery allows (a type with three other products can fill at most three of five slots).
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from catalog import ImageError, Product, open_image
+from catalog.photolike import shopper_photo
+
+
+@dataclass
+class ValidationImages:
+    """The validation queries, preprocessed once: clean and photo-like tensors (half precision
+    to halve the memory; the network sees them in float)."""
+    products: list[Product]
+    clean: torch.Tensor
+    photo: torch.Tensor
+
+    @classmethod
+    def build(cls, products: Sequence[Product], transform, seed: int, progress: bool = True,
+              decode: Callable = open_image) -> "ValidationImages":
+        kept, clean, photo = [], [], []
+        for product in tqdm(products, desc="validation queries", unit="img", disable=not progress, leave=False):
+            try:
+                image = decode(product.image)
+            except ImageError:
+                continue
+            kept.append(product)
+            clean.append(transform(image).half())
+            photo.append(transform(shopper_photo(image, random.Random(f"{seed}:{product.id}"))).half())
+        if not kept:
+            raise ValueError("no validation product has a readable image")
+        return cls(kept, torch.stack(clean), torch.stack(photo))
+
+
+@dataclass
+class TypeScore:
+    queries: int
+    clean: float
+    photo: float
+
+
+@dataclass
+class ValidationScores:
+    k: int
+    gallery: str
+    queries: int
+    clean: float          # mean P@k by articleType, clean catalog shots as queries
+    photo: float          # the same with photo-like queries
+    ceiling: float
+    per_type: dict[str, TypeScore] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {"k": self.k, "gallery": self.gallery, "queries": self.queries,
+                "p_clean": round(self.clean, 4), "p_photo": round(self.photo, 4), "ceiling": round(self.ceiling, 4)}
+
+    def line(self) -> str:
+        return (f"P@{self.k} by articleType: clean {self.clean:.3f}, photo-like {self.photo:.3f} "
+                f"({self.queries} held-out queries vs {self.gallery} gallery; ceiling {self.ceiling:.3f})")
+
+
+def embed_tensors(features: Callable[[torch.Tensor], torch.Tensor], tensors: torch.Tensor, batch_size: int,
+                  device: torch.device, autocast: Callable, channels_last: bool = False) -> torch.Tensor:
+    """Unit rows (float32, on the CPU) for a stack of preprocessed images."""
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(tensors), batch_size):
+            batch = tensors[start:start + batch_size].to(device, torch.float32, non_blocking=True)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                rows = features(batch)
+            out.append(torch.nn.functional.normalize(rows.float(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def precision_at_k(queries: torch.Tensor, query_labels: Sequence[str | None], gallery: torch.Tensor,
+                   gallery_labels: Sequence[str | None], k: int,
+                   self_index: Sequence[int] | None = None) -> tuple[list[float | None], float]:
+    """Per query, the share of its k nearest gallery rows sharing its label (None for a query
+    without a label); `self_index[i]` is the gallery row of query i's own product, left out.
+    Also returns the mean ceiling."""
+    codes: dict[str, int] = {}
+    q = torch.tensor([codes.setdefault(v, len(codes)) if v else -1 for v in query_labels])
+    g = torch.tensor([codes.setdefault(v, len(codes)) if v else -2 for v in gallery_labels])
+    similarity = queries @ gallery.t()
+    if self_index is not None:
+        similarity[torch.arange(len(q)), torch.as_tensor(list(self_index))] = float("-inf")
+    depth = min(k, gallery.shape[0] - (1 if self_index is not None else 0))
+    top = similarity.topk(depth, dim=1).indices
+    hits = (g[top] == q[:, None]).sum(dim=1).float() / k
+    counts = torch.bincount(g[g >= 0], minlength=len(codes))
+    others = counts[q.clamp(min=0)] - (1 if self_index is not None else 0)
+    ceilings = others.clamp(max=k).float() / k
+    labelled = q >= 0
+    per_query = [float(h) if ok else None for h, ok in zip(hits, labelled)]
+    ceiling = float(ceilings[labelled].mean()) if labelled.any() else 0.0
+    return per_query, ceiling
+
+
+def score(clean_rows: torch.Tensor, photo_rows: torch.Tensor, products: Sequence[Product], k: int,
+          gallery_rows: torch.Tensor | None = None, gallery_products: Sequence[Product] | None = None
+          ) -> ValidationScores:
+    """P@k by articleType for both kinds of query; the gallery defaults to the validation
+    products' clean rows (see the module's docstring)."""
+    labels = [p.articleType for p in products]
+    if gallery_rows is None:
+        gallery_rows, gallery_products, name = clean_rows, products, "val"
+    else:
+        name = "catalog"
+    position = {p.id: i for i, p in enumerate(gallery_products)}
+    self_index = [position[p.id] for p in products]
+    gallery_labels = [p.articleType for p in gallery_products]
+    clean, ceiling = precision_at_k(clean_rows, labels, gallery_rows, gallery_labels, k, self_index)
+    photo, _ = precision_at_k(photo_rows, labels, gallery_rows, gallery_labels, k, self_index)
+
+    by_type: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for label, c, p in zip(labels, clean, photo):
+        if c is not None:
+            by_type[label].append((c, p))
+    judged = [(c, p) for c, p in zip(clean, photo) if c is not None]
+    if not judged:
+        raise ValueError("no validation product has an articleType to judge retrieval by")
+    per_type = {t: TypeScore(len(v), sum(c for c, _ in v) / len(v), sum(p for _, p in v) / len(v))
+                for t, v in sorted(by_type.items(), key=lambda item: (-len(item[1]), item[0]))}
+    return ValidationScores(k=k, gallery=name, queries=len(judged),
+                            clean=sum(c for c, _ in judged) / len(judged),
+                            photo=sum(p for _, p in judged) / len(judged),
+                            ceiling=ceiling, per_type=per_type)
+
+
+__all__ = ["ValidationImages", "TypeScore", "ValidationScores", "embed_tensors", "precision_at_k", "score"]
