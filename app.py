@@ -119,7 +119,25 @@ def ensure_index(args, models: list[str], client=None):
 
 
 def cmd_serve(args) -> int:
-    raise NotImplementedError("serve: see assistant/ui.py (issue 3)")
+    from assistant.settings import AssistantSettings
+    from assistant.ui import launch
+    from vectorstore import NoIndex, Searcher
+    models = _models(args.models)
+    if args.model not in models:
+        raise ValueError(f"--model {args.model} is not among --models {','.join(models)}")
+    client = ensure_index(args, models)
+    searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args))
+    try:
+        searcher.warm_up([args.model])  # model build and HNSW load before the first shopper, not during
+    except NoIndex as exc:
+        # Serve anyway: the chat tells the shopper the same, with the command that builds the index.
+        print(f"warning: {exc}", file=sys.stderr)
+    images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
+    settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
+                                 index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else ())
+    print(f"assistant on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
+    launch(searcher, settings, host=args.host, port=args.port, quiet=args.quiet)
+    return 0
 
 
 def cmd_shop(args) -> int:
@@ -178,7 +196,7 @@ def cmd_finetune(args) -> int:
     if before is not None and after is not before:
         print(f"P@{after['k']} by articleType on {after['queries']} held-out products: clean "
               f"{before['p_clean']:.3f} -> {after['p_clean']:.3f}, photo-like {before['p_photo']:.3f} -> "
-              f"{after['p_photo']:.3f}", file=sys.stderr)
+              f"{after['p_photo']:.3f}; {result.seconds / 60:.1f} min in this process", file=sys.stderr)
     print(result.out)
     return 0
 

@@ -240,8 +240,6 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings()) -> Fa
             raise _filter_error(exc) from exc
 
     # -- JSON API ----------------------------------------------------------------------------
-    K = Annotated[int | None, Form(ge=1, le=settings.max_k, description=f"how many products (default {settings.k})")]
-
     @app.post("/api/recommend", response_model=Recommendations, tags=["api"],
               max_body_size=settings.max_upload_bytes + FORM_OVERHEAD,
               responses={400: {"description": "no file, not an image, unknown model or filter value"},
@@ -249,7 +247,7 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings()) -> Fa
     def recommend(request: Request,
                   image: Annotated[UploadFile | None, File(description="the shopper's photo (JPEG, PNG, WebP, GIF or BMP)")] = None,
                   model: Annotated[str | None, Form(description=f"one of {', '.join(settings.models)}; default {settings.model}")] = None,
-                  k: K = None,
+                  k: Annotated[int | None, Form(ge=1, le=settings.max_k, description=f"how many products (default {settings.k})")] = None,
                   gender: Annotated[str | None, Form(description="e.g. Women, Men, Unisex")] = None,
                   category: Annotated[str | None, Form(description="a department, category or type, e.g. Footwear, Shoes, Heels")] = None,
                   ) -> Recommendations:

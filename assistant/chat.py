@@ -330,7 +330,12 @@ class Assistant:
         if isinstance(exc, ChatProblem):
             return str(exc)
         if isinstance(exc, NoIndex):
-            return f"There is no product index for {model_label(model)} yet: {exc}"
+            text = str(exc)
+            # the turn may have switched models ("use resnet18"): name the one that is missing
+            model = next((m for m in self.settings.models if f"for {m} " in text), model)
+            command = text.split("Build it first:", 1)[1].strip() if "Build it first:" in text else ""
+            return (f"There is no product index for {model_label(model)} yet. Build it first with: {command}"
+                    if command else f"There is no product index for {model_label(model)} yet ({text}).")
         if isinstance(exc, (WeightsMismatch, WeightsError, UnknownFilterValue)):
             return str(exc)
         if isinstance(exc, StoreError):

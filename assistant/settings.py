@@ -20,8 +20,11 @@ class AssistantSettings:
     default_model: str = "resnet50"
     k: int = 5
     max_k: int = 20
-    # One limit for the browser, gradio_client, the server (413) and our own check of the bytes.
+    # A photo over max_upload_bytes gets a chat message saying so. Gradio's own limit (checked in
+    # the browser, in gradio_client and on the server with a 413) is set higher, at
+    # upload_hard_limit_bytes, so that only absurd files meet its bare toast instead of our message.
     max_upload_bytes: int = 10 * 1024 * 1024
+    upload_hard_limit_bytes: int = 50 * 1024 * 1024
     max_pixels: int = 40_000_000
     # Shown in the chat when a model has no collection yet: the exact command that builds it.
     index_hint: str = "python app.py index --catalog DIR"
@@ -46,5 +49,7 @@ class AssistantSettings:
         if self.default_model not in self.models:
             raise ValueError(f"the default model {self.default_model!r} is not among the models offered "
                              f"({', '.join(self.models)})")
+        if self.upload_hard_limit_bytes < self.max_upload_bytes:
+            raise ValueError("upload_hard_limit_bytes must not be below max_upload_bytes")
         if not 1 <= self.k <= self.max_k:
             raise ValueError(f"k must be between 1 and {self.max_k}, not {self.k}")

@@ -233,33 +233,48 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         history = history + added
         return history, history, gr.MultimodalTextbox(value=None, interactive=False), {"text": text, "files": files}
 
+    def failed(history: list, exc: Exception) -> list:
+        # Assistant turns never raise; this is for a bug in the glue, which must not leave the
+        # page waiting with a disabled textbox.
+        log.exception("chat UI handler failed", exc_info=exc)
+        reply = Reply("error", f"Sorry, something went wrong on our side ({type(exc).__name__}). Please try again.")
+        return history + reply_messages(reply, settings)
+
     def answer(pending: dict | None, history: list, state: ChatState):
         crop_updates = (gr.update(), gr.update(), gr.update())
-        if pending:
-            files = pending.get("files") or []
-            reply, state = assistant.handle_turn(state, pending.get("text", ""), files)
-            history = history + reply_messages(reply, settings)
-            if files and reply.kind == "results":
-                crop, preview = new_crop(files[0], settings)
-                crop_updates = (crop, preview, CROP_HELP)
+        try:
+            if pending:
+                files = pending.get("files") or []
+                reply, state = assistant.handle_turn(state, pending.get("text", ""), files)
+                history = history + reply_messages(reply, settings)
+                if files and reply.kind == "results":
+                    crop, preview = new_crop(files[0], settings)
+                    crop_updates = (crop, preview, CROP_HELP)
+        except Exception as exc:
+            history = failed(history, exc)
         return (history, history, state, gr.MultimodalTextbox(value=None, interactive=True),
                 *_control_updates(state), *crop_updates)
 
     def on_controls(model: str, k: float, gender: list, category: list, colour: list, history: list,
                     state: ChatState):
-        reply, new_state = assistant.apply_controls(state, model=model, k=int(k), gender=gender or [],
+        try:
+            reply, state = assistant.apply_controls(state, model=model, k=int(k or settings.k), gender=gender or [],
                                                     category=category or [], colour=colour or [])
-        history = history + reply_messages(reply, settings)
-        return (history, history, new_state, *_control_updates(new_state))
+            history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
+        return (history, history, state, *_control_updates(state))
 
     def on_pick(picked: str, history: list, state: ChatState):
-        pid = product_for_file(state, picked or "")
-        if pid is None:
-            return (history, history, state, *_control_updates(state))
-        product = state.seen[pid]
-        history = history + [{"role": "user", "content": f"More like “{product.get('name') or pid}”"}]
-        reply, state = assistant.more_like(state, pid)
-        history = history + reply_messages(reply, settings)
+        try:
+            pid = product_for_file(state, picked or "")
+            if pid is not None:
+                product = state.seen[pid]
+                history = history + [{"role": "user", "content": f"More like “{product.get('name') or pid}”"}]
+                reply, state = assistant.more_like(state, pid)
+                history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
         return (history, history, state, *_control_updates(state))
 
     def on_crop_click(clicked: str, crop: dict | None):
@@ -267,17 +282,19 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         return crop, crop_preview(crop, settings), crop_status(crop)
 
     def on_crop_search(crop: dict | None, history: list, state: ChatState):
-        box = crop_fractions(crop)
-        if box is None:
-            reply = Reply("error", "Send a photo first, then click two opposite corners of one garment "
-                                   "on it (in “Crop the photo”).")
+        try:
+            box = crop_fractions(crop)
+            if box is None:
+                reply = Reply("error", "Send a photo first, then click two opposite corners of one garment "
+                                       "on it (in “Crop the photo”).")
+            else:
+                shown = save_crop(crop, box, settings)
+                history = history + [{"role": "user", "content": {"path": shown}} if shown else
+                                     {"role": "user", "content": "(the selected part of my photo)"}]
+                reply, state = assistant.handle_turn(state, "", [crop["path"]], crop=box)
             history = history + reply_messages(reply, settings)
-            return (history, history, state, *_control_updates(state))
-        shown = save_crop(crop, box, settings)
-        history = history + [{"role": "user", "content": {"path": shown}} if shown else
-                             {"role": "user", "content": "(the selected part of my photo)"}]
-        reply, state = assistant.handle_turn(state, "", [crop["path"]], crop=box)
-        history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
         return (history, history, state, *_control_updates(state))
 
     def new_conversation():
@@ -381,7 +398,7 @@ def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0
     demo = build_demo(searcher, settings)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
     allowed = sorted({*map(str, settings.allowed_paths), *image_dirs(searcher, settings.models)})
-    demo.launch(server_name=host, server_port=port, allowed_paths=allowed, max_file_size=settings.max_upload_bytes,
+    demo.launch(server_name=host, server_port=port, allowed_paths=allowed, max_file_size=settings.upload_hard_limit_bytes,
                 css=CSS, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, footer_links=["api"],
                 show_error=False)
     return demo

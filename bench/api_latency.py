@@ -14,7 +14,6 @@ import argparse
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from bench.common import DEFAULT_CATALOG, pct, table  # noqa: E402
 
 
 def free_port() -> int:
@@ -42,14 +43,10 @@ def serve(db: str, weights: str, models: tuple[str, ...], port: int, images_dir:
     uvicorn.run(build_app(searcher, settings), host="127.0.0.1", port=port, log_level="warning")
 
 
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="an index built by `app.py index`")
-    parser.add_argument("--catalog", required=True, help="query photos are drawn from its images/")
+    parser.add_argument("--catalog", default=str(DEFAULT_CATALOG), help="query photos are drawn from its images/")
     parser.add_argument("--weights", default="imagenet")
     parser.add_argument("--models", default="resnet18,resnet50")
     parser.add_argument("--requests", type=int, default=100)
@@ -106,15 +103,14 @@ def main(argv=None) -> int:
                         return 1
                     if i >= args.warmup:
                         times.append(elapsed * 1000)
-                rows.append((model, len(times), percentile(times, 50), percentile(times, 95),
-                             statistics.fmean(times), min(times), max(times)))
+                rows.append({"model": model, "requests": len(times), "p50 ms": f"{pct(times, 50):.1f}",
+                             "p95 ms": f"{pct(times, 95):.1f}", "mean ms": f"{sum(times) / len(times):.1f}",
+                             "min ms": f"{min(times):.1f}", "max ms": f"{max(times):.1f}"})
     finally:
         server.terminate()
         server.wait(30)
 
-    print(f"{'model':<10} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'min ms':>8} {'max ms':>8}")
-    for model, n, p50, p95, mean, lo, hi in rows:
-        print(f"{model:<10} {n:>4} {p50:>8.1f} {p95:>8.1f} {mean:>8.1f} {lo:>8.1f} {hi:>8.1f}")
+    print(table(rows))
     return 0
 
 

@@ -246,7 +246,9 @@ def test_no_index_yet_gives_the_exact_command(tmp_path, embedders, photo):
     chat = Assistant(searcher, SETTINGS)
     for text, files in (("", [str(photo)]), ("women", []), ("use resnet18", [])):
         reply, state = chat.handle_turn(chat.new_state(), text, files)
-        assert reply.kind == "error" and hint in reply.headline and "no index" in reply.headline, (text, reply)
+        missing = "ResNet-18" if "resnet18" in text else "ResNet-50"
+        assert reply.kind == "error" and hint in reply.headline, (text, reply)
+        assert f"no product index for {missing} yet" in reply.headline
         assert state == chat.new_state()
 
 

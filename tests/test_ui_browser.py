@@ -1,0 +1,233 @@
+"""The chat assistant in headless Chromium: the real Gradio app over the fixture index."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import KINDS, draw_product
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+LIMIT = 1_000_000  # bytes: small, so the test can send a photo over it
+TIMEOUT = 60_000  # ms; a search embeds with a CPU ResNet-50 on a shared 2-core machine
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(searcher):
+    from assistant.settings import AssistantSettings
+    from assistant.ui import launch
+    settings = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
+                                 max_upload_bytes=LIMIT, upload_hard_limit_bytes=4 * LIMIT)
+    port = _free_port()
+    demo = launch(searcher, settings, host="127.0.0.1", port=port, block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(app_url)
+    page.wait_for_selector("#message textarea")
+    page.wait_for_function("window.__vsaBridge === true")
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def heel_photo(tmp_path_factory) -> Path:
+    gender, master, sub, article, colour, rgb, shape = KINDS[0]
+    path = tmp_path_factory.mktemp("browser") / "my-heel.jpg"
+    draw_product(424_242, rgb, shape, size=(150, 200)).save(path, quality=88)
+    return path
+
+
+def galleries(page) -> int:
+    return page.locator("#chat .grid-container").count()
+
+
+def bot_rows(page) -> int:
+    # each message's part (text, gallery) has its own data-testid="bot"; rows group consecutive ones
+    return page.locator('#chat [data-testid="bot"]').count()
+
+
+def send(page, text: str = "", file: Path | None = None) -> None:
+    """Type and/or attach, press Enter, wait until the assistant's reply is in the chat."""
+    before = bot_rows(page)
+    if file is not None:
+        page.set_input_files('#message input[data-testid="file-upload"]', str(file))
+        page.wait_for_selector("#message img")  # the attachment's preview: the upload is done
+    page.click("#message textarea")
+    if text:
+        page.fill("#message textarea", text)
+    page.keyboard.press("Enter")
+    wait_reply(page, before)
+
+
+def wait_reply(page, before: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('#chat [data-testid=\"bot\"]').length > {before}")
+    page.wait_for_function("!document.querySelector('#message textarea').disabled")
+
+
+def last_gallery(page) -> list[dict]:
+    """Captions and image sources of the newest gallery in the chat, once its images loaded."""
+    page.wait_for_function("""() => { const g = [...document.querySelectorAll('#chat .grid-container')].pop();
+        return g && [...g.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0); }""")
+    return page.evaluate("""() => { const g = [...document.querySelectorAll('#chat .grid-container')].pop();
+        return [...g.querySelectorAll('.thumbnail-item')].map(t => ({
+            caption: t.querySelector('.caption-label').innerText, src: t.querySelector('img').src})); }""")
+
+
+def last_bot_text(page) -> str:
+    """The newest reply's text (the message before its gallery, or the last message)."""
+    return page.evaluate("""() => { const parts = [...document.querySelectorAll('#chat [data-testid="bot"]')];
+        const texts = parts.filter(p => !p.querySelector('.grid-container'));
+        return texts.length ? texts[texts.length - 1].innerText : ''; }""")
+
+
+def test_photo_words_controls_and_more_like_this(page, heel_photo, tmp_path, searcher):
+    # 1. a photo alone: 5 products with name, type, gender, colour and similarity
+    send(page, file=heel_photo)
+    items = last_gallery(page)
+    assert len(items) == 5
+    names = {m["name"]: m for m in searcher.collection("resnet50", check_weights=False).table()
+             .reset_index().to_dict("records")}
+    for item in items:
+        name, details, similarity = item["caption"].split("\n")
+        product = names[name]
+        assert details == f"{product['articleType']} · {product['gender']} · {product['baseColour']}"
+        assert similarity.startswith("similarity ") and -1 <= float(similarity.split()[1]) <= 1
+        assert Path(item["src"]).name == Path(product["image"]).name
+    assert "like your photo, by ResNet-50" in last_bot_text(page)
+
+    # 2. a filter by words, echoed in the reply and reflected in the colour control
+    send(page, "only black ones")
+    items = last_gallery(page)
+    assert items and all("· Black" in i["caption"] for i in items)
+    assert "Filters: Black" in last_bot_text(page)
+    assert page.locator("#colour").inner_text().count("Black") >= 1
+
+    # 3. a filter by a control: gender Women (black women's products: the 4 heels)
+    before = bot_rows(page)
+    page.click("#gender input")
+    page.click('[role=option][aria-label="Women"]')
+    wait_reply(page, before)
+    page.keyboard.press("Escape")
+    items = last_gallery(page)
+    assert len(items) == 4 and all(i["caption"].split("\n")[1] == "Heels · Women · Black" for i in items)
+    assert "Filters: Women · Black" in last_bot_text(page)
+    assert "4 Women's Heels like your photo" in last_bot_text(page)
+
+    # 4. click the second product: more like it, by its stored vector, same filters
+    clicked = items[1]["caption"].split("\n")[0]
+    before, shown = bot_rows(page), galleries(page)
+    page.locator("#chat .grid-container").last.locator(".thumbnail-item").nth(1).click()
+    wait_reply(page, before)
+    assert galleries(page) == shown + 1
+    items = last_gallery(page)
+    assert clicked not in [i["caption"].split("\n")[0] for i in items]
+    assert f"like “{clicked}”" in last_bot_text(page)
+    assert f"More like “{clicked}”" in page.locator("#chat .user-row").last.inner_text()
+
+    shot = tmp_path / "chat.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_crop_then_search_the_selected_part(page, tmp_path):
+    from PIL import Image
+    shirt, top = KINDS[2], KINDS[3]
+    outfit = Image.new("RGB", (240, 160), "white")
+    outfit.paste(draw_product(11, shirt[5], shirt[6], size=(120, 160)), (0, 0))
+    outfit.paste(draw_product(12, top[5], top[6], size=(120, 160)), (120, 0))
+    path = tmp_path / "outfit.png"
+    outfit.save(path)
+    send(page, file=path)
+    page.wait_for_selector("#crop-image img")
+
+    def click_at(fx: float, fy: float) -> None:
+        # the photo is redrawn with the corners after each click: wait for the new one to load
+        page.wait_for_function("(() => { const i = document.querySelector('#crop-image img');"
+                               " return i && i.complete && i.naturalWidth > 0; })()")
+        box = page.evaluate("""() => { const i = document.querySelector('#crop-image img'); const r = i.getBoundingClientRect();
+            const s = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
+            return {x: r.x + (r.width - i.naturalWidth * s) / 2, y: r.y + (r.height - i.naturalHeight * s) / 2,
+                    w: i.naturalWidth * s, h: i.naturalHeight * s}; }""")
+        page.mouse.click(box["x"] + fx * box["w"], box["y"] + fy * box["h"])
+
+    click_at(0.5, 0.02)
+    page.wait_for_function("document.querySelector('#crop-note').innerText.includes('Now click the opposite corner')")
+    click_at(0.98, 0.98)
+    page.wait_for_function("document.querySelector('#crop-note').innerText.includes('Selected')")
+    assert "48% × 96%" in page.inner_text("#crop-note")
+    before = bot_rows(page)
+    page.click("#crop-search")
+    wait_reply(page, before)
+    assert "like your cropped photo" in last_bot_text(page)
+    assert len(last_gallery(page)) == 5
+
+
+def test_failures_and_sessions_are_separate(page, browser, app_url, tmp_path, heel_photo):
+    from PIL import Image
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    send(page, file=broken)
+    text = last_bot_text(page)
+    assert "couldn't use that file" in text and "Traceback" not in text
+    big = tmp_path / "big.png"  # a real photo, but over the limit: the chat says so
+    Image.frombytes("RGB", (700, 700), os.urandom(700 * 700 * 3)).save(big)
+    assert LIMIT < big.stat().st_size < 4 * LIMIT
+    send(page, file=big)
+    assert "the limit is 1 MB" in last_bot_text(page)
+    send(page, file=heel_photo)
+    assert len(last_gallery(page)) == 5
+
+    # a second shopper: no photo in this session yet, whatever the first one sent
+    other = browser.new_context().new_page()
+    other.set_default_timeout(TIMEOUT)
+    other.goto(app_url)
+    other.wait_for_selector("#message textarea")
+    send(other, "only black ones")
+    assert "Send me a photo" in last_bot_text(other)
+    assert "Filters: Black" in last_bot_text(other)
+    other.context.close()
+    # ...and the first conversation still has its photo
+    send(page, "show 3")
+    assert len(last_gallery(page)) == 3
+
+
+def test_recommend_api_from_gradio_client(app_url, heel_photo):
+    from gradio_client import Client, handle_file
+    client = Client(app_url, verbose=False)
+    out = client.predict(handle_file(str(heel_photo)), "resnet18", 3, "women", "footwear", api_name="/recommend")
+    out = json.loads(out) if isinstance(out, str) else out
+    assert out["model"] == "resnet18" and len(out["results"]) == 3
+    assert all(r["gender"] == "Women" and r["masterCategory"] == "Footwear" for r in out["results"])
+    assert set(out["results"][0]) >= {"id", "score", "name", "articleType", "baseColour", "image"}
+    # the chat's own events are not part of the API
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert list(endpoints) == ["/recommend"]
