@@ -37,6 +37,8 @@ class AssistantSettings:
     allowed_paths: tuple[Path, ...] = field(default_factory=tuple)
     chat_height: int = 620
     gallery_columns: int = 5
+    # Galleries kept in the chat; older replies keep their text (see ui.keep_recent_galleries).
+    galleries_kept: int = 8
     title: str = "Visual shopping assistant"
 
     @property

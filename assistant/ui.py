@@ -94,6 +94,24 @@ def _gallery(reply: Reply, settings: AssistantSettings) -> gr.Gallery:
                       show_label=False, elem_classes=["results"])
 
 
+def keep_recent_galleries(history: list, keep: int) -> list:
+    """Drop all but the newest `keep` galleries (their reply texts stay).
+
+    Every turn sends the whole chat back to the page, which renders it again, so without a
+    bound each turn costs more than the last (bench/chat_latency.py: the second ten messages
+    were ~1.7x slower than the first ten with every gallery kept).
+    """
+    seen = 0
+    out = []
+    for message in reversed(history):
+        if isinstance(message.get("content"), gr.Gallery):
+            seen += 1
+            if seen > keep:
+                continue
+        out.append(message)
+    return out[::-1]
+
+
 def reply_messages(reply: Reply, settings: AssistantSettings) -> list[dict]:
     """The assistant's chat message(s) for one reply: the text, then the gallery inside the chat."""
     content: list[Any] = [reply.markdown()]
@@ -252,6 +270,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                     crop_updates = (crop, preview, CROP_HELP)
         except Exception as exc:
             history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
         return (history, history, state, gr.MultimodalTextbox(value=None, interactive=True),
                 *_control_updates(state), *crop_updates)
 
@@ -263,6 +282,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             history = history + reply_messages(reply, settings)
         except Exception as exc:
             history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
         return (history, history, state, *_control_updates(state))
 
     def on_pick(picked: str, history: list, state: ChatState):
@@ -275,6 +295,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                 history = history + reply_messages(reply, settings)
         except Exception as exc:
             history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
         return (history, history, state, *_control_updates(state))
 
     def on_crop_click(clicked: str, crop: dict | None):
@@ -295,6 +316,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             history = history + reply_messages(reply, settings)
         except Exception as exc:
             history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
         return (history, history, state, *_control_updates(state))
 
     def new_conversation():
