@@ -118,23 +118,31 @@ def ensure_index(args, models: list[str], client=None):
     return client
 
 
-def cmd_serve(args) -> int:
+def _assistant_parts(args):
+    """What serve and shop share: the models, a Searcher over a current index, and the
+    assistant's settings (the catalog's images are the only files it may serve)."""
     from assistant.settings import AssistantSettings
-    from assistant.ui import launch
-    from vectorstore import NoIndex, Searcher
+    from vectorstore import Searcher
     models = _models(args.models)
     if args.model not in models:
         raise ValueError(f"--model {args.model} is not among --models {','.join(models)}")
     client = ensure_index(args, models)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args))
+    images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
+    settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
+                                 index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else ())
+    return models, searcher, settings, images_dir
+
+
+def cmd_serve(args) -> int:
+    from assistant.ui import launch
+    from vectorstore import NoIndex
+    _, searcher, settings, _ = _assistant_parts(args)
     try:
         searcher.warm_up([args.model])  # model build and HNSW load before the first shopper, not during
     except NoIndex as exc:
         # Serve anyway: the chat tells the shopper the same, with the command that builds the index.
         print(f"warning: {exc}", file=sys.stderr)
-    images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
-    settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
-                                 index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else ())
     print(f"assistant on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
     launch(searcher, settings, host=args.host, port=args.port, quiet=args.quiet)
     return 0
@@ -143,18 +151,8 @@ def cmd_serve(args) -> int:
 def cmd_shop(args) -> int:
     import uvicorn
     from assistant.api import ShopSettings, build_app
-    from assistant.settings import AssistantSettings
-    from vectorstore import Searcher
-    models = _models(args.models)
-    if args.model not in models:
-        raise ValueError(f"--model {args.model} is not among --models {','.join(models)}")
-    client = ensure_index(args, models)
-    searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args))
+    models, searcher, assistant, images_dir = _assistant_parts(args)
     searcher.warm_up(models)  # model build and HNSW load before the first shopper, not during
-    images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
-    assistant = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
-                                  index_hint=_index_hint(args),
-                                  allowed_paths=(images_dir,) if images_dir else ())
     settings = ShopSettings(models=tuple(models), model=args.model, k=args.k, images_dir=images_dir,
                             max_upload_bytes=assistant.max_upload_bytes, assistant=assistant)
     app = build_app(searcher, settings)

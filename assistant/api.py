@@ -431,5 +431,5 @@ def mount_assistant(app: FastAPI, searcher: Searcher, settings: ShopSettings, im
     # the folders listed here (403 otherwise); the shop's images folder and no other.
     allowed = ([str(images_root)] if images_root else []) + [str(p) for p in chat.allowed_paths]
     gr.mount_gradio_app(app, demo, path=path, root_path=path, allowed_paths=list(dict.fromkeys(allowed)),
-                        max_file_size=chat.max_upload_bytes, footer_links=["api"], css=getattr(ui, "CSS", None),
+                        max_file_size=chat.upload_hard_limit_bytes, footer_links=["api"], css=getattr(ui, "CSS", None),
                         ssr_mode=False, show_error=False)

@@ -59,26 +59,31 @@ def photos(catalog: Path, count: int, seed: int) -> list[Path]:
     return random.Random(seed).sample(images, count)
 
 
-GALLERY_READY = """(n) => { const g = document.querySelectorAll('#chat .grid-container');
-    if (g.length <= n) return false;
-    const imgs = [...g[g.length - 1].querySelectorAll('img')];
+# Replies are counted by their text parts: the chat keeps a bounded number of galleries, so
+# the number of galleries stops growing, while every reply adds one text part.
+REPLIES = """() => [...document.querySelectorAll('#chat [data-testid="bot"]')]
+    .filter(p => !p.querySelector('.grid-container')).length"""
+GALLERY_READY = """(n) => { const replies = [...document.querySelectorAll('#chat [data-testid="bot"]')]
+        .filter(p => !p.querySelector('.grid-container')).length;
+    if (replies <= n) return false;
+    const g = [...document.querySelectorAll('#chat .grid-container')].pop();
+    const imgs = g ? [...g.querySelectorAll('img')] : [];
     return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
 
 
 def measure(page, model: str, queries: list[Path]) -> list[float]:
-    bot = "document.querySelectorAll('#chat [data-testid=\"bot\"]').length"
-    before = page.evaluate(bot)
+    before = page.evaluate(REPLIES)
     page.click("#message textarea")
     page.fill("#message textarea", f"use {model}")  # the chat answers even before a photo
     page.keyboard.press("Enter")
-    page.wait_for_function(f"{bot} > {before}")
+    page.wait_for_function(f"({REPLIES})() > {before}")
     page.wait_for_function("!document.querySelector('#message textarea').disabled")
     seconds = []
     for photo in queries:
         page.set_input_files('#message input[data-testid="file-upload"]', str(photo))
         page.wait_for_selector("#message img")
         page.click("#message textarea")
-        shown = page.evaluate("document.querySelectorAll('#chat .grid-container').length")
+        shown = page.evaluate(REPLIES)
         started = time.perf_counter()
         page.keyboard.press("Enter")
         page.wait_for_function(GALLERY_READY, arg=shown, polling="raf")

@@ -17,9 +17,9 @@ from PIL import Image
 
 from conftest import KINDS, draw_product
 
-from assistant.chat import Assistant, ChatState, caption, describe_results
+from assistant.chat import Assistant, caption, describe_results
 from assistant.settings import AssistantSettings
-from vectorstore import CATEGORY, Filters, Searcher, StoreSettings, index_catalog, make_client
+from vectorstore import CATEGORY, Searcher, StoreSettings, index_catalog, make_client
 
 SETTINGS = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
                              index_hint="python app.py index --catalog SHOP --db DB --weights random")
@@ -316,3 +316,18 @@ def test_chroma_server_down_is_a_chat_message(tmp_path, catalog_dir, embedders, 
     reply, _ = chat.handle_turn(state, "only women")
     assert reply.kind == "error" and "not reachable" in reply.headline, reply
     assert "Traceback" not in reply.headline
+
+
+def test_chat_keeps_a_bounded_number_of_galleries(first):
+    import gradio as gr
+    from assistant.ui import keep_recent_galleries, reply_messages
+    reply, _ = first
+    history = []
+    for turn in range(12):
+        history += [{"role": "user", "content": f"message {turn}"}] + reply_messages(reply, SETTINGS)
+    kept = keep_recent_galleries(history, 8)
+    assert sum(isinstance(m["content"], gr.Gallery) for m in kept) == 8
+    assert [m["content"] for m in kept if isinstance(m["content"], str)] == \
+        [m["content"] for m in history if isinstance(m["content"], str)]  # every text stays
+    assert isinstance(kept[-1]["content"], gr.Gallery) and kept[-1] is history[-1]
+    assert not isinstance(kept[2]["content"], gr.Gallery)  # the oldest galleries went first

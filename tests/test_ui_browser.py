@@ -70,9 +70,13 @@ def galleries(page) -> int:
     return page.locator("#chat .grid-container").count()
 
 
+REPLIES = """() => [...document.querySelectorAll('#chat [data-testid="bot"]')]
+    .filter(p => !p.querySelector('.grid-container')).length"""
+
+
 def bot_rows(page) -> int:
-    # each message's part (text, gallery) has its own data-testid="bot"; rows group consecutive ones
-    return page.locator('#chat [data-testid="bot"]').count()
+    """Replies so far, counted by their text parts (older galleries may be dropped from the chat)."""
+    return page.evaluate(REPLIES)
 
 
 def send(page, text: str = "", file: Path | None = None) -> None:
@@ -89,7 +93,7 @@ def send(page, text: str = "", file: Path | None = None) -> None:
 
 
 def wait_reply(page, before: int) -> None:
-    page.wait_for_function(f"document.querySelectorAll('#chat [data-testid=\"bot\"]').length > {before}")
+    page.wait_for_function(f"({REPLIES})() > {before}")
     page.wait_for_function("!document.querySelector('#message textarea').disabled")
 
 
