@@ -1,0 +1,150 @@
+"""Issue 7 across the surfaces: hostile uploads through the chat and the HTTP API, fuzzed API
+uploads, odd product ids end to end, and a Chroma server restarted under a running assistant."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from assistant.api import ShopSettings, build_app
+from assistant.chat import Assistant
+from assistant.settings import AssistantSettings
+from catalog import read_catalog
+from tests.conftest import ROOT, draw_product, make_catalog
+from tests.hostile_files import hostile_files
+from vectorstore import Searcher, StoreSettings, index_catalog, make_client
+
+FILES = hostile_files()
+
+
+@pytest.fixture(scope="module")
+def api(searcher, catalog_dir):
+    settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, images_dir=catalog_dir / "images")
+    return TestClient(build_app(searcher, settings))
+
+
+@pytest.fixture(scope="module")
+def chat(searcher):
+    return Assistant(searcher, AssistantSettings(models=("resnet18",), default_model="resnet18"))
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_hostile_upload_through_the_api(api, name):
+    data, expected = FILES[name]
+    response = api.post("/api/recommend", files={"image": (name, data, "application/octet-stream")})
+    if expected == "results":
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"]) == 5
+    else:
+        assert 400 <= response.status_code < 500
+        assert response.json()["detail"]
+    assert api.get("/api/health").status_code == 200
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_hostile_upload_through_the_chat(chat, tmp_path, name):
+    data, expected = FILES[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    reply, state = chat.handle_turn(chat.new_state(), "", [str(path)])
+    if expected == "results":
+        assert reply.kind == "results" and len(reply.results) == 5, reply
+    else:
+        assert reply.kind == "error" and reply.headline, reply
+        assert "Traceback" not in reply.markdown()
+    # the conversation goes on
+    follow, _ = chat.handle_turn(state, "show 3")
+    assert follow.kind in ("results", "ask_photo")
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2048), st.sampled_from(["a.jpg", "b.png", "c.svg", "d", "../../etc/passwd"]))
+def test_fuzzed_api_uploads_get_an_answer(api, data, name):
+    response = api.post("/api/recommend", files={"image": (name, data, "image/jpeg")})
+    assert response.status_code in (200, 400, 413, 422)
+    body = response.json()
+    assert "results" in body or body.get("detail")
+
+
+ODD_IDS = ["00123", "a b", "é✓-1"]
+
+
+def test_odd_ids_round_trip(tmp_path, embedders):
+    rows = "".join(f"{pid},Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Odd {i}\n" for i, pid in enumerate(ODD_IDS))
+    folder = make_catalog(tmp_path / "cat", per_kind=1, extra_rows=rows)
+    for i, pid in enumerate(ODD_IDS):
+        draw_product(5000 + i, (200, 20 * i, 30), "rectangle").save(folder / "images" / f"{pid}.jpg")
+    db = tmp_path / "db"
+    client = make_client(StoreSettings(path=db))
+    index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
+    searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    api = TestClient(build_app(searcher, ShopSettings(models=("resnet18",), model="resnet18", images_dir=folder / "images")))
+    for pid in ODD_IDS:
+        quoted = urllib.parse.quote(pid, safe="")
+        with open(folder / "images" / f"{pid}.jpg", "rb") as handle:
+            found = api.post("/api/recommend", files={"image": ("p.jpg", handle.read(), "image/jpeg")}).json()
+        assert found["results"][0]["id"] == pid
+        similar = api.get(f"/api/products/{quoted}/similar").json()
+        assert pid not in [r["id"] for r in similar["results"]] and len(similar["results"]) == 5
+        image = api.get(f"/images/{quoted}")
+        assert image.status_code == 200 and image.content == (folder / "images" / f"{pid}.jpg").read_bytes()
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "search", "--db", str(db), "--weights", "random",
+                           "--model", "resnet18", "--json", str(folder / "images" / "00123.jpg")],
+                          capture_output=True, text=True, timeout=300)
+    assert '"id": "00123"' in done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_chroma(path: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path", str(path),
+                                "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                time.sleep(0.5)
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("chroma run did not start")
+
+
+@pytest.mark.skipif(not Path(sys.executable).with_name("chroma").exists(), reason="no chroma command")
+def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalog_dir, embedders):
+    port = _free_port()
+    server = _start_chroma(tmp_path / "srv", port)
+    try:
+        client = make_client(StoreSettings(host="127.0.0.1", port=port))
+        index_catalog(read_catalog(catalog_dir), client, [embedders["resnet18"]], show_progress_bar=False)
+        searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+        chat = Assistant(searcher, AssistantSettings(models=("resnet18",), default_model="resnet18"))
+        photo = catalog_dir / "images" / "1001.jpg"
+        reply, state = chat.handle_turn(chat.new_state(), "", [str(photo)])
+        assert reply.kind == "results"
+        server.terminate()
+        server.wait(20)
+        down, state = chat.handle_turn(state, "show 3")
+        assert down.kind == "error" and "not reachable" in down.headline
+        server = _start_chroma(tmp_path / "srv", port)
+        back, _ = chat.handle_turn(state, "show 3")
+        assert back.kind == "results" and len(back.results) == 3, back
+        again, _ = chat.handle_turn(chat.new_state(), "", [str(photo)])
+        assert again.kind == "results" and again.results[0].id == "1001"
+    finally:
+        server.terminate()
+        server.wait(20)
