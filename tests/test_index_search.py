@@ -35,6 +35,7 @@ def test_collections_hold_every_product_with_metadata(indexed_db, catalog_dir):
         assert meta["year"] == 2010 and "year" not in coll.metadata_of("1002")
         assert len(coll.vector_of("1001")) == dim
         assert abs(np.linalg.norm(coll.vector_of("1001")) - 1) < 1e-5
+        assert coll.center is not None and coll.center.shape == (dim,)
 
 
 def test_filters_combine_with_and_and_category_matches_any_level(searcher, catalog_dir):
@@ -61,7 +62,7 @@ def test_filtered_search_matches_exact_search_at_every_selectivity(searcher, ind
     vectors = np.asarray(got["embeddings"])
     query = vectors[3]
     for filters in (Filters(), Filters({"gender": ("Women",)}), Filters({"articleType": ("Watches",)})):
-        hits = coll.search(query, k=3, filters=filters)
+        hits = coll.search(query, k=3, filters=filters, stored=True)
         allowed = filters.mask(coll.table().loc[got["ids"]])
         order = np.argsort(-(vectors @ query))
         expected = [got["ids"][i] for i in order if allowed[i]][:3]
@@ -112,7 +113,7 @@ def test_reindex_is_incremental(tmp_path, embedders):
     assert _counts(client, "resnet18") == (11, 11)
     coll = ProductCollection.open(client, "resnet18")
     new_vector = embedders["resnet18"].embed([open_image(folder / "images" / "1001.jpg")])[0]
-    assert np.allclose(coll.vector_of("1001"), new_vector, atol=1e-5)
+    assert np.allclose(coll.vector_of("1001"), coll.prepare(new_vector), atol=1e-5)
 
 
 def test_unreadable_image_is_skipped_with_its_reason(tmp_path, embedders):
@@ -187,3 +188,32 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert done.returncode == 2 and "no styles.csv" in done.stderr and "Traceback" not in done.stderr
     done = _run_app("search", "--db", str(tmp_path / "empty"), "--weights", "random", "--model", "resnet18", "x.jpg")
     assert done.returncode == 2 and "python app.py index" in done.stderr
+
+
+def test_centering_spreads_similarities_and_survives_a_kill(tmp_path, embedders):
+    """Stored vectors are centered on the collection's mean; a run killed while centering an
+    older index finishes the job on the next run."""
+    from vectorstore.store import CENTER_KEY
+    folder = make_catalog(tmp_path / "cat", per_kind=2)
+    catalog = read_catalog(folder)
+    client = make_client(StoreSettings(path=tmp_path / "db"))
+    embedder = embedders["resnet18"]
+    raw = embedder.embed([open_image(p.image) for p in catalog.products])
+    index_catalog(catalog, client, [embedder], batch_size=4, show_progress_bar=False)
+    coll = ProductCollection.open(client, "resnet18")
+    center = raw.mean(axis=0)
+    assert np.allclose(coll.center, center, atol=1e-5)
+    stored = np.asarray(coll.collection.get(ids=[p.id for p in catalog.products], include=["embeddings"])["embeddings"])
+    expected = (raw - center) / np.linalg.norm(raw - center, axis=1, keepdims=True)
+    assert np.allclose(stored, expected, atol=1e-4)
+    # raw similarities are all near 1 with random weights; centered ones spread out
+    assert (raw @ raw.T).min() > 0.9 and (stored @ stored.T).min() < 0.5
+    # an index made before centering (no center, no flags) is centered in place, resumably
+    legacy = ProductCollection.open(make_client(StoreSettings(path=tmp_path / "legacy")), "resnet18",
+                                    weights_id=embedder.weights_id, dim=512, create=True)
+    legacy.write([p.id for p in catalog.products], raw, [p.metadata() for p in catalog.products])
+    assert legacy.center is None and CENTER_KEY not in legacy.collection.metadata
+    assert legacy.ensure_centered() == len(catalog.products)
+    assert legacy.ensure_centered() == 0
+    again = np.asarray(legacy.collection.get(ids=[p.id for p in catalog.products], include=["embeddings"])["embeddings"])
+    assert np.allclose(again, expected, atol=1e-4)

@@ -181,5 +181,8 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         progress.close()
     if errors:
         raise errors[0]
+    with timer.stage("center"):
+        for coll in collections.values():
+            coll.ensure_centered()
     report.seconds = time.perf_counter() - started
     return report

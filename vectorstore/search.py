@@ -106,11 +106,13 @@ class Searcher:
             return embedder.embed(images, batch_size=16)
 
     def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
-                      exclude: tuple[str, ...] = (), check_weights: bool = True) -> Answer:
+                      exclude: tuple[str, ...] = (), check_weights: bool = True, stored: bool = False) -> Answer:
+        """Nearest products to an embedder's vector (or, with `stored`, to a vector read back
+        from the collection)."""
         collection = self.collection(model, check_weights=check_weights)
         resolved = self.resolve(model, filters)
         started = time.perf_counter()
-        hits = collection.search(vector, k=k, filters=resolved, exclude=exclude)
+        hits = collection.search(vector, k=k, filters=resolved, exclude=exclude, stored=stored)
         answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved)
         answer.timings["query"] = time.perf_counter() - started
         return answer
@@ -137,7 +139,7 @@ class Searcher:
         vector = collection.vector_of(product_id)
         if vector is None:
             raise KeyError(f"no product {product_id!r} in the {model} index")
-        return self.search_vector(model, vector, k, filters, exclude=(product_id,), check_weights=False)
+        return self.search_vector(model, vector, k, filters, exclude=(product_id,), check_weights=False, stored=True)
 
     def product(self, model: str, product_id: str) -> dict | None:
         return self.collection(model, check_weights=False).metadata_of(product_id)
