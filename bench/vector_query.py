@@ -41,7 +41,7 @@ def measure(coll, ids, vectors, queries, filters: Filters, use_where: bool, k=5)
         if use_where:
             got = coll.collection.query(query_embeddings=q[None], n_results=k, where=where, include=["distances"])["ids"][0]
         else:
-            got = [h.id for h in coll.search(q, k=k, filters=filters)]
+            got = [h.id for h in coll.search(q, k=k, filters=filters, stored=True)]
         times.append(time.perf_counter() - started)
         scores = np.where(allowed, vectors @ q, -np.inf)
         exact = [ids[i] for i in np.argsort(-scores)[:min(k, int(allowed.sum()))]]

@@ -356,17 +356,18 @@ class ProductCollection:
         return [got["ids"][i] for i in order], distances[order].tolist()
 
     def _overfetch(self, vector, want, mask, table, matching):
-        # Unfiltered HNSW keeps its recall; ask for enough neighbours that `want` of them pass
-        # the filter in expectation (several times over), and widen if they did not.
+        # Unfiltered HNSW keeps its recall: ask for enough neighbours that `want` of them pass
+        # the filter several times over in expectation. When the filter disagrees with the
+        # photo (shoes asked for, a shirt shown), few pass: then ask Chroma for the matching
+        # ids directly rather than widening step by step.
         allowed = set(table.index[mask])
         total = len(table)
         n = min(total, max(4 * want, math.ceil(want * total / matching * OVERFETCH)))
-        while n <= MAX_FETCH:
+        if n <= MAX_FETCH:
             ids, distances = self._query(vector, n)
             kept = [(i, d) for i, d in zip(ids, distances) if i in allowed]
             if len(kept) >= want or n >= total:
                 return [i for i, _ in kept], [d for _, d in kept]
-            n *= 4
         return self._query(vector, min(want, matching), ids=table.index[mask].tolist())
 
 
