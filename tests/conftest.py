@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,29 @@ def searcher(indexed_db, embedders):
     from vectorstore import Searcher, StoreSettings, make_client
     client = make_client(StoreSettings(path=indexed_db))
     return Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CHROMA = Path(sys.executable).with_name("chroma")
+
+
+def start_chroma(path: Path, port: int) -> subprocess.Popen:
+    """A real `chroma run` server on 127.0.0.1:port, answering when this returns."""
+    process = subprocess.Popen([str(CHROMA), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                time.sleep(0.3)
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("chroma run did not start")

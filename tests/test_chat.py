@@ -2,13 +2,7 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +13,7 @@ from conftest import KINDS, draw_product
 
 from assistant.chat import Assistant, caption, describe_results
 from assistant.settings import AssistantSettings
-from vectorstore import CATEGORY, Searcher, StoreSettings, index_catalog, make_client
+from vectorstore import CATEGORY, Searcher, StoreSettings, make_client
 
 SETTINGS = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
                              index_hint="python app.py index --catalog SHOP --db DB --weights random")
@@ -279,43 +273,7 @@ def test_recommend_returns_the_search_json_schema(assistant, photo, tmp_path):
     assert "not offered" in assistant.recommend(str(photo), model="resnet34")["error"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(shutil.which("chroma") is None and not (Path(sys.executable).parent / "chroma").exists(),
-                    reason="the chroma command is not installed")
-def test_chroma_server_down_is_a_chat_message(tmp_path, catalog_dir, embedders, photo):
-    from catalog import read_catalog
-    exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-    port = _free_port()
-    server = subprocess.Popen([exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                client = make_client(StoreSettings(host="127.0.0.1", port=port))
-                client.heartbeat()
-                break
-            except Exception:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.3)
-        index_catalog(read_catalog(catalog_dir), client, [embedders["resnet18"]], show_progress_bar=False)
-        searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
-        chat = Assistant(searcher, AssistantSettings(models=("resnet18",), default_model="resnet18"))
-        reply, state = chat.handle_turn(chat.new_state(), "", [str(photo)])
-        assert reply.kind == "results" and len(reply.results) == 5
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-    reply, _ = chat.handle_turn(state, "only women")
-    assert reply.kind == "error" and "not reachable" in reply.headline, reply
-    assert "Traceback" not in reply.headline
+# A Chroma server stopped and restarted under a running chat: tests/test_hostile.py.
 
 
 def test_chat_keeps_a_bounded_number_of_galleries(first):

@@ -2,11 +2,8 @@
 uploads, odd product ids end to end, and a Chroma server restarted under a running assistant."""
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from assistant.api import ShopSettings, build_app
 from assistant.chat import Assistant
 from assistant.settings import AssistantSettings
 from catalog import read_catalog
-from tests.conftest import ROOT, draw_product, make_catalog
+from tests.conftest import ROOT, draw_product, free_port, make_catalog, start_chroma
 from tests.hostile_files import hostile_files
 from vectorstore import Searcher, StoreSettings, index_catalog, make_client
 
@@ -102,32 +99,10 @@ def test_odd_ids_round_trip(tmp_path, embedders):
     assert '"id": "00123"' in done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_chroma(path: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([str(Path(sys.executable).with_name("chroma")), "run", "--path", str(path),
-                                "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                time.sleep(0.5)
-                return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("chroma run did not start")
-
-
 @pytest.mark.skipif(not Path(sys.executable).with_name("chroma").exists(), reason="no chroma command")
 def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalog_dir, embedders):
-    port = _free_port()
-    server = _start_chroma(tmp_path / "srv", port)
+    port = free_port()
+    server = start_chroma(tmp_path / "srv", port)
     try:
         client = make_client(StoreSettings(host="127.0.0.1", port=port))
         index_catalog(read_catalog(catalog_dir), client, [embedders["resnet18"]], show_progress_bar=False)
@@ -140,7 +115,7 @@ def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalo
         server.wait(20)
         down, state = chat.handle_turn(state, "show 3")
         assert down.kind == "error" and "not reachable" in down.headline
-        server = _start_chroma(tmp_path / "srv", port)
+        server = start_chroma(tmp_path / "srv", port)
         back, _ = chat.handle_turn(state, "show 3")
         assert back.kind == "results" and len(back.results) == 3, back
         again, _ = chat.handle_turn(chat.new_state(), "", [str(photo)])

@@ -9,7 +9,7 @@ import pytest
 from catalog import read_catalog, open_image
 from tests.conftest import ROOT, make_catalog, draw_product
 from vectorstore import (Filters, NoIndex, ProductCollection, Searcher, StoreSettings, UnknownFilterValue,
-                         WeightsMismatch, index_catalog, load_embedder, make_client)
+                         WeightsMismatch, index_catalog, make_client)
 
 
 def test_every_indexed_image_finds_itself_first(searcher, catalog_dir):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from catalog import CatalogError, read_catalog
-from tests.conftest import HEADER, make_catalog
+from tests.conftest import make_catalog
 
 
 def test_unquoted_commas_keep_the_whole_name(catalog_dir):

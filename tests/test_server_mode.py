@@ -1,39 +1,12 @@
 """The same index and search against a real `chroma run` server on 127.0.0.1."""
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from catalog import open_image, read_catalog
-from tests.conftest import ROOT
-from vectorstore import ProductCollection, Searcher, StoreSettings, index_catalog, make_client
-
-CHROMA = Path(sys.executable).with_name("chroma")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_chroma(path: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([str(CHROMA), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("chroma run did not start")
-
+from tests.conftest import CHROMA, ROOT, free_port, start_chroma
+from vectorstore import Searcher, StoreSettings, index_catalog, make_client
 
 @pytest.fixture
 def chroma_server(tmp_path):

@@ -118,7 +118,7 @@ class Searcher:
         return answer
 
     def search_images(self, model: str, images: list[Image.Image], k: int = 5, filters=None) -> list[Answer]:
-        collection = self.collection(model)  # refuse a weights mismatch before any work
+        self.collection(model)  # refuse a weights mismatch before any work
         resolved = self.resolve(model, filters)
         started = time.perf_counter()
         vectors = self.embed(model, images)
