@@ -188,7 +188,7 @@ def cmd_finetune(args) -> int:
         catalog=Path(args.catalog), model=args.model, out=Path(args.out), epochs=args.epochs,
         image_size=args.image_size, batch_size=args.batch_size, device=args.device, weights=args.weights,
         head_only=args.head_only, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
-        limit=args.limit, workers=args.workers, progress=not args.quiet)
+        limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet)
     result = finetune(settings)
     before, after = result.before, result.history[-1]
     if before is not None and after is not before:
@@ -278,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="products held out per articleType")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: 1 when the CPU is already busy, "
+                   "where more threads only wait on each other; else torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)
     return parser

@@ -33,7 +33,7 @@ def small_catalog(tmp_path_factory) -> Path:
 def settings_for(catalog: Path, out: Path, **changes):
     from training import FinetuneSettings
     values = dict(catalog=catalog, model="resnet18", out=out, epochs=1, image_size=SIZE, batch_size=8,
-                  device="cpu", weights="random", seed=3, val_fraction=0.25, workers=0, progress=False)
+                  device="cpu", weights="random", seed=3, val_fraction=0.25, workers=0, threads=1, progress=False)
     values.update(changes)
     return FinetuneSettings(**values)
 
@@ -45,7 +45,8 @@ def tuned(small_catalog, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ft_out") / "resnet18-shop.pt"
     code = app.main(["finetune", "--catalog", str(small_catalog), "--model", "resnet18", "--out", str(out),
                      "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8", "--device", "cpu",
-                     "--weights", "random", "--seed", "3", "--val-fraction", "0.25", "--workers", "0", "--quiet"])
+                     "--weights", "random", "--seed", "3", "--val-fraction", "0.25", "--workers", "0", "--threads", "1",
+                     "--quiet"])
     assert code == 0
     return out
 
@@ -88,6 +89,16 @@ def test_learning_rate_warms_up_then_decays():
     assert all(a <= b for a, b in zip(values[:peak], values[1:peak + 1]))
     assert all(a >= b for a, b in zip(values[peak:], values[peak + 1:]))
     assert values[-1] < 0.05
+
+
+def test_cpu_threads_follow_the_setting_and_the_device():
+    from training.trainer import cpu_threads
+    assert cpu_threads(settings_for(Path("."), Path("x.pt"), threads=3), torch.device("cpu"))[0] == 3
+    # Load does not matter on a GPU: the CPU only feeds it.
+    auto = settings_for(Path("."), Path("x.pt"), threads=None)
+    assert cpu_threads(auto, torch.device("cuda"))[0] == torch.get_num_threads()
+    with pytest.raises(ValueError, match="--threads"):
+        settings_for(Path("."), Path("x.pt"), threads=0)
 
 
 def test_augmentation_is_seeded_and_sized(small_catalog):
@@ -210,7 +221,9 @@ def test_head_only_trains_a_projection_on_a_frozen_backbone(small_catalog, tmp_p
     from training import finetune
     from vectorstore import load_embedder
     out = tmp_path / "head.pt"
+    threads = torch.get_num_threads()
     result = finetune(settings_for(small_catalog, out, epochs=2, head_only=True, batch_size=16))
+    assert torch.get_num_threads() == threads  # the run's --threads 1 does not outlive it
     payload = torch.load(out, map_location="cpu", weights_only=True)
     head = payload["head"]
     assert head["weight"].shape == (512, 512)

@@ -11,7 +11,7 @@ PRIMARY = TARGETS[0]
 
 # Settings that may change between an interrupted run and its resumption without making the
 # checkpoint meaningless: where it runs, how it reports, and how long it goes on.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "progress", "out", "checkpoint")
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "progress", "out", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class FinetuneSettings:
     val_fraction: float = 0.1            # products held out per articleType, never trained on
     limit: int | None = None             # a seeded sample of this many products, for trials
     workers: int | None = None           # data loader processes; None: one per spare core, max 4
+    threads: int | None = None           # CPU threads for torch; None: 1 on a busy CPU, else torch's default
     photo_probability: float = 0.5       # share of training views made by shopper_photo
     aux_weight: float = 0.3              # weight of each auxiliary target's loss
     label_smoothing: float = 0.1
@@ -52,6 +53,8 @@ class FinetuneSettings:
             raise ValueError("--batch-size must be at least 2 (batch norm needs two images)")
         if not 0 < self.val_fraction < 1:
             raise ValueError("the validation fraction must be between 0 and 1")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("--threads must be at least 1")
         if self.limit is not None and self.limit < 4:
             raise ValueError("--limit must leave at least 4 products")
 
