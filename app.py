@@ -225,28 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("serve", help="the chat assistant (Gradio) on 127.0.0.1:7860")
-    p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None,
-                   help="indexed first when the index is missing or stale (default: %(default)s)")
-    _add_store(p)
-    p.add_argument("--models", default="resnet18,resnet34,resnet50")
-    p.add_argument("--model", default="resnet50", help="the model selected at start")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("shop", help="shop prototype + HTTP API + the assistant, in one FastAPI process")
-    p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None)
-    _add_store(p)
-    p.add_argument("--models", default="resnet18,resnet34,resnet50")
-    p.add_argument("--model", default="resnet50")
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_shop)
+    for name, port, helptext in (("serve", 7860, "the chat assistant (Gradio) on 127.0.0.1:7860"),
+                                 ("shop", 8000, "shop prototype + HTTP API + the assistant, in one FastAPI process")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None,
+                       help="indexed first when the index is missing or stale (default: %(default)s; "
+                            "'' to use the index as it is)")
+        _add_store(p)
+        p.add_argument("--models", default="resnet18,resnet34,resnet50")
+        p.add_argument("--model", default="resnet50", help="the model selected at start")
+        p.add_argument("--k", type=int, default=5)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=port)
+        p.add_argument("--quiet", action="store_true")
+        p.set_defaults(func=cmd_serve if name == "serve" else cmd_shop)
 
     p = sub.add_parser("evaluate", help="compare the models: accuracy, speed, size; writes a report")
     p.add_argument("--catalog", required=True)
