@@ -63,18 +63,23 @@ def _format_table(path: str, answer) -> str:
     return "\n".join(lines)
 
 
-def _raw_filters(args) -> dict[str, list[str]]:
+def _raw_filters(args) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Typed filters: (wanted, left out). `--where KEY=VALUE` wants, `--where KEY!=VALUE` leaves out."""
     raw: dict[str, list[str]] = {}
+    excluded: dict[str, list[str]] = {}
     if args.gender:
         raw["gender"] = [args.gender]
     if args.category:
         raw["category"] = [args.category]
     for item in args.where or []:
         if "=" not in item:
-            raise ValueError(f"--where {item!r}: expected KEY=VALUE, e.g. baseColour=Black")
+            raise ValueError(f"--where {item!r}: expected KEY=VALUE or KEY!=VALUE, e.g. baseColour=Black")
         key, value = item.split("=", 1)
-        raw.setdefault(key.strip(), []).append(value.strip())
-    return raw
+        target = raw
+        if key.endswith("!"):
+            key, target = key[:-1], excluded
+        target.setdefault(key.strip(), []).append(value.strip())
+    return raw, excluded
 
 
 def cmd_search(args) -> int:
@@ -82,7 +87,7 @@ def cmd_search(args) -> int:
     from vectorstore import Searcher, make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
                         index_hint=_index_hint(args))
-    filters = searcher.resolve(args.model, _raw_filters(args))
+    filters = searcher.resolve(args.model, *_raw_filters(args))
     failures = 0
     for path in args.images:
         try:
@@ -220,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--gender")
     p.add_argument("--category", help="masterCategory, subCategory or articleType")
-    p.add_argument("--where", action="append", metavar="KEY=VALUE")
+    p.add_argument("--where", action="append", metavar="KEY=VALUE",
+                   help="a metadata condition, repeatable: baseColour=Black, or baseColour!=Black to leave out")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_search)

@@ -25,7 +25,7 @@ from vectorstore import (CATEGORY, Answer, Filters, NoIndex, Result, Searcher, S
 
 log = logging.getLogger(__name__)
 
-HELP = ("I can narrow or change the search: try “only black ones”, “show men instead”, "
+HELP = ("I can narrow or change the search: try “only black ones”, “not black”, “show men instead”, "
         "“more like the second one”, “show 10”, “use resnet18” or “clear filters”.")
 ASK_PHOTO = ("Send me a photo of a product or an outfit ({supported}) and I'll find the most similar "
              "products in the catalog.")
@@ -236,9 +236,6 @@ class Assistant:
         for name in understood.cleared_fields:
             filters = filters.without(name)
         filters = filters.merged(understood.filters)
-        if understood.negated:
-            words = ", ".join(f"“{m.text}”" for m in understood.negated)
-            notes.append(f"I can't leave products out yet, so I ignored “not” before {words}.")
 
         query = state.query
         if image_paths:
@@ -280,8 +277,7 @@ class Assistant:
 
     def _narrowest(self, model: str, filters: Filters) -> str:
         table = self.searcher.collection(model, check_weights=False).table()
-        counts = {name: int(Filters({name: values}).mask(table).sum())
-                  for name, values in filters.fields.items() if values}
+        counts = {name: int(filters.only(name).mask(table).sum()) for name in filters.names()}
         return min(counts, key=lambda name: counts[name])
 
     def _search(self, state: ChatState, notes: list[str]) -> tuple[Reply, ChatState]:
@@ -291,7 +287,7 @@ class Assistant:
         # Nothing matches: drop the filter that matches the fewest products, then the next...
         while not answer.results and not filters.is_empty():
             name = self._narrowest(state.model, filters)
-            dropped.append(" or ".join(str(v) for v in filters.get(name)))
+            dropped.append(filters.only(name).describe())
             filters = filters.without(name)
             answer, state = self._query_answer(state, filters)
         if dropped:

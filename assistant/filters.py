@@ -281,7 +281,8 @@ def _understand(text, vocabulary) -> Understanding:
     filters = Filters()
     for m in matches:
         if m.negated:
-            continue
-        filters = filters.with_values(m.field, list(filters.get(m.field)) + list(m.values))
+            filters = filters.with_excluded(m.field, m.values)
+        else:
+            filters = filters.with_values(m.field, list(filters.get(m.field)) + list(m.values))
     return Understanding(filters=filters, matches=tuple(matches), clear=clear, cleared_fields=cleared,
                          more_like=more_like, k=k, model=model)

@@ -161,9 +161,18 @@ def test_text_that_asks_nothing_gets_help(assistant, first):
     assert state.results == first[1].results
 
 
-def test_negation_is_explained_not_applied(assistant, first):
+def test_not_black_leaves_black_products_out(assistant, first):
+    assert "Black" in {r.get("baseColour") for r in first[0].results}
     reply, state = assistant.handle_turn(first[1], "not black")
-    assert state.filters.is_empty() and "ignored" in " ".join(reply.notes)
+    assert reply.kind == "results" and reply.filters_line == "Filters: not Black"
+    assert reply.results and "Black" not in {r.get("baseColour") for r in reply.results}
+    reply, state = assistant.handle_turn(state, "for women")
+    assert reply.filters_line == "Filters: Women · not Black"
+    assert reply.results and all(r.get("gender") == "Women" and r.get("baseColour") != "Black"
+                                 for r in reply.results)
+    reply, state = assistant.handle_turn(state, "any colour")
+    assert reply.filters_line == "Filters: Women"
+    assert "Black" in {r.get("baseColour") for r in reply.results}
 
 
 def test_crop_searches_one_part_of_the_photo(assistant, tmp_path):

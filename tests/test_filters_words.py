@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from assistant.filters import Vocabulary, stem, understand, words
-from vectorstore import CATEGORY
+from vectorstore import CATEGORY, Filters
 
 # A vocabulary as `Searcher.vocabulary()` returns it (a slice of the Kaggle catalog's values).
 VOCAB = {
@@ -120,8 +120,22 @@ def test_any_field_and_negation():
     assert u.cleared_fields == ("baseColour",) and not u.clear
     assert "gender" in understand("remove the gender filter", INDEX).cleared_fields
     u = understand("not black", INDEX)
-    assert u.filters.is_empty() and [m.text for m in u.negated] == ["black"]
-    assert not u.is_empty()  # the chat must say it ignored the negation
+    assert u.filters.get_excluded("baseColour") == ("Black",) and not u.filters.get("baseColour")
+    assert [m.text for m in u.negated] == ["black"] and not u.is_empty()
+    u = understand("women's shoes but not black or without heels", INDEX)
+    assert u.filters.get("gender") == ("Women",) and u.filters.get_excluded("baseColour") == ("Black",)
+    assert "Heels" in u.filters.get_excluded(CATEGORY) and "Heels" not in u.filters.get(CATEGORY)
+
+
+def test_a_value_is_never_both_wanted_and_excluded():
+    black = Filters({"baseColour": ("Black", "Red")})
+    out = black.merged(understand("not black", INDEX).filters)
+    assert out.get("baseColour") == ("Red",) and out.get_excluded("baseColour") == ("Black",)
+    back = out.merged(understand("only black ones", INDEX).filters)
+    assert back.get("baseColour") == ("Black",) and not back.get_excluded("baseColour")
+    assert out.without("baseColour").is_empty()
+    assert out.describe() == "Red · not Black"
+    assert out.to_where() == {"$and": [{"baseColour": {"$in": ["Red"]}}, {"baseColour": {"$nin": ["Black"]}}]}
 
 
 def test_normalisation_helpers():

@@ -48,6 +48,18 @@ def test_filters_combine_with_and_and_category_matches_any_level(searcher, catal
     assert {r.get("articleType") for r in answer.results} == {"Handbags"} and len(answer.results) == 4
 
 
+def test_excluded_values_are_left_out(searcher, catalog_dir):
+    image = open_image(read_catalog(catalog_dir).by_id()["1003"].image)  # a black heel
+    filters = searcher.resolve("resnet18", {"gender": ["women"]}, {"baseColour": ["black"], "category": ["bags"]})
+    assert filters.describe() == "Women · not Bags · not Black"
+    answer = searcher.search_image("resnet18", image, k=20, filters=filters)
+    assert answer.results and {r.get("articleType") for r in answer.results} == {"Tops"}
+    unfiltered = searcher.search_image("resnet18", image, k=20, filters={"gender": ["women"]})
+    assert "Black" in {r.get("baseColour") for r in unfiltered.results}
+    with pytest.raises(UnknownFilterValue, match="Black"):
+        searcher.resolve("resnet18", {}, {"baseColour": ["blak"]})
+
+
 def test_unknown_filter_value_names_the_closest(searcher):
     with pytest.raises(UnknownFilterValue) as err:
         searcher.resolve("resnet18", {"baseColour": ["blak"]})
@@ -61,7 +73,9 @@ def test_filtered_search_matches_exact_search_at_every_selectivity(searcher, ind
     got = coll.collection.get(include=["embeddings", "metadatas"])
     vectors = np.asarray(got["embeddings"])
     query = vectors[3]
-    for filters in (Filters(), Filters({"gender": ("Women",)}), Filters({"articleType": ("Watches",)})):
+    for filters in (Filters(), Filters({"gender": ("Women",)}), Filters({"articleType": ("Watches",)}),
+                    Filters(excluded={"baseColour": ("Black",)}),
+                    Filters({"gender": ("Women",)}, {"category": ("Footwear", "Bags")})):
         hits = coll.search(query, k=3, filters=filters, stored=True)
         allowed = filters.mask(coll.table().loc[got["ids"]])
         order = np.argsort(-(vectors @ query))
@@ -179,6 +193,11 @@ def test_cli_index_then_search_json(tmp_path):
     table = _run_app("search", "--db", str(db), "--weights", "random", "--model", "resnet18",
                      "--where", "baseColour=blak", str(query))
     assert table.returncode == 2 and "closest known: Black" in table.stderr
+    left_out = _run_app("search", "--db", str(db), "--weights", "random", "--model", "resnet18", "--json",
+                        "--k", "12", "--gender", "women", "--where", "baseColour!=black", str(query))
+    results = json.loads(left_out.stdout)["results"]
+    assert left_out.returncode == 0 and results and "1001" not in {r["id"] for r in results}
+    assert {r["gender"] for r in results} == {"Women"} and "Black" not in {r["baseColour"] for r in results}
     other = _run_app("search", "--db", str(db), "--weights", "random:3", "--model", "resnet18", str(query))
     assert other.returncode == 2 and "built with weights" in other.stderr
 

@@ -93,12 +93,14 @@ class Searcher:
     def vocabulary(self, model: str) -> dict[str, list]:
         return self.collection(model, check_weights=False).vocabulary()
 
-    def resolve(self, model: str, raw: Mapping[str, Iterable[str]] | Filters | None) -> Filters:
-        if raw is None:
-            return Filters()
+    def resolve(self, model: str, raw: Mapping[str, Iterable[str]] | Filters | None,
+                excluded: Mapping[str, Iterable[str]] | None = None) -> Filters:
+        """Typed filter values (`raw` wanted, `excluded` left out) against this model's catalog."""
         if isinstance(raw, Filters):
             return raw
-        return resolve_filters(raw, self.vocabulary(model))
+        if not raw and not excluded:
+            return Filters()
+        return resolve_filters(raw or {}, self.vocabulary(model), excluded)
 
     def embed(self, model: str, images: list[Image.Image]) -> np.ndarray:
         embedder = self.embedder(model)
