@@ -15,14 +15,14 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from starlette.datastructures import Headers, UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from catalog import ImageError, ImageLimits, open_image
 from vectorstore import Searcher, StoreError, UnknownFilterValue
 from vectorstore.embedders import MODEL_NAMES
-from vectorstore.search import Result
+from vectorstore.search import RESULT_FIELDS, Result
 
 from assistant.shop.browse import CatalogBrowser
 
@@ -64,39 +64,15 @@ class ShopSettings:
             raise ValueError(f"k must be between 1 and {self.max_k}, not {self.k}")
 
 
-class Recommendation(BaseModel):
-    """One product, in the schema of `search --json`; `image` is the URL of its picture here."""
-    id: str
-    score: float
-    name: str | None = None
-    gender: str | None = None
-    masterCategory: str | None = None
-    subCategory: str | None = None
-    articleType: str | None = None
-    baseColour: str | None = None
-    season: str | None = None
-    year: int | None = None
-    usage: str | None = None
-    image: str | None = None
+# One product's fields as `search --json` writes them; `image` is the URL of its picture here.
+_PRODUCT_FIELDS = {name: ((int if name == "year" else str) | None, None) for name in RESULT_FIELDS}
+ProductOut = create_model("ProductOut", id=(str, ...), **_PRODUCT_FIELDS)
+Recommendation = create_model("Recommendation", id=(str, ...), score=(float, ...), **_PRODUCT_FIELDS)
 
 
 class Recommendations(BaseModel):
     model: str
     results: list[Recommendation]
-
-
-class ProductOut(BaseModel):
-    id: str
-    name: str | None = None
-    gender: str | None = None
-    masterCategory: str | None = None
-    subCategory: str | None = None
-    articleType: str | None = None
-    baseColour: str | None = None
-    season: str | None = None
-    year: int | None = None
-    usage: str | None = None
-    image: str | None = None
 
 
 class ProductPage(BaseModel):

@@ -83,35 +83,44 @@ class Stats:
         return len(self.latencies) + len(self.errors)
 
 
+def _timed(stats: Stats, request) -> None:
+    """Time one request; `request()` returns None when the answer is right, else what was wrong."""
+    started = time.perf_counter()
+    try:
+        error = request()
+        stats.add(time.perf_counter() - started, error)
+    except Exception as exc:  # counted, not raised: a load test reports errors
+        stats.add(None, repr(exc))
+
+
 def api_worker(base: str, images: list[bytes], stop: float, stats: Stats, index: int):
     with httpx.Client(timeout=60) as client:
+        def post(data: bytes) -> str | None:
+            response = client.post(f"{base}/api/recommend", files={"image": ("p.jpg", data, "image/jpeg")})
+            ok = response.status_code == 200 and len(response.json()["results"]) > 0
+            return None if ok else f"HTTP {response.status_code}"
+
         i = index
         while time.time() < stop:
             data = images[i % len(images)]
             i += 1
-            started = time.perf_counter()
-            try:
-                response = client.post(f"{base}/api/recommend", files={"image": ("p.jpg", data, "image/jpeg")})
-                ok = response.status_code == 200 and len(response.json()["results"]) > 0
-                stats.add(time.perf_counter() - started, None if ok else f"HTTP {response.status_code}")
-            except Exception as exc:  # counted, not raised: a load test reports errors
-                stats.add(None, repr(exc))
+            _timed(stats, lambda: post(data))
 
 
 def gradio_worker(base: str, paths: list[str], stop: float, stats: Stats, index: int, model: str):
     from gradio_client import Client, handle_file
     client = Client(f"{base}/assistant/", verbose=False)
+
+    def predict(path: str) -> str | None:
+        result = client.predict(handle_file(path), model, 5, "", "", api_name="/recommend")
+        ok = isinstance(result, dict) and len(result.get("results", [])) > 0
+        return None if ok else f"bad answer {str(result)[:100]}"
+
     i = index
     while time.time() < stop:
         path = paths[i % len(paths)]
         i += 1
-        started = time.perf_counter()
-        try:
-            result = client.predict(handle_file(path), model, 5, "", "", api_name="/recommend")
-            ok = isinstance(result, dict) and len(result.get("results", [])) > 0
-            stats.add(time.perf_counter() - started, None if ok else f"bad answer {str(result)[:100]}")
-        except Exception as exc:
-            stats.add(None, repr(exc))
+        _timed(stats, lambda: predict(path))
 
 
 def run_load(base: str, surface: str, clients: int, seconds: float, images: list[bytes], model: str,

@@ -27,6 +27,15 @@ class Skipped:
     reason: str
 
 
+def count_reasons(skipped) -> dict[str, int]:
+    """How many were skipped for each reason ("missing image: ..." counts as "missing image")."""
+    counts: dict[str, int] = {}
+    for s in skipped:
+        key = s.reason.split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 @dataclass
 class Catalog:
     folder: Path
@@ -41,11 +50,7 @@ class Catalog:
         return {p.id: p for p in self.products}
 
     def skipped_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.skipped:
-            key = s.reason.split(":")[0]
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        return count_reasons(self.skipped)
 
 
 def _read_text(path: Path) -> str:

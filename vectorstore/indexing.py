@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from catalog import Catalog, ImageError, Product, Skipped, open_image
+from catalog import Catalog, ImageError, Product, Skipped, count_reasons, open_image
 from vectorstore.embedders import Embedder
 from vectorstore.store import DIGEST_KEY, ProductCollection
 from vectorstore.timing import StageTimer
@@ -35,11 +35,7 @@ class IndexReport:
     images: int = 0
 
     def skipped_by_reason(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.skipped:
-            key = s.reason.split(":")[0]
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        return count_reasons(self.skipped)
 
     def summary(self) -> str:
         lines = []
