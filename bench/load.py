@@ -93,6 +93,18 @@ def _timed(stats: Stats, request) -> None:
         stats.add(None, repr(exc))
 
 
+def _loop(items: list, stop: float, stats: Stats, index: int, request) -> None:
+    """Send `request(item)` over the items until `stop`, at least once: a slow start (a client
+    that takes seconds to connect) still yields a measured request."""
+    i = index
+    while True:
+        item = items[i % len(items)]
+        i += 1
+        _timed(stats, lambda: request(item))
+        if time.time() >= stop:
+            return
+
+
 def api_worker(base: str, images: list[bytes], stop: float, stats: Stats, index: int):
     with httpx.Client(timeout=60) as client:
         def post(data: bytes) -> str | None:
@@ -100,27 +112,23 @@ def api_worker(base: str, images: list[bytes], stop: float, stats: Stats, index:
             ok = response.status_code == 200 and len(response.json()["results"]) > 0
             return None if ok else f"HTTP {response.status_code}"
 
-        i = index
-        while time.time() < stop:
-            data = images[i % len(images)]
-            i += 1
-            _timed(stats, lambda: post(data))
+        _loop(images, stop, stats, index, post)
 
 
 def gradio_worker(base: str, paths: list[str], stop: float, stats: Stats, index: int, model: str):
     from gradio_client import Client, handle_file
-    client = Client(f"{base}/assistant/", verbose=False)
+    try:
+        client = Client(f"{base}/assistant/", verbose=False)
+    except Exception as exc:  # a client that cannot connect is an error of the run, not a crash
+        stats.add(None, f"connect: {exc!r}")
+        return
 
     def predict(path: str) -> str | None:
         result = client.predict(handle_file(path), model, 5, "", "", api_name="/recommend")
         ok = isinstance(result, dict) and len(result.get("results", [])) > 0
         return None if ok else f"bad answer {str(result)[:100]}"
 
-    i = index
-    while time.time() < stop:
-        path = paths[i % len(paths)]
-        i += 1
-        _timed(stats, lambda: predict(path))
+    _loop(paths, stop, stats, index, predict)
 
 
 def run_load(base: str, surface: str, clients: int, seconds: float, images: list[bytes], model: str,
