@@ -87,6 +87,8 @@ def cmd_search(args) -> int:
     from vectorstore import Searcher, make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
                         index_hint=_index_hint(args))
+    # A missing index or other weights is one error for the whole command, said before any image.
+    searcher.collection(args.model)
     filters = searcher.resolve(args.model, *_raw_filters(args))
     failures = 0
     for path in args.images:
