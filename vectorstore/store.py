@@ -169,18 +169,22 @@ class ProductCollection:
         except Exception:
             return 1000
 
-    def stored_digests(self) -> dict[str, str]:
-        """id -> digest of the image each stored vector was made from."""
-        out: dict[str, str] = {}
+    def _pages(self, include: list[str]):
+        """The whole collection, one `get` page (within Chroma's batch limit) at a time."""
         step = self._batch_size()
         offset = 0
         while True:
-            page = self.collection.get(include=["metadatas"], limit=step, offset=offset)
-            for pid, meta in zip(page["ids"], page["metadatas"]):
-                out[pid] = (meta or {}).get(DIGEST_KEY, "")
+            page = self.collection.get(include=include, limit=step, offset=offset)
+            if len(page["ids"]):
+                yield page
             if len(page["ids"]) < step:
-                return out
+                return
             offset += step
+
+    def stored_digests(self) -> dict[str, str]:
+        """id -> digest of the image each stored vector was made from."""
+        return {pid: (meta or {}).get(DIGEST_KEY, "")
+                for page in self._pages(["metadatas"]) for pid, meta in zip(page["ids"], page["metadatas"])}
 
     @property
     def center(self) -> np.ndarray | None:
@@ -243,15 +247,7 @@ class ProductCollection:
         return len(todo)
 
     def _all_vectors(self) -> np.ndarray:
-        step = self._batch_size()
-        parts, offset = [], 0
-        while True:
-            page = self.collection.get(include=["embeddings"], limit=step, offset=offset)
-            if len(page["ids"]):
-                parts.append(np.asarray(page["embeddings"], dtype=np.float32))
-            if len(page["ids"]) < step:
-                break
-            offset += step
+        parts = [np.asarray(page["embeddings"], dtype=np.float32) for page in self._pages(["embeddings"])]
         return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
 
     def delete(self, ids: list[str]) -> None:
@@ -271,15 +267,9 @@ class ProductCollection:
             self._table_checked = now
             if self._table is None or count != self._table_count:
                 rows, ids = [], []
-                step = self._batch_size()
-                offset = 0
-                while True:
-                    page = self.collection.get(include=["metadatas"], limit=step, offset=offset)
+                for page in self._pages(["metadatas"]):
                     ids.extend(page["ids"])
                     rows.extend(m or {} for m in page["metadatas"])
-                    if len(page["ids"]) < step:
-                        break
-                    offset += step
                 table = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
                 for column in (*METADATA_FIELDS, "image", DIGEST_KEY):
                     if column not in table.columns:
