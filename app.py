@@ -193,7 +193,8 @@ def cmd_finetune(args) -> int:
     from training import FinetuneSettings, finetune
     settings = FinetuneSettings(
         catalog=Path(args.catalog), model=args.model, out=Path(args.out), epochs=args.epochs,
-        image_size=args.image_size, batch_size=args.batch_size, device=args.device, weights=args.weights,
+        image_size=args.image_size, batch_size=args.batch_size, device=args.device, precision=args.precision,
+        weights=args.weights,
         head_only=args.head_only, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet)
     result = finetune(settings)
@@ -270,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="of the training step (default: bf16 on a GPU or a CPU with native bf16, else fp32)")
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--head-only", action="store_true")
     p.add_argument("--seed", type=int, default=0)

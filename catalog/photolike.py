@@ -193,16 +193,33 @@ def _light(image: Image.Image, rng: random.Random, settings: PhotoLikeSettings) 
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
 
 
-def shopper_photo(image: Image.Image, rng: random.Random,
-                  settings: PhotoLikeSettings = PhotoLikeSettings()) -> Image.Image:
-    """A shopper-like photo of the product in a catalog shot: cut out from its white
-    background, scaled down, placed at a random position on a textured background, slightly
-    rotated, relit, blurred, noisy and maybe JPEG-recompressed. Same `rng` state, same photo."""
+@dataclass(frozen=True)
+class CutOut:
+    """A product lifted off its studio backdrop: its pixels (RGB, rim recoloured from the
+    product) and its soft mask, both cropped to the product, plus the shot's size. It needs
+    no randomness, so a training run computes it once per product and stages it anew on
+    every epoch: the mask is half the cost of a photo."""
+    product: Image.Image
+    alpha: Image.Image
+    size: tuple[int, int]
+
+
+def cut_out(image: Image.Image, settings: PhotoLikeSettings = PhotoLikeSettings()) -> CutOut:
     image = image.convert("RGB")
-    width, height = settings.size or image.size
     mask = product_mask(image, settings.white_tolerance, settings.mask_softness)
     box = mask.getbbox() or (0, 0, image.width, image.height)
-    product, alpha = _bleed_edges(image, mask).crop(box), mask.crop(box)
+    return CutOut(_bleed_edges(image, mask).crop(box), mask.crop(box), image.size)
+
+
+def shopper_photo(image: Image.Image | CutOut, rng: random.Random,
+                  settings: PhotoLikeSettings = PhotoLikeSettings()) -> Image.Image:
+    """A shopper-like photo of the product in a catalog shot (or its `cut_out`): cut out
+    from its white background, scaled down, placed at a random position on a textured
+    background, slightly rotated, relit, blurred, noisy and maybe JPEG-recompressed.
+    Same `rng` state, same photo."""
+    piece = image if isinstance(image, CutOut) else cut_out(image, settings)
+    width, height = settings.size or piece.size
+    product, alpha = piece.product, piece.alpha
 
     angle = rng.uniform(-settings.max_rotation, settings.max_rotation)
     product = product.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255))
@@ -243,4 +260,4 @@ def shopper_photo(image: Image.Image, rng: random.Random,
     return photo
 
 
-__all__ = ["PhotoLikeSettings", "BACKGROUNDS", "background", "product_mask", "shopper_photo"]
+__all__ = ["PhotoLikeSettings", "BACKGROUNDS", "CutOut", "background", "cut_out", "product_mask", "shopper_photo"]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import app
-from catalog.photolike import BACKGROUNDS, PhotoLikeSettings, background, product_mask, shopper_photo
+from catalog.photolike import BACKGROUNDS, PhotoLikeSettings, background, cut_out, product_mask, shopper_photo
 from conftest import draw_product, make_catalog
 from evaluation import EvaluationSettings, QueryOutcome, run_evaluation, score
 from evaluation.metrics import average_precision_at_k, hit_at_k, precision_at_k, worst_article_types
@@ -106,6 +106,19 @@ def test_shopper_photo_is_seeded_and_keeps_the_size():
     assert diff > 20
     resized = shopper_photo(shot, random.Random(3), PhotoLikeSettings(size=(64, 64)))
     assert resized.size == (64, 64)
+
+
+def test_shopper_photo_from_a_kept_cut_out_is_the_same_photo():
+    """Training keeps each product's cut-out and stages it anew every epoch: that must be
+    the photo the shot itself would give, pixel for pixel, or training and evaluation drift."""
+    shot = draw_product(9, (30, 140, 60), "ellipse", size=(90, 120))
+    piece = cut_out(shot)
+    assert piece.size == shot.size
+    assert piece.product.size == piece.alpha.size
+    assert piece.product.width < shot.width and piece.product.height < shot.height  # cropped to the product
+    for seed in range(4):
+        assert np.array_equal(np.asarray(shopper_photo(piece, random.Random(seed))),
+                              np.asarray(shopper_photo(shot, random.Random(seed))))
 
 
 def test_shopper_photo_leaves_global_random_state_alone():

@@ -101,6 +101,18 @@ def test_cpu_threads_follow_the_setting_and_the_device():
         settings_for(Path("."), Path("x.pt"), threads=0)
 
 
+def test_precision_follows_the_setting_and_the_hardware():
+    from training.trainer import choose_precision, cpu_has_native_bf16
+    cpu = torch.device("cpu")
+    assert choose_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert choose_precision("fp32", cpu) == "fp32"
+    assert choose_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        choose_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="--precision fp8"):
+        settings_for(Path("."), Path("x.pt"), precision="fp8")
+
+
 def test_augmentation_is_seeded_and_sized(small_catalog):
     from catalog import open_image
     from training.augment import ShopperAugment
@@ -112,6 +124,9 @@ def test_augmentation_is_seeded_and_sized(small_catalog):
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert augment.view(image, random.Random(5)).size == (SIZE, SIZE)
+    # From the kept cut-out, as training runs it: the same view.
+    from catalog.photolike import cut_out
+    assert torch.equal(augment(image, random.Random(5), cut_out(image)), a)
 
 
 # --- a tiny run, and what index makes of its file -----------------------------------------
@@ -241,3 +256,16 @@ def test_head_only_trains_a_projection_on_a_frozen_backbone(small_catalog, tmp_p
     assert longer.resumed_from == 2
     assert any(m.startswith("frozen features from") for m in messages)
     assert [h["epoch"] for h in longer.history] == [0, 1, 2, 3]
+
+
+def test_training_step_benchmark_runs_and_compares(capsys, monkeypatch, tmp_path):
+    """The benchmark behind the precision and cut-out figures: a tiny run on synthetic shots."""
+    import sys
+    from bench import training_step
+    monkeypatch.setattr(sys, "argv", ["training_step", "--catalog", str(tmp_path / "none"), "--image-size", "32",
+                                      "--batch-size", "2", "--steps", "1", "--views", "3"])
+    training_step.main()
+    out = capsys.readouterr().out
+    for row in ("fp32       contiguous", "bf16       channels-last", "from the shot", "from the kept cut-out"):
+        assert row in out
+    assert "1.00x" in out  # the baseline row compares with itself

@@ -16,7 +16,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from torchvision import models
 from torchvision.transforms.v2 import functional as F
 
-from catalog.photolike import shopper_photo
+from catalog.photolike import CutOut, shopper_photo
 from training.data import short_side_size
 
 # torchvision's ImageNet statistics: the embedder's preprocessing normalises with them whatever
@@ -61,10 +61,11 @@ class ShopperAugment:
         x, y = (width - side) // 2, (height - side) // 2
         return x, y, x + side, y + side
 
-    def view(self, image: Image.Image, rng: random.Random) -> Image.Image:
-        """The augmented picture, before tensor conversion (for looking at)."""
+    def view(self, image: Image.Image, rng: random.Random, cut: CutOut | None = None) -> Image.Image:
+        """The augmented picture, before tensor conversion (for looking at). `cut` is the
+        image's `cut_out`, when the caller keeps one: the same picture, at half the cost."""
         if rng.random() < self.photo_probability:
-            image = shopper_photo(image, rng)
+            image = shopper_photo(cut or image, rng)
         box = self._crop_box(image.width, image.height, rng)
         image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box)
         if rng.random() < 0.5:
@@ -76,8 +77,8 @@ class ShopperAugment:
             image = ImageOps.grayscale(image).convert("RGB")
         return image
 
-    def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
-        return to_normalised_tensor(self.view(image, rng))
+    def __call__(self, image: Image.Image, rng: random.Random, cut: CutOut | None = None) -> torch.Tensor:
+        return to_normalised_tensor(self.view(image, rng, cut))
 
 
 __all__ = ["MEAN", "STD", "eval_transform", "to_normalised_tensor", "ShopperAugment"]

@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from catalog import ImageError, Product, open_image
+from catalog.photolike import CutOut, cut_out
 from training.settings import PRIMARY, TARGETS
 
 IGNORE = -100  # cross-entropy's ignore_index: a product without this label teaches nothing here
@@ -97,27 +98,37 @@ def downsize(image: Image.Image, short_side: int) -> Image.Image:
 @dataclass
 class DecodedImages:
     """Catalog images decoded once and kept small: the product's pixels at the resolution
-    training needs, so an epoch costs no JPEG decoding. Unreadable files are reported."""
+    training needs, so an epoch costs no JPEG decoding. Unreadable files are reported.
+    With `cut_outs`, each product's cut-out (what a photo-like view is staged from) is made
+    once too, instead of on every photo-like view."""
     products: list[Product]
     arrays: list[np.ndarray]
     unreadable: list[tuple[Product, str]] = field(default_factory=list)
+    cuts: list[CutOut] | None = None
 
     @classmethod
     def load(cls, products: Sequence[Product], short_side: int, progress: bool = True,
-             decode: Callable = open_image) -> "DecodedImages":
-        kept, arrays, unreadable = [], [], []
-        for product in tqdm(products, desc="decoding images", unit="img", disable=not progress, leave=False):
+             decode: Callable = open_image, cut_outs: bool = False) -> "DecodedImages":
+        kept, arrays, unreadable, cuts = [], [], [], []
+        what = "decoding and cutting out images" if cut_outs else "decoding images"
+        for product in tqdm(products, desc=what, unit="img", disable=not progress, leave=False):
             try:
                 image = decode(product.image)
             except ImageError as exc:
                 unreadable.append((product, str(exc)))
                 continue
             kept.append(product)
-            arrays.append(np.asarray(downsize(image, short_side)))
-        return cls(kept, arrays, unreadable)
+            small = downsize(image, short_side)
+            arrays.append(np.asarray(small))
+            if cut_outs:
+                cuts.append(cut_out(small))
+        return cls(kept, arrays, unreadable, cuts if cut_outs else None)
 
     def image(self, index: int) -> Image.Image:
         return Image.fromarray(self.arrays[index])
+
+    def cut(self, index: int) -> CutOut | None:
+        return self.cuts[index] if self.cuts is not None else None
 
 
 class AugmentedProducts(Dataset):
@@ -128,7 +139,7 @@ class AugmentedProducts(Dataset):
     """
 
     def __init__(self, images: DecodedImages, vocab: LabelVocab,
-                 augment: Callable[[Image.Image, random.Random], torch.Tensor], seed: int):
+                 augment: Callable[[Image.Image, random.Random, CutOut | None], torch.Tensor], seed: int):
         self.images = images
         self.targets = torch.tensor([vocab.encode(p) for p in images.products], dtype=torch.long)
         self.augment = augment
@@ -143,7 +154,7 @@ class AugmentedProducts(Dataset):
 
     def __getitem__(self, index: int):
         rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
-        return self.augment(self.images.image(index), rng), self.targets[index]
+        return self.augment(self.images.image(index), rng, self.images.cut(index)), self.targets[index]
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

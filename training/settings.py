@@ -8,10 +8,11 @@ from pathlib import Path
 # (a Heels query should not come back with Men's shoes, a Watch with Apparel).
 TARGETS = ("articleType", "gender", "masterCategory")
 PRIMARY = TARGETS[0]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Settings that may change between an interrupted run and its resumption without making the
 # checkpoint meaningless: where it runs, how it reports, and how long it goes on.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "progress", "out", "checkpoint")
+RESUMABLE_CHANGES = ("epochs", "device", "precision", "workers", "threads", "progress", "out", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class FinetuneSettings:
     image_size: int = 224
     batch_size: int = 32
     device: str = "auto"                 # auto | cpu | cuda[:N]
+    precision: str = "auto"              # auto | fp32 | bf16 | fp16: the autocast dtype of the training step
     weights: str = "imagenet"            # imagenet | random[:SEED] | FILE: the starting point
     head_only: bool = False              # train a projection head on frozen features only
     seed: int = 0
@@ -53,6 +55,8 @@ class FinetuneSettings:
             raise ValueError("--batch-size must be at least 2 (batch norm needs two images)")
         if not 0 < self.val_fraction < 1:
             raise ValueError("the validation fraction must be between 0 and 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.threads is not None and self.threads < 1:
             raise ValueError("--threads must be at least 1")
         if self.limit is not None and self.limit < 4:
@@ -88,4 +92,4 @@ class FinetuneSettings:
         return replace(self, **changes)
 
 
-__all__ = ["FinetuneSettings", "TARGETS", "PRIMARY", "RESUMABLE_CHANGES"]
+__all__ = ["FinetuneSettings", "TARGETS", "PRIMARY", "PRECISIONS", "RESUMABLE_CHANGES"]

@@ -63,13 +63,37 @@ def resolve_device(text: str) -> torch.device:
     return torch.device(text)
 
 
-def _precision(device: torch.device):
-    """Autocast context factory and grad scaler: mixed precision on a GPU, full on a CPU."""
-    if device.type != "cuda":
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
+    bf16 convolutions run about twice as fast as float32 ones; elsewhere they are emulated
+    and slower."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without these probes: assume not
+        return False
+
+
+def choose_precision(setting: str, device: torch.device) -> str:
+    """What `--precision auto` means here: bf16 on a GPU that has it (fp16 with a loss scaler
+    on older ones) and on a CPU with native bf16; fp32 on any other CPU."""
+    if setting != "auto":
+        if device.type == "cpu" and setting == "fp16":
+            raise ValueError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def mixed_precision(device: torch.device, precision: str):
+    """Autocast context factory and grad scaler for the chosen precision. Batch norm, the
+    losses and the weights stay float32 under autocast; only convolutions and matrix
+    products run in the lower precision."""
+    if precision == "fp32":
         return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
 def lr_at(step: int, total: int, base: float) -> float:
@@ -143,14 +167,17 @@ def finetune(settings: FinetuneSettings, *, after_epoch: Callable[[int], None] |
     started = time.perf_counter()
     check_model_name(settings.model)
     device = resolve_device(settings.device)
-    autocast, scaler = _precision(device)
-    channels_last = device.type == "cuda"
+    precision = choose_precision(settings.precision, device)
+    autocast, scaler = mixed_precision(device, precision)
+    # Channels-last feeds cuDNN's and oneDNN's fastest kernels alike (measured here on the CPU,
+    # one ResNet-18 step at 96 px: fp32 0.58 -> 0.55 s, bf16 0.37 -> 0.29 s).
+    channels_last = True
     threads_before = torch.get_num_threads()
     threads, why = cpu_threads(settings, device)
     torch.set_num_threads(threads)
     try:
         return _finetune(settings, device, autocast, scaler, channels_last, after_epoch, log, decode, started,
-                         f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})")
+                         f"{precision}, {threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     finally:
         torch.set_num_threads(threads_before)
 
@@ -289,7 +316,8 @@ class _Full:
     def _load(self) -> AugmentedProducts:
         if self.dataset is None:
             images = DecodedImages.load(self.split.train, short_side_size(self.settings.image_size),
-                                        self.settings.progress, self.decode)
+                                        self.settings.progress, self.decode,
+                                        cut_outs=self.settings.photo_probability > 0)
             for product, why in images.unreadable:
                 self.log(f"skipped {product.id}: {why}")
             augment = ShopperAugment(self.settings.image_size, self.settings.photo_probability)
@@ -337,7 +365,8 @@ class _HeadOnly:
     @staticmethod
     def _compute(settings, net, split, vocab, val, transform, device, autocast, identity, log, decode) -> dict:
         net.eval()
-        images = DecodedImages.load(split.train, short_side_size(settings.image_size), settings.progress, decode)
+        images = DecodedImages.load(split.train, short_side_size(settings.image_size), settings.progress, decode,
+                                    cut_outs=settings.photo_probability > 0 and settings.head_views > 0)
         for product, why in images.unreadable:
             log(f"skipped {product.id}: {why}")
         augment = ShopperAugment(settings.image_size, settings.photo_probability)
@@ -359,7 +388,8 @@ class _HeadOnly:
                 pending.append(transform(image))
                 targets.append(code)
                 for view in range(settings.head_views):
-                    pending.append(augment(image, random.Random(f"{settings.seed}:view{view}:{index}")))
+                    pending.append(augment(image, random.Random(f"{settings.seed}:view{view}:{index}"),
+                                           images.cut(index)))
                     targets.append(code)
                 if len(pending) >= batch_size:
                     flush()
@@ -397,4 +427,5 @@ def _raw_features(backbone: nn.Module, tensors: torch.Tensor, batch_size: int, d
     return torch.cat(out)
 
 
-__all__ = ["FinetuneResult", "finetune", "resolve_device", "lr_at"]
+__all__ = ["FinetuneResult", "finetune", "resolve_device", "choose_precision", "cpu_has_native_bf16",
+           "mixed_precision", "lr_at"]
