@@ -196,7 +196,8 @@ def cmd_finetune(args) -> int:
         image_size=args.image_size, batch_size=args.batch_size, device=args.device, precision=args.precision,
         weights=args.weights,
         head_only=args.head_only, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
-        limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet)
+        limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
+        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin)
     result = finetune(settings)
     before, after = result.before, result.history[-1]
     if before is not None and after is not before:
@@ -279,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 from random, 3e-4 otherwise, "
                    "1e-3 for --head-only)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="products held out per articleType")
+    p.add_argument("--photo-probability", type=float, default=0.5,
+                   help="share of training views made to look like shopper photos (default 0.5)")
+    p.add_argument("--crop-min", type=float, default=0.35,
+                   help="smallest share of a shot's area a random training crop keeps (default 0.35)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="CosFace margin in cosine for the classifiers (default 0: normalised softmax)")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 when the CPU is already busy, "

@@ -46,7 +46,7 @@ def tuned(small_catalog, tmp_path_factory) -> Path:
     code = app.main(["finetune", "--catalog", str(small_catalog), "--model", "resnet18", "--out", str(out),
                      "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8", "--device", "cpu",
                      "--weights", "random", "--seed", "3", "--val-fraction", "0.25", "--workers", "0", "--threads", "1",
-                     "--quiet"])
+                     "--photo-probability", "0.4", "--margin", "0.2", "--quiet"])
     assert code == 0
     return out
 
@@ -91,6 +91,34 @@ def test_learning_rate_warms_up_then_decays():
     assert values[-1] < 0.05
 
 
+def test_margin_makes_the_true_class_win_by_a_cosine():
+    from torch import nn
+    from training.data import IGNORE
+    from training.model import COSINE_SCALE
+    from training.trainer import _loss
+    torch.manual_seed(0)
+    logits = {"articleType": torch.randn(4, 5) * 4}
+    targets = torch.tensor([[0, IGNORE, IGNORE], [3, IGNORE, IGNORE], [IGNORE, IGNORE, IGNORE], [4, IGNORE, IGNORE]])
+    plain = settings_for(Path("."), Path("x.pt"), label_smoothing=0.0)
+    expected = nn.functional.cross_entropy(logits["articleType"], targets[:, 0], ignore_index=IGNORE)
+    assert torch.allclose(_loss(logits, targets, plain), expected)
+
+    # With a margin, exactly the true class's logit drops by margin x scale, rows without a
+    # label stay out, and the loss only grows.
+    shifted = logits["articleType"].clone()
+    for row, wanted in enumerate(targets[:, 0].tolist()):
+        if wanted != IGNORE:
+            shifted[row, wanted] -= 0.3 * COSINE_SCALE
+    expected = nn.functional.cross_entropy(shifted, targets[:, 0], ignore_index=IGNORE)
+    with_margin = _loss(logits, targets, settings_for(Path("."), Path("x.pt"), label_smoothing=0.0, margin=0.3))
+    assert torch.allclose(with_margin, expected)
+    assert with_margin > _loss(logits, targets, plain)
+
+    for bad in ({"margin": 1.0}, {"margin": -0.1}, {"photo_probability": 1.5}, {"crop_min": 0.0}, {"crop_min": 1.5}):
+        with pytest.raises(ValueError, match="--margin|--photo-probability|--crop-min"):
+            settings_for(Path("."), Path("x.pt"), **bad)
+
+
 def test_cpu_threads_follow_the_setting_and_the_device():
     from training.trainer import cpu_threads
     assert cpu_threads(settings_for(Path("."), Path("x.pt"), threads=3), torch.device("cpu"))[0] == 3
@@ -129,6 +157,23 @@ def test_augmentation_is_seeded_and_sized(small_catalog):
     assert torch.equal(augment(image, random.Random(5), cut_out(image)), a)
 
 
+def test_crops_keep_at_least_the_share_the_settings_ask_for():
+    from training.augment import ShopperAugment
+    width, height = 180, 240
+    for crop_min in (0.35, 0.6):
+        augment = ShopperAugment.for_settings(settings_for(Path("."), Path("x.pt"), crop_min=crop_min,
+                                                           photo_probability=0.0))
+        assert augment.photo_probability == 0.0
+        shares = []
+        for seed in range(300):
+            x0, y0, x1, y1 = augment._crop_box(width, height, random.Random(seed))
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+            shares.append((x1 - x0) * (y1 - y0) / (width * height))
+        # Rounding to whole pixels may shave a hair off the drawn area.
+        assert min(shares) >= crop_min - 0.01
+        assert max(shares) > 0.9
+
+
 # --- a tiny run, and what index makes of its file -----------------------------------------
 
 def test_weights_file_records_model_size_and_labels(tuned, small_catalog):
@@ -140,6 +185,10 @@ def test_weights_file_records_model_size_and_labels(tuned, small_catalog):
     assert not any(key.startswith("fc.") for key in payload["state_dict"])
     assert "head" not in payload
     assert [h["epoch"] for h in payload["history"]] == [0, 1]
+    # The recipe that made it, as the command line gave it.
+    assert payload["settings"]["margin"] == 0.2
+    assert payload["settings"]["photo_probability"] == 0.4
+    assert payload["settings"]["model"] == "resnet18" and payload["settings"]["weights"] == "random"
     for entry in payload["history"]:
         assert 0.0 <= entry["p_clean"] <= entry["ceiling"] and 0.0 <= entry["p_photo"] <= entry["ceiling"]
     assert len(payload["validation_ids"]) == 12
@@ -228,6 +277,27 @@ def test_checkpoint_of_other_settings_is_not_resumed(small_catalog, tmp_path):
         finetune(settings_for(small_catalog, out, epochs=2), after_epoch=stop)
     with pytest.raises(CheckpointMismatch, match="image_size: 64 there, 96 now"):
         finetune(settings_for(small_catalog, out, epochs=2, image_size=96))
+
+
+def test_checkpoint_from_before_a_setting_existed_resumes_at_its_default(small_catalog, tmp_path):
+    from training import CheckpointMismatch, finetune
+    from training.checkpoint import atomic_save
+    out = tmp_path / "old.pt"
+    with pytest.raises(Interrupted):
+        finetune(settings_for(small_catalog, out, epochs=2), after_epoch=stop)
+    path = Path(str(out) + ".ckpt")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for added_later in ("margin", "crop_min"):
+        del state["identity"][added_later]
+    atomic_save(state, path)
+
+    # Asking for another value than the one it trained with is still refused...
+    with pytest.raises(CheckpointMismatch, match="margin: 0.0 there, 0.2 now"):
+        finetune(settings_for(small_catalog, out, epochs=2, margin=0.2))
+    # ...while the same command resumes.
+    result = finetune(settings_for(small_catalog, out, epochs=2))
+    assert result.resumed_from == 1
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
 
 
 # --- head-only ----------------------------------------------------------------------------

@@ -48,6 +48,11 @@ class ShopperAugment:
     saturation: float = 0.4
     grey_probability: float = 0.05
 
+    @classmethod
+    def for_settings(cls, settings) -> "ShopperAugment":
+        """The views a fine-tuning run's `FinetuneSettings` ask for."""
+        return cls(settings.image_size, settings.photo_probability, crop_scale=(settings.crop_min, 1.0))
+
     def _crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = width * height
         for _ in range(10):

@@ -50,15 +50,21 @@ def atomic_save(payload: dict, path: Path) -> None:
     os.replace(partial, path)
 
 
-def load_checkpoint(path: Path, identity: dict) -> dict | None:
-    """The checkpoint at `path` if there is one, checked against this run's settings."""
+def load_checkpoint(path: Path, identity: dict, defaults: dict | None = None) -> dict | None:
+    """The checkpoint at `path` if there is one, checked against this run's settings.
+
+    A setting the checkpoint does not mention was added after it was made: it trained with
+    that setting's default (`defaults`), so only a run asking for another value differs."""
     if not path.is_file():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointMismatch(f"{path}: cannot read this checkpoint ({exc}); delete it to start over") from exc
-    theirs = state.get("identity", {})
+    theirs = dict(state.get("identity", {}))
+    for key, value in (defaults or {}).items():
+        if key in identity:
+            theirs.setdefault(key, value)
     differing = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
     if differing:
         detail = ", ".join(f"{k}: {theirs.get(k)!r} there, {identity.get(k)!r} now" for k in differing[:4])
@@ -72,10 +78,11 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def weights_payload(model: str, backbone: nn.Module, projection: nn.Module | None, image_size: int,
-                    vocab: LabelVocab, start: str, history: list[dict], val_ids: list[str]) -> dict:
+                    vocab: LabelVocab, start: str, history: list[dict], val_ids: list[str],
+                    settings: dict | None = None) -> dict:
     """The output file, in the layout `vectorstore.load_embedder` reads: model name, backbone
     state dict (no classifier), image size, label vocabulary, and the projection head, if
-    any, applied after pooling."""
+    any, applied after pooling. `settings` records the recipe that made it."""
     payload = {
         "model": model,
         "state_dict": {k: v for k, v in cpu_state(backbone).items() if not k.startswith("fc.")},
@@ -84,6 +91,7 @@ def weights_payload(model: str, backbone: nn.Module, projection: nn.Module | Non
         "start": start,
         "history": history,
         "validation_ids": val_ids,
+        "settings": settings or {},
     }
     if projection is not None:
         payload["head"] = cpu_state(projection)

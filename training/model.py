@@ -10,6 +10,11 @@ from torch import nn
 from vectorstore.embedders import WeightsChoice, load_embedder, model_dim
 
 
+# Logits are this times a cosine: large enough that a confident softmax is reachable (cosines
+# live in [-1, 1]), small enough that early gradients do not vanish.
+COSINE_SCALE = 16.0
+
+
 class CosineClassifier(nn.Module):
     """Logits = scale x cosine(feature, class centre).
 
@@ -17,7 +22,7 @@ class CosineClassifier(nn.Module):
     same measure: what it learns to separate is what the index will separate.
     """
 
-    def __init__(self, dim: int, classes: int, scale: float = 16.0):
+    def __init__(self, dim: int, classes: int, scale: float = COSINE_SCALE):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(classes, dim) * dim ** -0.5)
         self.scale = scale
@@ -71,4 +76,4 @@ def starting_backbone(model: str, weights: str) -> tuple[nn.Module, int, str]:
     return network, model_dim(model), choice.kind
 
 
-__all__ = ["CosineClassifier", "identity_linear", "RetrievalNet", "starting_backbone"]
+__all__ = ["COSINE_SCALE", "CosineClassifier", "identity_linear", "RetrievalNet", "starting_backbone"]

@@ -1,7 +1,7 @@
 """Everything a fine-tuning run is told, in one dataclass passed explicitly."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 # Labels the model learns: the first is the one retrieval is judged on, the others help it
@@ -35,8 +35,10 @@ class FinetuneSettings:
     workers: int | None = None           # data loader processes; None: one per spare core, max 4
     threads: int | None = None           # CPU threads for torch; None: 1 on a busy CPU, else torch's default
     photo_probability: float = 0.5       # share of training views made by shopper_photo
+    crop_min: float = 0.35               # smallest share of the image area a random crop keeps
     aux_weight: float = 0.3              # weight of each auxiliary target's loss
     label_smoothing: float = 0.1
+    margin: float = 0.0                  # CosFace margin, in cosine, on every target's classifier
     head_views: int = 2                  # photo-like views per product precomputed for --head-only
     k: int = 5                           # P@k reported on validation
     checkpoint: Path | None = None       # None: next to `out`, as OUT.ckpt
@@ -55,6 +57,12 @@ class FinetuneSettings:
             raise ValueError("--batch-size must be at least 2 (batch norm needs two images)")
         if not 0 < self.val_fraction < 1:
             raise ValueError("the validation fraction must be between 0 and 1")
+        if not 0 <= self.margin < 1:
+            raise ValueError("--margin must be at least 0 and below 1 (it is a cosine)")
+        if not 0 < self.crop_min <= 1:
+            raise ValueError("--crop-min must be above 0 and at most 1 (a share of the image area)")
+        if not 0 <= self.photo_probability <= 1:
+            raise ValueError("--photo-probability must be between 0 and 1")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.threads is not None and self.threads < 1:
@@ -87,6 +95,11 @@ class FinetuneSettings:
             values.pop(key)
         values["catalog"] = str(Path(self.catalog).resolve())
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every setting that has a default, with it."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     def with_changes(self, **changes) -> "FinetuneSettings":
         return replace(self, **changes)
