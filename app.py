@@ -172,10 +172,13 @@ def cmd_shop(args) -> int:
 def cmd_evaluate(args) -> int:
     from evaluation import EvaluationSettings, run_evaluation
     from evaluation.report import write_report
+    from vectorstore import held_out_ids
+    held_out = held_out_ids(args.held_out) if args.held_out else ()
     settings = EvaluationSettings(
         catalog=Path(args.catalog), store=_store_settings(args), models=tuple(_models(args.models)),
         weights=args.weights, device=args.device, k=args.k, sample=args.sample, seed=args.seed,
         queries=Path(args.queries) if args.queries else None, photo_like=args.photo_like,
+        held_out=held_out, held_out_from=Path(args.held_out) if args.held_out else None,
         show_progress=not args.quiet)
     evaluation = run_evaluation(settings)
     paths = write_report(evaluation, Path(args.out))
@@ -197,13 +200,20 @@ def cmd_finetune(args) -> int:
         weights=args.weights,
         head_only=args.head_only, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
-        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin)
+        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin,
+        aux_targets=tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()))
     result = finetune(settings)
     before, after = result.before, result.history[-1]
     if before is not None and after is not before:
         print(f"P@{after['k']} by articleType on {after['queries']} held-out products: clean "
               f"{before['p_clean']:.3f} -> {after['p_clean']:.3f}, photo-like {before['p_photo']:.3f} -> "
-              f"{after['p_photo']:.3f}; {result.seconds / 60:.1f} min in this process", file=sys.stderr)
+              f"{after['p_photo']:.3f}; {result.seconds / 60:.1f} min in this process "
+              f"(against the other held-out products)", file=sys.stderr)
+    # Validation ranks held-out products among themselves; a shop ranks them among its whole
+    # index, which evaluate measures on the same products.
+    print(f"the same products against the whole catalog, as the index serves them: python app.py evaluate "
+          f"--catalog {settings.catalog} --models {settings.model} --weights {result.out} --held-out {result.out} "
+          f"--out eval-{result.out.stem}", file=sys.stderr)
     print(result.out)
     return 0
 
@@ -257,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="resnet18,resnet34,resnet50")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--sample", type=int, default=1500, help="leave-one-out queries (seeded sample)")
+    p.add_argument("--held-out", metavar="FILE",
+                   help="leave-one-out over the products the finetune run that wrote FILE held out "
+                        "(never trained on) instead of a sample; FILE is usually the --weights file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--photo-like", action=argparse.BooleanOptionalAction, default=True,
@@ -286,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="smallest share of a shot's area a random training crop keeps (default 0.35)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="CosFace margin in cosine for the classifiers (default 0: normalised softmax)")
+    p.add_argument("--aux-targets", default="gender,masterCategory",
+                   help="catalog columns learned beside articleType, comma-separated; add baseColour "
+                        "to keep colour in the embedding (default: gender,masterCategory)")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 when the CPU is already busy, "

@@ -199,7 +199,13 @@ def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
 def _markdown(evaluation: Evaluation, plots: dict[str, str]) -> str:
     s = evaluation.settings
     c, q = evaluation.catalog, evaluation.queries
-    if q["mode"] == "leave-one-out":
+    if q["mode"] == "leave-one-out" and q.get("held_out_from"):
+        how = (f"leave-one-out over the {q['count']} products that the fine-tuning run which wrote "
+               f"`{q['held_out_from']}` held out (never trained on), each searched against the whole index "
+               "with the product itself left out")
+        if q.get("held_out_missing"):
+            how += f"; {q['held_out_missing']} held-out products are not in the index"
+    elif q["mode"] == "leave-one-out":
         how = (f"leave-one-out over a seeded sample of {q['count']} catalog products (seed {s.seed}): "
                "a clean query is the product's stored vector, searched with the product itself left out")
     else:

@@ -39,6 +39,11 @@ class EvaluationSettings:
     sample: int = 1500                 # leave-one-out queries
     seed: int = 0
     queries: Path | None = None        # a folder in the catalog layout instead of leave-one-out
+    # Leave-one-out over exactly these products instead of a sample: the products a fine-tuning
+    # run held out (never trained on), so a fine-tuned file is judged on what it has not seen,
+    # against the whole index, as a shop serves it. `held_out_from` names the file they came from.
+    held_out: tuple[str, ...] = ()
+    held_out_from: Path | None = None
     photo_like: bool = True
     photo: PhotoLikeSettings = PhotoLikeSettings()
     batch_size: int = 32
@@ -58,6 +63,8 @@ class EvaluationSettings:
         out = asdict(self)
         out["catalog"] = str(self.catalog)
         out["queries"] = str(self.queries) if self.queries else None
+        out["held_out"] = len(self.held_out)
+        out["held_out_from"] = str(self.held_out_from) if self.held_out_from else None
         out["store"] = self.store.where
         return out
 
@@ -154,6 +161,13 @@ def _leave_one_out(catalog: Catalog, stored: set[str], settings: EvaluationSetti
     candidates = [p for p in catalog.products if p.id in stored]
     if not candidates:
         raise ValueError("no catalog product is in the index; nothing to query")
+    if settings.held_out:
+        wanted = set(settings.held_out)
+        chosen = [p for p in candidates if p.id in wanted]
+        if not chosen:
+            raise ValueError(f"none of the {len(wanted)} held-out products of {settings.held_out_from or 'the run'} "
+                             f"is in this catalog's index; was it trained on another catalog?")
+        return [Query(p.id, _labels(p), p.image, exclude=(p.id,)) for p in chosen]
     chosen = random.Random(settings.seed).sample(candidates, min(settings.sample, len(candidates)))
     return [Query(p.id, _labels(p), p.image, exclude=(p.id,)) for p in chosen]
 
@@ -237,6 +251,8 @@ def run_evaluation(settings: EvaluationSettings,
         raise ValueError("no model to evaluate")
     if not settings.queries and settings.sample < 1:
         raise ValueError("--sample must be at least 1")
+    if settings.queries and settings.held_out:
+        raise ValueError("--queries and --held-out both choose the queries; give one of them")
     if settings.queries and not Path(settings.queries).is_dir():
         raise ValueError(f"--queries {settings.queries}: no such folder")
     started = time.perf_counter()
@@ -299,6 +315,8 @@ def run_evaluation(settings: EvaluationSettings,
                  "skipped": len(catalog.skipped), "indexed": len(stored),
                  "image_size": list(image_size) if image_size else None},
         queries={"mode": mode, "count": len(queries), "photo_like": bool(photos),
+                 "held_out_from": str(settings.held_out_from) if settings.held_out else None,
+                 "held_out_missing": len(set(settings.held_out)) - len(queries) if settings.held_out else 0,
                  "folder": str(settings.queries) if settings.queries else None,
                  "skipped": skipped_queries},
         index=_index_facts(report), models=models, seconds=time.perf_counter() - started,

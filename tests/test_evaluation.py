@@ -211,7 +211,7 @@ def test_evaluate_metrics_json_fields(evaluated, catalog_dir):
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["settings"]["k"] == 3 and metrics["settings"]["weights"] == "random"
     assert metrics["queries"] == {"mode": "leave-one-out", "count": 6, "photo_like": True, "folder": None,
-                                  "skipped": []}
+                                  "held_out_from": None, "held_out_missing": 0, "skipped": []}
     assert metrics["catalog"]["products"] == 24 and metrics["catalog"]["image_size"] == [60, 80]
     assert metrics["machine"]["cpus"] >= 1
     assert metrics["index"]["reused"] is False and metrics["index"]["indexed"] == {m: 24 for m in MODELS}

@@ -46,7 +46,8 @@ def tuned(small_catalog, tmp_path_factory) -> Path:
     code = app.main(["finetune", "--catalog", str(small_catalog), "--model", "resnet18", "--out", str(out),
                      "--epochs", "1", "--image-size", str(SIZE), "--batch-size", "8", "--device", "cpu",
                      "--weights", "random", "--seed", "3", "--val-fraction", "0.25", "--workers", "0", "--threads", "1",
-                     "--photo-probability", "0.4", "--margin", "0.2", "--quiet"])
+                     "--photo-probability", "0.4", "--margin", "0.2", "--aux-targets", "gender,baseColour",
+                     "--quiet"])
     assert code == 0
     return out
 
@@ -119,6 +120,37 @@ def test_margin_makes_the_true_class_win_by_a_cosine():
             settings_for(Path("."), Path("x.pt"), **bad)
 
 
+def test_auxiliary_targets_are_catalog_columns_and_colour_turns_grey_views_off(small_catalog):
+    from catalog import read_catalog
+    from training.augment import ShopperAugment
+    from training.data import LabelVocab
+    from training.trainer import _loss
+    plain = settings_for(Path("."), Path("x.pt"))
+    assert plain.targets == ("articleType", "gender", "masterCategory")
+    coloured = settings_for(Path("."), Path("x.pt"), aux_targets=["gender", "baseColour"])
+    assert coloured.targets == ("articleType", "gender", "baseColour")
+    assert ShopperAugment.for_settings(plain).grey_probability > 0
+    assert ShopperAugment.for_settings(coloured).grey_probability == 0
+
+    vocab = LabelVocab.from_products(read_catalog(small_catalog).products, coloured.targets)
+    assert list(vocab.values) == ["articleType", "gender", "baseColour"]
+    product = read_catalog(small_catalog).products[0]
+    codes = vocab.encode(product)
+    assert vocab.values["baseColour"][codes[2]] == product.baseColour
+    # The colour head is trained: a wrong colour alone raises the loss.
+    sizes = vocab.sizes()
+    logits = {t: torch.zeros(1, n) for t, n in sizes.items()}
+    for column, target in enumerate(coloured.targets):
+        logits[target][0, codes[column]] = 5.0
+    right = _loss(logits, torch.tensor([codes]), coloured)
+    logits["baseColour"] = logits["baseColour"].roll(1, dims=1)
+    assert _loss(logits, torch.tensor([codes]), coloured) > right
+
+    for bad, why in ((["articleType"], "main target"), (["colour"], "catalog columns"), (["gender", "gender"], "twice")):
+        with pytest.raises(ValueError, match=why):
+            settings_for(Path("."), Path("x.pt"), aux_targets=bad)
+
+
 def test_cpu_threads_follow_the_setting_and_the_device():
     from training.trainer import cpu_threads
     assert cpu_threads(settings_for(Path("."), Path("x.pt"), threads=3), torch.device("cpu"))[0] == 3
@@ -181,13 +213,16 @@ def test_weights_file_records_model_size_and_labels(tuned, small_catalog):
     assert payload["model"] == "resnet18"
     assert payload["image_size"] == SIZE
     assert set(payload["labels"]["articleType"]) == {"Heels", "Casual Shoes", "Shirts", "Tops", "Handbags", "Watches"}
-    assert set(payload["labels"]["masterCategory"]) == {"Footwear", "Apparel", "Accessories"}
+    # The auxiliary targets the command line named, and no others.
+    assert list(payload["labels"]) == ["articleType", "gender", "baseColour"]
+    assert set(payload["labels"]["baseColour"]) == {"Black", "Brown", "Navy Blue", "Red", "Green", "White"}
     assert not any(key.startswith("fc.") for key in payload["state_dict"])
     assert "head" not in payload
     assert [h["epoch"] for h in payload["history"]] == [0, 1]
     # The recipe that made it, as the command line gave it.
     assert payload["settings"]["margin"] == 0.2
     assert payload["settings"]["photo_probability"] == 0.4
+    assert payload["settings"]["aux_targets"] == ["gender", "baseColour"]
     assert payload["settings"]["model"] == "resnet18" and payload["settings"]["weights"] == "random"
     for entry in payload["history"]:
         assert 0.0 <= entry["p_clean"] <= entry["ceiling"] and 0.0 <= entry["p_photo"] <= entry["ceiling"]
@@ -241,6 +276,56 @@ def test_file_for_another_model_is_refused(tuned, small_catalog, tmp_path, capsy
     assert "holds weights for resnet18, not resnet50" in capsys.readouterr().err
 
 
+def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_catalog, tmp_path, capsys):
+    """`evaluate --held-out FILE`: leave-one-out over the run's validation products only,
+    each against the whole index (training products included), itself left out."""
+    import app
+    from evaluation import EvaluationSettings, run_evaluation
+    from vectorstore import StoreSettings, held_out_ids, load_embedder
+    payload = torch.load(tuned, map_location="cpu", weights_only=True)
+    assert held_out_ids(tuned) == tuple(payload["validation_ids"])
+    db, out = tmp_path / "db", tmp_path / "out"
+    assert app.main(["evaluate", "--catalog", str(small_catalog), "--db", str(db), "--weights", str(tuned),
+                     "--held-out", str(tuned), "--models", "resnet18", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["queries"]["count"] == len(payload["validation_ids"]) == 12
+    assert metrics["queries"]["held_out_from"] == str(tuned) and metrics["settings"]["held_out"] == 12
+    assert metrics["models"]["resnet18"]["photo_like"]["queries"] == 12
+    assert "held out (never trained on)" in (out / "report.md").read_text(encoding="utf-8")
+
+    embedder = load_embedder("resnet18", str(tuned))
+    evaluation = run_evaluation(
+        EvaluationSettings(catalog=small_catalog, store=StoreSettings(path=db), models=("resnet18",),
+                           weights=str(tuned), held_out=held_out_ids(tuned), held_out_from=tuned,
+                           photo_like=False, latency_queries=2, show_progress=False),
+        embedder_factory=lambda name, weights, device="cpu": embedder)
+    outcomes = evaluation.models[0].outcomes["clean"]
+    assert {o.query_id for o in outcomes} == set(payload["validation_ids"])
+    validation = set(payload["validation_ids"])
+    answered = set()
+    for outcome in outcomes:
+        ids = [r["id"] for r in outcome.results]
+        assert outcome.query_id not in ids and len(ids) == 5
+        answered.update(ids)
+    assert answered - validation, "the gallery is the whole index, training products included"
+
+
+def test_evaluate_held_out_is_refused_for_a_file_without_a_split(small_catalog, tuned, tmp_path, capsys):
+    import app
+    from torchvision import models
+    plain = tmp_path / "resnet18-plain.pth"
+    torch.save(models.resnet18().state_dict(), plain)
+    common = ["--catalog", str(small_catalog), "--db", str(tmp_path / "db"), "--weights", "random",
+              "--models", "resnet18", "--out", str(tmp_path / "out"), "--quiet"]
+    assert app.main(["evaluate", *common, "--held-out", str(plain)]) == 2
+    assert "records no held-out products" in capsys.readouterr().err
+    assert app.main(["evaluate", *common, "--held-out", str(tmp_path / "nowhere.pt")]) == 2
+    assert "no such weights file" in capsys.readouterr().err
+    assert app.main(["evaluate", *common, "--held-out", str(tuned), "--queries", str(small_catalog)]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 # --- resume -----------------------------------------------------------------------------
 
 def test_interrupted_run_resumes_with_the_same_command(small_catalog, tmp_path):
@@ -287,7 +372,7 @@ def test_checkpoint_from_before_a_setting_existed_resumes_at_its_default(small_c
         finetune(settings_for(small_catalog, out, epochs=2), after_epoch=stop)
     path = Path(str(out) + ".ckpt")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    for added_later in ("margin", "crop_min"):
+    for added_later in ("margin", "crop_min", "aux_targets"):
         del state["identity"][added_later]
     atomic_save(state, path)
 

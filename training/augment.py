@@ -51,7 +51,10 @@ class ShopperAugment:
     @classmethod
     def for_settings(cls, settings) -> "ShopperAugment":
         """The views a fine-tuning run's `FinetuneSettings` ask for."""
-        return cls(settings.image_size, settings.photo_probability, crop_scale=(settings.crop_min, 1.0))
+        # A grey view would teach a wrong colour when colour is a target.
+        grey = 0.0 if "baseColour" in settings.targets else cls.grey_probability
+        return cls(settings.image_size, settings.photo_probability, crop_scale=(settings.crop_min, 1.0),
+                   grey_probability=grey)
 
     def _crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = width * height

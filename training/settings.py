@@ -8,6 +8,9 @@ from pathlib import Path
 # (a Heels query should not come back with Men's shoes, a Watch with Apparel).
 TARGETS = ("articleType", "gender", "masterCategory")
 PRIMARY = TARGETS[0]
+# Catalog columns that can be auxiliary targets. baseColour is among them because the crops and
+# colour changes teach the network to ignore colour, which a shopper still expects to match.
+AUX_CHOICES = ("gender", "masterCategory", "subCategory", "baseColour", "season", "usage")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Settings that may change between an interrupted run and its resumption without making the
@@ -36,6 +39,7 @@ class FinetuneSettings:
     threads: int | None = None           # CPU threads for torch; None: 1 on a busy CPU, else torch's default
     photo_probability: float = 0.5       # share of training views made by shopper_photo
     crop_min: float = 0.35               # smallest share of the image area a random crop keeps
+    aux_targets: tuple[str, ...] = TARGETS[1:]   # catalog columns learned beside articleType
     aux_weight: float = 0.3              # weight of each auxiliary target's loss
     label_smoothing: float = 0.1
     margin: float = 0.0                  # CosFace margin, in cosine, on every target's classifier
@@ -49,6 +53,13 @@ class FinetuneSettings:
         object.__setattr__(self, "out", Path(self.out))
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "aux_targets", tuple(self.aux_targets))
+        unknown = [t for t in self.aux_targets if t not in AUX_CHOICES]
+        if unknown:
+            raise ValueError(f"--aux-targets {','.join(unknown)}: expected catalog columns among "
+                             f"{', '.join(AUX_CHOICES)} ({PRIMARY} is always the main target)")
+        if len(set(self.aux_targets)) != len(self.aux_targets):
+            raise ValueError("--aux-targets names a column twice")
         if self.epochs < 1:
             raise ValueError("--epochs must be at least 1")
         if self.image_size < 32:
@@ -69,6 +80,11 @@ class FinetuneSettings:
             raise ValueError("--threads must be at least 1")
         if self.limit is not None and self.limit < 4:
             raise ValueError("--limit must leave at least 4 products")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every label the run learns, the one retrieval is judged on first."""
+        return (PRIMARY, *self.aux_targets)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -94,15 +110,18 @@ class FinetuneSettings:
         for key in RESUMABLE_CHANGES:
             values.pop(key)
         values["catalog"] = str(Path(self.catalog).resolve())
+        values["aux_targets"] = list(self.aux_targets)  # as a checkpoint gives it back
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
 
     @classmethod
     def defaults(cls) -> dict:
         """Every setting that has a default, with it."""
-        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        values = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        values["aux_targets"] = list(values["aux_targets"])
+        return values
 
     def with_changes(self, **changes) -> "FinetuneSettings":
         return replace(self, **changes)
 
 
-__all__ = ["FinetuneSettings", "TARGETS", "PRIMARY", "PRECISIONS", "RESUMABLE_CHANGES"]
+__all__ = ["FinetuneSettings", "TARGETS", "PRIMARY", "AUX_CHOICES", "PRECISIONS", "RESUMABLE_CHANGES"]

@@ -7,8 +7,8 @@ Two modes share one epoch loop (train, validate, checkpoint):
   `head_views` augmented views per product, kept on disk for a resume), and only a linear
   projection after pooling trains: minutes on a CPU.
 The loss is a cosine classifier's cross-entropy on articleType, plus `aux_weight` times that
-of gender and masterCategory; with `margin`, each is CosFace's (the true class must win by a
-margin in cosine).
+of each auxiliary target (gender and masterCategory unless `aux_targets` says otherwise);
+with `margin`, each is CosFace's (the true class must win by a margin in cosine).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, loa
 from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, epoch_batches, sample_products,
                            short_side_size, split_products)
 from training.model import COSINE_SCALE, RetrievalNet, starting_backbone
-from training.settings import FinetuneSettings, TARGETS
+from training.settings import FinetuneSettings
 from training.validate import ValidationImages, ValidationScores, embed_tensors, score
 
 
@@ -110,7 +110,7 @@ def lr_at(step: int, total: int, base: float) -> float:
 
 def _loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, settings: FinetuneSettings) -> torch.Tensor:
     total = None
-    for column, target in enumerate(TARGETS):
+    for column, target in enumerate(settings.targets):
         wanted = targets[:, column]
         if target not in logits or not (wanted != IGNORE).any():
             continue
@@ -201,7 +201,7 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
     if len(split.train) < 2 or not split.val:
         raise ValueError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
                          f"{len(split.val)} to validate with; a run needs a few products of each articleType")
-    vocab = LabelVocab.from_products(split.train)
+    vocab = LabelVocab.from_products(split.train, settings.targets)
     log(f"{settings.model} from {settings.weights}: {len(split.train)} training and {len(split.val)} held-out "
         f"products; {', '.join(f'{n} {t}' for t, n in vocab.sizes().items())} classes; device {device}, "
         f"{threads}")

@@ -215,6 +215,23 @@ def load_embedder(name: str, weights: str | WeightsChoice = "imagenet", device: 
     return embedder
 
 
+def held_out_ids(path: str | Path) -> tuple[str, ...]:
+    """The products a `finetune` output file records as held out from its training (its
+    validation split), so they can be queried as products the weights have never seen."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weights file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a PyTorch weights file ({exc})") from exc
+    ids = payload.get("validation_ids") if isinstance(payload, dict) else None
+    if not ids:
+        raise WeightsError(f"{path} records no held-out products; only a file written by "
+                           "`app.py finetune` knows which products its training left out")
+    return tuple(str(i) for i in ids)
+
+
 def _head_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
     weight = state["weight"]
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias="bias" in state)
