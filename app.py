@@ -210,10 +210,11 @@ def cmd_finetune(args) -> int:
               f"{after['p_photo']:.3f}; {result.seconds / 60:.1f} min in this process "
               f"(against the other held-out products)", file=sys.stderr)
     # Validation ranks held-out products among themselves; a shop ranks them among its whole
-    # index, which evaluate measures on the same products.
+    # index, which evaluate measures on the same products. Its own --db: an index built with
+    # other weights would be refused.
     print(f"the same products against the whole catalog, as the index serves them: python app.py evaluate "
           f"--catalog {settings.catalog} --models {settings.model} --weights {result.out} --held-out {result.out} "
-          f"--out eval-{result.out.stem}", file=sys.stderr)
+          f"--db eval-{result.out.stem}/chroma --out eval-{result.out.stem}", file=sys.stderr)
     print(result.out)
     return 0
 
