@@ -178,10 +178,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "imagenet", device: 
         weights_id = f"random:{choice.seed}"
     else:
         network = _backbone(name)
-        try:
-            payload = torch.load(choice.path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"{choice.path}: not a PyTorch weights file ({exc})") from exc
+        payload = _read_weights_file(choice.path)
         state = payload
         if isinstance(payload, dict) and "state_dict" in payload:
             made_for = payload.get("model")
@@ -215,16 +212,20 @@ def load_embedder(name: str, weights: str | WeightsChoice = "imagenet", device: 
     return embedder
 
 
+def _read_weights_file(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a PyTorch weights file ({exc})") from exc
+
+
 def held_out_ids(path: str | Path) -> tuple[str, ...]:
     """The products a `finetune` output file records as held out from its training (its
     validation split), so they can be queried as products the weights have never seen."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a PyTorch weights file ({exc})") from exc
+    payload = _read_weights_file(path)
     ids = payload.get("validation_ids") if isinstance(payload, dict) else None
     if not ids:
         raise WeightsError(f"{path} records no held-out products; only a file written by "
