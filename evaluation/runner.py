@@ -23,7 +23,7 @@ from catalog import Catalog, ImageError, open_image, read_catalog
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from vectorstore import (MODEL_NAMES, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
                          load_embedder, make_client)
-from evaluation.metrics import LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
+from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (EmbedRate, IndexSize, index_size, parameter_count, preprocessing_fit,
                                     rate_from_index, timed_rate, typical_size)
 
@@ -146,7 +146,7 @@ def _load_average() -> float | None:
 
 
 def _labels(product) -> dict:
-    return {level: getattr(product, level) for level in LABEL_LEVELS}
+    return {level: getattr(product, level) for level in LABEL_LEVELS if level not in COMBINED_LEVELS}
 
 
 def _index_facts(report: IndexReport) -> dict:

@@ -56,6 +56,8 @@ def test_precision_per_level_by_hand():
     assert scores.precision["gender"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     # B has no baseColour: only A counts, and all its results are Blue.
     assert scores.precision["baseColour"] == pytest.approx(1.0)
+    # type+colour needs both: A's Blue Shirts at ranks 1 and 3 (the Blue Tshirts is no match).
+    assert scores.precision["type+colour"] == pytest.approx(2 / 3)
     assert scores.queries == 5
 
 
@@ -229,7 +231,7 @@ def test_evaluate_metrics_json_fields(evaluated, catalog_dir):
         for kind in ("clean", "photo_like"):
             scores = m[kind]
             assert scores["queries"] == 6 and scores["k"] == 3
-            assert set(scores["precision"]) == set(LEVELS)
+            assert set(scores["precision"]) == set(LEVELS) | {"type+colour"}
             assert all(0 <= v <= 1 for v in scores["precision"].values())
             assert 0 <= scores["map"] <= 1 and 0 <= scores["hit_rate"] <= 1
             assert sum(t["queries"] for t in scores["per_article_type"]) == 6

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vectorstore import WeightsChoice, WeightsError, load_embedder
-from vectorstore.embedders import _backbone
+from vectorstore.architectures import architecture
 from tests.conftest import draw_product
 
 
@@ -28,7 +28,7 @@ def test_frozen_runner_matches_eager_network(embedders):
 
 
 def test_local_weights_file_plain_state_dict(tmp_path, embedders):
-    network = _backbone("resnet18")
+    network = architecture("resnet18").backbone()
     path = tmp_path / "resnet18.pth"
     torch.save(network.state_dict(), path)
     embedder = load_embedder("resnet18", str(path))
@@ -39,7 +39,7 @@ def test_local_weights_file_plain_state_dict(tmp_path, embedders):
 
 def test_file_made_for_another_model_is_refused(tmp_path):
     path = tmp_path / "ft.pt"
-    torch.save({"model": "resnet34", "state_dict": _backbone("resnet34").state_dict()}, path)
+    torch.save({"model": "resnet34", "state_dict": architecture("resnet34").backbone().state_dict()}, path)
     with pytest.raises(WeightsError, match="holds weights for resnet34, not resnet18"):
         load_embedder("resnet18", str(path))
 
@@ -60,4 +60,4 @@ def test_offline_imagenet_is_one_clear_message(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         load_embedder("resnet18", "imagenet")
     message = str(err.value)
-    assert "--weights" in message and "resnet18-" in message and "random" in message
+    assert "--weights" in message and "resnet18-" in message and "auto" in message

@@ -13,28 +13,25 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-from torchvision import models
 from torchvision.transforms.v2 import functional as F
 
 from catalog.photolike import CutOut, shopper_photo
-from training.data import short_side_size
+from vectorstore.architectures import IMAGENET_MEAN, IMAGENET_STD, WHITE, architecture
 
-# torchvision's ImageNet statistics: the embedder's preprocessing normalises with them whatever
-# the weights, so training must too.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
+# torchvision's ImageNet statistics, the ResNets' (Lite models scale as TensorFlow did: their
+# own architecture says so, and training normalises as the embedder will).
+MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
 
 
 def eval_transform(model: str, image_size: int):
     """Exactly the preprocessing `vectorstore.load_embedder` gives a weights file that records
-    `image_size`: resize the short side, centre crop, ImageNet normalisation."""
-    default = models.get_model_weights(model).DEFAULT
-    return default.transforms(crop_size=image_size, resize_size=short_side_size(image_size))
+    `image_size` (the architecture's framing and normalisation at that size)."""
+    return architecture(model).transform(image_size)
 
 
-def to_normalised_tensor(image: Image.Image) -> torch.Tensor:
+def to_normalised_tensor(image: Image.Image, mean=MEAN, std=STD) -> torch.Tensor:
     tensor = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
-    return F.normalize(tensor, MEAN, STD)
+    return F.normalize(tensor, mean, std)
 
 
 @dataclass(frozen=True)
@@ -47,14 +44,18 @@ class ShopperAugment:
     contrast: float = 0.3
     saturation: float = 0.4
     grey_probability: float = 0.05
+    mean: tuple[float, ...] = MEAN
+    std: tuple[float, ...] = STD
+    pad_square: bool = False       # frame clean shots as the embedder does: padded to a square on white
 
     @classmethod
     def for_settings(cls, settings) -> "ShopperAugment":
         """The views a fine-tuning run's `FinetuneSettings` ask for."""
         # A grey view would teach a wrong colour when colour is a target.
         grey = 0.0 if "baseColour" in settings.targets else cls.grey_probability
+        arch = architecture(settings.model)
         return cls(settings.image_size, settings.photo_probability, crop_scale=(settings.crop_min, 1.0),
-                   grey_probability=grey)
+                   grey_probability=grey, mean=arch.mean, std=arch.std, pad_square=arch.framing == "pad")
 
     def _crop_box(self, width: int, height: int, rng: random.Random) -> tuple[int, int, int, int]:
         area = width * height
@@ -74,6 +75,9 @@ class ShopperAugment:
         image's `cut_out`, when the caller keeps one: the same picture, at half the cost."""
         if rng.random() < self.photo_probability:
             image = shopper_photo(cut or image, rng)
+        elif self.pad_square:
+            side = max(image.size)
+            image = ImageOps.pad(image, (side, side), color=WHITE)
         box = self._crop_box(image.width, image.height, rng)
         image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box)
         if rng.random() < 0.5:
@@ -86,7 +90,7 @@ class ShopperAugment:
         return image
 
     def __call__(self, image: Image.Image, rng: random.Random, cut: CutOut | None = None) -> torch.Tensor:
-        return to_normalised_tensor(self.view(image, rng, cut))
+        return to_normalised_tensor(self.view(image, rng, cut), self.mean, self.std)
 
 
 __all__ = ["MEAN", "STD", "eval_transform", "to_normalised_tensor", "ShopperAugment"]

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from catalog import ImageError, Product, open_image
 from catalog.photolike import CutOut, cut_out
 from training.settings import PRIMARY, TARGETS
+from vectorstore.architectures import short_side_size
 
 IGNORE = -100  # cross-entropy's ignore_index: a product without this label teaches nothing here
 
@@ -80,11 +81,6 @@ class LabelVocab:
             value = getattr(product, target)
             codes.append(values.index(value) if value in values else IGNORE)
         return tuple(codes)
-
-
-def short_side_size(image_size: int) -> int:
-    """The resize before the centre crop, as torchvision's (and the embedder's) preprocessing does."""
-    return round(image_size * 256 / 224)
 
 
 def downsize(image: Image.Image, short_side: int) -> Image.Image:

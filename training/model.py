@@ -7,7 +7,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from vectorstore.embedders import WeightsChoice, load_embedder, model_dim
+from vectorstore.architectures import architecture
+from vectorstore.embedders import load_embedder, model_dim
+from vectorstore.weights import WeightsError, resolve
 
 
 # Logits are this times a cosine: large enough that a confident softmax is reachable (cosines
@@ -41,12 +43,40 @@ def identity_linear(dim: int) -> nn.Linear:
     return layer
 
 
+def early_layers(backbone: nn.Module, model: str, stages: int) -> list[nn.Module]:
+    """The stem and the first `stages` stages of a backbone (none for 0): the generic edge and
+    texture detectors that ImageNet already taught well, and at full resolution the costliest
+    layers to train."""
+    if stages <= 0:
+        return []
+    if architecture(model).family == "resnet":
+        stem = [backbone.conv1, backbone.bn1]
+        blocks = [backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
+    else:
+        stem = [backbone.conv_stem, backbone.bn1]
+        blocks = list(backbone.blocks)
+    if stages > len(blocks):
+        raise ValueError(f"--freeze {stages}: {model} has {len(blocks)} stages")
+    return stem + blocks[:stages]
+
+
 class RetrievalNet(nn.Module):
-    def __init__(self, backbone: nn.Module, dim: int, classes: Mapping[str, int], projection: bool = False):
+    def __init__(self, backbone: nn.Module, dim: int, classes: Mapping[str, int], projection: bool = False,
+                 frozen: list[nn.Module] | None = None):
         super().__init__()
         self.backbone = backbone
         self.projection = identity_linear(dim) if projection else None
         self.heads = nn.ModuleDict({target: CosineClassifier(dim, n) for target, n in classes.items()})
+        # A plain list, not a ModuleList: these are already registered under the backbone.
+        self._frozen = list(frozen or [])
+        for module in self._frozen:
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "RetrievalNet":
+        super().train(mode)
+        for module in self._frozen:
+            module.eval()  # frozen layers keep ImageNet's batch-norm statistics too
+        return self
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.projection(pooled) if self.projection is not None else pooled
@@ -69,11 +99,13 @@ def starting_backbone(model: str, weights: str) -> tuple[nn.Module, int, str]:
     A weights file with a projection head gives its backbone only: the head's space is not
     the one the new classifiers are trained in.
     """
-    choice = WeightsChoice.parse(weights)
+    choice = resolve(model, weights).choice
+    if choice is None:
+        raise WeightsError(resolve(model, weights, download=False).line)
     network = load_embedder(model, choice).network
     if isinstance(network, nn.Sequential):
         network = network[0]
     return network, model_dim(model), choice.kind
 
 
-__all__ = ["COSINE_SCALE", "CosineClassifier", "identity_linear", "RetrievalNet", "starting_backbone"]
+__all__ = ["COSINE_SCALE", "CosineClassifier", "identity_linear", "early_layers", "RetrievalNet", "starting_backbone"]

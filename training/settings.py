@@ -30,6 +30,7 @@ class FinetuneSettings:
     precision: str = "auto"              # auto | fp32 | bf16 | fp16: the autocast dtype of the training step
     weights: str = "imagenet"            # imagenet | random[:SEED] | FILE: the starting point
     head_only: bool = False              # train a projection head on frozen features only
+    freeze: int = 0                      # the stem and this many first stages keep their starting weights
     seed: int = 0
     lr: float | None = None              # None: chosen from the start and the mode (see lr_for)
     weight_decay: float = 0.05
@@ -76,6 +77,8 @@ class FinetuneSettings:
             raise ValueError("--photo-probability must be between 0 and 1")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.freeze < 0:
+            raise ValueError("--freeze must be 0 or more stages")
         if self.threads is not None and self.threads < 1:
             raise ValueError("--threads must be at least 1")
         if self.limit is not None and self.limit < 4:

@@ -35,7 +35,7 @@ from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, loa
                                  set_rng_state, weights_payload)
 from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, epoch_batches, sample_products,
                            short_side_size, split_products)
-from training.model import COSINE_SCALE, RetrievalNet, starting_backbone
+from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
 from training.settings import FinetuneSettings
 from training.validate import ValidationImages, ValidationScores, embed_tensors, score
 
@@ -213,7 +213,8 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
     backbone, dim, start_kind = starting_backbone(settings.model, settings.weights)
     # Channels-last feeds cuDNN's and oneDNN's fastest kernels alike (on this CPU, one ResNet-18
     # step: fp32 1.13x, bf16 1.23x faster than contiguous; `python -m bench.training_step`).
-    net = RetrievalNet(backbone, dim, vocab.sizes(), projection=settings.head_only).to(device)
+    net = RetrievalNet(backbone, dim, vocab.sizes(), projection=settings.head_only,
+                       frozen=early_layers(backbone, settings.model, settings.freeze)).to(device)
     net = net.to(memory_format=torch.channels_last)
     if settings.head_only:
         net.backbone.requires_grad_(False)

