@@ -237,7 +237,8 @@ def cmd_finetune(args) -> int:
     settings = recipe_settings(
         args.model, catalog=Path(args.catalog), out=out, epochs=args.epochs, image_size=args.image_size,
         batch_size=args.batch_size, device=args.device, precision=args.precision, weights=args.weights,
-        head_only=args.head_only, freeze=args.freeze, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
+        head_only=args.head_only, freeze=args.freeze, teacher=args.teacher, distill_weight=args.distill_weight,
+        seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
         photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux)
     print(f"recipe: {settings.epochs} epochs at {settings.image_size} px, freeze {settings.freeze}, photo-like "
@@ -339,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-only", action="store_true")
     p.add_argument("--freeze", type=int,
                    help="the stem and this many first stages keep their starting weights (default: the recipe's)")
+    p.add_argument("--teacher", help="a frozen ImageNet model (e.g. efficientnet_lite0) whose embedding the "
+                   "student learns to carry beside the labels (distillation)")
+    p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 from random, 3e-4 otherwise, "
                    "1e-3 for --head-only)")

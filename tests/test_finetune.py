@@ -424,3 +424,79 @@ def test_training_step_benchmark_runs_and_compares(capsys, monkeypatch, tmp_path
     for row in ("fp32       contiguous", "bf16       channels-last", "from the shot", "from the kept cut-out"):
         assert row in out
     assert "1.00x" in out  # the baseline row compares with itself
+
+
+# --- distillation from an ImageNet teacher, and the EfficientNet-Lite recipe ----------------
+
+def test_distillation_loss_falls_and_the_student_moves_toward_the_teacher(small_catalog, tmp_path):
+    from training import finetune
+    # A random student learns to carry the frozen Lite0 teacher's ImageNet embedding.
+    result = finetune(settings_for(small_catalog, tmp_path / "distilled.pt", epochs=4, teacher="efficientnet_lite0",
+                                   lr=3e-3, photo_probability=0.0))
+    trained = result.history[1:]
+    cosines = [h["distill_cosine"] for h in trained]
+    assert cosines[-1] > cosines[0] + 0.05
+    assert trained[-1]["loss"] < trained[0]["loss"]
+    # The file holds the student only: no teacher, no distillation map.
+    payload = torch.load(result.out, map_location="cpu", weights_only=True)
+    assert not any(k.startswith(("distill", "network.")) for k in payload["state_dict"])
+    assert payload["settings"]["teacher"] == "efficientnet_lite0"
+
+
+def test_distillation_checkpoint_resumes_with_the_teacher(small_catalog, tmp_path):
+    from training import finetune
+    out = tmp_path / "distilled.pt"
+    settings = settings_for(small_catalog, out, epochs=2, teacher="efficientnet_lite0")
+    with pytest.raises(Interrupted):
+        finetune(settings, after_epoch=stop)
+    checkpoint = torch.load(Path(str(out) + ".ckpt"), map_location="cpu", weights_only=True)
+    assert any(k.startswith("distill.") for k in checkpoint["model"])
+    resumed = finetune(settings)
+    assert resumed.resumed_from == 1 and "distill_cosine" in resumed.history[-1]
+    # Without the teacher it is another run: the checkpoint is not taken for it.
+    from training import CheckpointMismatch
+    with pytest.raises(CheckpointMismatch):
+        finetune(settings_for(small_catalog, out, epochs=3))
+
+
+def test_teacher_and_head_only_are_refused_together(small_catalog, tmp_path):
+    with pytest.raises(ValueError, match="--teacher"):
+        settings_for(small_catalog, tmp_path / "x.pt", teacher="efficientnet_lite0", head_only=True)
+
+
+def test_lite_recipe_from_imagenet_through_the_command_line(small_catalog, tmp_path):
+    # `finetune --model efficientnet_lite0` alone is the recipe: ImageNet start, frozen early
+    # stages, written where `--weights auto` looks; a flag given still wins over the recipe.
+    import app
+    from vectorstore import load_embedders
+    weights_dir = tmp_path / "weights"
+    code = app.main(["finetune", "--catalog", str(small_catalog), "--model", "efficientnet_lite0",
+                     "--weights-dir", str(weights_dir), "--epochs", "1", "--image-size", str(SIZE),
+                     "--batch-size", "8", "--val-fraction", "0.25", "--workers", "0", "--threads", "1", "--quiet"])
+    assert code == 0
+    out = weights_dir / "efficientnet_lite0.pt"
+    payload = torch.load(out, map_location="cpu", weights_only=True)
+    assert payload["start"] == "imagenet" and payload["image_size"] == SIZE
+    assert payload["settings"]["freeze"] == 3 and "baseColour" in payload["settings"]["aux_targets"]
+    lines: list[str] = []
+    built = load_embedders(["efficientnet_lite0"], "auto", weights_dir=weights_dir, log=lines.append)
+    assert built["efficientnet_lite0"].weights_id.startswith("file:efficientnet_lite0.pt:")
+    assert any(str(out) in line for line in lines)
+
+
+def test_frozen_stages_keep_their_starting_weights(small_catalog, tmp_path):
+    from training import finetune
+    from training.model import early_layers
+    from vectorstore.architectures import architecture
+    result = finetune(settings_for(small_catalog, tmp_path / "frozen.pt", model="efficientnet_lite0",
+                                   weights="imagenet", freeze=2, epochs=1))
+    tuned = architecture("efficientnet_lite0").backbone()
+    tuned.load_state_dict(torch.load(result.out, map_location="cpu", weights_only=True)["state_dict"])
+    from vectorstore import load_embedder
+    start = load_embedder("efficientnet_lite0", "imagenet").network
+    frozen_tuned, frozen_start = (early_layers(n, "efficientnet_lite0", 2) for n in (tuned, start))
+    for a, b in zip(frozen_tuned, frozen_start):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name            # weights and batch-norm statistics alike
+    last = lambda n: dict(n.blocks[-1].named_parameters())
+    assert any(not torch.equal(x, last(start)[k]) for k, x in last(tuned).items())   # the rest trained

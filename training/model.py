@@ -62,9 +62,11 @@ def early_layers(backbone: nn.Module, model: str, stages: int) -> list[nn.Module
 
 class RetrievalNet(nn.Module):
     def __init__(self, backbone: nn.Module, dim: int, classes: Mapping[str, int], projection: bool = False,
-                 frozen: list[nn.Module] | None = None):
+                 frozen: list[nn.Module] | None = None, distill_dim: int | None = None):
         super().__init__()
         self.backbone = backbone
+        # Maps the features onto a teacher's, for distillation; trained, never exported.
+        self.distill = nn.Linear(dim, distill_dim, bias=False) if distill_dim else None
         self.projection = identity_linear(dim) if projection else None
         self.heads = nn.ModuleDict({target: CosineClassifier(dim, n) for target, n in classes.items()})
         # A plain list, not a ModuleList: these are already registered under the backbone.

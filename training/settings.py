@@ -31,6 +31,8 @@ class FinetuneSettings:
     weights: str = "imagenet"            # imagenet | random[:SEED] | FILE: the starting point
     head_only: bool = False              # train a projection head on frozen features only
     freeze: int = 0                      # the stem and this many first stages keep their starting weights
+    teacher: str | None = None           # a frozen ImageNet model whose embedding the student learns to carry
+    distill_weight: float = 1.0          # weight of the distillation loss beside the label losses
     seed: int = 0
     lr: float | None = None              # None: chosen from the start and the mode (see lr_for)
     weight_decay: float = 0.05
@@ -77,6 +79,10 @@ class FinetuneSettings:
             raise ValueError("--photo-probability must be between 0 and 1")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
+        if self.teacher is not None and self.head_only:
+            raise ValueError("--teacher needs images to show the teacher; --head-only trains on stored features")
+        if self.distill_weight < 0:
+            raise ValueError("--distill-weight must be 0 or more")
         if self.freeze < 0:
             raise ValueError("--freeze must be 0 or more stages")
         if self.threads is not None and self.threads < 1:

@@ -35,6 +35,7 @@ from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, loa
                                  set_rng_state, weights_payload)
 from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, epoch_batches, sample_products,
                            short_side_size, split_products)
+from training.distill import Teacher, distill_cosine
 from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
 from training.settings import FinetuneSettings
 from training.validate import ValidationImages, ValidationScores, embed_tensors, score
@@ -213,8 +214,10 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
     backbone, dim, start_kind = starting_backbone(settings.model, settings.weights)
     # Channels-last feeds cuDNN's and oneDNN's fastest kernels alike (on this CPU, one ResNet-18
     # step: fp32 1.13x, bf16 1.23x faster than contiguous; `python -m bench.training_step`).
+    teacher = Teacher(settings.teacher, settings.model).to(device) if settings.teacher else None
     net = RetrievalNet(backbone, dim, vocab.sizes(), projection=settings.head_only,
-                       frozen=early_layers(backbone, settings.model, settings.freeze)).to(device)
+                       frozen=early_layers(backbone, settings.model, settings.freeze),
+                       distill_dim=teacher.dim if teacher else None).to(device)
     net = net.to(memory_format=torch.channels_last)
     if settings.head_only:
         net.backbone.requires_grad_(False)
@@ -269,13 +272,20 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
             net.train()
             if settings.head_only:
                 net.backbone.eval()  # frozen: its batch-norm statistics stay as they are
-            losses = []
+            losses, cosines = [], []
             for step_in_epoch, (inputs, targets) in enumerate(runner.batches(epoch)):
                 step = (epoch - 1) * steps_per_epoch + step_in_epoch
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total_steps, base_lr)
                 with autocast():
-                    loss = _loss(runner.forward(inputs), targets.to(device, non_blocking=True), settings)
+                    if teacher is None:
+                        loss = _loss(runner.forward(inputs), targets.to(device, non_blocking=True), settings)
+                    else:
+                        features = net.features(inputs)
+                        loss = _loss(net.classify(features), targets.to(device, non_blocking=True), settings)
+                        cosine = distill_cosine(net.distill(features), teacher(inputs))
+                        loss = loss + settings.distill_weight * (1 - cosine).mean()
+                        cosines.append(cosine.mean().item())
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -289,13 +299,16 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
             final = validate()
             seconds = time.perf_counter() - epoch_started
+            # How closely the student carries the teacher's embedding, this epoch.
+            distilled = {"distill_cosine": round(float(np.mean(cosines)), 4)} if cosines else {}
             history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4) if losses else None,
-                            "seconds": round(seconds, 1), **final.summary()})
+                            "seconds": round(seconds, 1), **final.summary(), **distilled})
             atomic_save({"identity": identity, "epoch": epoch, "model": cpu_state(net),
                          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                          "rng": rng_state(), "history": history, "labels": vocab.as_dict()},
                         settings.checkpoint_path)
-            log(f"epoch {epoch}/{settings.epochs}: loss {history[-1]['loss']}, {final.line()}, "
+            distill_note = f", distillation cosine {distilled['distill_cosine']:.3f}" if distilled else ""
+            log(f"epoch {epoch}/{settings.epochs}: loss {history[-1]['loss']}{distill_note}, {final.line()}, "
                 f"{seconds:.0f} s; checkpoint {settings.checkpoint_path}")
             if after_epoch:
                 after_epoch(epoch)
