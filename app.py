@@ -43,8 +43,7 @@ def cmd_index(args) -> int:
     from catalog import read_catalog
     from vectorstore import index_catalog, load_embedder, make_client
     catalog = read_catalog(args.catalog)
-    print(f"catalog {args.catalog}: {len(catalog.products)} products with an image, "
-          f"{len(catalog.skipped)} rows skipped", file=sys.stderr)
+    print(f"catalog {args.catalog}: {catalog.describe()}", file=sys.stderr)
     embedders = [load_embedder(m, args.weights, device=args.device) for m in _models(args.models)]
     client = make_client(_store_settings(args))
     report = index_catalog(catalog, client, embedders, batch_size=args.batch_size, limit=args.limit,
