@@ -47,7 +47,7 @@ def cmd_index(args) -> int:
     embedders = [load_embedder(m, args.weights, device=args.device) for m in _models(args.models)]
     client = make_client(_store_settings(args))
     report = index_catalog(catalog, client, embedders, batch_size=args.batch_size, limit=args.limit,
-                           rebuild=args.rebuild, show_progress_bar=not args.quiet)
+                           rebuild=args.rebuild, show_progress_bar=not args.quiet, allow_removal=args.allow_removal)
     print(report.summary())
     return 0
 
@@ -119,7 +119,7 @@ def ensure_index(args, models: list[str], client=None):
         catalog = read_catalog(args.catalog)
         embedders = [load_embedder(m, args.weights, device=args.device) for m in models]
         report = index_catalog(catalog, client, embedders, show_progress_bar=not getattr(args, "quiet", False))
-        if sum(report.indexed.values()) or sum(report.removed.values()):
+        if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):
             print(report.summary(), file=sys.stderr)
     return client
 
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, help="index only the first N products (for a quick trial)")
     p.add_argument("--rebuild", action="store_true", help="drop the collections first (e.g. new weights)")
+    p.add_argument("--allow-removal", action="store_true",
+                   help="index a catalog that reads as empty, or that removes over half of a stored index")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
 

@@ -123,3 +123,102 @@ def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalo
     finally:
         server.terminate()
         server.wait(20)
+
+
+# -- catalogs that would wipe or strand an index (issue 13) -----------------------------------
+def _indexed(tmp_path, embedders, per_kind=2):
+    folder = make_catalog(tmp_path / "cat", per_kind=per_kind)
+    client = make_client(StoreSettings(path=tmp_path / "db"))
+    index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
+    return folder, client
+
+
+def _stored(client) -> dict:
+    from vectorstore import ProductCollection
+    return ProductCollection.open(client, "resnet18").stored_records()
+
+
+@pytest.mark.parametrize("styles", [HEADER_ONLY := "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n",
+                                    "keep"], ids=["empty", "three-quarters-gone"])
+def test_an_index_run_that_would_remove_most_products_is_refused_unless_allowed(tmp_path, embedders, styles):
+    from vectorstore import IndexRefused
+    folder, client = _indexed(tmp_path, embedders)
+    before = _stored(client)
+    path = folder / "styles.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(styles if styles != "keep" else "".join(lines[:4]))
+    catalog = read_catalog(folder)
+    with pytest.raises(IndexRefused, match="--allow-removal") as refused:
+        index_catalog(catalog, client, [embedders["resnet18"]], show_progress_bar=False)
+    assert refused.value.stored == len(before) and refused.value.removing == len(before) - len(catalog.products)
+    assert _stored(client) == before  # nothing changed
+    report = index_catalog(catalog, client, [embedders["resnet18"]], show_progress_bar=False, allow_removal=True)
+    assert report.removed == {"resnet18": len(before) - len(catalog.products)}
+    assert set(_stored(client)) == {p.id for p in catalog.products}
+
+
+def test_removing_a_few_products_needs_no_confirmation(tmp_path, embedders):
+    folder, client = _indexed(tmp_path, embedders)
+    path = folder / "styles.csv"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-2]))
+    report = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
+    assert report.removed == {"resnet18": 2}
+
+
+def test_the_command_line_refuses_a_cr_only_mistake_and_reads_cr_only_files(tmp_path, embedders):
+    folder, client = _indexed(tmp_path, embedders, per_kind=1)
+    del client
+    path = folder / "styles.csv"
+    good = path.read_text()
+    path.write_text(HEADER_ONLY + "\n")
+    command = [sys.executable, str(ROOT / "app.py"), "index", "--catalog", str(folder), "--db", str(tmp_path / "db"),
+               "--weights", "random", "--models", "resnet18", "--quiet"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "reads as 0 products" in refused.stderr and "--allow-removal" in refused.stderr
+    path.write_bytes(good.replace("\n", "\r").encode())  # old Mac / Excel line ends
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resnet18: indexed 0, unchanged 6, removed 0" in done.stdout and "CR line ends" in done.stderr
+
+
+def test_a_moved_catalog_updates_its_image_paths_without_embedding_again(tmp_path, embedders):
+    import shutil
+    folder, client = _indexed(tmp_path, embedders)
+    moved = tmp_path / "elsewhere" / "catalog"
+    shutil.move(str(folder), str(moved))
+    report = index_catalog(read_catalog(moved), client, [embedders["resnet18"]], show_progress_bar=False)
+    assert report.indexed == {"resnet18": 0} and report.relocated == {"resnet18": 12}
+    assert "image paths updated 12" in report.summary()
+    assert all(Path(image).parent == (moved / "images").resolve() for _, image in _stored(client).values())
+    searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    shop = TestClient(build_app(searcher, ShopSettings(models=("resnet18",), model="resnet18", images_dir=moved / "images")))
+    assert shop.get("/images/1001").content == (moved / "images" / "1001.jpg").read_bytes()
+
+
+def test_an_oversized_catalog_image_is_skipped_unread(tmp_path, embedders):
+    folder, client = _indexed(tmp_path, embedders)
+    big = folder / "images" / "1001.jpg"
+    with open(big, "r+b") as handle:  # sparse: 1 GB on paper, nothing on disk
+        handle.truncate(1 << 30)
+    report = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
+    reasons = {s.id: s.reason for s in report.skipped}
+    assert reasons["1001"].startswith("unreadable image: 1001.jpg is 1073.7 MB; the limit is 10 MB")
+    assert "1001" not in _stored(client)
+
+
+def test_file_digest_reads_in_chunks(tmp_path):
+    import tracemalloc
+    from vectorstore.indexing import file_digest
+    import hashlib
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as handle:
+        handle.truncate(64 << 20)
+    expected = hashlib.sha1(bytes(64 << 20)).hexdigest()
+    tracemalloc.start()
+    try:
+        digest = file_digest(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest == expected
+    assert peak < 8 << 20  # a whole read would hold 64 MB
