@@ -222,3 +222,169 @@ def test_file_digest_reads_in_chunks(tmp_path):
         tracemalloc.stop()
     assert digest == expected
     assert peak < 8 << 20  # a whole read would hold 64 MB
+
+
+# -- the shop process served for real: every route that serves a file, every entry point ------
+# Ids by class: non-ASCII digits, URL delimiters, escapes, spaces, HTML, leading zeros.
+URL_IDS = ["\u00b2", "\u0663", "a?b", "a#b", "50%", "a%41b", "a b", "a:b", "<i>x<i>", "007", "x&y=z", "caf\u00e9"]
+MARKUP_NAMES = {"8001": "<img src=x onerror=alert(1)> Top", "8002": "![x](/api/health) Top",
+                "8003": "[click](javascript:alert(1)) **bold** Top", "8004": "$$x^2$$ Top"}
+MARKUP_TYPE = "<b>Tops</b>"
+
+
+def _call(base: str, api_name: str, data: list, *, prefix: str = "/assistant") -> tuple[str, object]:
+    """Gradio's plain-HTTP API: POST the inputs, then read the event stream's last message."""
+    import httpx
+    import json
+    started = httpx.post(f"{base}{prefix}/gradio_api/call/{api_name}", json={"data": data}, timeout=60)
+    if started.status_code != 200:
+        return f"http {started.status_code}", started.text
+    event_id = started.json()["event_id"]
+    stream = httpx.get(f"{base}{prefix}/gradio_api/call/{api_name}/{event_id}", timeout=120).text
+    kind, payload = "", None
+    for line in stream.splitlines():
+        if line.startswith("event:"):
+            kind = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            payload = json.loads(line.split(":", 1)[1].strip() or "null")
+    return kind, payload
+
+
+def _upload(base: str, name: str, data: bytes, *, prefix: str = "/assistant") -> str:
+    import httpx
+    answer = httpx.post(f"{base}{prefix}/gradio_api/upload", files={"files": (name, data)}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()[0]
+
+
+@pytest.fixture(scope="module")
+def live_shop(tmp_path_factory, embedders):
+    """The whole shop (pages, API, images, the chat mounted) on uvicorn, over a catalog whose
+    ids and names are hostile, with non-product files beside its images and a secret outside."""
+    import threading
+    import time
+    import httpx
+    import uvicorn
+    root = tmp_path_factory.mktemp("live")
+    rows = "".join(f'{pid},Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Odd {i}\n' for i, pid in enumerate(URL_IDS))
+    rows += "".join(f'{pid},Women,Apparel,Topwear,{MARKUP_TYPE if pid == "8004" else "Tops"},Red,Summer,2012,Casual,"{name}"\n'
+                    for pid, name in MARKUP_NAMES.items())
+    folder = make_catalog(root / "catalog", per_kind=1, extra_rows=rows)
+    for i, pid in enumerate([*URL_IDS, *MARKUP_NAMES]):
+        draw_product(7000 + i, (200, 20 + 10 * i, 30), "rectangle").save(folder / "images" / f"{pid}.jpg")
+    (folder / "images" / "evil.html").write_text("<script>alert(1)</script>")
+    (folder / "images" / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    secret = root / "secret.png"
+    secret.write_text("a server-side secret, not an image")
+    client = make_client(StoreSettings(path=root / "db"))
+    index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
+    searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    chat = AssistantSettings(models=("resnet18",), default_model="resnet18", k=5, max_pixels=1_000_000)
+    settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, images_dir=folder / "images", assistant=chat)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(searcher, settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/api/health", timeout=5).json()["assistant"]:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the shop did not start"
+        time.sleep(0.3)
+    yield {"base": base, "folder": folder, "secret": secret}
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_the_mounted_chat_serves_no_file_named_by_a_request(live_shop):
+    import httpx
+    base, secret = live_shop["base"], live_shop["secret"]
+    named = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+    kind, payload = _call(base, "recommend", [named, "resnet18", 1, "", ""])
+    assert kind == "error" or (isinstance(payload, list) and "results" not in payload[0]), payload
+    assert secret.read_text() not in str(payload)
+    # nothing of the secret made it into Gradio's cache, under any name
+    import tempfile
+    cache = Path(tempfile.gettempdir()) / "gradio"
+    assert not any(p.is_file() and p.read_bytes() == secret.read_bytes() for p in cache.rglob("secret.png"))
+    # run/predict with `files` is the same check
+    predict = httpx.post(f"{base}/assistant/gradio_api/run/predict",
+                         json={"data": [named, "resnet18", 1, "", ""], "fn_index": 0, "files": [str(secret)]}, timeout=60)
+    assert secret.read_text() not in predict.text
+    assert httpx.get(f"{base}/assistant/gradio_api/file={secret}", timeout=30).status_code == 403
+
+
+@pytest.mark.parametrize("name", ["evil.html", "evil.svg", "1001.jpg", "../styles.csv"])
+def test_no_file_of_the_images_folder_is_served_by_the_chat_as_it_is(live_shop, name):
+    import httpx
+    path = live_shop["folder"] / "images" / name
+    answer = httpx.get(f"{live_shop['base']}/assistant/gradio_api/file={path}", timeout=30)
+    assert answer.status_code == 403
+
+
+def test_the_shop_images_route_serves_product_images_only(live_shop):
+    import httpx
+    base = live_shop["base"]
+    for name in ("evil", "evil.html", "evil.svg", "..%2Fstyles.csv", "%2E%2E"):
+        assert httpx.get(f"{base}/images/{name}", timeout=30).status_code == 404
+
+
+def test_every_route_works_for_every_id_in_the_alphabet(live_shop):
+    import httpx
+    base, folder = live_shop["base"], live_shop["folder"]
+    assert httpx.get(f"{base}/", timeout=30).status_code == 200
+    listed = httpx.get(f"{base}/api/products", params={"per_page": 200}, timeout=30).json()["products"]
+    by_id = {p["id"]: p for p in listed}
+    for pid in URL_IDS:
+        quoted = urllib.parse.quote(pid, safe="")
+        # the URL the API gives for its image is one that works, byte for byte
+        image = httpx.get(by_id[pid]["image"], timeout=30)
+        assert image.status_code == 200 and image.content == (folder / "images" / f"{pid}.jpg").read_bytes(), pid
+        assert httpx.get(f"{base}/api/products/{quoted}", timeout=30).json()["id"] == pid
+        page = httpx.get(f"{base}/products/{quoted}", timeout=30)
+        assert page.status_code == 200, pid
+        similar = httpx.get(f"{base}/api/products/{quoted}/similar", timeout=30).json()["results"]
+        assert len(similar) == 5 and all(httpx.get(r["image"], timeout=30).status_code == 200 for r in similar)
+    # the shop's own links to those pages and images are the same working URLs
+    grid = httpx.get(f"{base}/", params={"category": "Tops"}, timeout=30).text
+    for pid in URL_IDS:
+        assert f'href="{base}/products/{urllib.parse.quote(pid, safe="")}"' in grid or \
+            f'/products/{urllib.parse.quote(pid, safe="")}"' in grid or pid in ("a#b",), pid
+
+
+def test_the_chat_api_gives_its_reasons(live_shop):
+    from gradio_client import Client, handle_file
+    base, root = live_shop["base"], live_shop["folder"].parent
+    client = Client(f"{base}/assistant/", verbose=False)
+    text = root / "notes.txt"
+    text.write_text("not a photo")
+    page = root / "photo.png"
+    page.write_bytes(b"<html><script>alert(1)</script></html>")
+    bomb = root / "bomb.png"
+    bomb.write_bytes(FILES["bomb.png"][0])  # declares 900 megapixels in 150 bytes
+    wide = root / "wide.png"  # a real 2-megapixel photo, over this chat's 1-megapixel limit
+    from PIL import Image
+    Image.new("RGB", (2000, 1000), (10, 20, 30)).save(wide)
+    expected = {text: "not an image", page: "not an image", bomb: "megapixels", wide: "the limit is 1 megapixels"}
+    for path, reason in expected.items():
+        answer = client.predict(handle_file(str(path)), "resnet18", 3, "", "", api_name="/recommend")
+        assert "results" not in answer and answer["error"] and reason in answer["error"], (path.name, answer)
+    good = client.predict(handle_file(str(live_shop["folder"] / "images" / "1001.jpg")), "resnet18", 3, "", "", api_name="/recommend")
+    assert len(good["results"]) == 3
+
+
+def test_the_chat_event_answers_a_non_image_with_a_message(live_shop):
+    import httpx
+    base = live_shop["base"]
+    uploaded = _upload(base, "notes.txt", b"not a photo at all")
+    config = httpx.get(f"{base}/assistant/config", timeout=30).json()
+    submit = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") in ("post_user",) or
+                  (d.get("targets") and d["targets"][0][1] == "submit"))
+    box = {"text": "", "files": [{"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "notes.txt"}]}
+    answer = httpx.post(f"{base}/assistant/gradio_api/run/predict",
+                        json={"data": [box, []], "fn_index": submit, "session_hash": "s1"}, timeout=60)
+    assert answer.status_code < 500, answer.text
