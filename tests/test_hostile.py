@@ -388,3 +388,43 @@ def test_the_chat_event_answers_a_non_image_with_a_message(live_shop):
     answer = httpx.post(f"{base}/assistant/gradio_api/run/predict",
                         json={"data": [box, []], "fn_index": submit, "session_hash": "s1"}, timeout=60)
     assert answer.status_code < 500, answer.text
+
+
+# -- fuzz: every HTTP route of the shop process answers, never with a 5xx ---------------------
+PATH_TEXT = st.one_of(st.sampled_from(URL_IDS + ["1001", "..", "evil.html"]),
+                     st.text(alphabet=st.sampled_from(list("a0\u00b2\u0663 ?#%&/\\.:;<>\"'=+~\x00\x7f\u00e9\u200d\U0001f600")),
+                             max_size=12))
+QUERY_TEXT = st.one_of(st.none(), PATH_TEXT, st.sampled_from(["Women", "Tops", "resnet18", "resnet50", "0", "-1",
+                                                             "99999999999999999999", "1e999", "nan"]))
+GET_ROUTES = ["/products/{}", "/images/{}", "/api/products/{}", "/api/products/{}/similar", "/shop-static/{}",
+              "/assistant/gradio_api/file={}", "/assets/{}"]
+
+
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(GET_ROUTES), value=PATH_TEXT, params=st.dictionaries(
+    st.sampled_from(["gender", "category", "page", "per_page", "model", "k"]), QUERY_TEXT, max_size=4))
+def test_fuzzed_get_routes_never_fail(live_shop, route, value, params):
+    import httpx
+    url = live_shop["base"] + route.format(urllib.parse.quote(value, safe="" if "file=" not in route else "/"))
+    answer = httpx.get(url, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    assert answer.status_code < 500, (url, params, answer.text[:300])
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/", "/api/products", "/api/health", "/embed", "/docs", "/openapi.json"]),
+       params=st.dictionaries(st.sampled_from(["gender", "category", "page", "per_page"]), QUERY_TEXT, max_size=4))
+def test_fuzzed_listing_routes_never_fail(live_shop, path, params):
+    import httpx
+    answer = httpx.get(live_shop["base"] + path, params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    assert answer.status_code < 500, (path, params, answer.text[:300])
+
+
+@hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=512), st.sampled_from([v[0] for v in FILES.values()])),
+       fields=st.dictionaries(st.sampled_from(["model", "k", "gender", "category"]), QUERY_TEXT.filter(lambda v: v is not None),
+                              max_size=4), name=PATH_TEXT)
+def test_fuzzed_recommend_posts_never_fail(live_shop, data, fields, name):
+    import httpx
+    answer = httpx.post(live_shop["base"] + "/api/recommend", files={"image": (name or "x", data, "image/png")},
+                        data=fields, timeout=120)
+    assert answer.status_code < 500, (fields, answer.text[:300])
