@@ -89,8 +89,9 @@ def as_text(text: str) -> str:
     """`text` as Markdown that renders to exactly that text, whatever it holds."""
     escaped = _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
     escaped = re.sub(r"[&<>]", lambda m: _ENTITIES[m.group()], escaped)
-    # A line break would end the paragraph (or open a list or heading on the next line).
-    return re.sub(r"\s*\n\s*", " ", escaped)
+    # A line break would end the paragraph (or open a list or heading on the next line), and
+    # leading spaces or a tab would make a code block.
+    return re.sub(r"\s*\n\s*", " ", escaped).strip()
 
 
 def filters_line(filters: Filters) -> str:

@@ -295,7 +295,7 @@ def live_shop(tmp_path_factory, embedders):
             pass
         assert time.monotonic() < deadline, "the shop did not start"
         time.sleep(0.3)
-    yield {"base": base, "folder": folder, "secret": secret}
+    yield {"base": base, "folder": folder, "secret": secret, "searcher": searcher}
     server.should_exit = True
     thread.join(10)
 
@@ -428,3 +428,44 @@ def test_fuzzed_recommend_posts_never_fail(live_shop, data, fields, name):
     answer = httpx.post(live_shop["base"] + "/api/recommend", files={"image": (name or "x", data, "image/png")},
                         data=fields, timeout=120)
     assert answer.status_code < 500, (fields, answer.text[:300])
+
+
+# -- catalog text reaches the chat as text ------------------------------------------------------
+def _rendered(markdown: str) -> tuple[str, list[str]]:
+    """What a CommonMark renderer (with GFM tables and strikethrough) shows: text and tags."""
+    import html
+    import re
+    from markdown_it import MarkdownIt
+    out = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+    return html.unescape(re.sub(r"<[^>]+>", "", out)).strip(), re.findall(r"<(\w+)", out)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab <>&\"'!#$%()*+-./:;=?@[\\]^_`{|}~\n\t0123456789")), max_size=40))
+def test_as_text_renders_to_exactly_its_text(text):
+    import re
+    from assistant.chat import as_text
+    shown, tags = _rendered(as_text(text))
+    assert shown == re.sub(r"\s*\n\s*", " ", text).strip(" \t\n")
+    assert set(tags) <= {"p"}
+
+
+def test_chat_replies_show_catalog_markup_as_text(live_shop, tmp_path):
+    from assistant.ui import reply_messages
+    settings = AssistantSettings(models=("resnet18",), default_model="resnet18")
+    chat = Assistant(live_shop["searcher"], settings)
+    for pid, name in MARKUP_NAMES.items():
+        reply, state = chat.more_like(chat.new_state(), pid)
+        shown, tags = _rendered(reply.markdown())
+        assert f"like “{name}”" in shown and set(tags) <= {"p", "strong"}, (name, reply.markdown())
+    photo = tmp_path / "red.jpg"
+    draw_product(1, (200, 40, 30), "rectangle").save(photo)
+    state = chat.apply_controls(chat.new_state(), category=[MARKUP_TYPE])[1]
+    reply, _ = chat.handle_turn(state, "", [str(photo)])
+    shown, tags = _rendered(reply.markdown())
+    assert f"1 Women's {MARKUP_TYPE} like your photo" in shown and set(tags) <= {"p", "strong"}, reply.markdown()
+    assert f"Filters: {MARKUP_TYPE}" in shown
+    # the gallery's pictures are copies named so that no URL needs encoding them
+    gallery = reply_messages(reply, settings)[-1]["content"]
+    paths = [Path(item["image"]["path"]) for item in gallery.value]
+    assert paths and all(urllib.parse.quote(p.name) == p.name for p in paths)
