@@ -469,3 +469,48 @@ def test_chat_replies_show_catalog_markup_as_text(live_shop, tmp_path):
     gallery = reply_messages(reply, settings)[-1]["content"]
     paths = [Path(item["image"]["path"]) for item in gallery.value]
     assert paths and all(urllib.parse.quote(p.name) == p.name for p in paths)
+
+
+# -- in a browser: clicks on products whose files need URL encoding; markup stays text ---------
+@pytest.fixture(scope="module")
+def chromium():
+    chromium_path = Path("/usr/bin/chromium")
+    if not chromium_path.exists():
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium_path), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+def test_clicks_on_odd_ids_and_markup_names_in_the_chat(live_shop, chromium):
+    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(live_shop["base"] + "/assistant/")
+    page.wait_for_function("window.__vsaBridge === true")
+    folder = live_shop["folder"]
+    page.locator('#message input[data-testid="file-upload"]').set_input_files(str(folder / "images" / "a:b.jpg"))
+    page.locator("#message textarea").fill("show 20")
+    page.locator("#message textarea").press("Enter")
+    page.locator("#chat .thumbnail-item").first.wait_for()
+    names = {"a?b": "Odd 2", "a:b": "Odd 7", "50%": "Odd 4", "8001": MARKUP_NAMES["8001"], "8002": MARKUP_NAMES["8002"]}
+    for pid, name in names.items():
+        users = page.locator("#chat .user-row").count()
+        page.locator("#chat .grid-container").last.locator(".thumbnail-item", has_text=name).first.click()
+        page.wait_for_function(f"document.querySelectorAll('#chat .user-row').length > {users}")
+        assert page.locator("#chat .user-row").last.inner_text().strip() == f"More like “{name}”", pid
+        page.locator('#chat [data-testid="bot"]', has_text=f"like “{name}”").last.wait_for()
+        page.wait_for_function("!document.querySelector('#message textarea').disabled")
+        page.locator("#message textarea").fill("show 20")  # the next click needs every product shown again
+        page.locator("#message textarea").press("Enter")
+        page.wait_for_function(f"document.querySelectorAll('#chat .user-row').length > {users + 1}")
+        page.wait_for_function("!document.querySelector('#message textarea').disabled")
+    assert page.locator('#chat img[src="x"]').count() == 0 and page.locator("#chat a[href*='javascript']").count() == 0
+    assert dialogs == []
+    context.close()
