@@ -514,3 +514,21 @@ def test_clicks_on_odd_ids_and_markup_names_in_the_chat(live_shop, chromium):
     assert page.locator('#chat img[src="x"]').count() == 0 and page.locator("#chat a[href*='javascript']").count() == 0
     assert dialogs == []
     context.close()
+
+
+def test_strips_and_bad_numbers_in_a_catalog_index_like_any_product(tmp_path, embedders):
+    from tests.hostile_files import aspect_files
+    rows = "".join(f"{6000 + i},Women,Apparel,Topwear,Tops,Red,Summer,{year},Casual,Strip {i}\n"
+                   for i, year in enumerate(["inf", "1e999", "-inf", "nan", "\u00b2", "2012"]))
+    folder = make_catalog(tmp_path / "cat", per_kind=1, extra_rows=rows)
+    strips = list(aspect_files().values())
+    for i in range(6):  # the strip's own format under a catalog image name: decoding goes by content
+        (folder / "images" / f"{6000 + i}.png").write_bytes(strips[i % len(strips)][0])
+    client = make_client(StoreSettings(path=tmp_path / "db"))
+    report = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
+    assert report.indexed == {"resnet18": 12} and report.skipped == []
+    stored = Searcher(client, weights="random",
+                      embedder_factory=lambda name, weights, device="cpu": embedders[name]).collection("resnet18").table()
+    assert stored.loc["6005", "year"] == 2012
+    assert all(stored.loc[f"600{i}"].get("year") != stored.loc[f"600{i}"].get("year") or
+               stored.loc[f"600{i}"].get("year") is None for i in range(5))  # blank: missing, not a number
