@@ -103,7 +103,7 @@ def picture_name(result: Result) -> str:
     image = Path(str(result.get("image") or ""))
     if SAFE_NAME.fullmatch(image.name):
         return image.name
-    suffix = image.suffix.lower() if SAFE_NAME.fullmatch(image.suffix.lstrip(".") or "-") else ""
+    suffix = image.suffix.lower() if image.suffix.lower() in IMAGE_SUFFIXES else ""
     return f"product-{hashlib.sha1(str(result.id).encode()).hexdigest()[:16]}{suffix}"
 
 
@@ -402,8 +402,8 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                                      feedback_options=None, buttons=[], group_consecutive_messages=True,
                                      placeholder="Send a photo to start.")
                 box = PhotoTextbox(elem_id="message", file_types=["image"], file_count="single",
-                                           sources=["upload"], show_label=False, autofocus=True,
-                                           placeholder="Drop or paste a photo, add words, press Enter")
+                                   sources=["upload"], show_label=False, autofocus=True,
+                                   placeholder="Drop or paste a photo, add words, press Enter")
             with gr.Column(scale=1, elem_id="controls"):
                 model = gr.Radio([(model_label(m), m) for m in settings.models], value=settings.default_model,
                                  label="Model", elem_id="model")
@@ -471,19 +471,6 @@ def check_uploads_like_launch(demo: gr.Blocks) -> None:
     demo.has_launched = True
 
 
-def image_dirs(searcher: Searcher, models) -> list[str]:
-    """Folders holding the indexed products' images: Gradio serves files only from these."""
-    dirs: set[str] = set()
-    for model in models:
-        try:
-            table = searcher.collection(model, check_weights=False).table()
-        except StoreError:
-            continue
-        for image in table["image"].dropna().unique():
-            dirs.add(str(Path(str(image)).parent))
-    return sorted(dirs)
-
-
 def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0.1", port: int = 7860,
            *, block: bool = True, quiet: bool = False) -> gr.Blocks:
     """Build, queue and start the app; with `block=False` it serves from a thread (tests, benchmarks)."""
@@ -497,4 +484,4 @@ def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0
     return demo
 
 
-__all__ = ["build_demo", "launch", "image_dirs", "check_uploads_like_launch", "product_picture", "picture_name", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]
+__all__ = ["build_demo", "launch", "check_uploads_like_launch", "product_picture", "picture_name", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]

@@ -532,3 +532,22 @@ def test_strips_and_bad_numbers_in_a_catalog_index_like_any_product(tmp_path, em
     assert stored.loc["6005", "year"] == 2012
     assert all(stored.loc[f"600{i}"].get("year") != stored.loc[f"600{i}"].get("year") or
                stored.loc[f"600{i}"].get("year") is None for i in range(5))  # blank: missing, not a number
+
+
+def test_serve_is_as_strict_as_the_mounted_chat(live_shop):
+    import httpx
+    from assistant.ui import launch
+    settings = AssistantSettings(models=("resnet18",), default_model="resnet18",
+                                 allowed_paths=(live_shop["folder"] / "images",))
+    port = free_port()
+    demo = launch(live_shop["searcher"], settings, host="127.0.0.1", port=port, block=False, quiet=True)
+    try:
+        base, secret = f"http://127.0.0.1:{port}", live_shop["secret"]
+        for name in ("evil.html", "evil.svg", "1001.jpg"):
+            path = live_shop["folder"] / "images" / name
+            assert httpx.get(f"{base}/gradio_api/file={path}", timeout=30).status_code == 403, name
+        named = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+        kind, payload = _call(base, "recommend", [named, "resnet18", 1, "", ""], prefix="")
+        assert secret.read_text() not in str(payload) and (kind == "error" or "results" not in payload[0])
+    finally:
+        demo.close()
