@@ -158,9 +158,9 @@ def _records(lines: list[str], width: int) -> Iterator[Record]:
         try:
             yield Record(first, _fields(text))
             continue
-        except csv.Error as exc:
-            unterminated = "unexpected end of data" in str(exc)
-        if not unterminated:
+        except csv.Error:
+            pass
+        if not _only_a_quote_left_open(text):
             yield _lenient(first, text)
             continue
         joined = _join_quoted(lines, number - 1, width)
@@ -170,6 +170,15 @@ def _records(lines: list[str], width: int) -> Iterator[Record]:
         fields, used = joined
         number += used
         yield Record(first, fields)
+
+
+def _only_a_quote_left_open(text: str) -> bool:
+    # A line whose sole problem is a quoted field still open reads once that quote is closed.
+    try:
+        _fields(text + '"')
+        return True
+    except csv.Error:
+        return False
 
 
 def _lenient(line: int, text: str) -> Record:
@@ -194,7 +203,7 @@ def _join_quoted(lines: list[str], index: int, width: int) -> tuple[list[str], i
     return None
 
 
-def _check_header(lines: list[str], path: Path, delimiter: str = ",") -> list[str]:
+def _check_header(lines: list[str], path: Path) -> list[str]:
     first = lines[0] if lines and lines[0].strip() else ""
     try:
         header = [h.strip() for h in _fields(first)] if first else []
