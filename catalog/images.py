@@ -79,8 +79,12 @@ def _bound_aspect(image: Image.Image, limits: ImageLimits) -> Image.Image:
     long, short = max(width, height), min(width, height)
     if long <= limits.max_aspect * short:
         return image
-    if long > limits.max_padded_side:
-        scale = limits.max_padded_side / long
+    # The padded result keeps within the pixel limit too.
+    max_side = min(limits.max_padded_side, math.isqrt(int(limits.max_pixels * limits.max_aspect)))
+    while max_side > 1 and max_side * math.ceil(max_side / limits.max_aspect) > limits.max_pixels:
+        max_side -= 1
+    if long > max_side:
+        scale = max_side / long
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = image.resize(size, Image.Resampling.BILINEAR)
         width, height = image.size
