@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -275,7 +276,7 @@ def live_shop(tmp_path_factory, embedders):
     (folder / "images" / "evil.html").write_text("<script>alert(1)</script>")
     (folder / "images" / "evil.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
     secret = root / "secret.png"
-    secret.write_text("a server-side secret, not an image")
+    secret.write_text(f"a server-side secret, not an image: {uuid.uuid4()}")  # unique: no earlier run's copy matches
     client = make_client(StoreSettings(path=root / "db"))
     index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
     searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
