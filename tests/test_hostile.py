@@ -353,8 +353,7 @@ def test_every_route_works_for_every_id_in_the_alphabet(live_shop):
     # the shop's own links to those pages and images are the same working URLs
     grid = httpx.get(f"{base}/", params={"category": "Tops"}, timeout=30).text
     for pid in URL_IDS:
-        assert f'href="{base}/products/{urllib.parse.quote(pid, safe="")}"' in grid or \
-            f'/products/{urllib.parse.quote(pid, safe="")}"' in grid or pid in ("a#b",), pid
+        assert f'href="{base}/products/{urllib.parse.quote(pid, safe="")}"' in grid, pid
 
 
 def test_the_chat_api_gives_its_reasons(live_shop):

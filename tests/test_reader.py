@@ -227,3 +227,18 @@ def test_fuzzed_catalogs_read_without_a_crash_and_lose_no_row(tmp_path_factory, 
     assert all(s.line is not None and s.reason for s in catalog.skipped)
     for product in catalog.products:
         assert not any(unicodedata.category(c) == "Cc" for v in product.metadata().values() for c in str(v))
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=600), ending=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+       bom=st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe"]))
+def test_fuzzed_bytes_after_a_header_never_crash_the_reader(tmp_path_factory, body, ending, bom):
+    folder = tmp_path_factory.mktemp("bytes")
+    header = HEADER_LINE.encode("utf-16-le" if bom == b"\xff\xfe" else "utf-8")
+    (folder / "styles.csv").write_bytes(bom + header + (ending.decode().encode("utf-16-le") if bom == b"\xff\xfe" else ending) + body)
+    try:
+        catalog = read_catalog(folder)
+    except CatalogError as exc:  # only the header may be refused, and the message says why
+        assert "missing" in str(exc)
+        return
+    assert _accounted(catalog)
