@@ -112,6 +112,19 @@ def _check_removal(catalog: Catalog, model: str, stored: int, removing: int, max
             model=model, stored=stored, removing=removing, **counts)
 
 
+def _refuse_mass_removal(catalog: Catalog, stored: dict[str, dict], gone: dict[str, list[str]]) -> None:
+    for name, ids in gone.items():
+        if ids or not catalog.products:
+            _check_removal(catalog, name, len(stored[name]), len(ids), MAX_REMOVAL_SHARE)
+
+
+def _relocations(products: Sequence[Product], records: dict[str, tuple[str, str]],
+                 digests: dict[str, str]) -> dict[str, str]:
+    """id -> new image path, for stored products whose image has the same content elsewhere."""
+    return {p.id: _image_path(p) for p in products
+            if p.id in records and records[p.id][0] == digests[p.id] and records[p.id][1] != _image_path(p)}
+
+
 def _image_path(product: Product) -> str:
     return str(product.image.resolve())
 
@@ -154,9 +167,7 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         stored = {name: coll.stored_records() for name, coll in collections.items()}
     gone = {name: [pid for pid in records if pid not in catalog_ids] for name, records in stored.items()}
     if not allow_removal:
-        for name, ids in gone.items():
-            if ids or not catalog.products:
-                _check_removal(catalog, name, len(stored[name]), len(ids), MAX_REMOVAL_SHARE)
+        _refuse_mass_removal(catalog, stored, gone)
 
     with timer.stage("digest"):
         digests, refused = _digests(products, limits)
@@ -170,8 +181,7 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         coll, records = collections[embedder.name], stored[embedder.name]
         with timer.stage("write"):
             coll.delete(gone[embedder.name] + [pid for pid in refused_ids if pid in records])
-            moved = {p.id: _image_path(p) for p in products
-                     if p.id in records and records[p.id][0] == digests[p.id] and records[p.id][1] != _image_path(p)}
+            moved = _relocations(products, records, digests)
             coll.set_images(moved)
         report.removed[embedder.name] = len(gone[embedder.name])
         report.relocated[embedder.name] = len(moved)
