@@ -65,12 +65,11 @@ def cmd_index(args) -> int:
     from catalog import read_catalog
     from vectorstore import index_catalog, make_client
     catalog = read_catalog(args.catalog)
-    print(f"catalog {args.catalog}: {len(catalog.products)} products with an image, "
-          f"{len(catalog.skipped)} rows skipped", file=sys.stderr)
+    print(f"catalog {args.catalog}: {catalog.describe()}", file=sys.stderr)
     embedders = list(_embedders(args, _models(args.models)).values())
     client = make_client(_store_settings(args))
     report = index_catalog(catalog, client, embedders, batch_size=args.batch_size, limit=args.limit,
-                           rebuild=args.rebuild, show_progress_bar=not args.quiet)
+                           rebuild=args.rebuild, show_progress_bar=not args.quiet, allow_removal=args.allow_removal)
     print(report.summary())
     return 0
 
@@ -142,7 +141,7 @@ def ensure_index(args, embedders: dict, client=None):
         catalog = read_catalog(args.catalog)
         report = index_catalog(catalog, client, list(embedders.values()),
                                show_progress_bar=not getattr(args, "quiet", False))
-        if sum(report.indexed.values()) or sum(report.removed.values()):
+        if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):
             print(report.summary(), file=sys.stderr)
     return client
 
@@ -273,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, help="index only the first N products (for a quick trial)")
     p.add_argument("--rebuild", action="store_true", help="drop the collections first (e.g. new weights)")
+    p.add_argument("--allow-removal", action="store_true",
+                   help="index a catalog that reads as empty, or that removes over half of a stored index")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
 

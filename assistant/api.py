@@ -6,9 +6,10 @@ Everything a shopper or a shop's code sends is checked here and refused with a 4
 """
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import jinja2
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
@@ -137,6 +138,12 @@ def _images_root(settings: ShopSettings, browser: CatalogBrowser) -> Path | None
     return Path(folder).resolve()
 
 
+def id_url(request: Request, route: str, product_id: str) -> str:
+    """The URL of a product's route. Starlette puts path parameters in as they are, so an id
+    holding ?, #, % or a space would end the path early or read as an escape: quote it whole."""
+    return str(request.url_for(route, product_id=quote(str(product_id), safe="")))
+
+
 def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings()) -> FastAPI:
     """The whole shop process as one ASGI app; serve it with uvicorn."""
     app = FastAPI(title=f"{settings.title}: visual shopping assistant API",
@@ -147,6 +154,8 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings()) -> Fa
     browser = CatalogBrowser(lambda: searcher.collection(settings.model, check_weights=False).table())
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(SHOP_DIR / "templates"),
                              autoescape=True)
+    env.globals["product_url"] = jinja2.pass_context(
+        lambda context, route, product_id: id_url(context["request"], route, product_id))
     templates = Jinja2Templates(env=env)
     state = {"images_root": None, "assistant": False}
     app.state.shop_settings = settings
@@ -195,7 +204,7 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings()) -> Fa
         return raw
 
     def image_url(request: Request, product_id: str) -> str:
-        return str(request.url_for("product_image", product_id=product_id))
+        return id_url(request, "product_image", product_id)
 
     def recommendation(request: Request, result: Result) -> Recommendation:
         data = result.to_json()
@@ -388,6 +397,8 @@ def mount_assistant(app: FastAPI, searcher: Searcher, settings: ShopSettings, im
     path = settings.assistant_path.rstrip("/")
     frontend = gradio_frontend_dir()
     chat = settings.assistant
+    if images_root is not None and not chat.allowed_paths:
+        chat = replace(chat, allowed_paths=(images_root,))  # the chat shows the shop's own images only
 
     # The web component's loader: the wheel's own gradio.js, at a URL whose "./assets/..."
     # imports land on the mounted app's asset route (no CDN is reachable here).
@@ -403,9 +414,8 @@ def mount_assistant(app: FastAPI, searcher: Searcher, settings: ShopSettings, im
     demo = ui.build_demo(searcher, chat)
     # As `ui.launch` does: several sessions' searches at once, a bounded queue.
     demo.queue(default_concurrency_limit=chat.concurrency, max_size=chat.queue_size)
-    # The chat shows catalog images by path: Gradio serves files outside its cache only from
-    # the folders listed here (403 otherwise); the shop's images folder and no other.
-    allowed = ([str(images_root)] if images_root else []) + [str(p) for p in chat.allowed_paths]
-    gr.mount_gradio_app(app, demo, path=path, root_path=path, allowed_paths=list(dict.fromkeys(allowed)),
-                        max_file_size=chat.upload_hard_limit_bytes, footer_links=["api"], css=getattr(ui, "CSS", None),
-                        ssr_mode=False, show_error=False)
+    # No allowed_paths: the chat shows copies of product images (ui.product_picture), so Gradio
+    # serves no folder of the server's as it is, the images folder included.
+    gr.mount_gradio_app(app, demo, path=path, root_path=path, max_file_size=chat.upload_hard_limit_bytes,
+                        footer_links=["api"], css=getattr(ui, "CSS", None), ssr_mode=False, show_error=False)
+    ui.check_uploads_like_launch(demo)

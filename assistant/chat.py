@@ -10,6 +10,7 @@ Every failure becomes a reply with a message a shopper can read; nothing here ra
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Sequence
 
@@ -67,11 +68,30 @@ class Reply:
     notes: tuple[str, ...] = ()             # what was adjusted or could not be done
 
     def markdown(self) -> str:
-        lines = [f"**{self.headline}**" if self.kind == "results" and self.headline else self.headline]
-        lines += [n for n in self.notes if n]
+        """The reply for the chat, which renders Markdown and HTML: every part is plain text
+        (catalog names and values among it), escaped so that it shows exactly as written."""
+        headline = as_text(self.headline)
+        lines = [f"**{headline}**" if self.kind == "results" and headline else headline]
+        lines += [as_text(n) for n in self.notes if n]
         if self.filters_line:
-            lines.append(self.filters_line)
+            lines.append(as_text(self.filters_line))
         return "\n\n".join(line for line in lines if line)
+
+
+# Every ASCII punctuation character may be backslash-escaped in Markdown (CommonMark and
+# GFM): escaping them all turns off emphasis, links, images, autolinks, tables and headings.
+# <, > and & become entities instead, which also keeps any HTML from being parsed.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-%'-/:;=?@\[-`{-~])")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def as_text(text: str) -> str:
+    """`text` as Markdown that renders to exactly that text, whatever it holds."""
+    escaped = _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
+    escaped = re.sub(r"[&<>]", lambda m: _ENTITIES[m.group()], escaped)
+    # A line break would end the paragraph (or open a list or heading on the next line), and
+    # leading spaces or a tab would make a code block.
+    return re.sub(r"\s*\n\s*", " ", escaped).strip()
 
 
 def filters_line(filters: Filters) -> str:
@@ -356,5 +376,5 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["Assistant", "ChatProblem", "ChatState", "Query", "Reply", "caption", "describe_results",
+__all__ = ["Assistant", "ChatProblem", "ChatState", "Query", "Reply", "as_text", "caption", "describe_results",
            "filters_line", "pick_result", "CONTROL_FIELDS", "HELP"]

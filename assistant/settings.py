@@ -32,8 +32,8 @@ class AssistantSettings:
     # than a few only adds queueing inside the process.
     concurrency: int = 4
     queue_size: int = 64
-    # Folders whose files the app may serve (the catalog's product images); Gradio answers 403
-    # for files outside its cache unless listed.
+    # Folders the chat may show product images from (the catalog's images folder); each is shown
+    # as a copy, Gradio itself serves no folder. Empty: wherever the index says they are.
     allowed_paths: tuple[Path, ...] = field(default_factory=tuple)
     chat_height: int = 620
     gallery_columns: int = 5

@@ -7,7 +7,10 @@ lets several sessions' searches run at once.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -16,11 +19,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image, ImageDraw
 
-from assistant.chat import Assistant, ChatState, Reply, caption
+from assistant.chat import Assistant, ChatState, Reply, as_text, caption
 from assistant.settings import AssistantSettings, model_label
 from catalog.products import CATEGORY_FIELDS
 from catalog import ImageError, open_image
-from vectorstore import CATEGORY, Searcher, StoreError
+from catalog.reader import IMAGE_SUFFIXES
+from vectorstore import CATEGORY, Result, Searcher, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +90,64 @@ CSS = """
 ROW_HEIGHT = 240
 
 
+# Product pictures the chat shows are copies made here, one per image file version, so that
+# Gradio serves only those (from its own cache) and never a folder: a page or an SVG left
+# beside the catalog's images is not reachable through the chat.
+PICTURES_DIR = Path(tempfile.gettempdir()) / "vsa-product-pictures"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
+
+
+def picture_name(result: Result) -> str:
+    """The name of a product's picture in the chat: the image's own name when it needs no URL
+    encoding, else one made from the id (ids may hold ?, #, %, : or spaces)."""
+    image = Path(str(result.get("image") or ""))
+    if SAFE_NAME.fullmatch(image.name):
+        return image.name
+    suffix = image.suffix.lower() if image.suffix.lower() in IMAGE_SUFFIXES else ""
+    return f"product-{hashlib.sha1(str(result.id).encode()).hexdigest()[:16]}{suffix}"
+
+
+def product_picture(result: Result, settings: AssistantSettings) -> str | None:
+    """A copy of the product's image to show, or None when its file is not a catalog image."""
+    image = result.get("image")
+    if not image:
+        return None
+    try:
+        source = Path(str(image)).resolve()
+        folders = [Path(p).resolve() for p in settings.allowed_paths]
+        if source.suffix.lower() not in IMAGE_SUFFIXES or not source.is_file() or \
+                (folders and not any(source.is_relative_to(f) for f in folders)):
+            return None
+        stat = source.stat()
+        version = hashlib.sha1(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+        target = PICTURES_DIR / version / picture_name(result)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{uuid.uuid4().hex}")
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        return str(target)
+    except OSError as exc:
+        log.warning("cannot show the image of product %r: %s", result.id, exc)
+        return None
+
+
+class PhotoTextbox(gr.MultimodalTextbox):
+    """The message box. Its `file_types` still narrows the browser's file picker, but a file of
+    another type reaches the assistant, which says why it cannot use it: Gradio's own check
+    raised an error that the queue answered with HTTP 500 and no reason."""
+    is_template = True  # rendered by the front end as the MultimodalTextbox it is
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        return {"text": payload.text, "files": [f.path for f in payload.files]}
+
+
 def _gallery(reply: Reply, settings: AssistantSettings) -> gr.Gallery:
     rows = -(-len(reply.results) // settings.gallery_columns)
-    return gr.Gallery(value=[(r.get("image"), caption(r)) for r in reply.results if r.get("image")],
+    pictures = [(product_picture(r, settings), caption(r)) for r in reply.results]
+    return gr.Gallery(value=[(path, text) for path, text in pictures if path],
                       columns=settings.gallery_columns, height=min(rows, 2) * ROW_HEIGHT + 24,
                       allow_preview=False, object_fit="contain",
                       show_label=False, elem_classes=["results"])
@@ -225,11 +284,10 @@ def _control_updates(state: ChatState) -> list:
 
 
 def product_for_file(state: ChatState, file_name: str) -> str | None:
-    """The id of the product shown in this conversation whose image file has this name."""
+    """The id of the product shown in this conversation whose picture has this name."""
     name = file_name.split("|", 1)[0].split("?", 1)[0]
     for pid, result in state.seen.items():
-        image = result.get("image")
-        if image and Path(str(image)).name == name:
+        if result.get("image") and picture_name(result) == name:
             return pid
     return None
 
@@ -247,7 +305,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             return history, history, gr.update(), None
         added = [{"role": "user", "content": {"path": f}} for f in files]
         if text:
-            added.append({"role": "user", "content": text})
+            added.append({"role": "user", "content": as_text(text)})
         history = history + added
         return history, history, gr.MultimodalTextbox(value=None, interactive=False), {"text": text, "files": files}
 
@@ -290,7 +348,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             pid = product_for_file(state, picked or "")
             if pid is not None:
                 product = state.seen[pid]
-                history = history + [{"role": "user", "content": f"More like “{product.get('name') or pid}”"}]
+                history = history + [{"role": "user", "content": f"More like “{as_text(product.get('name') or pid)}”"}]
                 reply, state = assistant.more_like(state, pid)
                 history = history + reply_messages(reply, settings)
         except Exception as exc:
@@ -338,12 +396,14 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                     "like it; say “only black ones”, “show 10”, “use resnet18” or “clear filters”.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=4):
+                # No LaTeX: catalog text with $$ in it stays text (the rest is escaped by as_text).
                 chatbot = gr.Chatbot(value=[], elem_id="chat", height=settings.chat_height, show_label=False,
+                                     latex_delimiters=[],
                                      feedback_options=None, buttons=[], group_consecutive_messages=True,
                                      placeholder="Send a photo to start.")
-                box = gr.MultimodalTextbox(elem_id="message", file_types=["image"], file_count="single",
-                                           sources=["upload"], show_label=False, autofocus=True,
-                                           placeholder="Drop or paste a photo, add words, press Enter")
+                box = PhotoTextbox(elem_id="message", file_types=["image"], file_count="single",
+                                   sources=["upload"], show_label=False, autofocus=True,
+                                   placeholder="Drop or paste a photo, add words, press Enter")
             with gr.Column(scale=1, elem_id="controls"):
                 model = gr.Radio([(model_label(m), m) for m in settings.models], value=settings.default_model,
                                  label="Model", elem_id="model")
@@ -370,7 +430,10 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         crop_pick_btn = gr.Button("crop corner", visible="hidden", elem_id="crop-pick-btn")
         # The API's own event: its inputs are not part of the page.
         with gr.Column(visible=False):
-            api_image = gr.Image(type="filepath", label="image")
+            # A file, not gr.Image: Gradio's Image decodes the upload before any handler runs,
+            # which would bypass the pixel limit open_image checks from the header (and turn a
+            # non-image into an error without a reason).
+            api_image = gr.File(type="filepath", label="image")
             api_model = gr.Textbox(label="model")
             api_k = gr.Number(label="k", precision=0)
             api_gender = gr.Textbox(label="gender")
@@ -401,17 +464,11 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
     return demo
 
 
-def image_dirs(searcher: Searcher, models) -> list[str]:
-    """Folders holding the indexed products' images: Gradio serves files only from these."""
-    dirs: set[str] = set()
-    for model in models:
-        try:
-            table = searcher.collection(model, check_weights=False).table()
-        except StoreError:
-            continue
-        for image in table["image"].dropna().unique():
-            dirs.add(str(Path(str(image)).parent))
-    return sorted(dirs)
+def check_uploads_like_launch(demo: gr.Blocks) -> None:
+    """A mounted app (gr.mount_gradio_app) is never marked as launched, and Gradio checks that
+    an event's files were uploaded to it only once it is: without this, a request naming any
+    path on the server had that file copied into the cache and served back."""
+    demo.has_launched = True
 
 
 def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0.1", port: int = 7860,
@@ -419,11 +476,12 @@ def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0
     """Build, queue and start the app; with `block=False` it serves from a thread (tests, benchmarks)."""
     demo = build_demo(searcher, settings)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
-    allowed = sorted({*map(str, settings.allowed_paths), *image_dirs(searcher, settings.models)})
-    demo.launch(server_name=host, server_port=port, allowed_paths=allowed, max_file_size=settings.upload_hard_limit_bytes,
+    # No allowed_paths: the chat shows copies of product images (product_picture), so Gradio
+    # serves no folder of the server's as it is.
+    demo.launch(server_name=host, server_port=port, max_file_size=settings.upload_hard_limit_bytes,
                 css=CSS, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, footer_links=["api"],
                 show_error=False)
     return demo
 
 
-__all__ = ["build_demo", "launch", "image_dirs", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]
+__all__ = ["build_demo", "launch", "check_uploads_like_launch", "product_picture", "picture_name", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]

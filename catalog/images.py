@@ -7,6 +7,7 @@ whose message can be shown to a person as is.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ class ImageLimits:
     max_pixels: int = 40_000_000
     # Our own check runs before decoding; Pillow's bomb guard is kept as a second line.
     formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "MPO")
+    # Every model resizes the short side to a fixed size, so a 10799x1 strip would be upscaled
+    # to gigabytes. Images longer than max_aspect:1 are shrunk to max_padded_side and padded on
+    # white to max_aspect:1, which bounds the work by the output size whatever the input.
+    max_aspect: float = 4.0
+    max_padded_side: int = 2048
 
 
 def _read_bytes(source: str | Path | bytes | BinaryIO, limits: ImageLimits) -> bytes:
@@ -67,6 +73,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _bound_aspect(image: Image.Image, limits: ImageLimits) -> Image.Image:
+    """Pad an extreme strip (after shrinking it) to max_aspect:1 on white, centered."""
+    width, height = image.size
+    long, short = max(width, height), min(width, height)
+    if long <= limits.max_aspect * short:
+        return image
+    # The padded result keeps within the pixel limit too.
+    max_side = min(limits.max_padded_side, math.isqrt(int(limits.max_pixels * limits.max_aspect)))
+    while max_side > 1 and max_side * math.ceil(max_side / limits.max_aspect) > limits.max_pixels:
+        max_side -= 1
+    if long > max_side:
+        scale = max_side / long
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        width, height = image.size
+        long = max(width, height)
+    side = max(1, math.ceil(long / limits.max_aspect))
+    canvas = Image.new("RGB", (width, side) if width >= height else (side, height), (255, 255, 255))
+    canvas.paste(image, ((canvas.width - width) // 2, (canvas.height - height) // 2))
+    return canvas
+
+
 def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Return an RGB image with EXIF orientation applied, transparency on white and the
     first frame of an animation, or raise `ImageError` with a reason a shopper can read."""
@@ -87,7 +115,7 @@ def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = Imag
                 image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image) or image
-            return _to_rgb(image)
+            return _bound_aspect(_to_rgb(image), limits)
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

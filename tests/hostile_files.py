@@ -47,4 +47,16 @@ def hostile_files() -> dict[str, tuple[bytes, str]]:
         "one-pixel.png": (_save(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), "results"),
         "wide-10000x200.png": (_save(Image.new("RGB", (10000, 200), (30, 60, 90)), "PNG"), "results"),
         "exif-rotated.jpg": (_save(photo, "JPEG", exif=exif), "results"),
+        **aspect_files(),
     }
+
+
+# Extreme aspect ratios (issue 13): a 220-byte strip must not cost the resize gigabytes.
+ASPECTS = {"strip-10799x1.gif": (10799, 1), "strip-1x10799.png": (1, 10799), "strip-40000x1.png": (40000, 1),
+           "strip-5000x3.bmp": (5000, 3), "wide-4.5x1.jpg": (450, 100)}
+
+
+def aspect_files() -> dict[str, tuple[bytes, str]]:
+    formats = {"gif": "GIF", "png": "PNG", "bmp": "BMP", "jpg": "JPEG"}
+    return {name: (_save(Image.new("RGB", size, (200, 40, 40)), formats[name.rsplit(".", 1)[1]]), "results")
+            for name, size in ASPECTS.items()}

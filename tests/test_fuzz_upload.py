@@ -28,6 +28,8 @@ def _check(data: bytes) -> None:
         assert str(exc)
         return
     assert image.mode == "RGB" and image.width * image.height <= LIMITS.max_pixels
+    # whatever the input's shape, what a model resizes is at most max_aspect:1 (issue 13)
+    assert max(image.size) <= LIMITS.max_aspect * min(image.size) + 1
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,3 +46,11 @@ def test_mutated_images(seed, flips, cut):
     for position, value in flips:
         data[position % len(data)] = value
     _check(bytes(data[: max(1, len(data) - cut % len(data))]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 20_000), st.integers(1, 60), st.sampled_from(["PNG", "GIF", "BMP"]), st.booleans())
+def test_any_shape(long, short, fmt, tall):
+    buf = io.BytesIO()
+    Image.new("RGB", (short, long) if tall else (long, short), (90, 30, 200)).save(buf, fmt)
+    _check(buf.getvalue())

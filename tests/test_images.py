@@ -95,4 +95,22 @@ def test_size_limit(tmp_path):
 
 def test_extreme_shapes_open():
     assert open_image(_bytes(Image.new("RGB", (1, 1)), "PNG")).size == (1, 1)
-    assert open_image(_bytes(Image.new("RGB", (10000, 200)), "PNG")).size == (10000, 200)
+    # a 50:1 banner opens, shrunk and padded to 4:1 (see the aspect-ratio test below)
+    assert open_image(_bytes(Image.new("RGB", (10000, 200)), "PNG")).size == (2048, 512)
+
+
+@pytest.mark.parametrize("size", [(10799, 1), (1, 10799), (40000, 1), (5000, 3), (450, 100), (400, 100), (100, 400)])
+def test_extreme_aspect_ratios_are_bounded_by_the_output_size(size, embedders):
+    """Issue 13: the model's resize scales the short side up; a strip is padded first."""
+    limits = ImageLimits()
+    image = open_image(_bytes(Image.new("RGB", size, (200, 40, 40)), "PNG"))
+    long, short = max(image.size), min(image.size)
+    assert long <= limits.max_aspect * short + 1
+    if max(size) <= limits.max_aspect * min(size):
+        assert image.size == size  # ordinary shapes are untouched
+    else:
+        assert long <= limits.max_padded_side
+        middle = [image.getpixel((image.width // 2, y)) for y in range(image.height)] if image.width >= image.height \
+            else [image.getpixel((x, image.height // 2)) for x in range(image.width)]
+        assert (200, 40, 40) in middle and middle[0] == middle[-1] == (255, 255, 255)  # kept, padded on white
+    assert tuple(embedders["resnet18"].preprocess(image).shape) == (3, 224, 224)

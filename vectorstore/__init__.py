@@ -4,12 +4,12 @@ from vectorstore.architectures import MODEL_NAMES, Architecture, architecture
 from vectorstore.embedders import Embedder, best_model, load_embedder, load_embedders, model_dim
 from vectorstore.weights import WeightsChoice, WeightsError, held_out_ids, resolve as resolve_weights, tuned_file
 from vectorstore.filters import CATEGORY, Filters, UnknownFilterValue, resolve_filters
-from vectorstore.indexing import IndexReport, index_catalog
+from vectorstore.indexing import IndexRefused, IndexReport, index_catalog
 from vectorstore.search import Answer, Result, Searcher
 from vectorstore.store import (Hit, NoIndex, ProductCollection, StoreError, StoreSettings, WeightsMismatch,
                                make_client)
 
 __all__ = ["best_model", "MODEL_NAMES", "Architecture", "architecture", "load_embedders", "resolve_weights", "tuned_file",
            "Embedder", "WeightsChoice", "WeightsError", "held_out_ids", "load_embedder", "model_dim",
-           "CATEGORY", "Filters", "UnknownFilterValue", "resolve_filters", "IndexReport", "index_catalog",
+           "CATEGORY", "Filters", "UnknownFilterValue", "resolve_filters", "IndexRefused", "IndexReport", "index_catalog",
            "Answer", "Result", "Searcher", "Hit", "NoIndex", "ProductCollection", "StoreError", "StoreSettings", "WeightsMismatch", "make_client"]

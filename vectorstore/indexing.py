@@ -18,10 +18,25 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from catalog import Catalog, ImageError, Product, Skipped, count_reasons, open_image
+from catalog import Catalog, ImageError, ImageLimits, Product, Skipped, count_reasons, open_image
 from vectorstore.embedders import Embedder
 from vectorstore.store import DIGEST_KEY, ProductCollection
 from vectorstore.timing import StageTimer
+
+
+# An index run that would remove more than this share of a collection's products is refused
+# unless the caller allows it: a catalog that reads wrong must not silently wipe a shop's index.
+MAX_REMOVAL_SHARE = 0.5
+
+
+class IndexRefused(ValueError):
+    """An index run refused before it changed anything; `allow_removal=True` overrides."""
+
+    def __init__(self, message: str, *, catalog: str, products: int, skipped: int,
+                 model: str | None = None, stored: int = 0, removing: int = 0):
+        super().__init__(message)
+        self.catalog, self.products, self.skipped = catalog, products, skipped
+        self.model, self.stored, self.removing = model, stored, removing
 
 
 @dataclass
@@ -29,6 +44,8 @@ class IndexReport:
     indexed: dict[str, int] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
     removed: dict[str, int] = field(default_factory=dict)
+    # stored products whose image moved (same content, new path): metadata updated, not re-embedded
+    relocated: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
     timer: StageTimer = field(default_factory=StageTimer)
@@ -40,8 +57,9 @@ class IndexReport:
     def summary(self) -> str:
         lines = []
         for model in self.indexed:
+            moved = self.relocated.get(model, 0)
             lines.append(f"{model}: indexed {self.indexed[model]}, unchanged {self.unchanged.get(model, 0)}, "
-                         f"removed {self.removed.get(model, 0)}")
+                         f"removed {self.removed.get(model, 0)}" + (f", image paths updated {moved}" if moved else ""))
         skipped = self.skipped_by_reason()
         lines.append(f"skipped {len(self.skipped)}" + (
             " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) + ")" if skipped else ""))
@@ -55,22 +73,78 @@ class IndexReport:
 
 
 def file_digest(path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
+    """SHA-1 of a file, read in chunks: memory stays flat whatever the file's size."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
+def _digests(products: Sequence[Product], limits: ImageLimits) -> tuple[dict[str, str], list[tuple[Product, str]]]:
+    """Digests of the images within the size limit; the others with the reason, unread."""
+    digests, refused = {}, []
+    for product in products:
+        try:
+            size = product.image.stat().st_size
+            if size > limits.max_bytes:
+                refused.append((product, f"{product.image.name} is {size / 1e6:.1f} MB; the limit is "
+                                         f"{limits.max_bytes / 1e6:.0f} MB"))
+                continue
+            digests[product.id] = file_digest(product.image)
+        except OSError as exc:
+            refused.append((product, f"cannot read {product.image.name}: {exc.strerror or exc}"))
+    return digests, refused
+
+
+def _check_removal(catalog: Catalog, model: str, stored: int, removing: int, max_share: float) -> None:
+    where = f"the catalog {catalog.folder}"
+    counts = dict(catalog=str(catalog.folder), products=len(catalog.products), skipped=len(catalog.skipped))
+    if not catalog.products:
+        raise IndexRefused(
+            f"{where} reads as 0 products ({len(catalog.skipped)} rows skipped"
+            + (f": {', '.join(f'{n} {r}' for r, n in sorted(catalog.skipped_by_reason().items()))}" if catalog.skipped else "")
+            + ")" + (f"; indexing it would remove all {stored} products stored for {model}" if stored else "")
+            + ". Check styles.csv (its summary says how it was read); to index it anyway, run again "
+              "with --allow-removal.",
+            model=model, stored=stored, removing=removing, **counts)
+    if removing > max_share * stored:
+        raise IndexRefused(
+            f"indexing {where} ({len(catalog.products)} products) would remove {removing} of the {stored} products "
+            f"stored for {model} at once. If the catalog really lost them, run again with --allow-removal.",
+            model=model, stored=stored, removing=removing, **counts)
+
+
+def _refuse_mass_removal(catalog: Catalog, stored: dict[str, dict], gone: dict[str, list[str]]) -> None:
+    for name, ids in gone.items():
+        if ids or not catalog.products:
+            _check_removal(catalog, name, len(stored[name]), len(ids), MAX_REMOVAL_SHARE)
+
+
+def _relocations(products: Sequence[Product], records: dict[str, tuple[str, str]],
+                 digests: dict[str, str]) -> dict[str, str]:
+    """id -> new image path, for stored products whose image has the same content elsewhere."""
+    return {p.id: _image_path(p) for p in products
+            if p.id in records and records[p.id][0] == digests[p.id] and records[p.id][1] != _image_path(p)}
+
+
+def _image_path(product: Product) -> str:
+    return str(product.image.resolve())
 
 
 def _metadata(product: Product, digest: str) -> dict:
     meta = product.metadata()
     meta[DIGEST_KEY] = digest
-    meta["image"] = str(product.image.resolve())
+    meta["image"] = _image_path(product)
     return meta
 
 
 def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, batch_size: int = 32,
                   limit: int | None = None, rebuild: bool = False, show_progress_bar: bool = True,
                   decode: Callable = open_image, timer: StageTimer | None = None,
-                  after_batch: Callable[[int], None] | None = None) -> IndexReport:
+                  after_batch: Callable[[int], None] | None = None, allow_removal: bool = False,
+                  limits: ImageLimits = ImageLimits()) -> IndexReport:
     """Bring one collection per embedder in line with the catalog; returns what was done.
 
+    A catalog that reads as empty, or a run that would remove more than MAX_REMOVAL_SHARE of a
+    collection, raises `IndexRefused` before anything changes, unless `allow_removal`.
     `decode` and `after_batch` are injection points for tests (a decoder that fails on
     purpose, a hook that kills the run after N batches).
     """
@@ -79,6 +153,8 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
     started = time.perf_counter()
     products = catalog.products[:limit] if limit else list(catalog.products)
     catalog_ids = {p.id for p in catalog.products}
+    if rebuild and not catalog.products and not allow_removal:
+        _check_removal(catalog, ",".join(e.name for e in embedders), 0, 0, MAX_REMOVAL_SHARE)
 
     collections: dict[str, ProductCollection] = {}
     for embedder in embedders:
@@ -87,19 +163,29 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         collections[embedder.name] = ProductCollection.open(
             client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True)
 
+    with timer.stage("read store"):
+        stored = {name: coll.stored_records() for name, coll in collections.items()}
+    gone = {name: [pid for pid in records if pid not in catalog_ids] for name, records in stored.items()}
+    if not allow_removal:
+        _refuse_mass_removal(catalog, stored, gone)
+
     with timer.stage("digest"):
-        digests = {p.id: file_digest(p.image) for p in products}
+        digests, refused = _digests(products, limits)
+    for product, why in refused:
+        report.skipped.append(Skipped(product.id, None, f"unreadable image: {why}"))
+    products = [p for p in products if p.id in digests]
+    refused_ids = [p.id for p, _ in refused]
 
     todo: dict[str, set[str]] = {}
     for embedder in embedders:
-        coll = collections[embedder.name]
-        with timer.stage("read store"):
-            stored = coll.stored_digests()
-        gone = [pid for pid in stored if pid not in catalog_ids]
+        coll, records = collections[embedder.name], stored[embedder.name]
         with timer.stage("write"):
-            coll.delete(gone)
-        report.removed[embedder.name] = len(gone)
-        need = {p.id for p in products if stored.get(p.id) != digests[p.id]}
+            coll.delete(gone[embedder.name] + [pid for pid in refused_ids if pid in records])
+            moved = _relocations(products, records, digests)
+            coll.set_images(moved)
+        report.removed[embedder.name] = len(gone[embedder.name])
+        report.relocated[embedder.name] = len(moved)
+        need = {p.id for p in products if records.get(p.id, ("", ""))[0] != digests[p.id]}
         todo[embedder.name] = need
         report.unchanged[embedder.name] = len(products) - len(need)
         report.indexed[embedder.name] = 0

@@ -186,6 +186,22 @@ class ProductCollection:
         return {pid: (meta or {}).get(DIGEST_KEY, "")
                 for page in self._pages(["metadatas"]) for pid, meta in zip(page["ids"], page["metadatas"])}
 
+    def stored_records(self) -> dict[str, tuple[str, str]]:
+        """id -> (digest, image path) as stored with each vector."""
+        return {pid: ((meta or {}).get(DIGEST_KEY, ""), (meta or {}).get("image", ""))
+                for page in self._pages(["metadatas"]) for pid, meta in zip(page["ids"], page["metadatas"])}
+
+    def set_images(self, images: dict[str, str]) -> None:
+        """Point stored products at their image files' new paths (the catalog folder moved): the
+        vectors and the other fields stay, so nothing is embedded again."""
+        ids = list(images)
+        step = self._batch_size()
+        for start in range(0, len(ids), step):
+            chunk = ids[start:start + step]
+            self.collection.update(ids=chunk, metadatas=[{"image": images[pid]} for pid in chunk])
+        if ids:
+            self.refresh()
+
     @property
     def center(self) -> np.ndarray | None:
         return self._center

@@ -39,8 +39,10 @@ def product_dict(product_id: str, row: Mapping) -> dict:
 
 def _id_order(index: pd.Index) -> list:
     # Catalog ids are numbers written as strings: "10" after "9", and non-numeric ids last.
+    # Only ASCII digits count: "²" and "٣" pass str.isdigit() but int() refuses the first.
     def key(pid: str):
-        return (0, int(pid), "") if pid.isdigit() else (1, 0, pid)
+        pid = str(pid)
+        return (0, int(pid), pid) if pid.isascii() and pid.isdigit() else (1, 0, pid)
     return sorted(index, key=key)
 
 

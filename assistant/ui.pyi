@@ -1,0 +1,506 @@
+"""The chat assistant in Gradio: a chat with galleries of products inside the replies, controls
+beside it, a crop panel for outfit photos, and an API event (`/recommend`) for programs.
+
+All conversation logic is in `assistant.chat`; this module only maps components to turns.
+Each browser session has its own `gr.State` (the conversation and its history), and the queue
+lets several sessions' searches run at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageDraw
+
+from assistant.chat import Assistant, ChatState, Reply, as_text, caption
+from assistant.settings import AssistantSettings, model_label
+from catalog.products import CATEGORY_FIELDS
+from catalog import ImageError, open_image
+from catalog.reader import IMAGE_SUFFIXES
+from vectorstore import CATEGORY, Result, Searcher, StoreError
+
+log = logging.getLogger(__name__)
+
+# Clicks on a product inside a chat gallery: Gradio gives a gallery rendered in a chat message
+# no events of its own, so this listener passes the clicked image's file name to a hidden
+# textbox and presses a hidden button; Python maps the name back to the product shown.
+# Clicks on the crop photo go the same way: Image.select reports wrong pixel coordinates when
+# the photo is scaled to fit its box, so the page measures the click itself.
+CLICK_BRIDGE_JS = """
+() => {
+  if (window.__vsaBridge) return;
+  window.__vsaBridge = true;
+  document.addEventListener("click", (event) => {
+    const thumb = event.target.closest("#chat button.thumbnail-item, #chat .thumbnail-item");
+    if (!thumb) return;
+    const img = thumb.querySelector("img");
+    if (!img) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const box = document.querySelector("#pick textarea, #pick input");
+    const button = document.querySelector("#pick-btn");
+    if (!box || !button) return;
+    const src = decodeURIComponent(img.getAttribute("src") || "");
+    box.value = src.split("/").pop() + "|" + Date.now();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 50);
+  }, true);
+  // Crop corners: the click's position on the photo as fractions of its width and height,
+  // measured on the drawn image itself (object-fit: contain leaves bands around it).
+  document.addEventListener("click", (event) => {
+    const img = event.target.closest("#crop-image img");
+    if (!img || !img.naturalWidth) return;
+    const r = img.getBoundingClientRect();
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    const fx = (event.clientX - r.left - (r.width - w) / 2) / w;
+    const fy = (event.clientY - r.top - (r.height - h) / 2) / h;
+    if (fx < 0 || fx > 1 || fy < 0 || fy > 1) return;
+    event.preventDefault();
+    event.stopPropagation();
+    const box = document.querySelector("#crop-pick textarea, #crop-pick input");
+    const button = document.querySelector("#crop-pick-btn");
+    if (!box || !button) return;
+    box.value = fx.toFixed(4) + "," + fy.toFixed(4) + "|" + Date.now();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 50);
+  }, true);
+}
+"""
+
+CSS = """
+#chat .grid-wrap { max-width: 100% !important; max-height: none !important; }
+#chat .bubble.bot-row { max-width: calc(100% - 24px); }
+#chat .thumbnail-item { cursor: pointer; aspect-ratio: auto !important; display: flex; flex-direction: column; }
+#chat .thumbnail-lg > img { height: 150px !important; flex: none; }
+#chat .caption-label { position: static !important; max-width: 100% !important; border: none !important;
+  white-space: pre-line !important; font-size: 11.5px; line-height: 1.3; display: -webkit-box;
+  -webkit-line-clamp: 5; -webkit-box-orient: vertical; overflow: hidden; background: transparent !important; }
+#controls { min-width: 240px; }
+"""
+# Height of one row of products in a chat gallery (image + four caption lines): fixed, since
+# a gallery sized "auto" inside a chat message leaves a blank area.
+ROW_HEIGHT = 240
+
+
+# Product pictures the chat shows are copies made here, one per image file version, so that
+# Gradio serves only those (from its own cache) and never a folder: a page or an SVG left
+# beside the catalog's images is not reachable through the chat.
+PICTURES_DIR = Path(tempfile.gettempdir()) / "vsa-product-pictures"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}")
+
+
+def picture_name(result: Result) -> str:
+    """The name of a product's picture in the chat: the image's own name when it needs no URL
+    encoding, else one made from the id (ids may hold ?, #, %, : or spaces)."""
+    image = Path(str(result.get("image") or ""))
+    if SAFE_NAME.fullmatch(image.name):
+        return image.name
+    suffix = image.suffix.lower() if SAFE_NAME.fullmatch(image.suffix.lstrip(".") or "-") else ""
+    return f"product-{hashlib.sha1(str(result.id).encode()).hexdigest()[:16]}{suffix}"
+
+
+def product_picture(result: Result, settings: AssistantSettings) -> str | None:
+    """A copy of the product's image to show, or None when its file is not a catalog image."""
+    image = result.get("image")
+    if not image:
+        return None
+    try:
+        source = Path(str(image)).resolve()
+        folders = [Path(p).resolve() for p in settings.allowed_paths]
+        if source.suffix.lower() not in IMAGE_SUFFIXES or not source.is_file() or \
+                (folders and not any(source.is_relative_to(f) for f in folders)):
+            return None
+        stat = source.stat()
+        version = hashlib.sha1(f"{source}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+        target = PICTURES_DIR / version / picture_name(result)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{uuid.uuid4().hex}")
+            shutil.copyfile(source, partial)
+            partial.replace(target)
+        return str(target)
+    except OSError as exc:
+        log.warning("cannot show the image of product %r: %s", result.id, exc)
+        return None
+
+from gradio.events import Dependency
+
+class PhotoTextbox(gr.MultimodalTextbox):
+    """The message box. Its `file_types` still narrows the browser's file picker, but a file of
+    another type reaches the assistant, which says why it cannot use it: Gradio's own check
+    raised an error that the queue answered with HTTP 500 and no reason."""
+    is_template = True  # rendered by the front end as the MultimodalTextbox it is
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        return {"text": payload.text, "files": [f.path for f in payload.files]}
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _gallery(reply: Reply, settings: AssistantSettings) -> gr.Gallery:
+    rows = -(-len(reply.results) // settings.gallery_columns)
+    pictures = [(product_picture(r, settings), caption(r)) for r in reply.results]
+    return gr.Gallery(value=[(path, text) for path, text in pictures if path],
+                      columns=settings.gallery_columns, height=min(rows, 2) * ROW_HEIGHT + 24,
+                      allow_preview=False, object_fit="contain",
+                      show_label=False, elem_classes=["results"])
+
+
+def keep_recent_galleries(history: list, keep: int) -> list:
+    """Drop all but the newest `keep` galleries (their reply texts stay).
+
+    Every turn sends the whole chat back to the page, which renders it again, so without a
+    bound each turn costs more than the last (bench/chat_latency.py: the second ten messages
+    were ~1.7x slower than the first ten with every gallery kept).
+    """
+    seen = 0
+    out = []
+    for message in reversed(history):
+        if isinstance(message.get("content"), gr.Gallery):
+            seen += 1
+            if seen > keep:
+                continue
+        out.append(message)
+    return out[::-1]
+
+
+def reply_messages(reply: Reply, settings: AssistantSettings) -> list[dict]:
+    """The assistant's chat message(s) for one reply: the text, then the gallery inside the chat."""
+    content: list[Any] = [reply.markdown()]
+    if reply.results:
+        content.append(_gallery(reply, settings))
+    return [{"role": "assistant", "content": item} for item in content]
+
+
+# -- cropping: an outfit photo holds several garments; two clicks on the photo mark one -------
+CROP_HELP = "Click two opposite corners of one garment on the photo, then search that part."
+
+
+def new_crop(path: str, settings: AssistantSettings) -> tuple[dict | None, Image.Image | None]:
+    """Crop state for a new photo: its file, its size as shown, no corners yet."""
+    try:
+        image = open_image(path, settings.image_limits)
+    except ImageError:
+        return None, None
+    return {"path": path, "size": image.size, "points": []}, image
+
+
+def mark_corner(crop: dict | None, clicked: str) -> dict | None:
+    """Add a clicked point ("fx,fy" as fractions of the photo's width and height, from the page);
+    the last two points make the box."""
+    try:
+        fx, fy = (min(1.0, max(0.0, float(v))) for v in str(clicked).split("|", 1)[0].split(","))
+    except ValueError:
+        return crop
+    if not crop:
+        return crop
+    return {**crop, "points": (list(crop["points"]) + [(fx, fy)])[-2:]}
+
+
+def crop_fractions(crop: dict | None) -> tuple[float, float, float, float] | None:
+    if not crop or len(crop.get("points", [])) < 2:
+        return None
+    (x1, y1), (x2, y2) = crop["points"]
+    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
+
+
+def crop_status(crop: dict | None) -> str:
+    points = len((crop or {}).get("points", []))
+    if not crop:
+        return CROP_HELP
+    if points < 2:
+        return "Now click the opposite corner." if points == 1 else CROP_HELP
+    left, top, right, bottom = crop_fractions(crop)
+    return (f"Selected {round((right - left) * 100)}% × {round((bottom - top) * 100)}% of the photo; "
+            "search it, or click again to move a corner.")
+
+
+def crop_preview(crop: dict | None, settings: AssistantSettings) -> Image.Image | None:
+    """The photo with the selected box outlined and the rest dimmed."""
+    if not crop:
+        return None
+    try:
+        image = open_image(crop["path"], settings.image_limits)
+    except ImageError:
+        return None
+    points = crop.get("points", [])
+    draw = ImageDraw.Draw(image)
+    if len(points) == 2:
+        box = crop_fractions(crop)
+        w, h = image.size
+        rect = (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
+        shade = Image.new("RGB", image.size, (255, 255, 255))
+        dimmed = Image.blend(image, shade, 0.6)
+        dimmed.paste(image.crop(rect), rect[:2])
+        image = dimmed
+        draw = ImageDraw.Draw(image)
+        draw.rectangle(rect, outline=(255, 90, 0), width=max(2, min(w, h) // 100))
+    for fx, fy in points:
+        x, y = fx * image.size[0], fy * image.size[1]
+        r = max(3, min(image.size) // 60)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 90, 0))
+    return image
+
+
+def save_crop(crop: dict, box, settings: AssistantSettings) -> str | None:
+    """The selected part as a file, to show in the chat as the shopper's message."""
+    try:
+        image = open_image(crop["path"], settings.image_limits)
+    except ImageError:
+        return None
+    w, h = image.size
+    part = image.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
+    folder = Path(tempfile.gettempdir()) / "vsa-crops"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"crop-{uuid.uuid4().hex[:12]}.png"
+    part.save(path)
+    return str(path)
+
+
+def _control_choices(assistant: Assistant, model: str) -> dict[str, list[str]]:
+    try:
+        vocabulary = assistant.searcher.vocabulary(model)
+    except StoreError:
+        return {"gender": [], "category": [], "colour": []}  # no index yet: the chat explains
+    categories: list[str] = []
+    for level in CATEGORY_FIELDS:
+        categories += [v for v in vocabulary.get(level, []) if v not in categories]
+    return {"gender": list(vocabulary.get("gender", [])), "category": categories,
+            "colour": list(vocabulary.get("baseColour", []))}
+
+
+def _control_updates(state: ChatState) -> list:
+    return [gr.update(value=state.model), gr.update(value=state.k),
+            gr.update(value=list(state.filters.get("gender"))),
+            gr.update(value=list(state.filters.get(CATEGORY))),
+            gr.update(value=list(state.filters.get("baseColour")))]
+
+
+def product_for_file(state: ChatState, file_name: str) -> str | None:
+    """The id of the product shown in this conversation whose picture has this name."""
+    name = file_name.split("|", 1)[0].split("?", 1)[0]
+    for pid, result in state.seen.items():
+        if result.get("image") and picture_name(result) == name:
+            return pid
+    return None
+
+
+def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
+    assistant = Assistant(searcher, settings)
+    choices = _control_choices(assistant, settings.default_model)
+
+    # -- handlers (plain functions of values, so tests can call them too) ------------------
+    def post_user(message: dict | None, history: list):
+        message = message or {}
+        text = (message.get("text") or "").strip()
+        files = [f for f in message.get("files") or [] if f]
+        if not text and not files:
+            return history, history, gr.update(), None
+        added = [{"role": "user", "content": {"path": f}} for f in files]
+        if text:
+            added.append({"role": "user", "content": as_text(text)})
+        history = history + added
+        return history, history, gr.MultimodalTextbox(value=None, interactive=False), {"text": text, "files": files}
+
+    def failed(history: list, exc: Exception) -> list:
+        # Assistant turns never raise; this is for a bug in the glue, which must not leave the
+        # page waiting with a disabled textbox.
+        log.exception("chat UI handler failed", exc_info=exc)
+        reply = Reply("error", f"Sorry, something went wrong on our side ({type(exc).__name__}). Please try again.")
+        return history + reply_messages(reply, settings)
+
+    def answer(pending: dict | None, history: list, state: ChatState):
+        crop_updates = (gr.update(), gr.update(), gr.update())
+        try:
+            if pending:
+                files = pending.get("files") or []
+                reply, state = assistant.handle_turn(state, pending.get("text", ""), files)
+                history = history + reply_messages(reply, settings)
+                if files and reply.kind == "results":
+                    crop, preview = new_crop(files[0], settings)
+                    crop_updates = (crop, preview, CROP_HELP)
+        except Exception as exc:
+            history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
+        return (history, history, state, gr.MultimodalTextbox(value=None, interactive=True),
+                *_control_updates(state), *crop_updates)
+
+    def on_controls(model: str, k: float, gender: list, category: list, colour: list, history: list,
+                    state: ChatState):
+        try:
+            reply, state = assistant.apply_controls(state, model=model, k=int(k or settings.k), gender=gender or [],
+                                                    category=category or [], colour=colour or [])
+            history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
+        return (history, history, state, *_control_updates(state))
+
+    def on_pick(picked: str, history: list, state: ChatState):
+        try:
+            pid = product_for_file(state, picked or "")
+            if pid is not None:
+                product = state.seen[pid]
+                history = history + [{"role": "user", "content": f"More like “{as_text(product.get('name') or pid)}”"}]
+                reply, state = assistant.more_like(state, pid)
+                history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
+        return (history, history, state, *_control_updates(state))
+
+    def on_crop_click(clicked: str, crop: dict | None):
+        crop = mark_corner(crop, clicked)
+        return crop, crop_preview(crop, settings), crop_status(crop)
+
+    def on_crop_search(crop: dict | None, history: list, state: ChatState):
+        try:
+            box = crop_fractions(crop)
+            if box is None:
+                reply = Reply("error", "Send a photo first, then click two opposite corners of one garment "
+                                       "on it (in “Crop the photo”).")
+            else:
+                shown = save_crop(crop, box, settings)
+                history = history + [{"role": "user", "content": {"path": shown}} if shown else
+                                     {"role": "user", "content": "(the selected part of my photo)"}]
+                reply, state = assistant.handle_turn(state, "", [crop["path"]], crop=box)
+            history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
+        history = keep_recent_galleries(history, settings.galleries_kept)
+        return (history, history, state, *_control_updates(state))
+
+    def new_conversation():
+        state = assistant.new_state()
+        return ([], [], state, *_control_updates(state), None, None, CROP_HELP)
+
+    def recommend(image: str | None, model: str | None, k: float | None, gender: str | None,
+                  category: str | None) -> dict:
+        return assistant.recommend(image, model=model or None, k=None if k in (None, "") else int(k),
+                                   gender=gender or None, category=category or None)
+
+    # -- layout ----------------------------------------------------------------------------
+    with gr.Blocks(title=settings.title) as demo:
+        session = gr.State(assistant.new_state())
+        history = gr.State([])
+        pending = gr.State(None)
+        gr.Markdown(f"## {settings.title}\nDrop a photo of a product or an outfit, add words if you like "
+                    "(“women's black shoes”), and get the most similar products. Click a product for more "
+                    "like it; say “only black ones”, “show 10”, “use resnet18” or “clear filters”.")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4):
+                # No LaTeX: catalog text with $$ in it stays text (the rest is escaped by as_text).
+                chatbot = gr.Chatbot(value=[], elem_id="chat", height=settings.chat_height, show_label=False,
+                                     latex_delimiters=[],
+                                     feedback_options=None, buttons=[], group_consecutive_messages=True,
+                                     placeholder="Send a photo to start.")
+                box = PhotoTextbox(elem_id="message", file_types=["image"], file_count="single",
+                                           sources=["upload"], show_label=False, autofocus=True,
+                                           placeholder="Drop or paste a photo, add words, press Enter")
+            with gr.Column(scale=1, elem_id="controls"):
+                model = gr.Radio([(model_label(m), m) for m in settings.models], value=settings.default_model,
+                                 label="Model", elem_id="model")
+                k = gr.Slider(1, settings.max_k, value=settings.k, step=1, label="Number of results", elem_id="k")
+                gender = gr.Dropdown(choices["gender"], value=[], multiselect=True, label="Gender",
+                                     elem_id="gender")
+                category = gr.Dropdown(choices["category"], value=[], multiselect=True, label="Category",
+                                       elem_id="category")
+                colour = gr.Dropdown(choices["colour"], value=[], multiselect=True, label="Colour",
+                                     elem_id="colour")
+                with gr.Row():
+                    clear = gr.Button("Clear filters", size="sm", elem_id="clear-filters")
+                    restart = gr.Button("New chat", size="sm", elem_id="new-chat")
+                with gr.Accordion("Crop the photo to one garment", open=True, elem_id="crop-panel"):
+                    crop_state = gr.State(None)
+                    crop_image = gr.Image(type="pil", interactive=False, show_label=False, height=320,
+                                          buttons=[], elem_id="crop-image")
+                    crop_note = gr.Markdown(CROP_HELP, elem_id="crop-note")
+                    crop_search = gr.Button("Search the selected part", elem_id="crop-search")
+        # Bridge for clicks on products inside the chat (see CLICK_BRIDGE_JS).
+        pick = gr.Textbox(visible="hidden", elem_id="pick")
+        pick_btn = gr.Button("more like this", visible="hidden", elem_id="pick-btn")
+        crop_pick = gr.Textbox(visible="hidden", elem_id="crop-pick")
+        crop_pick_btn = gr.Button("crop corner", visible="hidden", elem_id="crop-pick-btn")
+        # The API's own event: its inputs are not part of the page.
+        with gr.Column(visible=False):
+            # A file, not gr.Image: Gradio's Image decodes the upload before any handler runs,
+            # which would bypass the pixel limit open_image checks from the header (and turn a
+            # non-image into an error without a reason).
+            api_image = gr.File(type="filepath", label="image")
+            api_model = gr.Textbox(label="model")
+            api_k = gr.Number(label="k", precision=0)
+            api_gender = gr.Textbox(label="gender")
+            api_category = gr.Textbox(label="category")
+            api_out = gr.JSON(label="results")
+            api_btn = gr.Button("recommend")
+
+        controls = [model, k, gender, category, colour]
+        turn_out = [history, chatbot, session, *controls]
+        private = {"api_visibility": "private"}
+
+        crop_out = [crop_state, crop_image, crop_note]
+        box.submit(post_user, [box, history], [history, chatbot, box, pending], queue=False, **private).then(
+            answer, [pending, history, session], [history, chatbot, session, box, *controls, *crop_out], **private)
+        clear.click(lambda h: post_user({"text": "clear filters"}, h), [history], [history, chatbot, box, pending],
+                    queue=False, **private).then(
+            answer, [pending, history, session], [history, chatbot, session, box, *controls, *crop_out], **private)
+        for control in (model, gender, category, colour):
+            control.input(on_controls, [*controls, history, session], turn_out, **private)
+        k.release(on_controls, [*controls, history, session], turn_out, **private)
+        pick_btn.click(on_pick, [pick, history, session], turn_out, **private)
+        crop_pick_btn.click(on_crop_click, [crop_pick, crop_state], crop_out, **private)
+        crop_search.click(on_crop_search, [crop_state, history, session], turn_out, **private)
+        restart.click(new_conversation, None, [history, chatbot, session, *controls, *crop_out], **private)
+        api_btn.click(recommend, [api_image, api_model, api_k, api_gender, api_category], api_out,
+                      api_name="recommend")
+        demo.load(None, js=CLICK_BRIDGE_JS)
+    return demo
+
+
+def check_uploads_like_launch(demo: gr.Blocks) -> None:
+    """A mounted app (gr.mount_gradio_app) is never marked as launched, and Gradio checks that
+    an event's files were uploaded to it only once it is: without this, a request naming any
+    path on the server had that file copied into the cache and served back."""
+    demo.has_launched = True
+
+
+def image_dirs(searcher: Searcher, models) -> list[str]:
+    """Folders holding the indexed products' images: Gradio serves files only from these."""
+    dirs: set[str] = set()
+    for model in models:
+        try:
+            table = searcher.collection(model, check_weights=False).table()
+        except StoreError:
+            continue
+        for image in table["image"].dropna().unique():
+            dirs.add(str(Path(str(image)).parent))
+    return sorted(dirs)
+
+
+def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0.1", port: int = 7860,
+           *, block: bool = True, quiet: bool = False) -> gr.Blocks:
+    """Build, queue and start the app; with `block=False` it serves from a thread (tests, benchmarks)."""
+    demo = build_demo(searcher, settings)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    # No allowed_paths: the chat shows copies of product images (product_picture), so Gradio
+    # serves no folder of the server's as it is.
+    demo.launch(server_name=host, server_port=port, max_file_size=settings.upload_hard_limit_bytes,
+                css=CSS, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, footer_links=["api"],
+                show_error=False)
+    return demo
+
+
+__all__ = ["build_demo", "launch", "image_dirs", "check_uploads_like_launch", "product_picture", "picture_name", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]
