@@ -135,10 +135,14 @@ def ensure_index(args, embedders: dict, client=None):
     """Bring the index in line with --catalog (a full build the first time, seconds when it
     is current) and return the client; without --catalog, use the index as it is."""
     from vectorstore import index_catalog, make_client
+    from vectorstore.indexing import drop_stale
     client = client or make_client(_store_settings(args))
     if getattr(args, "catalog", None):
         from catalog import read_catalog
         catalog = read_catalog(args.catalog)
+        if args.weights == "auto" and catalog.products:
+            for model, old, new in drop_stale(client, list(embedders.values())):
+                print(f"{model}: the index was built with {old}; indexing again with {new}", file=sys.stderr)
         report = index_catalog(catalog, client, list(embedders.values()),
                                show_progress_bar=not getattr(args, "quiet", False))
         if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):

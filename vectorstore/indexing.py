@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, ImageLimits, Product, Skipped, count_reasons, open_image
 from vectorstore.embedders import Embedder
-from vectorstore.store import DIGEST_KEY, ProductCollection
+from vectorstore.store import DIGEST_KEY, NoIndex, ProductCollection
 from vectorstore.timing import StageTimer
 
 
@@ -134,6 +134,24 @@ def _metadata(product: Product, digest: str) -> dict:
     meta[DIGEST_KEY] = digest
     meta["image"] = _image_path(product)
     return meta
+
+
+def drop_stale(client, embedders: Sequence[Embedder]) -> list[tuple[str, str, str]]:
+    """Drop the collections built with other weights than these embedders', so the next index
+    run builds them anew; returns (model, old weights, new weights) for each one dropped.
+
+    For `--weights auto`: a newly fine-tuned file replaces the weights a shop's index was
+    built with, and that index must follow, not refuse the start."""
+    dropped = []
+    for embedder in embedders:
+        try:
+            built_with = ProductCollection.open(client, embedder.name).weights_id
+        except NoIndex:
+            continue
+        if built_with and built_with != embedder.weights_id:
+            ProductCollection.drop(client, embedder.name)
+            dropped.append((embedder.name, built_with, embedder.weights_id))
+    return dropped
 
 
 def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, batch_size: int = 32,

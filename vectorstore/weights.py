@@ -103,8 +103,9 @@ def _download_imagenet(model: str, timeout_s: float = 15.0) -> bool:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
     try:
-        # torch.hub announces every attempt on stderr; the caller prints one line for the outcome.
-        with contextlib.redirect_stderr(io.StringIO()):
+        # torch.hub announces every attempt on stdout (where `search --json` prints its answers);
+        # the caller prints one line for the outcome.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             models.get_model_weights(model).DEFAULT.get_state_dict(progress=False, check_hash=True)
         return True
     except Exception:  # urllib, ssl, socket and hash errors all mean "could not get it"
