@@ -1,6 +1,6 @@
 """Indexing throughput per model beside the bare forward pass on the same batches, in one run.
 
-    python bench/indexing.py [--catalog ../shared/catalog] [--n 256] [--models resnet18,resnet34,resnet50]
+    python bench/indexing.py [--catalog ../shared/catalog] [--n 256] [--models efficientnet_lite0,...]
 
 For each model: (1) the bare forward pass over preprocessed batches already in memory;
 (2) the whole `index_catalog` (read, digest, decode, preprocess, embed, write to a fresh
@@ -16,7 +16,7 @@ import torch
 
 from bench.common import DEFAULT_CATALOG, table
 from catalog import open_image, read_catalog
-from vectorstore import StoreSettings, index_catalog, load_embedder, make_client
+from vectorstore import MODEL_NAMES, StoreSettings, index_catalog, load_embedder, make_client
 
 
 def main() -> None:
@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG))
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--models", default="resnet18,resnet34,resnet50")
+    parser.add_argument("--models", default=",".join(MODEL_NAMES))
     args = parser.parse_args()
     catalog = read_catalog(args.catalog)
     catalog.products = catalog.products[: args.n]
