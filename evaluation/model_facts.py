@@ -128,6 +128,8 @@ def preprocessing_fit(transform, image_size: tuple[int, int] | None) -> dict:
         facts["summary"] = f"{transform!s}; fit to the catalog images unknown"
         return facts
     width, height = image_size
+    if getattr(transform, "framing", "") == "pad to square on white":
+        return _padded_fit(facts, crop, width, height)
     scale = resize / min(width, height)
     resized = (width * scale, height * scale)
     kept_width, kept_height = min(1.0, crop / resized[0]), min(1.0, crop / resized[1])
@@ -144,6 +146,21 @@ def preprocessing_fit(transform, image_size: tuple[int, int] | None) -> dict:
         f"{width}x{height}), centre crop {crop}x{crop}, ImageNet mean/std: keeps "
         f"{kept_width:.0%} of the width and {kept_height:.0%} of the height, i.e. cuts "
         f"{(1 - kept_height) / 2:.0%} off the top and off the bottom of a {width}x{height} image")
+    return facts
+
+
+def _padded_fit(facts: dict, size: int, width: int, height: int) -> dict:
+    """Pad to a square on white, then resize: the whole image is kept, the short sides get
+    white margins."""
+    scale = size / max(width, height)
+    facts.update({"resize_shorter_side": None, "centre_crop": None, "framing": "pad to square on white",
+                  "upscale": scale, "kept_width": 1.0, "kept_height": 1.0, "cut_height": 0.0, "cut_width": 0.0,
+                  "kept_area": 1.0, "padded": 1 - min(width, height) / max(width, height)})
+    mean = facts["mean"] and round(facts["mean"][0] * 255)
+    std = facts["std"] and round(facts["std"][0] * 255)
+    facts["summary"] = (f"pad to a square on white, resize to {size}x{size} ({'up' if scale > 1 else 'down'}scale "
+                        f"x{scale:.2f} from {width}x{height}), (x - {mean}) / {std}: keeps the whole image, "
+                        f"{facts['padded']:.0%} of the square is white margin")
     return facts
 
 

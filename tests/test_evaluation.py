@@ -176,6 +176,17 @@ def test_preprocessing_fit_of_a_three_by_four_image():
     assert facts["mean"] == pytest.approx([0.485, 0.456, 0.406])
 
 
+def test_preprocessing_fit_of_padding_to_a_square():
+    from vectorstore.architectures import architecture
+    facts = preprocessing_fit(architecture("efficientnet_lite0").transform(), (180, 240))
+    # Padded to 240x240 on white, then 224: nothing cut, a quarter of the square is margin.
+    assert facts["framing"] == "pad to square on white"
+    assert facts["cut_height"] == 0 and facts["kept_area"] == 1
+    assert facts["padded"] == pytest.approx(0.25)
+    assert facts["upscale"] == pytest.approx(224 / 240)
+    assert "keeps the whole image" in facts["summary"]
+
+
 # -- the command, end to end ---------------------------------------------------------------
 MODELS = ("resnet18", "resnet50")
 
