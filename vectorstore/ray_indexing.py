@@ -35,6 +35,8 @@ from vectorstore.store import ProductCollection, StoreSettings, make_client
 from vectorstore.timing import StageTimer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FIRST_BATCH_STAGE = "ray: start to first batch"
+STEADY_STAGE = "ray: decode, embed, write"
 # The packages an actor imports; shipped to a remote cluster with the job (py_modules).
 ACTOR_PACKAGES = ("catalog", "vectorstore")
 
@@ -212,14 +214,20 @@ def index_catalog_ray(catalog: Catalog, store: StoreSettings, embedders: Sequenc
     collections = open_collections(make_client(store), embedders, rebuild)
     plan = plan_index(catalog, collections, report, limit=limit)
     if plan.pending:
-        with ray_session(settings) as ray, report.timer.stage("ray: decode, embed, write"):
+        with ray_session(settings) as ray:
             pipeline = build_pipeline(ray, plan_rows(plan), store, [e.name for e in embedders], weights, device,
                                       settings)
             progress = tqdm(total=len(plan.pending), unit="img", disable=not show_progress_bar,
                             desc="indexing (ray) " + ",".join(e.name for e in embedders))
             try:
-                for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-                    progress.update(_account(batch, report))
+                batches = iter(pipeline.iter_batches(batch_size=None, batch_format="numpy"))
+                # Apart, so the summary tells the cluster's and actors' start from the steady work.
+                with report.timer.stage(FIRST_BATCH_STAGE):
+                    batch = next(batches, None)
+                with report.timer.stage(STEADY_STAGE):
+                    while batch is not None:
+                        progress.update(_account(batch, report))
+                        batch = next(batches, None)
             except ray.exceptions.RayError as exc:
                 raise RayIndexError(f"the Ray pipeline failed: {exc}") from exc
             finally:
