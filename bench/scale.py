@@ -339,7 +339,9 @@ def main() -> None:
         summary, queried = measure(dim, n, args, rows)
         summaries.append(summary)
         query_table += queried
-        print(f"done {dim}-d: {summary['products']} products", file=sys.stderr, flush=True)
+        # Each size's figures as soon as they exist: a long run stopped later keeps them.
+        print(table([{k: v for k, v in summary.items() if not k.startswith("_")}]), file=sys.stderr)
+        print(table(queried), file=sys.stderr, flush=True)
     print(table([{k: v for k, v in s.items() if not k.startswith("_")} for s in summaries]))
     print()
     print(table(query_table))
