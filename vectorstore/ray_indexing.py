@@ -168,7 +168,8 @@ class WriteStage:
 def plan_rows(plan: IndexPlan) -> list[dict]:
     """One row per product to embed: what the actors need, metadata as the single process
     stores it (JSON keeps Arrow's schema flat whatever fields a product has)."""
-    return [{"id": p.id, "image": str(p.image), "models": ",".join(plan.models_for(p.id)),
+    # Absolute paths: an actor's working directory is not the driver's.
+    return [{"id": p.id, "image": str(p.image.resolve()), "models": ",".join(plan.models_for(p.id)),
              "meta": json.dumps(product_metadata(p, plan.digests[p.id]))} for p in plan.pending]
 
 
@@ -209,6 +210,8 @@ def index_catalog_ray(catalog: Catalog, store: StoreSettings, embedders: Sequenc
     if not store.host:
         raise RayIndexError("--engine ray writes from Ray workers into a Chroma server: give --chroma-host "
                             "and --chroma-port (an embedded --db folder cannot be shared between processes)")
+    if Path(weights).is_file():
+        weights = str(Path(weights).resolve())  # the actors load it, from their own working directory
     report = IndexReport(skipped=list(catalog.skipped), timer=StageTimer())
     started = time.perf_counter()
     collections = open_collections(make_client(store), embedders, rebuild)
