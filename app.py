@@ -67,9 +67,26 @@ def cmd_index(args) -> int:
     catalog = read_catalog(args.catalog)
     print(f"catalog {args.catalog}: {catalog.describe()}", file=sys.stderr)
     embedders = list(_embedders(args, _models(args.models)).values())
+    if args.engine == "ray":
+        return _index_with_ray(args, catalog, embedders)
     client = make_client(_store_settings(args))
     report = index_catalog(catalog, client, embedders, batch_size=args.batch_size, limit=args.limit,
                            rebuild=args.rebuild, show_progress_bar=not args.quiet, allow_removal=args.allow_removal)
+    print(report.summary())
+    return 0
+
+
+def _index_with_ray(args, catalog, embedders) -> int:
+    # Imported here only: the default engine must run where Ray is not installed.
+    from vectorstore.ray_indexing import RayIndexError, RaySettings, index_catalog_ray
+    settings = RaySettings(address=args.ray_address, workers=args.workers, batch_size=args.batch_size)
+    try:
+        report = index_catalog_ray(catalog, _store_settings(args), embedders, weights=args.weights,
+                                   device=args.device, settings=settings, limit=args.limit, rebuild=args.rebuild,
+                                   show_progress_bar=not args.quiet, weights_dir=Path(args.weights_dir))
+    except RayIndexError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0
 
@@ -279,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-removal", action="store_true",
                    help="index a catalog that reads as empty, or that removes over half of a stored index")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: Ray Data actors embed and write into the "
+                        "Chroma server (needs --chroma-host and requirements-ray.txt)")
+    p.add_argument("--ray-address", help="with --engine ray: a running cluster (e.g. HEAD:6379); "
+                                         "default: start a local Ray on this machine")
+    p.add_argument("--workers", type=int, help="with --engine ray: embedding actors (default: one per CPU)")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="the products most similar to each image")

@@ -55,3 +55,14 @@ def test_server_down_is_a_clear_error(embedders):
     from vectorstore import StoreError
     with pytest.raises(StoreError, match=f"cannot reach the Chroma server at 127.0.0.1:{settings.port}"):
         make_client(settings)
+
+
+def test_large_writes_fit_the_servers_request_limit(chroma_server):
+    """4,000 x 2048-d is within Chroma's batch size but over its server's 32 MiB body limit."""
+    import numpy as np
+    from vectorstore import ProductCollection
+    host, port, _ = chroma_server
+    coll = ProductCollection.open(make_client(StoreSettings(host=host, port=port)), "wide", dim=2048, create=True)
+    vectors = np.random.default_rng(0).normal(size=(4000, 2048)).astype(np.float32)
+    coll.write([str(i) for i in range(4000)], vectors, [{"gender": "Men"}] * 4000)
+    assert coll.count() == 4000

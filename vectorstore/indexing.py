@@ -129,7 +129,9 @@ def _image_path(product: Product) -> str:
     return str(product.image.resolve())
 
 
-def _metadata(product: Product, digest: str) -> dict:
+def product_metadata(product: Product, digest: str) -> dict:
+    """What a collection stores beside a product's vector; the digest is what makes a rerun
+    skip it."""
     meta = product.metadata()
     meta[DIGEST_KEY] = digest
     meta["image"] = _image_path(product)
@@ -153,6 +155,105 @@ def drop_stale(client, embedders: Sequence[Embedder]) -> list[tuple[str, str, st
             dropped.append((embedder.name, built_with, embedder.weights_id))
     return dropped
 
+@dataclass
+class IndexPlan:
+    """What a run has to do, decided before any image is decoded: the products to (re-)embed
+    and, per model, which of them that model needs."""
+    products: list[Product]
+    digests: dict[str, str]
+    todo: dict[str, set[str]]
+    pending: list[Product]
+
+    def models_for(self, product_id: str) -> list[str]:
+        return [model for model, need in self.todo.items() if product_id in need]
+
+
+def open_collections(client, embedders: Sequence[Embedder], rebuild: bool = False) -> dict[str, ProductCollection]:
+    collections: dict[str, ProductCollection] = {}
+    for embedder in embedders:
+        if rebuild:
+            ProductCollection.drop(client, embedder.name)
+        collections[embedder.name] = ProductCollection.open(
+            client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True)
+    return collections
+
+
+def plan_index(catalog: Catalog, collections: dict[str, ProductCollection], report: IndexReport, *,
+               limit: int | None = None, allow_removal: bool = False,
+               limits: ImageLimits = ImageLimits()) -> IndexPlan:
+    """Compare the catalog with what each collection stores: refuse a mass removal (unless
+    allowed), remove products gone from the catalog, update the paths of images that moved,
+    and list those whose image has no vector under its current digest. Fills the report's
+    unchanged/removed/relocated counts (indexed starts at 0) and its skipped images."""
+    timer = report.timer
+    products = catalog.products[:limit] if limit else list(catalog.products)
+    catalog_ids = {p.id for p in catalog.products}
+    with timer.stage("read store"):
+        stored = {name: coll.stored_records() for name, coll in collections.items()}
+    gone = {name: [pid for pid in records if pid not in catalog_ids] for name, records in stored.items()}
+    if not allow_removal:
+        _refuse_mass_removal(catalog, stored, gone)
+
+    with timer.stage("digest"):
+        digests, refused = _digests(products, limits)
+    for product, why in refused:
+        report.skipped.append(unreadable(product.id, why))
+    products = [p for p in products if p.id in digests]
+    refused_ids = [p.id for p, _ in refused]
+
+    todo: dict[str, set[str]] = {}
+    for model, coll in collections.items():
+        records = stored[model]
+        with timer.stage("write"):
+            coll.delete(gone[model] + [pid for pid in refused_ids if pid in records])
+            moved = _relocations(products, records, digests)
+            coll.set_images(moved)
+        report.removed[model] = len(gone[model])
+        report.relocated[model] = len(moved)
+        need = {p.id for p in products if records.get(p.id, ("", ""))[0] != digests[p.id]}
+        todo[model] = need
+        report.unchanged[model] = len(products) - len(need)
+        report.indexed[model] = 0
+    pending = [p for p in products if any(p.id in need for need in todo.values())]
+    report.images = len(pending)
+    return IndexPlan(products, digests, todo, pending)
+
+
+def finish_index(collections: dict[str, ProductCollection], report: IndexReport, started: float) -> IndexReport:
+    """Center what needs it (the first build, or vectors written before a center existed)."""
+    with report.timer.stage("center"):
+        for coll in collections.values():
+            coll.ensure_centered()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def unreadable(product_id: str, why: str) -> Skipped:
+    return Skipped(product_id, None, f"unreadable image: {why}")
+
+
+def prepare_batch(batch: Sequence[Product], embedders: Sequence[Embedder], todo: dict[str, set[str]],
+                  decode: Callable = open_image, timer: StageTimer | None = None):
+    """Decode each image once, then apply each model's own preprocessing (their resize sizes
+    differ) to the products that model needs. Returns ({model: (products, tensor)}, [(product,
+    why it could not be read)])."""
+    timer = timer or StageTimer()
+    decoded, failed = [], []
+    for product in batch:
+        try:
+            with timer.stage("decode"):
+                decoded.append((product, decode(product.image)))
+        except ImageError as exc:
+            failed.append((product, str(exc)))
+    tensors = {}
+    with timer.stage("preprocess"):
+        for embedder in embedders:
+            items = [(p, im) for p, im in decoded if p.id in todo[embedder.name]]
+            if items:
+                tensors[embedder.name] = ([p for p, _ in items],
+                                          torch.stack([embedder.preprocess(im) for _, im in items]))
+    return tensors, failed
+
 
 def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, batch_size: int = 32,
                   limit: int | None = None, rebuild: bool = False, show_progress_bar: bool = True,
@@ -169,66 +270,15 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
     report = IndexReport(skipped=list(catalog.skipped), timer=timer or StageTimer())
     timer = report.timer
     started = time.perf_counter()
-    products = catalog.products[:limit] if limit else list(catalog.products)
-    catalog_ids = {p.id for p in catalog.products}
     if rebuild and not catalog.products and not allow_removal:
         _check_removal(catalog, ",".join(e.name for e in embedders), 0, 0, MAX_REMOVAL_SHARE)
-
-    collections: dict[str, ProductCollection] = {}
-    for embedder in embedders:
-        if rebuild:
-            ProductCollection.drop(client, embedder.name)
-        collections[embedder.name] = ProductCollection.open(
-            client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True)
-
-    with timer.stage("read store"):
-        stored = {name: coll.stored_records() for name, coll in collections.items()}
-    gone = {name: [pid for pid in records if pid not in catalog_ids] for name, records in stored.items()}
-    if not allow_removal:
-        _refuse_mass_removal(catalog, stored, gone)
-
-    with timer.stage("digest"):
-        digests, refused = _digests(products, limits)
-    for product, why in refused:
-        report.skipped.append(Skipped(product.id, None, f"unreadable image: {why}"))
-    products = [p for p in products if p.id in digests]
-    refused_ids = [p.id for p, _ in refused]
-
-    todo: dict[str, set[str]] = {}
-    for embedder in embedders:
-        coll, records = collections[embedder.name], stored[embedder.name]
-        with timer.stage("write"):
-            coll.delete(gone[embedder.name] + [pid for pid in refused_ids if pid in records])
-            moved = _relocations(products, records, digests)
-            coll.set_images(moved)
-        report.removed[embedder.name] = len(gone[embedder.name])
-        report.relocated[embedder.name] = len(moved)
-        need = {p.id for p in products if records.get(p.id, ("", ""))[0] != digests[p.id]}
-        todo[embedder.name] = need
-        report.unchanged[embedder.name] = len(products) - len(need)
-        report.indexed[embedder.name] = 0
-
-    pending = [p for p in products if any(p.id in need for need in todo.values())]
-    report.images = len(pending)
+    collections = open_collections(client, embedders, rebuild)
+    plan = plan_index(catalog, collections, report, limit=limit, allow_removal=allow_removal, limits=limits)
+    digests, todo, pending = plan.digests, plan.todo, plan.pending
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
     def prepare(batch: list[Product]):
-        # Decode once, then each model's own preprocessing (their resize sizes differ).
-        decoded, failed = [], []
-        for product in batch:
-            try:
-                with timer.stage("decode"):
-                    decoded.append((product, decode(product.image)))
-            except ImageError as exc:
-                failed.append((product, str(exc)))
-        tensors = {}
-        with timer.stage("preprocess"):
-            for embedder in embedders:
-                items = [(p, im) for p, im in decoded if p.id in todo[embedder.name]]
-                if items:
-                    tensors[embedder.name] = ([p for p, _ in items],
-                                              torch.stack([embedder.preprocess(im) for _, im in items]))
-        return tensors, failed
+        return prepare_batch(batch, embedders, todo, decode, timer)
 
     # Writes go to Chroma from one background thread so the network keeps computing; the
     # queue is short so that memory stays bounded and a kill loses at most a batch or two.
@@ -257,7 +307,7 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                 tensors, failed = upcoming.result()
                 upcoming = pool.submit(prepare, batches[number + 1]) if number + 1 < len(batches) else None
                 for product, why in failed:
-                    report.skipped.append(Skipped(product.id, None, f"unreadable image: {why}"))
+                    report.skipped.append(unreadable(product.id, why))
                     for coll in collections.values():
                         writes.put(lambda coll=coll, pid=product.id: coll.delete([pid]))
                 for embedder in embedders:
@@ -267,7 +317,7 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                     with timer.stage(f"embed {embedder.name}"):
                         vectors = embedder.embed_tensors(batch)
                     writes.put(lambda coll=collections[embedder.name], ids=[p.id for p in items], v=vectors,
-                               metas=[_metadata(p, digests[p.id]) for p in items]: coll.write(ids, v, metas))
+                               metas=[product_metadata(p, digests[p.id]) for p in items]: coll.write(ids, v, metas))
                     report.indexed[embedder.name] += len(items)
                 if errors:
                     raise errors[0]
@@ -280,8 +330,4 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         progress.close()
     if errors:
         raise errors[0]
-    with timer.stage("center"):
-        for coll in collections.values():
-            coll.ensure_centered()
-    report.seconds = time.perf_counter() - started
-    return report
+    return finish_index(collections, report, started)

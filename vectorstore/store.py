@@ -44,6 +44,10 @@ TABLE_TTL_SECONDS = 2.0
 EXACT_LIMIT = 400
 OVERFETCH = 4
 MAX_FETCH = 2000
+# A Chroma server answers 413 to a request body over 32 MiB, and vectors travel base64-encoded
+# (4/3 of their bytes): 4,000 x 2048-d is refused though it is within get_max_batch_size().
+# Writes are cut to stay well under that, whatever the dimension.
+MAX_WRITE_BYTES = 24 * 2**20
 
 
 class StoreError(RuntimeError):
@@ -222,7 +226,8 @@ class ProductCollection:
         catalog would survive. Each call commits whole; a crash between the two leaves a gap
         that the next incremental run fills, never a duplicate.
         """
-        step = self._batch_size()
+        dim = int(np.shape(vectors)[-1]) if len(ids) else 1
+        step = min(self._batch_size(), max(1, MAX_WRITE_BYTES // (dim * 16 // 3 + 1024)))
         clean = [{k: _plain(v) for k, v in m.items() if v is not None} for m in metadatas]
         if self._center is not None:
             if not prepared:
