@@ -337,8 +337,6 @@ class Assistant:
             return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters),
                          notes=tuple(notes)), state
         if not image_paths and understood.is_empty():
-            if understood.unknown:
-                return Reply("info", notes.pop(), filters_line(filters), notes=tuple(notes)), state
             return Reply("info", HELP, filters_line(filters), notes=tuple(notes)), state
         return self._search(state, notes)
 
