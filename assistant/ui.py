@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 import json
 
 from assistant.chat import Assistant, ChatState, Reply, as_text, caption, filter_chips, without_chips
+from assistant.filters import stem, words
 from assistant.settings import AssistantSettings, model_label
 from catalog.products import CATEGORY_FIELDS
 from catalog import ImageError, open_image
@@ -71,6 +72,15 @@ CLICK_BRIDGE_JS = """
     catch (e) { links = {}; }
     const box = document.querySelector("#message textarea");
     if (box && !box.getAttribute("aria-label")) box.setAttribute("aria-label", "Message: drop or paste a photo, add words");
+    // Gradio labels each message's <div> with its raw Markdown ("**5 Women\\'s…"), an
+    // aria-label a div may not carry: the message's own text is what a screen reader should read.
+    for (const message of document.querySelectorAll('#chat [data-testid="bot"][aria-label], #chat [data-testid="user"][aria-label]'))
+      message.removeAttribute("aria-label");
+    // The pictures' own buttons have no name.
+    for (const button of document.querySelectorAll("#chat .image-container > button:not([aria-label])"))
+      button.setAttribute("aria-label", "Your photo");
+    for (const button of document.querySelectorAll("#crop-image .image-container > button:not([aria-label])"))
+      button.setAttribute("aria-label", "The photo to crop");
     for (const item of document.querySelectorAll("#chat .gallery-item")) {
       const thumb = item.querySelector(".thumbnail-item");
       const img = thumb && thumb.querySelector("img");
@@ -194,6 +204,8 @@ CSS = """
 /* Download and Share under the shopper's own photo are not for shoppers. */
 #chat .message-row .icon-button-wrapper { display: none !important; }
 #controls { min-width: 240px; }
+/* Gradio's light grey for empty boxes and the slider's ends is below WCAG AA contrast. */
+#controls input.subdued, #active-filters input.subdued, #k .min_value, #k .max_value { color: #4b5563 !important; }
 #active-filters { flex-grow: 1; }
 @media (max-width: 640px) {
   #chat { height: min(620px, 58vh) !important; }
@@ -258,6 +270,20 @@ class PhotoTextbox(gr.MultimodalTextbox):
         if payload is None:
             return None
         return {"text": payload.text, "files": [f.path for f in payload.files]}
+
+
+def shown_file(path: str):
+    """The shopper's file as their chat message: the picture, or its name as text when it is
+    named like a picture but is none (the chat drew a broken-image icon for it)."""
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            with Image.open(path):
+                pass
+        except Image.DecompressionBombError:
+            pass  # a picture, if a huge one: the assistant's reply says why it is refused
+        except Exception:
+            return as_text(f"📎 {Path(path).name}")
+    return {"path": path}
 
 
 def _gallery(reply: Reply, settings: AssistantSettings) -> gr.Gallery:
@@ -386,8 +412,15 @@ def _control_choices(assistant: Assistant, model: str) -> dict[str, list[str]]:
     except StoreError:
         return {"gender": [], "category": [], "colour": []}  # no index yet: the chat explains
     categories: list[str] = []
+    keys: set[str] = set()
     for level in CATEGORY_FIELDS:
-        categories += [v for v in vocabulary.get(level, []) if v not in categories]
+        for value in vocabulary.get(level, []):
+            # "Sandal" and "Sandals" side by side read as a mistake; the broader level's
+            # spelling stays, and a category filter matches every level anyway.
+            key = " ".join(stem(w) for w in words(value))
+            if value not in categories and key not in keys:
+                categories.append(value)
+                keys.add(key)
     return {"gender": list(vocabulary.get("gender", [])), "category": categories,
             "colour": list(vocabulary.get("baseColour", []))}
 
@@ -459,7 +492,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         files = [f for f in message.get("files") or [] if f]
         if not text and not files:
             return history, history, gr.update(), None
-        added = [{"role": "user", "content": {"path": f}} for f in files]
+        added = [{"role": "user", "content": shown_file(f)} for f in files]
         if text:
             added.append({"role": "user", "content": as_text(text)})
         history = history + added
@@ -477,7 +510,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         return (history, history, state, *_control_updates(state, shown), *_filter_updates(state, settings))
 
     def answer(pending: dict | None, history: list, state: ChatState):
-        crop_updates = (gr.update(), gr.update(), gr.update())
+        crop_updates = (gr.update(), gr.update(), gr.update(), gr.update())
         try:
             if pending:
                 files = pending.get("files") or []
@@ -485,7 +518,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                 history = history + reply_messages(reply, settings)
                 if files and reply.kind == "results":
                     crop, preview = new_crop(files[0], settings)
-                    crop_updates = (crop, preview, CROP_HELP)
+                    crop_updates = (crop, preview, CROP_HELP, gr.Accordion(open=True))
         except Exception as exc:
             history = failed(history, exc)
         return (*finish(history, state), gr.MultimodalTextbox(value=None, interactive=True), *crop_updates)
@@ -497,6 +530,12 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             # Nothing changed (leaving the "Number of results" box, tabbing past a control):
             # no new search, no reply.
             return tuple(gr.skip() for _ in range(5 + 3 + 3))
+        current = list(state.filters.get("gender"))
+        added = [g for g in gender or [] if g not in current]
+        if added and current:
+            # Picking "Men" while "Women" is set means men's, not "Women or Men".
+            gender = added
+            shown[2] = None  # the box shows both: set it to the one chosen
         try:
             reply, state = assistant.apply_controls(state, model=model, k=int(k or settings.k), gender=gender or [],
                                                     category=category or [], colour=colour or [])
@@ -558,7 +597,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
 
     def new_conversation():
         state = assistant.new_state()
-        return (*finish([], state), None, None, CROP_HELP)
+        return (*finish([], state), None, None, CROP_HELP, gr.Accordion(open=False))
 
     def recommend(image: str | None, model: str | None, k: float | None, gender: str | None,
                   category: str | None) -> dict:
@@ -589,7 +628,8 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                                         elem_id="active-filters", visible=False, allow_custom_value=False)
                     reapply = gr.Button("Re-apply earlier filters", size="sm", visible=False, elem_id="reapply")
             with gr.Column(scale=1, elem_id="controls", min_width=240):
-                with gr.Accordion("Crop the photo to one garment", open=True, elem_id="crop-panel"):
+                # Closed until there is a photo to crop; first in the column so that it is in view.
+                with gr.Accordion("Crop the photo to one garment", open=False, elem_id="crop-panel") as crop_panel:
                     crop_state = gr.State(None)
                     crop_image = gr.Image(type="pil", interactive=False, show_label=False, height=260,
                                           buttons=[], elem_id="crop-image")
@@ -632,10 +672,10 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
 
         crop_out = [crop_state, crop_image, crop_note]
         box.submit(post_user, [box, history], [history, chatbot, box, pending], queue=False, **private).then(
-            answer, [pending, history, session], [*turn_out, box, *crop_out], **private)
+            answer, [pending, history, session], [*turn_out, box, *crop_out, crop_panel], **private)
         clear.click(lambda h: post_user({"text": "clear filters"}, h), [history], [history, chatbot, box, pending],
                     queue=False, **private).then(
-            answer, [pending, history, session], [*turn_out, box, *crop_out], **private)
+            answer, [pending, history, session], [*turn_out, box, *crop_out, crop_panel], **private)
         for control in (model, gender, category, colour):
             control.input(on_controls, [*controls, history, session], turn_out, **private)
         k.release(on_controls, [*controls, history, session], turn_out, **private)
@@ -644,10 +684,10 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         pick_btn.click(on_pick, [pick, history, session], turn_out, **private)
         crop_pick_btn.click(on_crop_click, [crop_pick, crop_state], crop_out, **private)
         crop_search.click(on_crop_search, [crop_state, history, session], turn_out, **private)
-        restart.click(new_conversation, None, [*turn_out, *crop_out], **private)
+        restart.click(new_conversation, None, [*turn_out, *crop_out, crop_panel], **private)
         # The chat's own trash icon starts over too: clearing only the screen brought every
         # message back with the next photo, and kept the filters.
-        chatbot.clear(new_conversation, None, [*turn_out, *crop_out], **private)
+        chatbot.clear(new_conversation, None, [*turn_out, *crop_out, crop_panel], **private)
         api_btn.click(recommend, [api_image, api_model, api_k, api_gender, api_category], api_out,
                       api_name="recommend")
         demo.load(None, js=CLICK_BRIDGE_JS)
