@@ -188,8 +188,9 @@ CSS = """
   grid-template-rows: none !important; grid-auto-rows: auto !important; }
 #chat .gallery-item { display: flex; flex-direction: column; height: auto !important; }
 #chat .bubble.bot-row { max-width: calc(100% - 12px); }
-#chat .bot-row:has(.gallery-container), #chat .bot-row:has(.gallery-container) .flex-wrap,
-#chat .message.component:has(.gallery-container), #chat .gallery-container { width: 100%; }
+#chat .bot-row:has(.gallery-container) { width: calc(100% - 40px); box-sizing: border-box; }
+#chat .bot-row:has(.gallery-container) .flex-wrap, #chat .message.component:has(.gallery-container),
+#chat .gallery-container { width: 100%; box-sizing: border-box; }
 #chat .thumbnail-item { cursor: pointer; aspect-ratio: auto !important; display: flex; flex-direction: column;
   height: auto !important; }
 #chat .thumbnail-lg > img { height: 150px !important; flex: none; }
@@ -202,7 +203,7 @@ CSS = """
 #chat .vsa-actions a, #chat .vsa-actions button { color: var(--link-text-color, #1d4ed8); text-decoration: underline;
   background: none; border: 0; padding: 2px 0; cursor: pointer; font: inherit; }
 /* Download and Share under the shopper's own photo are not for shoppers. */
-#chat .message-row .icon-button-wrapper { display: none !important; }
+#chat .message-buttons, #chat .image-container .icon-button-wrapper { display: none !important; }
 #controls { min-width: 240px; }
 /* Gradio's light grey for empty boxes and the slider's ends is below WCAG AA contrast. */
 #controls input.subdued, #active-filters input.subdued, #k .min_value, #k .max_value { color: #4b5563 !important; }
