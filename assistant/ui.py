@@ -72,6 +72,8 @@ CLICK_BRIDGE_JS = """
     catch (e) { links = {}; }
     const box = document.querySelector("#message textarea");
     if (box && !box.getAttribute("aria-label")) box.setAttribute("aria-label", "Message: drop or paste a photo, add words");
+    const note = document.querySelector("#crop-note");
+    if (note && note.getAttribute("aria-live") !== "polite") note.setAttribute("aria-live", "polite");
     // Gradio labels each message's <div> with its raw Markdown ("**5 Women\\'s…"), an
     // aria-label a div may not carry: the message's own text is what a screen reader should read.
     for (const message of document.querySelectorAll('#chat [data-testid="bot"][aria-label], #chat [data-testid="user"][aria-label]'))
@@ -80,7 +82,7 @@ CLICK_BRIDGE_JS = """
     for (const button of document.querySelectorAll("#chat .image-container > button:not([aria-label])"))
       button.setAttribute("aria-label", "Your photo");
     for (const button of document.querySelectorAll("#crop-image .image-container > button:not([aria-label])"))
-      button.setAttribute("aria-label", "The photo to crop");
+      button.setAttribute("aria-label", "The photo to crop: arrow keys move the marker, Enter sets a corner");
     for (const item of document.querySelectorAll("#chat .gallery-item")) {
       const thumb = item.querySelector(".thumbnail-item");
       const img = thumb && thumb.querySelector("img");
@@ -156,6 +158,54 @@ CLICK_BRIDGE_JS = """
     if (box) box.focus({ preventScroll: true });
   }
   window.scrollTo(0, 0);
+  // Crop from the keyboard: with the photo focused, the arrow keys move a marker (Shift: in
+  // small steps) and Enter or Space sets a corner there, as a click would.
+  const cursor = { x: 0.5, y: 0.5 };
+  const sendCorner = (fx, fy) => {
+    const box = document.querySelector("#crop-pick textarea, #crop-pick input");
+    const button = document.querySelector("#crop-pick-btn");
+    if (!box || !button) return;
+    box.value = fx.toFixed(4) + "," + fy.toFixed(4) + "|" + Date.now();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 50);
+  };
+  const drawCursor = (img) => {
+    let mark = document.getElementById("vsa-crop-cursor");
+    if (!mark) {
+      mark = document.createElement("div");
+      mark.id = "vsa-crop-cursor";
+      mark.setAttribute("aria-hidden", "true");
+      document.body.append(mark);
+    }
+    const r = img.getBoundingClientRect();
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    mark.style.left = (window.scrollX + r.left + (r.width - w) / 2 + cursor.x * w - 9) + "px";
+    mark.style.top = (window.scrollY + r.top + (r.height - h) / 2 + cursor.y * h - 9) + "px";
+    mark.hidden = false;
+  };
+  document.addEventListener("keydown", (event) => {
+    if (!event.target.closest || !event.target.closest("#crop-image")) return;
+    const img = document.querySelector("#crop-image img");
+    if (!img || !img.naturalWidth) return;
+    const step = event.shiftKey ? 0.01 : 0.05;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (moves[event.key]) {
+      cursor.x = Math.min(1, Math.max(0, cursor.x + moves[event.key][0]));
+      cursor.y = Math.min(1, Math.max(0, cursor.y + moves[event.key][1]));
+      drawCursor(img);
+    } else if (event.key === "Enter" || event.key === " ") {
+      sendCorner(cursor.x, cursor.y);
+    } else {
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+  }, true);
+  document.addEventListener("focusout", (event) => {
+    const mark = document.getElementById("vsa-crop-cursor");
+    if (mark && event.target.closest && event.target.closest("#crop-image")) mark.hidden = true;
+  });
   // Crop corners: the click's position on the photo as fractions of its width and height,
   // measured on the drawn image itself (object-fit: contain leaves bands around it).
   document.addEventListener("click", (event) => {
@@ -205,6 +255,9 @@ CSS = """
 /* Download and Share under the shopper's own photo are not for shoppers. */
 #chat .message-buttons, #chat .image-container .icon-button-wrapper { display: none !important; }
 #controls { min-width: 240px; }
+#vsa-crop-cursor { position: absolute; width: 14px; height: 14px; border: 2px solid #fff; border-radius: 50%;
+  background: rgb(255, 90, 0); box-shadow: 0 0 0 2px #000; pointer-events: none; z-index: 50; }
+#crop-note { min-height: 3em; }
 /* Gradio's light grey for empty boxes and the slider's ends is below WCAG AA contrast. */
 #controls input.subdued, #active-filters input.subdued, #k .min_value, #k .max_value { color: #4b5563 !important; }
 #active-filters { flex-grow: 1; }
@@ -634,7 +687,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                     crop_state = gr.State(None)
                     crop_image = gr.Image(type="pil", interactive=False, show_label=False, height=260,
                                           buttons=[], elem_id="crop-image")
-                    crop_note = gr.Markdown(CROP_HELP, elem_id="crop-note")
+                    crop_note = gr.Markdown(CROP_HELP, elem_id="crop-note")  # read out: see CLICK_BRIDGE_JS
                     crop_search = gr.Button("Search the selected part", elem_id="crop-search")
                 model = gr.Radio([(model_label(m), m) for m in settings.models], value=settings.default_model,
                                  label="Model", elem_id="model")

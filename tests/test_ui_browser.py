@@ -352,3 +352,26 @@ def test_recommend_api_from_gradio_client(app_url, heel_photo):
     # the chat's own events are not part of the API
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(endpoints) == ["/recommend"]
+
+
+def test_crop_from_the_keyboard(page, heel_photo):
+    send(page, file=heel_photo)
+    page.wait_for_selector("#crop-image img")
+    photo = page.locator("#crop-image .image-container > button")
+    assert "arrow keys" in photo.get_attribute("aria-label")
+    photo.focus()
+    for key, times in (("ArrowLeft", 8), ("ArrowUp", 8), ("Enter", 1)):  # the marker starts in the middle
+        for _ in range(times):
+            page.keyboard.press(key)
+    page.wait_for_function("document.querySelector('#crop-note').innerText.includes('Now click the opposite corner')")
+    page.locator("#crop-image .image-container > button").focus()
+    for key, times in (("ArrowRight", 16), ("ArrowDown", 16), ("Enter", 1)):
+        for _ in range(times):
+            page.keyboard.press(key)
+    page.wait_for_function("document.querySelector('#crop-note').innerText.includes('Selected')")
+    assert "80% × 80%" in page.inner_text("#crop-note")
+    before = bot_rows(page)
+    page.locator("#crop-search").focus()
+    page.keyboard.press("Enter")
+    wait_reply(page, before)
+    assert "like your cropped photo" in last_bot_text(page)
