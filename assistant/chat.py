@@ -336,9 +336,11 @@ class Assistant:
             self.vocabulary(model)  # no index for this model: say so (with the command) before asking for a photo
             return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters),
                          notes=tuple(notes)), state
+        if understood.clear and filters.is_empty():
+            notes.insert(0, "Filters cleared.")
         if not image_paths and understood.is_empty():
             return Reply("info", HELP, filters_line(filters), notes=tuple(notes)), state
-        return self._search(state, notes)
+        return self._search(state, notes, plain=understood.clear and filters.is_empty())
 
     def _photo_query(self, path: str, crop, label: str | None = None) -> Query:
         self._open_photo(path, crop)  # opened now so a bad file is reported before the state changes
@@ -365,7 +367,9 @@ class Assistant:
         counts = {name: int(filters.only(name).mask(table).sum()) for name in filters.names()}
         return min(counts, key=lambda name: counts[name])
 
-    def _search(self, state: ChatState, notes: list[str]) -> tuple[Reply, ChatState]:
+    def _search(self, state: ChatState, notes: list[str], plain: bool = False) -> tuple[Reply, ChatState]:
+        """`plain`: the headline counts the products without naming their gender or kind (right
+        after "clear filters", "3 Women's products" read as if the filter were still on)."""
         asked = state.filters
         answer, state = self._query_answer(state, asked)
         filters, dropped = asked, []
@@ -383,7 +387,8 @@ class Assistant:
         state = replace(state, filters=filters, results=results, seen=seen)
         label = state.query.label
         if results:
-            headline = f"{describe_results(results)} like {label}, by {model_label(state.model)}"
+            described = f"{len(results)} products" if plain else describe_results(results)
+            headline = f"{described} like {label}, by {model_label(state.model)}"
         else:
             headline = f"No products found like {label}, by {model_label(state.model)}: the index is empty."
         return Reply("results", headline, filters_line(filters), results, tuple(notes)), state

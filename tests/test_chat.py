@@ -145,6 +145,8 @@ def test_show_k_use_model_and_clear(assistant, first):
     assert "ResNet-34 is not offered here" in " ".join(reply.notes) and state.model == "resnet18"
     reply, state = assistant.handle_turn(state, "clear filters")
     assert state.filters.is_empty() and reply.filters_line == "" and len(reply.results) == 12
+    # the headline names no gender or kind right after clearing: it read as if "Women" were still on
+    assert reply.headline == "12 products like your photo, by ResNet-18" and "Filters cleared." in reply.notes
     assert {r.get("gender") for r in reply.results} != {"Women"} or len({r.get("gender") for r in reply.results}) > 1
 
 
