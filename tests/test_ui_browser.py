@@ -375,3 +375,27 @@ def test_crop_from_the_keyboard(page, heel_photo):
     page.keyboard.press("Enter")
     wait_reply(page, before)
     assert "like your cropped photo" in last_bot_text(page)
+
+
+def test_controls_keep_the_focus_and_one_gender_replaces_the_other(page, heel_photo):
+    send(page, file=heel_photo)
+    last_gallery(page)
+    before = bot_rows(page)
+    page.click("#category input")
+    page.keyboard.type("Heels")
+    page.keyboard.press("Enter")
+    wait_reply(page, before)
+    # the box the shopper is using keeps the focus (it went to <body>)
+    page.wait_for_function("document.querySelector('#chat .grid-container') !== null")
+    assert page.evaluate("!!document.activeElement.closest('#category')")
+    page.keyboard.press("Escape")
+    for value in ("Women", "Men"):
+        before = bot_rows(page)
+        page.click("#gender input")
+        page.keyboard.type(value)
+        page.keyboard.press("Enter")
+        wait_reply(page, before)
+        page.keyboard.press("Escape")
+    # "Men" picked while "Women" was set: men's, not "Women or Men"
+    assert "Women or Men" not in last_bot_text(page) and "Filters: Men" in last_bot_text(page)
+    assert "Women" not in page.locator("#active-filters").inner_text()
