@@ -276,6 +276,9 @@ def test_axe_finds_no_serious_problem_in_the_chat(page, heel_photo):
     assert page.locator("#message textarea").get_attribute("aria-label")
     thumb = page.locator("#chat .thumbnail-item").first
     assert "Thumbnail" not in thumb.get_attribute("aria-label") and "show more like this" in thumb.get_attribute("aria-label")
+    # nothing for developers or Spaces on the shopper's page: no Share/Download, no "Use via API"
+    assert page.locator('#chat button[aria-label="Share"]:visible, #chat [data-testid="download-link"]:visible').count() == 0
+    assert page.get_by_text("Use via API").count() == 0
     assert axe_serious(page) == []
 
 
