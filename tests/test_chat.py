@@ -344,3 +344,23 @@ def test_words_not_understood_are_named_with_the_closest_values(assistant, first
     assert "I didn't understand “burgundy”" in " ".join(reply.notes)
     reply, _ = assistant.handle_turn(state, "show me 3 please", [])
     assert not any("understand" in n for n in reply.notes) and len(reply.results) == 3
+
+
+def test_product_links_quote_the_id_into_the_template(first):
+    import json
+    from assistant.chat import ChatState
+    from assistant.ui import picture_name, product_links
+    from vectorstore import Result
+    with pytest.raises(ValueError):
+        AssistantSettings(models=("resnet50",), default_model="resnet50", product_url="javascript:alert({id})")
+    with pytest.raises(ValueError):
+        AssistantSettings(models=("resnet50",), default_model="resnet50", product_url="https://shop.example/p")
+    settings = AssistantSettings(models=("resnet50",), default_model="resnet50",
+                                 product_url="https://shop.example/p/{id}")
+    odd = Result(id="a?b #1", score=0.5, metadata={"name": "Odd", "image": "/catalog/images/odd.jpg"})
+    state = ChatState(model="resnet50", k=5, seen={odd.id: odd, **first[1].seen})
+    links = json.loads(product_links(state, settings))
+    assert links["urls"][picture_name(odd)] == "https://shop.example/p/a%3Fb%20%231"
+    assert links["target"] == "_blank" and len(links["urls"]) == len(state.seen)
+    # without a template the cards link to the picture (the page decides): no product URLs
+    assert json.loads(product_links(state, SETTINGS))["urls"] == {}
