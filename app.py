@@ -191,7 +191,8 @@ def _assistant_parts(args):
                         embedders=embedders, embedder_factory=_embedder_factory(args))
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
     settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
-                                 index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else ())
+                                 index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else (),
+                                 product_url=getattr(args, "product_url", None) or None)
     return models, searcher, settings, images_dir
 
 
@@ -332,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=port)
         p.add_argument("--quiet", action="store_true")
+        p.add_argument("--product-url", help="where a result's \"View product\" leads, {id} standing for the "
+                       "product id, e.g. https://shop.example/p/{id} (shop: its own product pages; "
+                       "serve: the product's picture when not given)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_shop)
 
     p = sub.add_parser("evaluate", help="compare the models: accuracy, speed, size; writes a report")

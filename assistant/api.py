@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -146,7 +147,10 @@ def id_url(request: Request, route: str, product_id: str) -> str:
 
 def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings()) -> FastAPI:
     """The whole shop process as one ASGI app; serve it with uvicorn."""
-    app = FastAPI(title=f"{settings.title}: visual shopping assistant API",
+    # Swagger UI's script and stylesheet come from the installed fastapi-offline package, served
+    # by this app: FastAPI's default loads them from a CDN, which left /docs blank offline.
+    app = FastAPIOffline(title=f"{settings.title}: visual shopping assistant API", redoc_url=None,
+                  static_url="/docs-static",
                   description="Find the catalog products most similar to a photo, and the products "
                               "similar to a catalog product. The chat assistant is mounted at "
                               f"`{settings.assistant_path}/`.",
@@ -399,6 +403,10 @@ def mount_assistant(app: FastAPI, searcher: Searcher, settings: ShopSettings, im
     chat = settings.assistant
     if images_root is not None and not chat.allowed_paths:
         chat = replace(chat, allowed_paths=(images_root,))  # the chat shows the shop's own images only
+    if chat.product_url is None:
+        # "View product" on a result opens the shop's own product page, in the shop's window
+        # (the chat is framed in its side panel).
+        chat = replace(chat, product_url="/products/{id}", product_link_target="_top")
 
     # The web component's loader: the wheel's own gradio.js, at a URL whose "./assets/..."
     # imports land on the mounted app's asset route (no CDN is reachable here).
@@ -417,5 +425,5 @@ def mount_assistant(app: FastAPI, searcher: Searcher, settings: ShopSettings, im
     # No allowed_paths: the chat shows copies of product images (ui.product_picture), so Gradio
     # serves no folder of the server's as it is, the images folder included.
     gr.mount_gradio_app(app, demo, path=path, root_path=path, max_file_size=chat.upload_hard_limit_bytes,
-                        footer_links=["api"], css=getattr(ui, "CSS", None), ssr_mode=False, show_error=False)
+                        footer_links=[], css=getattr(ui, "CSS", None), ssr_mode=False, show_error=False)
     ui.check_uploads_like_launch(demo)

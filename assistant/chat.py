@@ -57,6 +57,9 @@ class ChatState:
     query: Query | None = None
     results: tuple[Result, ...] = ()        # the last results shown, for "more like the second one"
     seen: Mapping[str, Result] = field(default_factory=dict)  # every product shown, by id (gallery clicks)
+    # The filters a new photo turned off: offered back as one tap ("Re-apply"), never applied
+    # silently (a men's shoe came back as women's footwear because "Women" was left over).
+    previous_filters: Filters = field(default_factory=Filters)
 
 
 @dataclass(frozen=True)
@@ -115,10 +118,39 @@ def describe_results(results: Sequence[Result]) -> str:
     return f"{len(results)} {prefix}{kind}"
 
 
-def caption(result: Result) -> str:
+def rank_label(rank: int) -> str:
+    """What a shopper reads instead of a cosine score (which can be negative and means nothing
+    to them): the product's place in the results."""
+    return "Best match" if rank == 1 else f"Match #{rank}"
+
+
+def caption(result: Result, rank: int = 1) -> str:
     details = " · ".join(str(v) for v in (result.get("articleType"), result.get("gender"),
                                           result.get("baseColour")) if v)
-    return f"{result.get('name') or result.id}\n{details}\nsimilarity {result.score:.3f}"
+    return f"{result.get('name') or result.id}\n{details}\n{rank_label(rank)}"
+
+
+def filter_chips(filters: Filters) -> list[str]:
+    """The active filters one by one, as the removable chips beside the chat show them."""
+    chips = []
+    for name in filters.names():
+        chips += [str(v) for v in filters.get(name)]
+        chips += [f"not {v}" for v in filters.get_excluded(name)]
+    return list(dict.fromkeys(chips))
+
+
+def without_chips(filters: Filters, kept: Iterable[str]) -> Filters:
+    """`filters` less every value whose chip is not in `kept` (the shopper removed it)."""
+    kept = set(kept)
+    out = Filters()
+    for name in filters.names():
+        values = [v for v in filters.get(name) if str(v) in kept]
+        if values:
+            out = out.with_values(name, values)
+        excluded = [v for v in filters.get_excluded(name) if f"not {v}" in kept]
+        if excluded:
+            out = out.with_excluded(name, excluded)
+    return out
 
 
 def pick_result(results: Sequence[Result], rank: int) -> tuple[int, Result]:
@@ -173,6 +205,26 @@ class Assistant:
                 raise ChatProblem(f"Product {product_id} is not in the catalog any more.")
             label = f"“{meta.get('name') or product_id}”"
             return self._search(replace(state, query=Query("product", label, product_id=product_id)), [])
+        except Exception as exc:
+            return self._failure(exc, state), state
+
+    def reapply_previous(self, state: ChatState) -> tuple[Reply, ChatState]:
+        """The filters the last new photo turned off, back on (the "Re-apply" tap)."""
+        try:
+            if state.previous_filters.is_empty():
+                raise ChatProblem("There are no earlier filters to re-apply.")
+            filters = state.previous_filters.merged(state.filters)
+            return self.set_filters(replace(state, previous_filters=Filters()), filters)
+        except Exception as exc:
+            return self._failure(exc, state), state
+
+    def set_filters(self, state: ChatState, filters: Filters) -> tuple[Reply, ChatState]:
+        """Replace the filters (a chip removed, filters re-applied) and search again."""
+        try:
+            state = replace(state, filters=filters)
+            if state.query is None:
+                return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters)), state
+            return self._search(state, [])
         except Exception as exc:
             return self._failure(exc, state), state
 
@@ -253,27 +305,42 @@ class Assistant:
                 notes.append(self._model_not_offered(understood.model))
         k = state.k if understood.k is None else self._clamp_k(understood.k, notes)
         filters = Filters() if understood.clear else state.filters
+        previous = state.previous_filters
+        query = state.query
+        if image_paths:
+            query = self._photo_query(image_paths[0], crop, label)  # a bad file changes nothing
+            if len(image_paths) > 1:
+                notes.append("I searched with the first photo; send one photo per message.")
+        if image_paths and image_paths[0] != (state.query.path if state.query else None):
+            # A new photo (not a crop of the one shown) is a new search: the earlier filters
+            # are offered back, not applied.
+            if not filters.is_empty():
+                previous = filters
+            filters = Filters()
         for name in understood.cleared_fields:
             filters = filters.without(name)
         filters = filters.merged(understood.filters)
+        if understood.clear:
+            previous = Filters()
+        if understood.unknown:
+            notes.append(self._not_understood(understood.unknown))
 
-        query = state.query
         if image_paths:
-            query = self._photo_query(image_paths[0], crop, label)
-            if len(image_paths) > 1:
-                notes.append("I searched with the first photo; send one photo per message.")
+            pass
         elif understood.more_like is not None:
             rank, picked = pick_result(state.results, understood.more_like)
             query = Query("product", f"#{rank} “{picked.get('name') or picked.id}”", product_id=picked.id)
 
-        state = replace(state, model=model, k=k, filters=filters, query=query)
+        state = replace(state, model=model, k=k, filters=filters, query=query, previous_filters=previous)
         if query is None:
             self.vocabulary(model)  # no index for this model: say so (with the command) before asking for a photo
             return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters),
                          notes=tuple(notes)), state
+        if understood.clear and filters.is_empty():
+            notes.insert(0, "Filters cleared.")
         if not image_paths and understood.is_empty():
             return Reply("info", HELP, filters_line(filters), notes=tuple(notes)), state
-        return self._search(state, notes)
+        return self._search(state, notes, plain=understood.clear and filters.is_empty())
 
     def _photo_query(self, path: str, crop, label: str | None = None) -> Query:
         self._open_photo(path, crop)  # opened now so a bad file is reported before the state changes
@@ -300,7 +367,9 @@ class Assistant:
         counts = {name: int(filters.only(name).mask(table).sum()) for name in filters.names()}
         return min(counts, key=lambda name: counts[name])
 
-    def _search(self, state: ChatState, notes: list[str]) -> tuple[Reply, ChatState]:
+    def _search(self, state: ChatState, notes: list[str], plain: bool = False) -> tuple[Reply, ChatState]:
+        """`plain`: the headline counts the products without naming their gender or kind (right
+        after "clear filters", "3 Women's products" read as if the filter were still on)."""
         asked = state.filters
         answer, state = self._query_answer(state, asked)
         filters, dropped = asked, []
@@ -318,7 +387,8 @@ class Assistant:
         state = replace(state, filters=filters, results=results, seen=seen)
         label = state.query.label
         if results:
-            headline = f"{describe_results(results)} like {label}, by {model_label(state.model)}"
+            described = f"{len(results)} products" if plain else describe_results(results)
+            headline = f"{described} like {label}, by {model_label(state.model)}"
         else:
             headline = f"No products found like {label}, by {model_label(state.model)}: the index is empty."
         return Reply("results", headline, filters_line(filters), results, tuple(notes)), state
@@ -330,6 +400,14 @@ class Assistant:
             notes.append(f"I show between 1 and {self.settings.max_k} products; showing {clamped}.")
         return clamped
 
+    def _not_understood(self, unknown) -> str:
+        """"I didn't understand “pinkk” (closest: Pink)": each phrase with the catalog values
+        spelled most like it."""
+        parts = []
+        for phrase, closest in unknown:
+            parts.append(f"“{phrase}” (closest: {', '.join(closest)})" if closest else f"“{phrase}”")
+        return f"I didn't understand {', '.join(parts)}, so I left it out."
+
     def _model_not_offered(self, model: str) -> str:
         offered = ", ".join(model_label(m) for m in self.settings.models)
         return f"{model_label(model)} is not offered here; choose one of {offered}."
@@ -340,8 +418,10 @@ class Assistant:
     def _explain(self, exc: Exception, model: str) -> str:
         limit = self.settings.max_upload_bytes / 1e6
         if isinstance(exc, ImageError):
-            return (f"I couldn't use that file: {exc}. Send a photo as {SUPPORTED}, "
-                    f"up to {limit:.0f} MB.")
+            # the reason may name the formats already: say them once
+            advice = (f"Send a photo up to {limit:.0f} MB." if SUPPORTED in str(exc) else
+                      f"Send a photo as {SUPPORTED}, up to {limit:.0f} MB.")
+            return f"I couldn't use that file: {exc}. {advice}"
         if isinstance(exc, ChatProblem):
             return str(exc)
         if isinstance(exc, NoIndex):
@@ -377,4 +457,5 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 __all__ = ["Assistant", "ChatProblem", "ChatState", "Query", "Reply", "as_text", "caption", "describe_results",
+           "filter_chips", "without_chips", "rank_label",
            "filters_line", "pick_result", "CONTROL_FIELDS", "HELP"]

@@ -10,6 +10,7 @@ table of synonyms adds the words shoppers use that catalogs don't ("ladies", "sh
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -69,6 +70,16 @@ FIELD_WORDS = {
     "type": (CATEGORY, *CATEGORY_FIELDS), "kind": (CATEGORY, *CATEGORY_FIELDS),
     "season": ("season",), "usage": ("usage",), "occasion": ("usage",), "style": ("usage",),
 }
+# Words a message holds around what it asks ("show me something like this please"): not worth
+# naming as "not understood".
+FILLER = set("""a an the and or but of for to in on at with from by as is are am be it its this that these those
+one ones some any all just only also too very really so please thanks thank hi hello hey i im me my mine you
+your we our want wanted need would like love looking look find finding show see get give got have has can could
+do does did similar same something anything thing things stuff item items product products result results
+match matches photo picture pic image pics pictures pair pairs more less other another different else same
+instead maybe kind sort what which how about here there now again new use using model by version
+make made wear wearing buy them they their than then hash number no yes ok okay cool nice great good""".split())
+
 NEGATIONS = {"not", "no", "without", "except", "non", "excluding"}
 ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
             "eighth": 8, "ninth": 9, "tenth": 10, "last": -1}
@@ -142,6 +153,9 @@ class Understanding:
     more_like: int | None = None         # 1-based rank in the last results; -1 = the last one
     k: int | None = None                 # "show 10"
     model: str | None = None             # "use resnet18" (maybe a model not offered: the caller checks)
+    # Phrases not understood, each with the catalog values spelled most like it:
+    # (("pinkk", ("Pink",)), ("size 42", ())).
+    unknown: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def negated(self) -> tuple[Match, ...]:
@@ -158,6 +172,7 @@ class Vocabulary:
     def __init__(self, vocabulary: Mapping[str, list] | None):
         self.index: dict[str, tuple[str, tuple]] = {}
         self.max_len = 1
+        self.spellings: dict[str, str] = {}  # lower-case word or value -> a catalog value, for "closest"
         known: dict[str, dict[str, str]] = {}  # output field -> lower value -> catalog spelling
         vocabulary = vocabulary if isinstance(vocabulary, Mapping) else {}
         for source in WORD_FIELDS:
@@ -166,6 +181,7 @@ class Vocabulary:
                 if not isinstance(value, str) or value.strip().casefold() in IGNORED_VALUES:
                     continue
                 known.setdefault(target, {})[value.casefold()] = value
+                self.spellings.setdefault(value.casefold(), value)
                 tokens = words(value)
                 if not tokens or len(tokens) > MAX_PHRASE:
                     continue
@@ -192,8 +208,14 @@ class Vocabulary:
                 self.index[key] = (target, current[1] + (value,))
         # else: the phrase already names an earlier field in WORD_FIELDS order; keep that one.
 
-    def find(self, tokens: list[str]) -> list[Match]:
-        """Longest phrases first, left to right; a phrase right after "not"/"without" is negated."""
+    def closest(self, phrase: str, n: int = 3) -> tuple[str, ...]:
+        """Catalog values spelled most like `phrase` ("pinkk" -> Pink)."""
+        found = difflib.get_close_matches(phrase.casefold(), list(self.spellings), n=n, cutoff=0.7)
+        return tuple(dict.fromkeys(self.spellings[f] for f in found))
+
+    def find(self, tokens: list[str], rest: list[int] | None = None) -> list[Match]:
+        """Longest phrases first, left to right; a phrase right after "not"/"without" is negated.
+        `rest`, when given, receives the positions of the tokens no phrase took."""
         out: list[Match] = []
         i = 0
         while i < len(tokens):
@@ -207,6 +229,8 @@ class Vocabulary:
                     i += n
                     break
             else:
+                if rest is not None:
+                    rest.append(i)
                 i += 1
         return out
 
@@ -277,7 +301,10 @@ def _understand(text, vocabulary) -> Understanding:
     chars = list(lowered)
     for begin, end in spans:
         chars[begin:end] = " " * (end - begin)
-    matches = index.find("".join(chars).split())
+    tokens = "".join(chars).split()
+    rest: list[int] = []
+    matches = index.find(tokens, rest)
+    unknown = _unknown(tokens, rest, index)
     filters = Filters()
     for m in matches:
         if m.negated:
@@ -285,4 +312,33 @@ def _understand(text, vocabulary) -> Understanding:
         else:
             filters = filters.with_values(m.field, list(filters.get(m.field)) + list(m.values))
     return Understanding(filters=filters, matches=tuple(matches), clear=clear, cleared_fields=cleared,
-                         more_like=more_like, k=k, model=model)
+                         more_like=more_like, k=k, model=model, unknown=unknown)
+
+
+def _unknown(tokens: list[str], rest: list[int], index: Vocabulary) -> tuple:
+    """Runs of words no phrase took, less filler, each with its closest catalog values; a
+    number belongs to the word before it ("size 42")."""
+    if not index.spellings:
+        return ()  # no vocabulary (no index yet): nothing can be judged
+    ignored = FILLER | NEGATIONS | set(FIELD_WORDS) | set(ORDINALS) | set(NUMBERS)
+    runs: list[list[str]] = []
+    last = -2
+    for i in rest:
+        token = tokens[i]
+        if token in ignored or stem(token) in ignored or stem(token) in FIELD_WORDS:
+            last = -2
+            continue
+        if token.isdigit() and not (runs and last == i - 1):
+            continue
+        if runs and last == i - 1:
+            runs[-1].append(token)
+        else:
+            runs.append([token])
+        last = i
+    out = []
+    for run in runs[:5]:
+        phrase = " ".join(run)
+        closest = index.closest(phrase) or tuple(dict.fromkeys(
+            value for w in run if not w.isdigit() for value in index.closest(w)))
+        out.append((phrase, closest[:3]))
+    return tuple(out)

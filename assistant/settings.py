@@ -40,6 +40,12 @@ class AssistantSettings:
     # Galleries kept in the chat; older replies keep their text (see ui.keep_recent_galleries).
     galleries_kept: int = 8
     title: str = "Visual shopping assistant"
+    # Where a result's "View product" leads: a URL with "{id}" where the product id goes
+    # (URL-quoted), e.g. "https://shop.example/p/{id}" or "/products/{id}". None: the card
+    # links to the product's picture instead. The shop sets its own product pages.
+    product_url: str | None = None
+    # "_blank" opens the product in a new tab; the shop, which frames the chat, uses "_top".
+    product_link_target: str = "_blank"
 
     @property
     def image_limits(self) -> ImageLimits:
@@ -53,5 +59,11 @@ class AssistantSettings:
                              f"({', '.join(self.models)})")
         if self.upload_hard_limit_bytes < self.max_upload_bytes:
             raise ValueError("upload_hard_limit_bytes must not be below max_upload_bytes")
+        if self.product_url is not None and (
+                "{id}" not in self.product_url
+                or not self.product_url.startswith(("http://", "https://", "/"))):
+            raise ValueError(f"product_url must be an http(s) or /path URL with {{id}} in it, not {self.product_url!r}")
+        if self.product_link_target not in ("_blank", "_top", "_self", "_parent"):
+            raise ValueError(f"product_link_target must be _blank, _top, _self or _parent, not {self.product_link_target!r}")
         if not 1 <= self.k <= self.max_k:
             raise ValueError(f"k must be between 1 and {self.max_k}, not {self.k}")

@@ -125,3 +125,18 @@ def start_chroma(path: Path, port: int) -> subprocess.Popen:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError("chroma run did not start")
+
+
+# -- accessibility: axe-core in the browser tests ------------------------------------------
+AXE_SERIOUS = """() => axe.run(document, {resultTypes: ["violations"]}).then(r => r.violations
+    .filter(v => ["serious", "critical"].includes(v.impact))
+    .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))})))"""
+
+
+def axe_serious(page) -> list:
+    """axe-core's serious and critical violations on the page; the script is the one bundled
+    in the installed axe-playwright-python package (nothing is downloaded)."""
+    import axe_playwright_python
+    script = Path(axe_playwright_python.__file__).with_name("axe.min.js")
+    page.add_script_tag(path=str(script))
+    return page.evaluate(AXE_SERIOUS)

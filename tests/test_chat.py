@@ -53,11 +53,13 @@ def test_photo_gives_top_k_with_a_sentence(first, searcher):
     from catalog import open_image
     direct = searcher.search_image("resnet50", open_image(state.query.path), k=5)
     assert [r.id for r in direct.results] == [r.id for r in reply.results]
-    # captions carry name, article type, gender, colour and similarity
-    text = caption(reply.results[0])
+    # captions carry name, article type, gender, colour and the rank (never a score)
+    text = caption(reply.results[0], 1)
     r = reply.results[0]
-    for part in (r.get("name"), r.get("articleType"), r.get("gender"), r.get("baseColour"), f"{r.score:.3f}"):
+    for part in (r.get("name"), r.get("articleType"), r.get("gender"), r.get("baseColour")):
         assert str(part) in text
+    assert text.endswith("\nBest match") and caption(reply.results[1], 2).endswith("\nMatch #2")
+    assert f"{r.score:.3f}" not in text and "similarity" not in text
 
 
 def test_words_with_the_photo_filter_and_are_echoed(assistant, photo):
@@ -143,6 +145,8 @@ def test_show_k_use_model_and_clear(assistant, first):
     assert "ResNet-34 is not offered here" in " ".join(reply.notes) and state.model == "resnet18"
     reply, state = assistant.handle_turn(state, "clear filters")
     assert state.filters.is_empty() and reply.filters_line == "" and len(reply.results) == 12
+    # the headline names no gender or kind right after clearing: it read as if "Women" were still on
+    assert reply.headline == "12 products like your photo, by ResNet-18" and "Filters cleared." in reply.notes
     assert {r.get("gender") for r in reply.results} != {"Women"} or len({r.get("gender") for r in reply.results}) > 1
 
 
@@ -298,3 +302,65 @@ def test_chat_keeps_a_bounded_number_of_galleries(first):
         [m["content"] for m in history if isinstance(m["content"], str)]  # every text stays
     assert isinstance(kept[-1]["content"], gr.Gallery) and kept[-1] is history[-1]
     assert not isinstance(kept[2]["content"], gr.Gallery)  # the oldest galleries went first
+
+
+def test_a_new_photo_starts_fresh_and_offers_the_old_filters(assistant, photo, tmp_path):
+    from assistant.chat import filter_chips, without_chips
+    reply, state = assistant.handle_turn(assistant.new_state(), "women not black", [str(photo)])
+    assert filter_chips(state.filters) == ["Women", "not Black"]
+    # a follow-up keeps them; a crop of the same photo keeps them too
+    reply, state = assistant.handle_turn(state, "", [str(photo)], crop=(0, 0, 1, 1))
+    assert filter_chips(state.filters) == ["Women", "not Black"] and state.previous_filters.is_empty()
+    # a new photo: no filter, the old ones offered
+    shoe = tmp_path / "shoe.jpg"
+    draw_product(5, KINDS[1][5], KINDS[1][6]).save(shoe)
+    reply, state = assistant.handle_turn(state, "", [str(shoe)])
+    assert reply.kind == "results" and state.filters.is_empty() and reply.filters_line == ""
+    assert filter_chips(state.previous_filters) == ["Women", "not Black"]
+    # one tap puts them back
+    reply, state = assistant.reapply_previous(state)
+    assert reply.kind == "results" and filter_chips(state.filters) == ["Women", "not Black"]
+    assert all(r.get("gender") == "Women" and r.get("baseColour") != "Black" for r in reply.results)
+    assert state.previous_filters.is_empty()
+    # a chip removed: that filter alone goes
+    reply, state = assistant.set_filters(state, without_chips(state.filters, ["Women"]))
+    assert filter_chips(state.filters) == ["Women"] and reply.filters_line == "Filters: Women"
+    # words typed before any photo do not filter the photo that follows: they are offered
+    _, state = assistant.handle_turn(assistant.new_state(), "black", [])
+    reply, state = assistant.handle_turn(state, "", [str(shoe)])
+    assert state.filters.is_empty() and filter_chips(state.previous_filters) == ["Black"]
+
+
+def test_words_not_understood_are_named_with_the_closest_values(assistant, first):
+    _, state = first
+    reply, _ = assistant.handle_turn(state, "pinkk size 42", [])
+    assert reply.kind == "info" and "I didn't understand “pinkk size 42”" in reply.notes[0], reply
+    assert "only black ones" in reply.headline  # and what it does understand
+    reply, _ = assistant.handle_turn(state, "only blak ones", [])
+    assert "“blak” (closest: Black)" in " ".join(reply.notes), reply
+    assert reply.filters_line == ""  # "blak" is named, not applied
+    reply, _ = assistant.handle_turn(state, "women in burgundy", [])  # understood words still apply
+    assert reply.kind == "results" and reply.filters_line == "Filters: Women", reply
+    assert "I didn't understand “burgundy”" in " ".join(reply.notes)
+    reply, _ = assistant.handle_turn(state, "show me 3 please", [])
+    assert not any("understand" in n for n in reply.notes) and len(reply.results) == 3
+
+
+def test_product_links_quote_the_id_into_the_template(first):
+    import json
+    from assistant.chat import ChatState
+    from assistant.ui import picture_name, product_links
+    from vectorstore import Result
+    with pytest.raises(ValueError):
+        AssistantSettings(models=("resnet50",), default_model="resnet50", product_url="javascript:alert({id})")
+    with pytest.raises(ValueError):
+        AssistantSettings(models=("resnet50",), default_model="resnet50", product_url="https://shop.example/p")
+    settings = AssistantSettings(models=("resnet50",), default_model="resnet50",
+                                 product_url="https://shop.example/p/{id}")
+    odd = Result(id="a?b #1", score=0.5, metadata={"name": "Odd", "image": "/catalog/images/odd.jpg"})
+    state = ChatState(model="resnet50", k=5, seen={odd.id: odd, **first[1].seen})
+    links = json.loads(product_links(state, settings))
+    assert links["urls"][picture_name(odd)] == "https://shop.example/p/a%3Fb%20%231"
+    assert links["target"] == "_blank" and len(links["urls"]) == len(state.seen)
+    # without a template the cards link to the picture (the page decides): no product URLs
+    assert json.loads(product_links(state, SETTINGS))["urls"] == {}

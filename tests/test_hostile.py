@@ -464,8 +464,9 @@ def test_chat_replies_show_catalog_markup_as_text(live_shop, tmp_path):
         assert f"like “{name}”" in shown and set(tags) <= {"p", "strong"}, (name, reply.markdown())
     photo = tmp_path / "red.jpg"
     draw_product(1, (200, 40, 30), "rectangle").save(photo)
-    state = chat.apply_controls(chat.new_state(), category=[MARKUP_TYPE])[1]
-    reply, _ = chat.handle_turn(state, "", [str(photo)])
+    # the photo first, then the filter: a new photo starts a fresh search (issue 18)
+    state = chat.handle_turn(chat.new_state(), "", [str(photo)])[1]
+    reply, _ = chat.apply_controls(state, category=[MARKUP_TYPE])
     shown, tags = _rendered(reply.markdown())
     assert f"1 Women's {MARKUP_TYPE} like your photo" in shown and set(tags) <= {"p", "strong"}, reply.markdown()
     assert f"Filters: {MARKUP_TYPE}" in shown

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from conftest import draw_product
+from conftest import axe_serious, draw_product
 from test_api import HOSTILE, HOSTILE_ID, make_hostile_shop
 
 CHROMIUM = "/usr/bin/chromium"
@@ -190,3 +190,58 @@ def test_gradio_client_reaches_the_mounted_assistant(shop, tmp_path):
     assert all(r["gender"] == "Men" for r in answer["results"])
     refused = client.predict(handle_file(str(photo)), "resnet50", 3, "", "", api_name="/recommend")
     assert "results" not in refused and "ResNet-50" in refused["error"]
+
+
+def test_docs_render_offline(shop, page):
+    # Every request off this server fails, as on a machine without internet.
+    local = shop.rstrip("/")
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local) else route.abort())
+    page.goto(shop + "/docs")
+    page.locator(".swagger-ui .info .title").wait_for(timeout=SLOW)
+    assert "visual shopping assistant API" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.locator(".swagger-ui .opblock-summary-path", has_text="/api/recommend").count() >= 1
+
+
+def test_a_result_in_the_assistant_opens_its_product_page(shop, page, tmp_path):
+    page.goto(shop + "/")
+    page.click("#assistant-toggle")
+    frame = page.frame_locator("#assistant-frame")
+    photo = tmp_path / "shoe.png"
+    draw_product(99, (120, 70, 20), "ellipse", size=(90, 120)).save(photo)
+    frame.locator('#message input[data-testid="file-upload"]').set_input_files(str(photo), timeout=SLOW)
+    frame.locator("#message img").wait_for(timeout=SLOW)
+    frame.locator("#message textarea").press("Enter")
+    view = frame.locator('#chat .vsa-view[href*="/products/"]').first
+    view.wait_for(timeout=SLOW)
+    href = view.get_attribute("href")
+    assert view.inner_text() == "View product" and view.get_attribute("target") == "_top"
+    view.click()
+    page.wait_for_url(href)
+    assert page.locator("#product").get_attribute("data-product-id") == urlparse(href).path.rsplit("/", 1)[1]
+    assert page.errors == []
+
+
+def test_phone_layout_and_accessibility_of_the_shop(shop, browser):
+    # bypass_csp: the shop allows no inline script, and axe is injected as one (the test only)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
+    page = context.new_page()
+    page.set_default_timeout(SLOW)
+    try:
+        page.goto(shop + "/")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert axe_serious(page) == []
+        page.locator("#product-grid .card").first.click()
+        page.locator("#similar-grid .card").first.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert axe_serious(page) == []
+        # "Find by photo" on a phone: the assistant opens at its top, the message box in view
+        page.click("#assistant-toggle")
+        page.frame_locator("#assistant-frame").locator("#message textarea").wait_for()
+        frame = next(f for f in page.frames if "/assistant" in f.url)
+        frame.wait_for_function("window.__vsaBridge === true")
+        assert frame.evaluate("window.scrollY") == 0
+        assert frame.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert axe_serious(frame) == []
+        page.screenshot(path="/tmp/vsa-shop-phone.png")
+    finally:
+        context.close()

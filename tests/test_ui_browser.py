@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KINDS, draw_product
+from conftest import KINDS, axe_serious, draw_product
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+# The shop the cards link to; the browser answers it itself (page.route), nothing is fetched.
+PRODUCT_URL = "https://shop.example/p/{id}"
 LIMIT = 1_000_000  # bytes: small, so the test can send a photo over it
 TIMEOUT = 60_000  # ms; a search embeds with a CPU ResNet-50 on a shared 2-core machine
 
@@ -30,7 +32,8 @@ def app_url(searcher):
     from assistant.settings import AssistantSettings
     from assistant.ui import launch
     settings = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
-                                 max_upload_bytes=LIMIT, upload_hard_limit_bytes=4 * LIMIT)
+                                 max_upload_bytes=LIMIT, upload_hard_limit_bytes=4 * LIMIT,
+                                 product_url=PRODUCT_URL)
     port = _free_port()
     demo = launch(searcher, settings, host="127.0.0.1", port=port, block=False, quiet=True)
     yield f"http://127.0.0.1:{port}/"
@@ -47,8 +50,11 @@ def browser():
 
 
 @pytest.fixture()
-def page(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def page(browser, app_url, request):
+    size = getattr(request, "param", {"width": 1280, "height": 900})
+    context = browser.new_context(viewport=size)
+    context.route("https://shop.example/**", lambda route: route.fulfill(
+        status=200, content_type="text/html", body="<title>product page</title><h1 id=product>product page</h1>"))
     page = context.new_page()
     page.set_default_timeout(TIMEOUT)
     page.goto(app_url)
@@ -120,11 +126,11 @@ def test_photo_words_controls_and_more_like_this(page, heel_photo, tmp_path, sea
     assert len(items) == 5
     names = {m["name"]: m for m in searcher.collection("resnet50", check_weights=False).table()
              .reset_index().to_dict("records")}
-    for item in items:
-        name, details, similarity = item["caption"].split("\n")
+    for rank, item in enumerate(items, 1):
+        name, details, place = item["caption"].split("\n")
         product = names[name]
         assert details == f"{product['articleType']} · {product['gender']} · {product['baseColour']}"
-        assert similarity.startswith("similarity ") and -1 <= float(similarity.split()[1]) <= 1
+        assert place == ("Best match" if rank == 1 else f"Match #{rank}")  # a rank, never a score
         assert Path(item["src"]).name == Path(product["image"]).name
     assert "like your photo, by ResNet-50" in last_bot_text(page)
 
@@ -160,6 +166,120 @@ def test_photo_words_controls_and_more_like_this(page, heel_photo, tmp_path, sea
     shot = tmp_path / "chat.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_result_opens_its_product_page_and_a_new_photo_starts_fresh(page, heel_photo, tmp_path, searcher):
+    send(page, "women", file=heel_photo)
+    items = last_gallery(page)
+    assert "Filters: Women" in last_bot_text(page)
+    assert page.locator("#active-filters").inner_text().count("Women") >= 1
+    # every card: "View product" (the configured template, id filled in) and "More like this"
+    cards = page.locator("#chat .grid-container").last.locator(".gallery-item")
+    assert cards.count() == len(items) == 5
+    page.wait_for_function("""() => [...document.querySelectorAll('#chat .grid-container')].pop()
+        .querySelectorAll('.vsa-view[href^="https://shop.example/p/"]').length === 5""")
+    table = searcher.collection("resnet50", check_weights=False).table().reset_index()
+    by_name = {row["name"]: str(row["id"]) for row in table.to_dict("records")}
+    first = cards.first
+    name = items[0]["caption"].split("\n")[0]
+    assert first.locator(".vsa-view").get_attribute("href") == f"https://shop.example/p/{by_name[name]}"
+    assert first.locator(".vsa-more").inner_text() == "More like this"
+    with page.context.expect_page() as opened:
+        first.locator(".vsa-view").click()
+    product = opened.value
+    product.wait_for_selector("#product")
+    assert product.url == f"https://shop.example/p/{by_name[name]}"
+    product.close()
+    page.screenshot(path=str(tmp_path / "cards.png"))
+
+    # a new photo: no filter from the last one; they are offered as one tap
+    shirt = tmp_path / "shirt.jpg"
+    draw_product(31337, KINDS[2][5], KINDS[2][6], size=(150, 200)).save(shirt)
+    send(page, file=shirt)
+    assert "Filters:" not in last_bot_text(page)
+    page.locator("#reapply").wait_for()
+    assert "Women" in page.locator("#reapply").inner_text()
+    assert page.locator("#active-filters").is_hidden()
+    before = bot_rows(page)
+    page.click("#reapply")
+    wait_reply(page, before)
+    assert "Filters: Women" in last_bot_text(page)
+    assert all(i["caption"].split("\n")[1].split(" · ")[1] == "Women" for i in last_gallery(page))
+    page.locator("#reapply").wait_for(state="hidden")
+
+
+def test_tabbing_through_the_page_adds_no_reply(page, heel_photo):
+    send(page, file=heel_photo)
+    last_gallery(page)
+    before, users = bot_rows(page), page.locator("#chat .user-row").count()
+    page.locator("#k input[type=number]").click()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+    page.locator("h2").first.click()  # and a click elsewhere: the number box loses the focus
+    page.wait_for_timeout(3000)  # room for a search that should not come
+    assert bot_rows(page) == before and page.locator("#chat .user-row").count() == users
+    # while a real change of the number still searches
+    page.locator("#k input[type=number]").fill("3")
+    page.locator("#k input[type=number]").press("Enter")
+    page.locator("h2").first.click()
+    wait_reply(page, before)
+    assert len(last_gallery(page)) == 3
+    page.wait_for_timeout(2000)
+    assert bot_rows(page) == before + 1  # one reply, not two
+
+
+def test_trash_starts_over_and_drops_on_the_chat_area_are_caught(page, heel_photo):
+    send(page, "only black ones", file=heel_photo)
+    page.locator('#chat button[aria-label="Clear"]').click()
+    page.wait_for_function("document.querySelectorAll('#chat [data-testid=\"bot\"]').length === 0")
+    page.wait_for_function("document.querySelector('#colour').innerText.indexOf('Black') < 0")
+    send(page, "show 3")  # no photo any more: asked for one, and the old messages stay gone
+    assert "Send me a photo" in last_bot_text(page) and "Filters" not in last_bot_text(page)
+    assert page.locator("#chat .grid-container").count() == 0
+
+    # a photo dropped on the big chat area lands in the message box
+    data = list(heel_photo.read_bytes())
+    page.evaluate("""(bytes) => { const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], "dropped.jpg", {type: "image/jpeg"}));
+        const target = document.querySelector('#chat');
+        for (const type of ["dragenter", "dragover", "drop"])
+            target.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true})); }""", data)
+    page.wait_for_selector("#message img")
+    send(page)
+    assert len(last_gallery(page)) == 3
+
+
+@pytest.mark.parametrize("page", [{"width": 390, "height": 844}], indirect=True)
+def test_phone_layout(page, heel_photo, tmp_path):
+    assert page.evaluate("window.scrollY") == 0  # opens at the top, not scrolled to the message box
+    send(page, "show 10", file=heel_photo)
+    items = last_gallery(page)
+    assert len(items) == 10
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    layout = page.evaluate("""() => { const g = [...document.querySelectorAll('#chat .grid-container')].pop();
+        const cards = [...g.querySelectorAll('.gallery-item')].map(c => c.getBoundingClientRect());
+        const wrap = g.closest('.grid-wrap').getBoundingClientRect();
+        const caption = getComputedStyle(g.querySelector('.caption-label')).fontSize;
+        return {columns: new Set(cards.map(r => Math.round(r.left))).size, bottom: Math.max(...cards.map(r => r.bottom)),
+                right: Math.max(...cards.map(r => r.right)), wrapBottom: wrap.bottom, wrapRight: wrap.right,
+                width: window.innerWidth, caption: parseFloat(caption),
+                scrolls: g.closest('.grid-wrap').scrollHeight > g.closest('.grid-wrap').clientHeight + 1}; }""")
+    assert layout["columns"] == 2, layout
+    assert layout["right"] <= layout["width"] and layout["bottom"] <= layout["wrapBottom"] + 1, layout  # no cut-off row
+    assert not layout["scrolls"] and layout["caption"] >= 13, layout
+    page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+
+def test_axe_finds_no_serious_problem_in_the_chat(page, heel_photo):
+    send(page, file=heel_photo)
+    last_gallery(page)
+    assert page.locator("#message textarea").get_attribute("aria-label")
+    thumb = page.locator("#chat .thumbnail-item").first
+    assert "Thumbnail" not in thumb.get_attribute("aria-label") and "show more like this" in thumb.get_attribute("aria-label")
+    # nothing for developers or Spaces on the shopper's page: no Share/Download, no "Use via API"
+    assert page.locator('#chat button[aria-label="Share"]:visible, #chat [data-testid="download-link"]:visible').count() == 0
+    assert page.get_by_text("Use via API").count() == 0
+    assert axe_serious(page) == []
 
 
 def test_crop_then_search_the_selected_part(page, tmp_path):
@@ -235,3 +355,50 @@ def test_recommend_api_from_gradio_client(app_url, heel_photo):
     # the chat's own events are not part of the API
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     assert list(endpoints) == ["/recommend"]
+
+
+def test_crop_from_the_keyboard(page, heel_photo):
+    send(page, file=heel_photo)
+    page.wait_for_selector("#crop-image img")
+    photo = page.locator("#crop-image .image-container > button")
+    assert "arrow keys" in photo.get_attribute("aria-label")
+    photo.focus()
+    for key, times in (("ArrowLeft", 8), ("ArrowUp", 8), ("Enter", 1)):  # the marker starts in the middle
+        for _ in range(times):
+            page.keyboard.press(key)
+    page.wait_for_function("document.querySelector('#crop-note').innerText.includes('Now click the opposite corner')")
+    page.locator("#crop-image .image-container > button").focus()
+    for key, times in (("ArrowRight", 16), ("ArrowDown", 16), ("Enter", 1)):
+        for _ in range(times):
+            page.keyboard.press(key)
+    page.wait_for_function("document.querySelector('#crop-note').innerText.includes('Selected')")
+    assert "80% × 80%" in page.inner_text("#crop-note")
+    before = bot_rows(page)
+    page.locator("#crop-search").focus()
+    page.keyboard.press("Enter")
+    wait_reply(page, before)
+    assert "like your cropped photo" in last_bot_text(page)
+
+
+def test_controls_keep_the_focus_and_one_gender_replaces_the_other(page, heel_photo):
+    send(page, file=heel_photo)
+    last_gallery(page)
+    before = bot_rows(page)
+    page.click("#category input")
+    page.keyboard.type("Heels")
+    page.keyboard.press("Enter")
+    wait_reply(page, before)
+    # the box the shopper is using keeps the focus (it went to <body>)
+    page.wait_for_function("document.querySelector('#chat .grid-container') !== null")
+    assert page.evaluate("!!document.activeElement.closest('#category')")
+    page.keyboard.press("Escape")
+    for value in ("Women", "Men"):
+        before = bot_rows(page)
+        page.click("#gender input")
+        page.keyboard.type(value)
+        page.keyboard.press("Enter")
+        wait_reply(page, before)
+        page.keyboard.press("Escape")
+    # "Men" picked while "Women" was set: men's, not "Women or Men"
+    assert "Women or Men" not in last_bot_text(page) and "Filters: Men" in last_bot_text(page)
+    assert "Women" not in page.locator("#active-filters").inner_text()
