@@ -36,6 +36,20 @@ def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR,
                    help="where auto looks for fine-tuned files named MODEL.pt (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--runtime", default="auto", choices=("auto", "eager", "onnx-int8"),
+                   help="what computes the embeddings: onnx-int8 (ONNX Runtime, int8, built once per weights "
+                        "and cached), eager (PyTorch fp32, the reference), or auto (default: onnx-int8 when "
+                        "installed and validated for these weights, else eager, saying why)")
+    p.add_argument("--runtime-cache", default=None,
+                   help="where the int8 models are cached (default: ~/.cache/visual-shop-assistant/runtime)")
+
+
+def _runtime_settings(args):
+    from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings
+    catalog = getattr(args, "catalog", None)
+    return RuntimeSettings(runtime=args.runtime,
+                           cache_dir=Path(args.runtime_cache) if args.runtime_cache else DEFAULT_CACHE_DIR,
+                           catalog=Path(catalog) if catalog and Path(catalog).is_dir() else None)
 
 
 def _models(text: str) -> list[str]:
@@ -52,13 +66,23 @@ def _embedders(args, models: list[str]) -> dict:
     """The models' embedders under --weights; with auto, those without real weights are left
     out with a line each."""
     from vectorstore import load_embedders
-    return load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
+    from vectorstore.runtime import apply_runtimes
+    embedders = load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
+    apply_runtimes(list(embedders.values()), _runtime_settings(args))
+    return embedders
 
 
 def _embedder_factory(args):
-    from functools import partial
+    """Builds a model's embedder on first use, with the runtime --runtime asks for."""
     from vectorstore import load_embedder
-    return partial(load_embedder, weights_dir=Path(args.weights_dir))
+    from vectorstore.runtime import apply_runtime
+    settings = _runtime_settings(args)
+
+    def build(name, weights, device="cpu"):
+        embedder = load_embedder(name, weights, device=device, weights_dir=Path(args.weights_dir))
+        apply_runtime(embedder, settings)
+        return embedder
+    return build
 
 
 def cmd_index(args) -> int:
@@ -364,11 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from catalog import CatalogError, ImageError
     from vectorstore import StoreError, UnknownFilterValue, WeightsError
+    from vectorstore.runtime import RuntimeUnavailable
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CatalogError, WeightsError, StoreError, UnknownFilterValue, ImageError, ValueError, KeyError) as exc:
+    except (CatalogError, WeightsError, StoreError, UnknownFilterValue, ImageError, RuntimeUnavailable, ValueError,
+            KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

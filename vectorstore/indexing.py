@@ -85,7 +85,8 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         if rebuild:
             ProductCollection.drop(client, embedder.name)
         collections[embedder.name] = ProductCollection.open(
-            client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True)
+            client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True,
+            runtime=embedder.runtime)
 
     with timer.stage("digest"):
         digests = {p.id: file_digest(p.image) for p in products}
@@ -101,6 +102,8 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
         report.removed[embedder.name] = len(gone)
         need = {p.id for p in products if stored.get(p.id) != digests[p.id]}
         todo[embedder.name] = need
+        if need:
+            coll.note_runtime(embedder.runtime)
         report.unchanged[embedder.name] = len(products) - len(need)
         report.indexed[embedder.name] = 0
 
