@@ -134,7 +134,7 @@ def fast_model(embedder: Embedder, settings: RuntimeSettings) -> FastModel:
         raise RuntimeUnavailable(f"the int8 runtime is for CPUs, not --device {embedder.device}")
     key = cache_key(embedder)
     folder = Path(settings.cache_dir).expanduser().resolve() / f"{embedder.name}-{key}"
-    cached = _read_cached(folder, key)
+    cached = _read_cached(folder, key, settings.min_cosine)
     if cached is not None:
         return cached
     return _build(embedder, settings, folder, key)
@@ -155,7 +155,7 @@ def session_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 # ---- building --------------------------------------------------------------------------
 
-def _read_cached(folder: Path, key: str) -> FastModel | None:
+def _read_cached(folder: Path, key: str, min_cosine: float) -> FastModel | None:
     meta_path, model_path = folder / "meta.json", folder / "model.onnx"
     if not (meta_path.is_file() and model_path.is_file()):
         return None
@@ -165,7 +165,9 @@ def _read_cached(folder: Path, key: str) -> FastModel | None:
         return None   # a damaged entry is rebuilt
     if meta.get("key") != key:
         return None
-    return FastModel(model_path, key, float(meta["cosine"]), bool(meta["validated"]), meta["calibration"],
+    # Judged against today's threshold: the cosine was measured once, at build time.
+    cosine = float(meta["cosine"])
+    return FastModel(model_path, key, cosine, cosine >= min_cosine, meta["calibration"],
                      float(meta["build_seconds"]), built=False)
 
 
