@@ -186,17 +186,34 @@ def _assistant_parts(args):
     """What serve and shop share: the models, a Searcher over a current index, and the
     assistant's settings (the catalog's images are the only files it may serve)."""
     from assistant.settings import AssistantSettings
-    from vectorstore import Searcher
+    from vectorstore import Searcher, make_client
     embedders = _embedders(args, _models(args.models))
     models = list(embedders)
     args.model = _selected_model(args, embedders)
-    client = ensure_index(args, embedders)
+    if getattr(args, "background", False) and getattr(args, "catalog", None):
+        client = make_client(_store_settings(args))
+    else:
+        client = ensure_index(args, embedders)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
                         embedders=embedders, embedder_factory=_embedder_factory(args))
+    if getattr(args, "background", False) and getattr(args, "catalog", None):
+        _start_background_index(args, client, embedders, searcher)
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
     settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
                                  index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else ())
     return models, searcher, settings, images_dir
+
+
+def _start_background_index(args, client, embedders: dict, searcher):
+    """Index --catalog in a background thread, the selected model first, while the server
+    answers from what is stored; progress goes to stderr every 30 s."""
+    from catalog import read_catalog
+    from vectorstore.background import BackgroundIndexer
+    ordered = [embedders[args.model]] + [e for name, e in embedders.items() if name != args.model]
+    indexer = BackgroundIndexer(read_catalog(args.catalog), client, ordered,
+                                on_pass_done=searcher.forget_connection).start()
+    print(f"indexing {args.catalog} in the background; answering from what is indexed so far", file=sys.stderr)
+    return indexer
 
 
 def cmd_serve(args) -> int:
@@ -327,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=port)
         p.add_argument("--quiet", action="store_true")
+        p.add_argument("--background", action="store_true",
+                       help="open at once and index --catalog in a background thread, answering from the "
+                            "products indexed so far (default: index first, then open)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_shop)
 
     p = sub.add_parser("evaluate", help="compare the models: accuracy, speed, size; writes a report")

@@ -68,11 +68,13 @@ def _metadata(product: Product, digest: str) -> dict:
 def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, batch_size: int = 32,
                   limit: int | None = None, rebuild: bool = False, show_progress_bar: bool = True,
                   decode: Callable = open_image, timer: StageTimer | None = None,
-                  after_batch: Callable[[int], None] | None = None) -> IndexReport:
+                  after_batch: Callable[[int], None] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> IndexReport:
     """Bring one collection per embedder in line with the catalog; returns what was done.
 
     `decode` and `after_batch` are injection points for tests (a decoder that fails on
-    purpose, a hook that kills the run after N batches).
+    purpose, a hook that kills the run after N batches). `on_progress(done, total)` hears how
+    many of the products are in place (already stored or written by this run), after each batch.
     """
     report = IndexReport(skipped=list(catalog.skipped), timer=timer or StageTimer())
     timer = report.timer
@@ -109,6 +111,9 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
 
     pending = [p for p in products if any(p.id in need for need in todo.values())]
     report.images = len(pending)
+    done = len(products) - len(pending)
+    if on_progress:
+        on_progress(done, len(products))
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
     def prepare(batch: list[Product]):
@@ -171,6 +176,10 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                 if errors:
                     raise errors[0]
                 progress.update(len(batches[number]))
+                if on_progress:
+                    writes.join()   # "in place" means committed: a search can find them
+                    done += len(batches[number])
+                    on_progress(done, len(products))
                 if after_batch:
                     after_batch(number)
     finally:
