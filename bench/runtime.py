@@ -55,8 +55,8 @@ def main() -> None:
         row = _measure(name, images, photos, labels, args)
         speed.append({k: v for k, v in row.items() if k in SPEED_KEYS})
         quality.append({k: v for k, v in row.items() if k not in SPEED_KEYS or k == "model"})
-        print(f"{name} done", flush=True)
-    print()
+        print(table(speed[-1:]) + "\n" + table(quality[-1:]) + "\n", flush=True)   # kept if the run is cut short
+    print("all models:")
     print(table(speed))
     print()
     print(table(quality))
