@@ -175,6 +175,7 @@ def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str
     started = time.perf_counter()
     calibration, source = calibration_batch(embedder, settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(folder)
     # Built in a temporary folder beside the cache entry and renamed into place: a build
     # killed halfway leaves no entry that looks complete.
     work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -206,6 +207,17 @@ def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_abandoned_builds(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary folders of builds that were killed (a build takes a minute at most; one
+    still running elsewhere is younger than this)."""
+    for leftover in folder.parent.glob(f".{folder.name}-*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def export_onnx(embedder: Embedder, path: Path) -> None:
