@@ -36,6 +36,20 @@ def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR,
                    help="where auto looks for fine-tuned files named MODEL.pt (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--runtime", default="auto", choices=("auto", "eager", "onnx-int8"),
+                   help="what computes the embeddings: onnx-int8 (ONNX Runtime, int8, built once per weights "
+                        "and cached), eager (PyTorch fp32, the reference), or auto (default: onnx-int8 when "
+                        "installed and validated for these weights, else eager, saying why)")
+    p.add_argument("--runtime-cache", default=None,
+                   help="where the int8 models are cached (default: ~/.cache/visual-shop-assistant/runtime)")
+
+
+def _runtime_settings(args):
+    from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings
+    catalog = getattr(args, "catalog", None)
+    return RuntimeSettings(runtime=args.runtime,
+                           cache_dir=Path(args.runtime_cache) if args.runtime_cache else DEFAULT_CACHE_DIR,
+                           catalog=Path(catalog) if catalog and Path(catalog).is_dir() else None)
 
 
 def _models(text: str) -> list[str]:
@@ -52,13 +66,23 @@ def _embedders(args, models: list[str]) -> dict:
     """The models' embedders under --weights; with auto, those without real weights are left
     out with a line each."""
     from vectorstore import load_embedders
-    return load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
+    from vectorstore.runtime import apply_runtimes
+    embedders = load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
+    apply_runtimes(list(embedders.values()), _runtime_settings(args))
+    return embedders
 
 
 def _embedder_factory(args):
-    from functools import partial
+    """Builds a model's embedder on first use, with the runtime --runtime asks for."""
     from vectorstore import load_embedder
-    return partial(load_embedder, weights_dir=Path(args.weights_dir))
+    from vectorstore.runtime import apply_runtime
+    settings = _runtime_settings(args)
+
+    def build(name, weights, device="cpu"):
+        embedder = load_embedder(name, weights, device=device, weights_dir=Path(args.weights_dir))
+        apply_runtime(embedder, settings)
+        return embedder
+    return build
 
 
 def cmd_index(args) -> int:
@@ -182,18 +206,35 @@ def _assistant_parts(args):
     """What serve and shop share: the models, a Searcher over a current index, and the
     assistant's settings (the catalog's images are the only files it may serve)."""
     from assistant.settings import AssistantSettings
-    from vectorstore import Searcher
+    from vectorstore import Searcher, make_client
     embedders = _embedders(args, _models(args.models))
     models = list(embedders)
     args.model = _selected_model(args, embedders)
-    client = ensure_index(args, embedders)
+    if getattr(args, "background", False) and getattr(args, "catalog", None):
+        client = make_client(_store_settings(args))
+    else:
+        client = ensure_index(args, embedders)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
                         embedders=embedders, embedder_factory=_embedder_factory(args))
+    if getattr(args, "background", False) and getattr(args, "catalog", None):
+        _start_background_index(args, client, embedders, searcher)
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
     settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
                                  index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else (),
                                  product_url=getattr(args, "product_url", None) or None)
     return models, searcher, settings, images_dir
+
+
+def _start_background_index(args, client, embedders: dict, searcher):
+    """Index --catalog in a background thread, the selected model first, while the server
+    answers from what is stored; progress goes to stderr every 30 s."""
+    from catalog import read_catalog
+    from vectorstore.background import BackgroundIndexer
+    ordered = [embedders[args.model]] + [e for name, e in embedders.items() if name != args.model]
+    indexer = BackgroundIndexer(read_catalog(args.catalog), client, ordered,
+                                on_pass_done=searcher.forget_connection).start()
+    print(f"indexing {args.catalog} in the background; answering from what is indexed so far", file=sys.stderr)
+    return indexer
 
 
 def cmd_serve(args) -> int:
@@ -336,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--product-url", help="where a result's \"View product\" leads, {id} standing for the "
                        "product id, e.g. https://shop.example/p/{id} (shop: its own product pages; "
                        "serve: the product's picture when not given)")
+        p.add_argument("--background", action="store_true",
+                       help="open at once and index --catalog in a background thread, answering from the "
+                            "products indexed so far (default: index first, then open)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_shop)
 
     p = sub.add_parser("evaluate", help="compare the models: accuracy, speed, size; writes a report")
@@ -400,11 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from catalog import CatalogError, ImageError
     from vectorstore import StoreError, UnknownFilterValue, WeightsError
+    from vectorstore.runtime import RuntimeUnavailable
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CatalogError, WeightsError, StoreError, UnknownFilterValue, ImageError, ValueError, KeyError) as exc:
+    except (CatalogError, WeightsError, StoreError, UnknownFilterValue, ImageError, RuntimeUnavailable, ValueError,
+            KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return 2

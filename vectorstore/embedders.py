@@ -53,6 +53,10 @@ class Embedder:
         self.preprocessing = preprocessing or str(transform)
         self.image_size = image_size
         self._compiled: nn.Module | None = None
+        # Which runtime computes the features ("eager": PyTorch fp32, the reference); a collection
+        # records it. vectorstore/runtime.py swaps in a faster forward with `use_runtime`.
+        self.runtime = "eager"
+        self._fast_forward: Callable[[np.ndarray], np.ndarray] | None = None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)
@@ -75,8 +79,17 @@ class Embedder:
                     self._compiled = self.network
         return self._compiled
 
+    def use_runtime(self, name: str, forward: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """Compute features with `forward` (float32 NCHW batch -> pooled features) and call that
+        runtime `name`; `None` goes back to PyTorch."""
+        self.runtime = name if forward is not None else "eager"
+        self._fast_forward = forward
+
     def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
         """Unit vectors for a batch already preprocessed with `preprocess`."""
+        if self._fast_forward is not None:
+            features = self._fast_forward(batch.detach().cpu().float().contiguous().numpy())
+            return _l2_normalise(torch.from_numpy(features))
         with torch.inference_mode():
             return _l2_normalise(self._runner()(batch.to(self.device)))
 

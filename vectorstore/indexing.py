@@ -174,7 +174,8 @@ def open_collections(client, embedders: Sequence[Embedder], rebuild: bool = Fals
         if rebuild:
             ProductCollection.drop(client, embedder.name)
         collections[embedder.name] = ProductCollection.open(
-            client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True)
+            client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True,
+            runtime=embedder.runtime)
     return collections
 
 
@@ -259,13 +260,15 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                   limit: int | None = None, rebuild: bool = False, show_progress_bar: bool = True,
                   decode: Callable = open_image, timer: StageTimer | None = None,
                   after_batch: Callable[[int], None] | None = None, allow_removal: bool = False,
-                  limits: ImageLimits = ImageLimits()) -> IndexReport:
+                  limits: ImageLimits = ImageLimits(),
+                  on_progress: Callable[[int, int], None] | None = None) -> IndexReport:
     """Bring one collection per embedder in line with the catalog; returns what was done.
 
     A catalog that reads as empty, or a run that would remove more than MAX_REMOVAL_SHARE of a
     collection, raises `IndexRefused` before anything changes, unless `allow_removal`.
     `decode` and `after_batch` are injection points for tests (a decoder that fails on
-    purpose, a hook that kills the run after N batches).
+    purpose, a hook that kills the run after N batches). `on_progress(done, total)` hears how
+    many of the products are in place (already stored or written by this run), after each batch.
     """
     report = IndexReport(skipped=list(catalog.skipped), timer=timer or StageTimer())
     timer = report.timer
@@ -275,6 +278,12 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
     collections = open_collections(client, embedders, rebuild)
     plan = plan_index(catalog, collections, report, limit=limit, allow_removal=allow_removal, limits=limits)
     digests, todo, pending = plan.digests, plan.todo, plan.pending
+    for embedder in embedders:
+        if todo[embedder.name]:
+            collections[embedder.name].note_runtime(embedder.runtime)
+    done = len(plan.products) - len(pending)
+    if on_progress:
+        on_progress(done, len(plan.products))
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
 
     def prepare(batch: list[Product]):
@@ -322,6 +331,10 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                 if errors:
                     raise errors[0]
                 progress.update(len(batches[number]))
+                if on_progress:
+                    writes.join()   # "in place" means committed: a search can find them
+                    done += len(batches[number])
+                    on_progress(done, len(plan.products))
                 if after_batch:
                     after_batch(number)
     finally:

@@ -30,6 +30,9 @@ DIGEST_KEY = "digest"
 # their mean on the real catalog), which both blurs the ranking and starves HNSW: recall@5 went
 # from 0.84 to 0.998 on those vectors at the same ef_search (docs/search.md).
 CENTER_KEY = "center"
+# Which runtime computed a collection's vectors (vectorstore/runtime.py); not part of the
+# weights check, since int8 and fp32 vectors of the same weights agree to cosine >= 0.99.
+RUNTIME_KEY = "runtime"
 CENTERED_KEY = "centered"
 # How often a search checks whether another process changed the collection's size.
 TABLE_TTL_SECONDS = 2.0
@@ -119,7 +122,7 @@ class ProductCollection:
     # -- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, client, model: str, *, weights_id: str | None = None, dim: int | None = None,
-             create: bool = False) -> "ProductCollection":
+             create: bool = False, runtime: str | None = None) -> "ProductCollection":
         """Open the collection of `model`; with `create`, make it when missing.
 
         `weights_id` is checked against what the collection was built with: vectors of one
@@ -135,6 +138,8 @@ class ProductCollection:
                 metadata["weights"] = weights_id
             if dim:
                 metadata["dim"] = dim
+            if runtime:
+                metadata[RUNTIME_KEY] = runtime
             collection = client.get_or_create_collection(
                 name, embedding_function=None, metadata=metadata,
                 configuration={"hnsw": {"space": "cosine", "ef_search": 128, "ef_construction": 128}})
@@ -162,6 +167,21 @@ class ProductCollection:
     @property
     def weights_id(self) -> str | None:
         return (self.collection.metadata or {}).get("weights")
+
+    @property
+    def runtime(self) -> str | None:
+        """Which runtime(s) computed the stored vectors ("eager", "onnx-int8", or both joined
+        with '+'). Informative only: vectors of one runtime are searched with the other."""
+        return (self.collection.metadata or {}).get(RUNTIME_KEY)
+
+    def note_runtime(self, runtime: str) -> None:
+        """Record that vectors computed by `runtime` are being added."""
+        known = set(filter(None, (self.runtime or "").split("+")))
+        if runtime in known:
+            return
+        metadata = dict(self.collection.metadata or {})
+        metadata[RUNTIME_KEY] = "+".join(sorted(known | {runtime}))
+        self.collection.modify(metadata=metadata)
 
     def count(self) -> int:
         return self.collection.count()

