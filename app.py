@@ -62,13 +62,14 @@ def _index_hint(args) -> str:
     return f"python app.py index --catalog {getattr(args, 'catalog', None) or 'DIR'} {where} --weights {args.weights}"
 
 
-def _embedders(args, models: list[str]) -> dict:
+def _embedders(args, models: list[str], runtime: bool = True) -> dict:
     """The models' embedders under --weights; with auto, those without real weights are left
-    out with a line each."""
+    out with a line each. `runtime`: put them on the runtime --runtime asks for."""
     from vectorstore import load_embedders
     from vectorstore.runtime import apply_runtimes
     embedders = load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
-    apply_runtimes(list(embedders.values()), _runtime_settings(args))
+    if runtime:
+        apply_runtimes(list(embedders.values()), _runtime_settings(args))
     return embedders
 
 
@@ -90,7 +91,8 @@ def cmd_index(args) -> int:
     from vectorstore import index_catalog, make_client
     catalog = read_catalog(args.catalog)
     print(f"catalog {args.catalog}: {catalog.describe()}", file=sys.stderr)
-    embedders = list(_embedders(args, _models(args.models)).values())
+    # The Ray actors embed with PyTorch (eager); the collections must record what computed them.
+    embedders = list(_embedders(args, _models(args.models), runtime=args.engine != "ray").values())
     if args.engine == "ray":
         return _index_with_ray(args, catalog, embedders)
     client = make_client(_store_settings(args))
