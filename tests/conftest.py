@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,31 @@ def axe_serious(page) -> list:
     script = Path(axe_playwright_python.__file__).with_name("axe.min.js")
     page.add_script_tag(path=str(script))
     return page.evaluate(AXE_SERIOUS)
+
+
+@contextmanager
+def running_shop(app, wait_s: float = 120):
+    """A FastAPI shop app served by uvicorn on a free loopback port, from a thread; yields its
+    base URL once /api/health says the assistant is up."""
+    import httpx
+    import threading
+    import uvicorn
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/api/health", timeout=5).json()["assistant"]:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the shop did not start"
+            time.sleep(0.3)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -16,7 +16,7 @@ from assistant.api import ShopSettings, build_app
 from assistant.chat import Assistant
 from assistant.settings import AssistantSettings
 from catalog import read_catalog
-from tests.conftest import ROOT, draw_product, free_port, make_catalog, start_chroma
+from tests.conftest import ROOT, draw_product, free_port, make_catalog, running_shop, start_chroma
 from tests.hostile_files import hostile_files
 from vectorstore import Searcher, StoreSettings, index_catalog, make_client
 
@@ -262,10 +262,6 @@ def _upload(base: str, name: str, data: bytes, *, prefix: str = "/assistant") ->
 def live_shop(tmp_path_factory, embedders):
     """The whole shop (pages, API, images, the chat mounted) on uvicorn, over a catalog whose
     ids and names are hostile, with non-product files beside its images and a secret outside."""
-    import threading
-    import time
-    import httpx
-    import uvicorn
     root = tmp_path_factory.mktemp("live")
     rows = "".join(f'{pid},Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Odd {i}\n' for i, pid in enumerate(URL_IDS))
     rows += "".join(f'{pid},Women,Apparel,Topwear,{MARKUP_TYPE if pid == "8004" else "Tops"},Red,Summer,2012,Casual,"{name}"\n'
@@ -282,23 +278,8 @@ def live_shop(tmp_path_factory, embedders):
     searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
     chat = AssistantSettings(models=("resnet18",), default_model="resnet18", k=5, max_pixels=1_000_000)
     settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, images_dir=folder / "images", assistant=chat)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(searcher, settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{base}/api/health", timeout=5).json()["assistant"]:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the shop did not start"
-        time.sleep(0.3)
-    yield {"base": base, "folder": folder, "secret": secret, "searcher": searcher}
-    server.should_exit = True
-    thread.join(10)
+    with running_shop(build_app(searcher, settings)) as base:
+        yield {"base": base, "folder": folder, "secret": secret, "searcher": searcher}
 
 
 def test_the_mounted_chat_serves_no_file_named_by_a_request(live_shop):

@@ -3,15 +3,12 @@ page, open a product and its similar items, then use the assistant panel (the mo
 app) with a photo. A product named like markup must show as text, and no dialog may fire."""
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from conftest import axe_serious, draw_product
+from conftest import axe_serious, draw_product, running_shop
 from test_api import HOSTILE, HOSTILE_ID, make_hostile_shop
 
 CHROMIUM = "/usr/bin/chromium"
@@ -19,41 +16,17 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgro
                "--disable-component-update", "--disable-sync", "--no-first-run"]
 SLOW = 120_000  # ms: Gradio's first load on two shared cores
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, embedders):
     """The whole shop process (shop pages, API, the assistant mounted) on a free port."""
-    import httpx
-    import uvicorn
     from assistant.api import ShopSettings, build_app
     from assistant.settings import AssistantSettings
     images, searcher = make_hostile_shop(tmp_path_factory.mktemp("shop"), embedders)
     chat = AssistantSettings(models=("resnet18",), default_model="resnet18", k=5, allowed_paths=(images,))
     settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, page_size=4, images_dir=images,
                             assistant=chat)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(searcher, settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/api/health", timeout=5).json()["assistant"]:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the shop did not start"
-        time.sleep(0.3)
-    yield base
-    server.should_exit = True
-    thread.join(10)
+    with running_shop(build_app(searcher, settings), wait_s=60) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
