@@ -219,12 +219,7 @@ CLICK_BRIDGE_JS = """
     if (fx < 0 || fx > 1 || fy < 0 || fy > 1) return;
     event.preventDefault();
     event.stopPropagation();
-    const box = document.querySelector("#crop-pick textarea, #crop-pick input");
-    const button = document.querySelector("#crop-pick-btn");
-    if (!box || !button) return;
-    box.value = fx.toFixed(4) + "," + fy.toFixed(4) + "|" + Date.now();
-    box.dispatchEvent(new Event("input", { bubbles: true }));
-    setTimeout(() => button.click(), 50);
+    sendCorner(fx, fy);
   }, true);
 }
 """
