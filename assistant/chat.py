@@ -20,7 +20,7 @@ from PIL import Image
 from assistant.filters import Understanding, Vocabulary, understand
 from assistant.settings import AssistantSettings, model_label
 from catalog import ImageError, open_image
-from catalog.images import SUPPORTED
+from catalog.images import SUPPORTED, too_large
 from vectorstore import (CATEGORY, Answer, Filters, NoIndex, Result, Searcher, StoreError, UnknownFilterValue,
                          WeightsError, WeightsMismatch)
 
@@ -207,6 +207,11 @@ class Assistant:
             return self._search(replace(state, query=Query("product", label, product_id=product_id)), [])
         except Exception as exc:
             return self._failure(exc, state), state
+
+    def refuse_file(self, state: ChatState, name: str, size: int) -> tuple[Reply, ChatState]:
+        """A file the page held back for its size, before uploading it: the same answer as for
+        one refused here. The conversation is unchanged."""
+        return self._failure(too_large(name, size, self.settings.image_limits), state), state
 
     def reapply_previous(self, state: ChatState) -> tuple[Reply, ChatState]:
         """The filters the last new photo turned off, back on (the "Re-apply" tap)."""

@@ -41,6 +41,7 @@ CLICK_BRIDGE_JS = """
 () => {
   if (window.__vsaBridge) return;
   window.__vsaBridge = true;
+  const MAX_UPLOAD_BYTES = __MAX_UPLOAD_BYTES__;
   document.addEventListener("click", (event) => {
     const thumb = event.target.closest("#chat button.thumbnail-item, #chat .thumbnail-item");
     if (!thumb) return;
@@ -135,6 +136,35 @@ CLICK_BRIDGE_JS = """
     box.dispatchEvent(new Event("input", { bubbles: true }));
     setTimeout(() => button.click(), 50);
   }, true);
+  // A file over the chat's limit is answered at once, before any upload: Gradio's own check
+  // (set higher, for absurd files) would only show a bare toast in its own units. Registered
+  // before the drop below, so an oversized drop on the chat area stops here too.
+  const refuse = (files) => {
+    const big = [...(files || [])].find((file) => file.size > MAX_UPLOAD_BYTES);
+    const box = document.querySelector("#oversize textarea, #oversize input");
+    const button = document.querySelector("#oversize-btn");
+    if (!big || !box || !button) return false;
+    box.value = JSON.stringify({ name: big.name, size: big.size, at: Date.now() });
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => button.click(), 50);
+    return true;
+  };
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (!input.matches || !input.matches('#message input[type="file"]') || !refuse(input.files)) return;
+    event.stopImmediatePropagation();
+    input.value = "";
+  }, true);
+  for (const type of ["drop", "paste"]) {
+    document.addEventListener(type, (event) => {
+      if (!event.target.closest || !event.target.closest("#message, #chat")) return;
+      const files = type === "drop" ? event.dataTransfer && event.dataTransfer.files
+                                    : event.clipboardData && event.clipboardData.files;
+      if (!refuse(files)) return;
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }, true);
+  }
   // A photo dropped anywhere on the chat goes to the message box, as if dropped there.
   document.addEventListener("dragover", (event) => {
     if (event.target.closest && event.target.closest("#chat")) event.preventDefault();
@@ -624,6 +654,16 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             history = failed(history, exc)
         return finish(history, state)
 
+    def on_oversize(raw: str, history: list, state: ChatState):
+        try:
+            held = json.loads(raw or "{}")
+            name, size = str(held["name"])[:200], int(held["size"])
+        except (ValueError, KeyError, TypeError):
+            return finish(history, state)  # not from our page: nothing to answer
+        history = history + [{"role": "user", "content": as_text(f"({name}, {size / 1e6:.1f} MB)")}]
+        reply, state = assistant.refuse_file(state, name, size)
+        return finish(history + reply_messages(reply, settings), state)
+
     def on_crop_click(clicked: str, crop: dict | None):
         crop = mark_corner(crop, clicked)
         return crop, crop_preview(crop, settings), crop_status(crop)
@@ -701,6 +741,8 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         pick_btn = gr.Button("more like this", visible="hidden", elem_id="pick-btn")
         crop_pick = gr.Textbox(visible="hidden", elem_id="crop-pick")
         crop_pick_btn = gr.Button("crop corner", visible="hidden", elem_id="crop-pick-btn")
+        oversize = gr.Textbox(visible="hidden", elem_id="oversize")
+        oversize_btn = gr.Button("file too large", visible="hidden", elem_id="oversize-btn")
         links = gr.Textbox(product_links(assistant.new_state(), settings), visible="hidden", elem_id="links")
         # The API's own event: its inputs are not part of the page.
         with gr.Column(visible=False):
@@ -731,6 +773,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         chips.input(on_chips, [chips, history, session], turn_out, **private)
         reapply.click(on_reapply, [history, session], turn_out, **private)
         pick_btn.click(on_pick, [pick, history, session], turn_out, **private)
+        oversize_btn.click(on_oversize, [oversize, history, session], turn_out, **private)
         crop_pick_btn.click(on_crop_click, [crop_pick, crop_state], crop_out, **private)
         crop_search.click(on_crop_search, [crop_state, history, session], turn_out, **private)
         restart.click(new_conversation, None, [*turn_out, *crop_out, crop_panel], **private)
@@ -739,7 +782,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         chatbot.clear(new_conversation, None, [*turn_out, *crop_out, crop_panel], **private)
         api_btn.click(recommend, [api_image, api_model, api_k, api_gender, api_category], api_out,
                       api_name="recommend")
-        demo.load(None, js=CLICK_BRIDGE_JS)
+        demo.load(None, js=CLICK_BRIDGE_JS.replace("__MAX_UPLOAD_BYTES__", str(int(settings.max_upload_bytes))))
     return demo
 
 

@@ -36,6 +36,12 @@ class ImageLimits:
     max_padded_side: int = 2048
 
 
+def too_large(name: str, size: int, limits: ImageLimits) -> ImageError:
+    """The one wording for a file over the size limit, wherever it is caught (here, or in the
+    browser before the upload)."""
+    return ImageError(f"{name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB")
+
+
 def _read_bytes(source: str | Path | bytes | BinaryIO, limits: ImageLimits) -> bytes:
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
@@ -46,8 +52,7 @@ def _read_bytes(source: str | Path | bytes | BinaryIO, limits: ImageLimits) -> b
         except OSError as exc:
             raise ImageError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
         if size > limits.max_bytes:
-            raise ImageError(f"{path.name} is {size / 1e6:.1f} MB; the limit is "
-                             f"{limits.max_bytes / 1e6:.0f} MB")
+            raise too_large(path.name, size, limits)
         data = path.read_bytes()
     else:
         data = source.read(limits.max_bytes + 1)

@@ -322,11 +322,29 @@ def test_failures_and_sessions_are_separate(page, browser, app_url, tmp_path, he
     send(page, file=broken)
     text = last_bot_text(page)
     assert "couldn't use that file" in text and "Traceback" not in text
-    big = tmp_path / "big.png"  # a real photo, but over the limit: the chat says so
+    # Real photos over the limit: the page answers before uploading them, in the chat, with the
+    # chat's limit; Gradio's bare toast (its own limit, its own units) never shows.
+    big = tmp_path / "big.png"
     Image.frombytes("RGB", (700, 700), os.urandom(700 * 700 * 3)).save(big)
-    assert LIMIT < big.stat().st_size < 4 * LIMIT
-    send(page, file=big)
-    assert "the limit is 1 MB" in last_bot_text(page)
+    huge = tmp_path / "huge.png"
+    Image.frombytes("RGB", (1300, 1300), os.urandom(1300 * 1300 * 3)).save(huge)
+    assert LIMIT < big.stat().st_size < 4 * LIMIT < huge.stat().st_size
+    for photo in (big, huge):
+        before = bot_rows(page)
+        page.set_input_files('#message input[data-testid="file-upload"]', str(photo))
+        wait_reply(page, before)
+        text = last_bot_text(page)
+        assert f"{photo.name} is {photo.stat().st_size / 1e6:.1f} MB; the limit is 1 MB" in text, text
+        assert page.locator("#message img").count() == 0  # nothing attached
+    # and a drop of the huge one on the chat area is answered the same way
+    before = bot_rows(page)
+    page.evaluate("""(size) => { const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(size)], "dropped-huge.jpg", {type: "image/jpeg"}));
+        document.querySelector('#chat').dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true})); }""", 5 * LIMIT)
+    wait_reply(page, before)
+    assert "dropped-huge.jpg is 5.0 MB; the limit is 1 MB" in last_bot_text(page)
+    assert page.locator('[data-testid="toast-body"]').count() == 0
     send(page, file=heel_photo)
     assert len(last_gallery(page)) == 5
 
@@ -402,3 +420,19 @@ def test_controls_keep_the_focus_and_one_gender_replaces_the_other(page, heel_ph
     # "Men" picked while "Women" was set: men's, not "Women or Men"
     assert "Women or Men" not in last_bot_text(page) and "Filters: Men" in last_bot_text(page)
     assert "Women" not in page.locator("#active-filters").inner_text()
+
+
+def test_the_x_on_a_filter_chip_removes_that_filter(page, heel_photo):
+    send(page, "women black", file=heel_photo)
+    assert "Filters: Women · Black" in last_bot_text(page)
+    chips = page.locator("#active-filters .token")
+    assert sorted(chips.all_inner_texts()) == ["Black", "Women"]
+    before = bot_rows(page)
+    chips.filter(has_text="Black").locator(".token-remove").click()
+    wait_reply(page, before)
+    text = last_bot_text(page)
+    assert "Filters: Women" in text and "Black" not in text, text
+    assert [t.strip() for t in page.locator("#active-filters .token").all_inner_texts()] == ["Women"]
+    assert all(i["caption"].split("\n")[1].split(" · ")[1] == "Women" for i in last_gallery(page))
+    page.wait_for_timeout(1500)
+    assert bot_rows(page) == before + 1  # one removal, one reply
