@@ -127,45 +127,29 @@ def _format_table(path: str, answer) -> str:
     return "\n".join(lines)
 
 
-def _raw_filters(args) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Typed filters: (wanted, left out). `--where KEY=VALUE` wants, `--where KEY!=VALUE` leaves out."""
-    raw: dict[str, list[str]] = {}
-    excluded: dict[str, list[str]] = {}
-    if args.gender:
-        raw["gender"] = [args.gender]
-    if args.category:
-        raw["category"] = [args.category]
-    for item in args.where or []:
-        if "=" not in item:
-            raise ValueError(f"--where {item!r}: expected KEY=VALUE or KEY!=VALUE, e.g. baseColour=Black")
-        key, value = item.split("=", 1)
-        target = raw
-        if key.endswith("!"):
-            key, target = key[:-1], excluded
-        target.setdefault(key.strip(), []).append(value.strip())
-    return raw, excluded
-
-
 def cmd_search(args) -> int:
-    from catalog import ImageError, open_image
+    from catalog import ImageError
+    from operations import FilterRequest, Refused, SearchPolicy, find_by_photo
     from vectorstore import Searcher, make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
                         index_hint=_index_hint(args), embedder_factory=_embedder_factory(args))
-    # A missing index or other weights is one error for the whole command, said before any image.
+    policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k, max_k=max(args.k, 50))
+    request = FilterRequest(gender=args.gender, category=args.category, where=tuple(args.where or ()))
+    # A missing index, other weights or an unknown filter value is one error for the whole
+    # command, said before any image.
     searcher.collection(args.model)
-    filters = searcher.resolve(args.model, *_raw_filters(args))
+    searcher.resolve(args.model, *request.raw())
     failures = 0
     for path in args.images:
         try:
-            image = open_image(path)
-        except ImageError as exc:
+            answer = find_by_photo(searcher, policy, path, filters=request)
+        except (ImageError, Refused) as exc:
             failures += 1
             if args.json:
                 print(json.dumps({"query": path, "error": str(exc)}), flush=True)
             else:
                 print(f"{path}: {exc}", file=sys.stderr)
             continue
-        answer = searcher.search_image(args.model, image, k=args.k, filters=filters)
         if args.json:
             print(json.dumps({"query": path, "model": args.model,
                               "results": [r.to_json() for r in answer.results]}, ensure_ascii=False), flush=True)
@@ -208,6 +192,7 @@ def _assistant_parts(args):
     """What serve and shop share: the models, a Searcher over a current index, and the
     assistant's settings (the catalog's images are the only files it may serve)."""
     from assistant.settings import AssistantSettings
+    from operations import SearchPolicy
     from vectorstore import Searcher, make_client
     embedders = _embedders(args, _models(args.models))
     models = list(embedders)
@@ -221,8 +206,10 @@ def _assistant_parts(args):
     if getattr(args, "background", False) and getattr(args, "catalog", None):
         _start_background_index(args, client, embedders, searcher)
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
-    settings = AssistantSettings(models=tuple(models), default_model=args.model, k=args.k,
-                                 index_hint=_index_hint(args), allowed_paths=(images_dir,) if images_dir else (),
+    # One policy (models, k, upload limits) for the chat and the shop's API.
+    policy = SearchPolicy(models=tuple(models), default_model=args.model, k=args.k)
+    settings = AssistantSettings(policy=policy, index_hint=_index_hint(args),
+                                 allowed_paths=(images_dir,) if images_dir else (),
                                  product_url=getattr(args, "product_url", None) or None)
     return models, searcher, settings, images_dir
 
@@ -255,12 +242,14 @@ def cmd_serve(args) -> int:
 
 def cmd_shop(args) -> int:
     import uvicorn
-    from assistant.api import ShopSettings, build_app
+    from functools import partial
+    from assistant.mount import mount_assistant
+    from shop import ShopSettings, build_app
     models, searcher, assistant, images_dir = _assistant_parts(args)
     searcher.warm_up(models)  # model build and HNSW load before the first shopper, not during
-    settings = ShopSettings(models=tuple(models), model=args.model, k=args.k, images_dir=images_dir,
-                            max_upload_bytes=assistant.max_upload_bytes, assistant=assistant)
-    app = build_app(searcher, settings)
+    settings = ShopSettings(policy=assistant.policy, images_dir=images_dir)
+    app = build_app(searcher, settings, mount_chat=partial(mount_assistant, searcher=searcher, settings=assistant,
+                                                           path=settings.assistant_path))
     print(f"shop on http://{args.host}:{args.port}/  (API docs /docs, assistant "
           f"{settings.assistant_path}/)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")

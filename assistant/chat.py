@@ -21,6 +21,7 @@ from assistant.filters import Understanding, Vocabulary, understand
 from assistant.settings import AssistantSettings, model_label
 from catalog import ImageError, open_image
 from catalog.images import SUPPORTED, too_large
+from operations import Refused
 from vectorstore import (CATEGORY, Answer, Filters, NoIndex, Result, Searcher, StoreError, UnknownFilterValue,
                          WeightsError, WeightsMismatch)
 
@@ -181,7 +182,7 @@ class Assistant:
         self._vocabularies: dict[str, tuple[int, Vocabulary]] = {}
 
     def new_state(self) -> ChatState:
-        return ChatState(model=self.settings.default_model, k=self.settings.k)
+        return ChatState(model=self.settings.policy.default_model, k=self.settings.policy.k)
 
     # -- public turns ------------------------------------------------------------------
     def handle_turn(self, state: ChatState, text: str | None = "", image_paths: Iterable[str] = (),
@@ -211,7 +212,7 @@ class Assistant:
     def refuse_file(self, state: ChatState, name: str, size: int) -> tuple[Reply, ChatState]:
         """A file the page held back for its size, before uploading it: the same answer as for
         one refused here. The conversation is unchanged."""
-        return self._failure(too_large(name, size, self.settings.image_limits), state), state
+        return self._failure(too_large(name, size, self.settings.policy.image_limits), state), state
 
     def reapply_previous(self, state: ChatState) -> tuple[Reply, ChatState]:
         """The filters the last new photo turned off, back on (the "Re-apply" tap)."""
@@ -240,9 +241,7 @@ class Assistant:
             notes: list[str] = []
             new_model = state.model
             if model and model != state.model:
-                if model not in self.settings.models:
-                    raise ChatProblem(self._model_not_offered(model))
-                new_model = model
+                new_model = self.settings.policy.model(model)
             new_k = state.k if k is None else self._clamp_k(int(k), notes)
             filters = state.filters
             for name, values in controls.items():
@@ -259,27 +258,6 @@ class Assistant:
             return self._search(state, notes)
         except Exception as exc:
             return self._failure(exc, state), state
-
-    def recommend(self, image_path: str | None, model: str | None = None, k: int | None = None,
-                  gender: str | None = None, category: str | None = None) -> dict:
-        """Stateless search for the API, in the `search --json` schema (errors as {"error": ...})."""
-        query = str(image_path) if image_path else None
-        try:
-            if not image_path:
-                raise ChatProblem("no image given")
-            model = model or self.settings.default_model
-            if model not in self.settings.models:
-                raise ChatProblem(self._model_not_offered(model))
-            k = self.settings.k if k in (None, "") else int(k)
-            if not 1 <= k <= self.settings.max_k:
-                raise ChatProblem(f"k must be between 1 and {self.settings.max_k}")
-            raw = {"gender": [gender] if gender else [], "category": [category] if category else []}
-            filters = self.searcher.resolve(model, raw)
-            image = open_image(image_path, self.settings.image_limits)
-            answer = self.searcher.search_image(model, image, k=k, filters=filters)
-            return {"query": query, "model": model, "results": [r.to_json() for r in answer.results]}
-        except Exception as exc:
-            return {"query": query, "error": self._explain(exc, model or self.settings.default_model)}
 
     # -- the turn ----------------------------------------------------------------------
     def vocabulary(self, model: str) -> Vocabulary:
@@ -304,10 +282,10 @@ class Assistant:
             understood = understand(text, vocabulary)
         model = state.model
         if understood.model and understood.model != model:
-            if understood.model in self.settings.models:
-                model = understood.model
-            else:
-                notes.append(self._model_not_offered(understood.model))
+            try:
+                model = self.settings.policy.model(understood.model)
+            except Refused as exc:
+                notes.append(exc.message)
         k = state.k if understood.k is None else self._clamp_k(understood.k, notes)
         filters = Filters() if understood.clear else state.filters
         previous = state.previous_filters
@@ -352,7 +330,7 @@ class Assistant:
         return Query("photo", label or ("your cropped photo" if crop else "your photo"), path=path, crop=crop)
 
     def _open_photo(self, path: str, crop) -> Image.Image:
-        image = open_image(path, self.settings.image_limits)
+        image = open_image(path, self.settings.policy.image_limits)
         return crop_box(image, crop) if crop else image
 
     def _query_answer(self, state: ChatState, filters: Filters) -> tuple[Answer, ChatState]:
@@ -400,9 +378,9 @@ class Assistant:
 
     # -- helpers -----------------------------------------------------------------------
     def _clamp_k(self, k: int, notes: list[str]) -> int:
-        clamped = min(self.settings.max_k, max(1, k))
+        clamped = self.settings.policy.clamp(k)
         if clamped != k:
-            notes.append(f"I show between 1 and {self.settings.max_k} products; showing {clamped}.")
+            notes.append(f"I show between 1 and {self.settings.policy.max_k} products; showing {clamped}.")
         return clamped
 
     def _not_understood(self, unknown) -> str:
@@ -413,29 +391,23 @@ class Assistant:
             parts.append(f"“{phrase}” (closest: {', '.join(closest)})" if closest else f"“{phrase}”")
         return f"I didn't understand {', '.join(parts)}, so I left it out."
 
-    def _model_not_offered(self, model: str) -> str:
-        offered = ", ".join(model_label(m) for m in self.settings.models)
-        return f"{model_label(model)} is not offered here; choose one of {offered}."
-
     def _failure(self, exc: Exception, state: ChatState) -> Reply:
-        return Reply("error", self._explain(exc, state.model))
+        return Reply("error", self.explain(exc, state.model))
 
-    def _explain(self, exc: Exception, model: str) -> str:
-        limit = self.settings.max_upload_bytes / 1e6
+    def explain(self, exc: Exception, model: str) -> str:
+        """Any failure of a search, in the chat's words."""
+        limit = self.settings.policy.max_upload_bytes / 1e6
         if isinstance(exc, ImageError):
             # the reason may name the formats already: say them once
             advice = (f"Send a photo up to {limit:.0f} MB." if SUPPORTED in str(exc) else
                       f"Send a photo as {SUPPORTED}, up to {limit:.0f} MB.")
             return f"I couldn't use that file: {exc}. {advice}"
-        if isinstance(exc, ChatProblem):
+        if isinstance(exc, (ChatProblem, Refused)):
             return str(exc)
         if isinstance(exc, NoIndex):
-            text = str(exc)
-            # the turn may have switched models ("use resnet18"): name the one that is missing
-            model = next((m for m in self.settings.models if f"for {m} " in text), model)
-            command = text.split("Build it first:", 1)[1].strip() if "Build it first:" in text else ""
-            return (f"There is no product index for {model_label(model)} yet. Build it first with: {command}"
-                    if command else f"There is no product index for {model_label(model)} yet ({text}).")
+            # the turn may have switched models ("use resnet18"): the error names the missing one
+            return (f"There is no product index for {model_label(exc.model)} yet. Build it first with: {exc.hint}"
+                    if exc.hint else f"There is no product index for {model_label(exc.model)} yet.")
         if isinstance(exc, (WeightsMismatch, WeightsError, UnknownFilterValue)):
             return str(exc)
         if isinstance(exc, StoreError):

@@ -4,28 +4,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from catalog import ImageLimits
-
-MODEL_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50"}
-
-
-def model_label(model: str) -> str:
-    return MODEL_LABELS.get(model, model)
+from operations.policy import SearchPolicy, model_label
 
 
 @dataclass(frozen=True)
 class AssistantSettings:
-    # Models the shopper may choose; each needs its own collection in the index.
-    models: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
-    default_model: str = "resnet50"
-    k: int = 5
-    max_k: int = 20
-    # A photo over max_upload_bytes gets a chat message saying so. Gradio's own limit (checked in
-    # the browser, in gradio_client and on the server with a 413) is set higher, at
-    # upload_hard_limit_bytes, so that only absurd files meet its bare toast instead of our message.
-    max_upload_bytes: int = 10 * 1024 * 1024
+    # Models offered (each needs its own collection), k and the photo limits: the same policy
+    # as the shop's API and the command line.
+    policy: SearchPolicy = field(default_factory=SearchPolicy)
+    # A photo over the policy's limit gets a chat message saying so (the page answers before
+    # uploading it). Gradio's own limit (checked in gradio_client and on the server with a 413)
+    # is set higher, so that only absurd files from elsewhere meet its bare answer.
     upload_hard_limit_bytes: int = 50 * 1024 * 1024
-    max_pixels: int = 40_000_000
     # Shown in the chat when a model has no collection yet: the exact command that builds it.
     index_hint: str = "python app.py index --catalog DIR"
     # Searches that may run at once; the embedder serialises forward passes itself, so more
@@ -47,17 +37,8 @@ class AssistantSettings:
     # "_blank" opens the product in a new tab; the shop, which frames the chat, uses "_top".
     product_link_target: str = "_blank"
 
-    @property
-    def image_limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
-
     def __post_init__(self):
-        if not self.models:
-            raise ValueError("AssistantSettings.models is empty: offer at least one model")
-        if self.default_model not in self.models:
-            raise ValueError(f"the default model {self.default_model!r} is not among the models offered "
-                             f"({', '.join(self.models)})")
-        if self.upload_hard_limit_bytes < self.max_upload_bytes:
+        if self.upload_hard_limit_bytes < self.policy.max_upload_bytes:
             raise ValueError("upload_hard_limit_bytes must not be below max_upload_bytes")
         if self.product_url is not None and (
                 "{id}" not in self.product_url
@@ -65,5 +46,3 @@ class AssistantSettings:
             raise ValueError(f"product_url must be an http(s) or /path URL with {{id}} in it, not {self.product_url!r}")
         if self.product_link_target not in ("_blank", "_top", "_self", "_parent"):
             raise ValueError(f"product_link_target must be _blank, _top, _self or _parent, not {self.product_link_target!r}")
-        if not 1 <= self.k <= self.max_k:
-            raise ValueError(f"k must be between 1 and {self.max_k}, not {self.k}")

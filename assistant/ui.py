@@ -28,6 +28,7 @@ from assistant.settings import AssistantSettings, model_label
 from catalog.products import CATEGORY_FIELDS
 from catalog import ImageError, open_image
 from catalog.reader import IMAGE_SUFFIXES
+from operations import FilterRequest, find_by_photo
 from vectorstore import CATEGORY, Result, Searcher, StoreError
 
 log = logging.getLogger(__name__)
@@ -407,7 +408,7 @@ CROP_HELP = "Click two opposite corners of one garment on the photo, then search
 def new_crop(path: str, settings: AssistantSettings) -> tuple[dict | None, Image.Image | None]:
     """Crop state for a new photo: its file, its size as shown, no corners yet."""
     try:
-        image = open_image(path, settings.image_limits)
+        image = open_image(path, settings.policy.image_limits)
     except ImageError:
         return None, None
     return {"path": path, "size": image.size, "points": []}, image
@@ -448,7 +449,7 @@ def crop_preview(crop: dict | None, settings: AssistantSettings) -> Image.Image 
     if not crop:
         return None
     try:
-        image = open_image(crop["path"], settings.image_limits)
+        image = open_image(crop["path"], settings.policy.image_limits)
     except ImageError:
         return None
     points = crop.get("points", [])
@@ -473,7 +474,7 @@ def crop_preview(crop: dict | None, settings: AssistantSettings) -> Image.Image 
 def save_crop(crop: dict, box, settings: AssistantSettings) -> str | None:
     """The selected part as a file, to show in the chat as the shopper's message."""
     try:
-        image = open_image(crop["path"], settings.image_limits)
+        image = open_image(crop["path"], settings.policy.image_limits)
     except ImageError:
         return None
     w, h = image.size
@@ -562,7 +563,7 @@ def product_for_file(state: ChatState, file_name: str) -> str | None:
 
 def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
     assistant = Assistant(searcher, settings)
-    choices = _control_choices(assistant, settings.default_model)
+    choices = _control_choices(assistant, settings.policy.default_model)
 
     # -- handlers (plain functions of values, so tests can call them too) ------------------
     def post_user(message: dict | None, history: list):
@@ -616,7 +617,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             gender = added
             shown[2] = None  # the box shows both: set it to the one chosen
         try:
-            reply, state = assistant.apply_controls(state, model=model, k=int(k or settings.k), gender=gender or [],
+            reply, state = assistant.apply_controls(state, model=model, k=int(k or settings.policy.k), gender=gender or [],
                                                     category=category or [], colour=colour or [])
             history = history + reply_messages(reply, settings)
         except Exception as exc:
@@ -690,8 +691,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
 
     def recommend(image: str | None, model: str | None, k: float | None, gender: str | None,
                   category: str | None) -> dict:
-        return assistant.recommend(image, model=model or None, k=None if k in (None, "") else int(k),
-                                   gender=gender or None, category=category or None)
+        return recommend_json(assistant, image, model, k, gender, category)
 
     # -- layout ----------------------------------------------------------------------------
     with gr.Blocks(title=settings.title) as demo:
@@ -724,9 +724,9 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                                           buttons=[], elem_id="crop-image")
                     crop_note = gr.Markdown(CROP_HELP, elem_id="crop-note")  # read out: see CLICK_BRIDGE_JS
                     crop_search = gr.Button("Search the selected part", elem_id="crop-search")
-                model = gr.Radio([(model_label(m), m) for m in settings.models], value=settings.default_model,
+                model = gr.Radio([(model_label(m), m) for m in settings.policy.models], value=settings.policy.default_model,
                                  label="Model", elem_id="model")
-                k = gr.Slider(1, settings.max_k, value=settings.k, step=1, label="Number of results", elem_id="k")
+                k = gr.Slider(1, settings.policy.max_k, value=settings.policy.k, step=1, label="Number of results", elem_id="k")
                 gender = gr.Dropdown(choices["gender"], value=[], multiselect=True, label="Gender",
                                      elem_id="gender")
                 category = gr.Dropdown(choices["category"], value=[], multiselect=True, label="Category",
@@ -782,8 +782,21 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         chatbot.clear(new_conversation, None, [*turn_out, *crop_out, crop_panel], **private)
         api_btn.click(recommend, [api_image, api_model, api_k, api_gender, api_category], api_out,
                       api_name="recommend")
-        demo.load(None, js=CLICK_BRIDGE_JS.replace("__MAX_UPLOAD_BYTES__", str(int(settings.max_upload_bytes))))
+        demo.load(None, js=CLICK_BRIDGE_JS.replace("__MAX_UPLOAD_BYTES__", str(int(settings.policy.max_upload_bytes))))
     return demo
+
+
+def recommend_json(assistant: Assistant, image: str | None, model: str | None = None, k: float | None = None,
+                   gender: str | None = None, category: str | None = None) -> dict:
+    """The chat's one API event: `search --json`'s schema, or {"query", "error"} in the chat's words."""
+    query = str(image) if image else None
+    try:
+        answer = find_by_photo(assistant.searcher, assistant.settings.policy, image, model=model or None,
+                               k=None if k in (None, "") else int(k),
+                               filters=FilterRequest(gender=gender or None, category=category or None))
+        return {"query": query, "model": answer.model, "results": [r.to_json() for r in answer.results]}
+    except Exception as exc:
+        return {"query": query, "error": assistant.explain(exc, model or assistant.settings.policy.default_model)}
 
 
 def check_uploads_like_launch(demo: gr.Blocks) -> None:
@@ -793,11 +806,16 @@ def check_uploads_like_launch(demo: gr.Blocks) -> None:
     demo.has_launched = True
 
 
+def queue(demo: gr.Blocks, settings: AssistantSettings) -> None:
+    """Several sessions' searches at once, a bounded queue: the same whether launched or mounted."""
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+
+
 def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0.1", port: int = 7860,
            *, block: bool = True, quiet: bool = False) -> gr.Blocks:
     """Build, queue and start the app; with `block=False` it serves from a thread (tests, benchmarks)."""
     demo = build_demo(searcher, settings)
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_size)
+    queue(demo, settings)
     # No allowed_paths: the chat shows copies of product images (product_picture), so Gradio
     # serves no folder of the server's as it is.
     demo.launch(server_name=host, server_port=port, max_file_size=settings.upload_hard_limit_bytes,
@@ -806,4 +824,4 @@ def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0
     return demo
 
 
-__all__ = ["build_demo", "launch", "check_uploads_like_launch", "product_picture", "picture_name", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]
+__all__ = ["build_demo", "launch", "queue", "recommend_json", "check_uploads_like_launch", "product_picture", "picture_name", "reply_messages", "product_for_file", "CLICK_BRIDGE_JS"]

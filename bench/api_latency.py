@@ -35,11 +35,12 @@ def free_port() -> int:
 
 def serve(db: str, weights: str, models: tuple[str, ...], port: int, images_dir: str | None) -> None:
     import uvicorn
-    from assistant.api import ShopSettings, build_app
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
     from vectorstore import Searcher, StoreSettings, make_client
     searcher = Searcher(make_client(StoreSettings(path=Path(db))), weights=weights)
     searcher.warm_up(models)
-    settings = ShopSettings(models=models, model=models[0], images_dir=Path(images_dir) if images_dir else None)
+    settings = ShopSettings(policy=SearchPolicy(models=models, default_model=models[0]), images_dir=Path(images_dir) if images_dir else None)
     uvicorn.run(build_app(searcher, settings), host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -40,9 +40,10 @@ def catalog(catalog_dir):
 
 @pytest.fixture(scope="module")
 def client(searcher, catalog_dir):
-    from assistant.api import ShopSettings, build_app
-    settings = ShopSettings(models=("resnet18", "resnet50"), model="resnet18", k=5, page_size=5,
-                            images_dir=catalog_dir / "images", max_upload_bytes=200_000)
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
+    policy = SearchPolicy(models=("resnet18", "resnet50"), default_model="resnet18", k=5, max_upload_bytes=200_000)
+    settings = ShopSettings(policy=policy, page_size=5, images_dir=catalog_dir / "images")
     return TestClient(build_app(searcher, settings))
 
 
@@ -67,9 +68,11 @@ def make_hostile_shop(root: Path, embedders):
 
 @pytest.fixture(scope="module")
 def hostile_client(tmp_path_factory, embedders):
-    from assistant.api import ShopSettings, build_app
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
     images, searcher = make_hostile_shop(tmp_path_factory.mktemp("hostile"), embedders)
-    settings = ShopSettings(models=("resnet18",), model="resnet18", images_dir=images, page_size=50)
+    settings = ShopSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18"), images_dir=images,
+                            page_size=50)
     return TestClient(build_app(searcher, settings))
 
 

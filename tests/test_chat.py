@@ -13,9 +13,10 @@ from conftest import KINDS, draw_product
 
 from assistant.chat import Assistant, caption, describe_results
 from assistant.settings import AssistantSettings
+from operations import SearchPolicy
 from vectorstore import CATEGORY, Searcher, StoreSettings, make_client
 
-SETTINGS = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
+SETTINGS = AssistantSettings(policy=SearchPolicy(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12),
                              index_hint="python app.py index --catalog SHOP --db DB --weights random")
 
 
@@ -240,8 +241,7 @@ def _jpeg_bytes() -> bytes:
 
 
 def test_file_over_the_size_limit(searcher, photo):
-    small = Assistant(searcher, AssistantSettings(models=("resnet50",), default_model="resnet50",
-                                                  max_upload_bytes=1000))
+    small = Assistant(searcher, AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50", max_upload_bytes=1000)))
     reply, _ = small.handle_turn(small.new_state(), "", [str(photo)])
     assert reply.kind == "error" and "limit" in reply.headline
 
@@ -272,8 +272,9 @@ def test_controls_set_filters_model_and_k(assistant, first):
     assert reply.kind == "ask_photo" and fresh.filters.get("gender") == ("Men",)
 
 
-def test_recommend_returns_the_search_json_schema(assistant, photo, tmp_path):
-    out = assistant.recommend(str(photo), model="resnet18", k=3, gender="women", category="footwear")
+def test_the_chat_api_returns_the_search_json_schema(assistant, photo, tmp_path):
+    from assistant.ui import recommend_json
+    out = recommend_json(assistant, str(photo), model="resnet18", k=3, gender="women", category="footwear")
     assert out["model"] == "resnet18" and out["query"] == str(photo) and len(out["results"]) == 3
     for row in out["results"]:
         assert set(row) == {"id", "score", "name", "gender", "masterCategory", "subCategory", "articleType",
@@ -281,9 +282,11 @@ def test_recommend_returns_the_search_json_schema(assistant, photo, tmp_path):
         assert row["gender"] == "Women" and row["masterCategory"] == "Footwear"
     bad = tmp_path / "bad.png"
     bad.write_text("nope")
-    assert "not an image" in assistant.recommend(str(bad))["error"]
-    assert "closest known" in assistant.recommend(str(photo), gender="Wemen")["error"]
-    assert "not offered" in assistant.recommend(str(photo), model="resnet34")["error"]
+    assert "not an image" in recommend_json(assistant, str(bad))["error"]
+    assert "closest known" in recommend_json(assistant, str(photo), gender="Wemen")["error"]
+    assert "not offered" in recommend_json(assistant, str(photo), model="resnet34")["error"]
+    assert "between 1 and 12" in recommend_json(assistant, str(photo), k=13)["error"]  # the policy's max_k
+    assert "no photo" in recommend_json(assistant, None)["error"]
 
 
 # A Chroma server stopped and restarted under a running chat: tests/test_hostile.py.
@@ -352,11 +355,10 @@ def test_product_links_quote_the_id_into_the_template(first):
     from assistant.ui import picture_name, product_links
     from vectorstore import Result
     with pytest.raises(ValueError):
-        AssistantSettings(models=("resnet50",), default_model="resnet50", product_url="javascript:alert({id})")
+        AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50"), product_url="javascript:alert({id})")
     with pytest.raises(ValueError):
-        AssistantSettings(models=("resnet50",), default_model="resnet50", product_url="https://shop.example/p")
-    settings = AssistantSettings(models=("resnet50",), default_model="resnet50",
-                                 product_url="https://shop.example/p/{id}")
+        AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50"), product_url="https://shop.example/p")
+    settings = AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50"), product_url="https://shop.example/p/{id}")
     odd = Result(id="a?b #1", score=0.5, metadata={"name": "Odd", "image": "/catalog/images/odd.jpg"})
     state = ChatState(model="resnet50", k=5, seen={odd.id: odd, **first[1].seen})
     links = json.loads(product_links(state, settings))

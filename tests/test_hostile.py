@@ -12,26 +12,32 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from assistant.api import ShopSettings, build_app
+from functools import partial
+
 from assistant.chat import Assistant
+from assistant.mount import mount_assistant
 from assistant.settings import AssistantSettings
+from operations import SearchPolicy
+from shop import ShopSettings, build_app
 from catalog import read_catalog
 from tests.conftest import ROOT, draw_product, free_port, make_catalog, running_shop, start_chroma
 from tests.hostile_files import hostile_files
 from vectorstore import Searcher, StoreSettings, index_catalog, make_client
+
+RESNET18 = SearchPolicy(models=("resnet18",), default_model="resnet18")
 
 FILES = hostile_files()
 
 
 @pytest.fixture(scope="module")
 def api(searcher, catalog_dir):
-    settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, images_dir=catalog_dir / "images")
+    settings = ShopSettings(policy=RESNET18, images_dir=catalog_dir / "images")
     return TestClient(build_app(searcher, settings))
 
 
 @pytest.fixture(scope="module")
 def chat(searcher):
-    return Assistant(searcher, AssistantSettings(models=("resnet18",), default_model="resnet18"))
+    return Assistant(searcher, AssistantSettings(policy=RESNET18))
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
@@ -84,7 +90,7 @@ def test_odd_ids_round_trip(tmp_path, embedders):
     client = make_client(StoreSettings(path=db))
     index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
     searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
-    api = TestClient(build_app(searcher, ShopSettings(models=("resnet18",), model="resnet18", images_dir=folder / "images")))
+    api = TestClient(build_app(searcher, ShopSettings(policy=RESNET18, images_dir=folder / "images")))
     for pid in ODD_IDS:
         quoted = urllib.parse.quote(pid, safe="")
         with open(folder / "images" / f"{pid}.jpg", "rb") as handle:
@@ -108,7 +114,7 @@ def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalo
         client = make_client(StoreSettings(host="127.0.0.1", port=port))
         index_catalog(read_catalog(catalog_dir), client, [embedders["resnet18"]], show_progress_bar=False)
         searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
-        chat = Assistant(searcher, AssistantSettings(models=("resnet18",), default_model="resnet18"))
+        chat = Assistant(searcher, AssistantSettings(policy=RESNET18))
         photo = catalog_dir / "images" / "1001.jpg"
         reply, state = chat.handle_turn(chat.new_state(), "", [str(photo)])
         assert reply.kind == "results"
@@ -192,7 +198,7 @@ def test_a_moved_catalog_updates_its_image_paths_without_embedding_again(tmp_pat
     assert "image paths updated 12" in report.summary()
     assert all(Path(image).parent == (moved / "images").resolve() for _, image in _stored(client).values())
     searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
-    shop = TestClient(build_app(searcher, ShopSettings(models=("resnet18",), model="resnet18", images_dir=moved / "images")))
+    shop = TestClient(build_app(searcher, ShopSettings(policy=RESNET18, images_dir=moved / "images")))
     assert shop.get("/images/1001").content == (moved / "images" / "1001.jpg").read_bytes()
 
 
@@ -276,9 +282,10 @@ def live_shop(tmp_path_factory, embedders):
     client = make_client(StoreSettings(path=root / "db"))
     index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
     searcher = Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
-    chat = AssistantSettings(models=("resnet18",), default_model="resnet18", k=5, max_pixels=1_000_000)
-    settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, images_dir=folder / "images", assistant=chat)
-    with running_shop(build_app(searcher, settings)) as base:
+    chat = AssistantSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18", k=5, max_pixels=1_000_000))
+    settings = ShopSettings(policy=chat.policy, images_dir=folder / "images")
+    app = build_app(searcher, settings, mount_chat=partial(mount_assistant, searcher=searcher, settings=chat))
+    with running_shop(app) as base:
         yield {"base": base, "folder": folder, "secret": secret, "searcher": searcher}
 
 
@@ -437,7 +444,7 @@ def test_as_text_renders_to_exactly_its_text(text):
 
 def test_chat_replies_show_catalog_markup_as_text(live_shop, tmp_path):
     from assistant.ui import reply_messages
-    settings = AssistantSettings(models=("resnet18",), default_model="resnet18")
+    settings = AssistantSettings(policy=RESNET18)
     chat = Assistant(live_shop["searcher"], settings)
     for pid, name in MARKUP_NAMES.items():
         reply, state = chat.more_like(chat.new_state(), pid)
@@ -523,8 +530,7 @@ def test_strips_and_bad_numbers_in_a_catalog_index_like_any_product(tmp_path, em
 def test_serve_is_as_strict_as_the_mounted_chat(live_shop):
     import httpx
     from assistant.ui import launch
-    settings = AssistantSettings(models=("resnet18",), default_model="resnet18",
-                                 allowed_paths=(live_shop["folder"] / "images",))
+    settings = AssistantSettings(policy=RESNET18, allowed_paths=(live_shop["folder"] / "images",))
     port = free_port()
     demo = launch(live_shop["searcher"], settings, host="127.0.0.1", port=port, block=False, quiet=True)
     try:

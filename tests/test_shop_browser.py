@@ -19,13 +19,17 @@ SLOW = 120_000  # ms: Gradio's first load on two shared cores
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, embedders):
     """The whole shop process (shop pages, API, the assistant mounted) on a free port."""
-    from assistant.api import ShopSettings, build_app
+    from functools import partial
+    from assistant.mount import mount_assistant
     from assistant.settings import AssistantSettings
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
     images, searcher = make_hostile_shop(tmp_path_factory.mktemp("shop"), embedders)
-    chat = AssistantSettings(models=("resnet18",), default_model="resnet18", k=5, allowed_paths=(images,))
-    settings = ShopSettings(models=("resnet18",), model="resnet18", k=5, page_size=4, images_dir=images,
-                            assistant=chat)
-    with running_shop(build_app(searcher, settings), wait_s=60) as base:
+    chat = AssistantSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18", k=5),
+                             allowed_paths=(images,))
+    settings = ShopSettings(policy=chat.policy, page_size=4, images_dir=images)
+    app = build_app(searcher, settings, mount_chat=partial(mount_assistant, searcher=searcher, settings=chat))
+    with running_shop(app, wait_s=60) as base:
         yield base
 
 

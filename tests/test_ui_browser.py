@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import KINDS, axe_serious, draw_product
+from conftest import KINDS, axe_serious, draw_product, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -21,20 +20,15 @@ TIMEOUT = 60_000  # ms; a search embeds with a CPU ResNet-50 on a shared 2-core 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(searcher):
     from assistant.settings import AssistantSettings
     from assistant.ui import launch
-    settings = AssistantSettings(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
-                                 max_upload_bytes=LIMIT, upload_hard_limit_bytes=4 * LIMIT,
-                                 product_url=PRODUCT_URL)
-    port = _free_port()
+    from operations import SearchPolicy
+    policy = SearchPolicy(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12,
+                          max_upload_bytes=LIMIT)
+    settings = AssistantSettings(policy=policy, upload_hard_limit_bytes=4 * LIMIT, product_url=PRODUCT_URL)
+    port = free_port()
     demo = launch(searcher, settings, host="127.0.0.1", port=port, block=False, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

@@ -82,7 +82,7 @@ class Searcher:
                 try:
                     self._collections[model] = ProductCollection.open(self.client, model)
                 except NoIndex as exc:
-                    raise NoIndex(f"{exc}. Build it first: {self.index_hint or 'python app.py index --catalog DIR'}") from exc
+                    raise NoIndex(model, self.index_hint or "python app.py index --catalog DIR") from exc
             collection = self._collections[model]
         if check_weights:
             collection.check_weights(self.embedder(model).weights_id)

@@ -58,7 +58,12 @@ class StoreError(RuntimeError):
 
 
 class NoIndex(StoreError):
-    pass
+    """No collection for `model` yet; `hint` is the command that builds it, where known."""
+
+    def __init__(self, model: str, hint: str = ""):
+        self.model = model
+        self.hint = hint
+        super().__init__(f"no index for {model} yet" + (f". Build it first: {hint}" if hint else ""))
 
 
 class WeightsMismatch(StoreError):
@@ -132,7 +137,7 @@ class ProductCollection:
         existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
         if name not in existing:
             if not create:
-                raise NoIndex(f"no index for {model} yet")
+                raise NoIndex(model)
             metadata = {"model": model}
             if weights_id:
                 metadata["weights"] = weights_id

@@ -11,7 +11,8 @@ from typing import Mapping
 import pandas as pd
 
 from catalog.products import CATEGORY_FIELDS
-from vectorstore import CATEGORY, Filters, resolve_filters
+from operations import FilterRequest
+from vectorstore import Filters
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,7 @@ class CatalogBrowser:
 
     def resolve(self, gender: str | None, category: str | None) -> Filters:
         """Raise `UnknownFilterValue` (with suggestions) for a value no product has."""
-        raw = {}
-        if gender:
-            raw["gender"] = [gender]
-        if category:
-            raw[CATEGORY] = [category]
-        return resolve_filters(raw, self.vocabulary()) if raw else Filters()
+        return FilterRequest(gender=gender, category=category).resolve(self.vocabulary())
 
     def page(self, filters: Filters, number: int, size: int) -> Page:
         table = self.table()

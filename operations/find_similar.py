@@ -1,0 +1,15 @@
+"""Products like one of the catalog's, by its stored vector (the product itself left out)."""
+from __future__ import annotations
+
+from operations.errors import Refused
+from operations.filters import FilterRequest
+from operations.policy import SearchPolicy
+from vectorstore.search import Answer, Searcher
+
+
+def find_similar(searcher: Searcher, policy: SearchPolicy, product_id: str, *, model: str | None = None,
+                 k: int | None = None, filters: FilterRequest = FilterRequest()) -> Answer:
+    model, k = policy.model(model), policy.count(k)
+    if searcher.product(model, product_id) is None:
+        raise Refused("no_product", f"no product with id {product_id!r} in the {model} index", id=product_id)
+    return searcher.similar_to(model, product_id, k=k, filters=searcher.resolve(model, *filters.raw()))

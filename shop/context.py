@@ -1,0 +1,52 @@
+"""What every route of the shop depends on, built once by `build_app` and injected with
+FastAPI's `Depends(shop_context)` (no module globals, no mutable dict inside a closure)."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+
+from shop.browse import CatalogBrowser
+from shop.settings import ShopSettings
+from vectorstore import Searcher
+
+
+@dataclass
+class ShopContext:
+    searcher: Searcher
+    settings: ShopSettings
+    browser: CatalogBrowser
+    templates: Jinja2Templates
+    chat_mounted: bool = False
+    _images_root: Path | None = field(default=None, repr=False)
+
+    def images_root(self) -> Path | None:
+        """The only folder images are served from: the configured one, else the folder most
+        stored image paths are in (found once, when first needed)."""
+        if self._images_root is None:
+            self._images_root = _images_root(self.settings, self.browser)
+        return self._images_root
+
+
+def shop_context(request: Request) -> ShopContext:
+    return request.app.state.shop
+
+
+def _images_root(settings: ShopSettings, browser: CatalogBrowser) -> Path | None:
+    if settings.images_dir is not None:
+        return Path(settings.images_dir).resolve()
+    paths = browser.table().get("image")
+    if paths is None or paths.dropna().empty:
+        return None
+    folder, _ = Counter(str(Path(p).parent) for p in paths.dropna()).most_common(1)[0]
+    return Path(folder).resolve()
+
+
+def id_url(request: Request, route: str, product_id: str) -> str:
+    """The URL of a product's route. Starlette puts path parameters in as they are, so an id
+    holding ?, #, % or a space would end the path early or read as an escape: quote it whole."""
+    return str(request.url_for(route, product_id=quote(str(product_id), safe="")))

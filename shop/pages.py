@@ -1,0 +1,91 @@
+"""The shop's HTML pages. Product text reaches HTML only through autoescaped templates, and the
+pages load scripts and styles from this app only (SHOP_CSP)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import jinja2
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from operations import Refused, find_similar
+from shop.context import ShopContext, id_url, shop_context
+from vectorstore import StoreError, UnknownFilterValue
+
+SHOP_DIR = Path(__file__).resolve().parent
+# Catalog text that slipped past escaping still could not run. The assistant (Gradio) is framed
+# from the same origin.
+SHOP_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+
+Context = Annotated[ShopContext, Depends(shop_context)]
+
+
+def shop_templates() -> Jinja2Templates:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SHOP_DIR / "templates"), autoescape=True)
+    env.globals["product_url"] = jinja2.pass_context(
+        lambda context, route, product_id: id_url(context["request"], route, product_id))
+    return Jinja2Templates(env=env)
+
+
+def render(shop: ShopContext, request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
+    settings = shop.settings
+    context = {"title": settings.title,
+               "assistant_url": f"{settings.assistant_path}/" if shop.chat_mounted else None, **context}
+    return shop.templates.TemplateResponse(request, name, context, status_code=status,
+                                           headers={"Content-Security-Policy": SHOP_CSP,
+                                                    "X-Content-Type-Options": "nosniff"})
+
+
+def pages_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/", response_class=HTMLResponse)
+    def shop_grid(request: Request, shop: Context, gender: str | None = None, category: str | None = None,
+                  page_number: Annotated[int, Query(alias="page")] = 1):
+        browser = shop.browser
+        error, status = None, 200
+        try:
+            filters = browser.resolve(gender, category)
+        except UnknownFilterValue as exc:
+            error, status = exc, 400
+            filters = browser.resolve(None, None)
+        found = browser.page(filters, page_number, shop.settings.page_size)
+        vocabulary = browser.vocabulary()
+        return render(shop, request, "grid.html", {
+            "found": found, "error": error,
+            "genders": vocabulary.get("gender", []), "category_groups": browser.category_groups(),
+            "gender": (filters.get("gender") or (None,))[0] if not error else gender,
+            "category": (filters.get("category") or (None,))[0] if not error else category,
+            "query": {"gender": gender or "", "category": category or ""},
+        }, status)
+
+    @router.get("/products/{product_id}", response_class=HTMLResponse)
+    def shop_product(request: Request, shop: Context, product_id: str, model: str | None = None):
+        product = shop.browser.product(product_id)
+        if product is None:
+            return render(shop, request, "message.html", {"heading": "Product not found",
+                                                          "message": f"There is no product {product_id} in this shop."}, 404)
+        policy = shop.settings.policy
+        error, results, chosen = None, [], model or policy.default_model
+        try:
+            results = find_similar(shop.searcher, policy, product_id, model=model).results
+        except Refused as exc:
+            error = exc.message
+        except StoreError as exc:
+            error = str(exc)
+        return render(shop, request, "product.html", {"product": product, "similar": results, "error": error,
+                                                      "models": policy.models, "model": chosen},
+                      400 if error and model else 200)
+
+    @router.get("/embed", response_class=HTMLResponse)
+    def embed_example(request: Request, shop: Context):
+        """The snippet a shop pastes, live: the assistant as Gradio's web component."""
+        base = str(request.base_url).rstrip("/")
+        response = render(shop, request, "embed.html", {"base": base, "path": shop.settings.assistant_path})
+        # Gradio's own bundle builds styles at run time; the strict shop policy would block it.
+        del response.headers["Content-Security-Policy"]
+        return response
+
+    return router
