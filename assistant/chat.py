@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from assistant.crop import cut
 from assistant.filters import Understanding, Vocabulary, understand
 from assistant.settings import AssistantSettings, model_label
 from catalog import ImageError, open_image
@@ -164,13 +165,11 @@ def pick_result(results: Sequence[Result], rank: int) -> tuple[int, Result]:
 
 
 def crop_box(image: Image.Image, crop: tuple[float, float, float, float]) -> Image.Image:
-    """Crop by fractions of the width and height; a box too small or out of range is refused."""
-    left, top, right, bottom = (min(1.0, max(0.0, float(v))) for v in crop)
-    width, height = image.size
-    box = (round(left * width), round(top * height), round(right * width), round(bottom * height))
-    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+    """Crop by fractions of the width and height; a box too small is refused."""
+    part = cut(image, crop)
+    if part is None:
         raise ChatProblem("That crop is too small to search; select a larger part of the photo.")
-    return image.crop(box)
+    return part
 
 
 class Assistant:
@@ -179,7 +178,6 @@ class Assistant:
     def __init__(self, searcher: Searcher, settings: AssistantSettings):
         self.searcher = searcher
         self.settings = settings
-        self._vocabularies: dict[str, tuple[int, Vocabulary]] = {}
 
     def new_state(self) -> ChatState:
         return ChatState(model=self.settings.policy.default_model, k=self.settings.policy.k)
@@ -261,13 +259,9 @@ class Assistant:
 
     # -- the turn ----------------------------------------------------------------------
     def vocabulary(self, model: str) -> Vocabulary:
-        collection = self.searcher.collection(model, check_weights=False)
-        count = collection.count()
-        cached = self._vocabularies.get(model)
-        if cached is None or cached[0] != count:
-            cached = (count, Vocabulary(collection.vocabulary()))
-            self._vocabularies[model] = cached
-        return cached[1]
+        """The phrase index of this model's catalog, built once per load of its metadata table."""
+        table = self.searcher.collection(model, check_weights=False).metadata
+        return table.derived("chat-phrases", lambda _: Vocabulary(table.vocabulary()))
 
     def _turn(self, state: ChatState, text: str, image_paths: list[str], crop, label) -> tuple[Reply, ChatState]:
         notes: list[str] = []
@@ -346,7 +340,7 @@ class Assistant:
         return self.searcher.search_vector(state.model, vector, k=state.k, filters=filters), state
 
     def _narrowest(self, model: str, filters: Filters) -> str:
-        table = self.searcher.collection(model, check_weights=False).table()
+        table = self.searcher.collection(model, check_weights=False).metadata.frame()
         counts = {name: int(filters.only(name).mask(table).sum()) for name in filters.names()}
         return min(counts, key=lambda name: counts[name])
 

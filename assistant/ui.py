@@ -18,10 +18,12 @@ from urllib.parse import quote
 from typing import Any
 
 import gradio as gr
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import json
 
+from assistant.crop import (CROP_HELP, CropFiles, crop_fractions, crop_preview, crop_status, mark_corner,
+                            new_crop)
 from assistant.chat import Assistant, ChatState, Reply, as_text, caption, filter_chips, without_chips
 from assistant.filters import stem, words
 from assistant.settings import AssistantSettings, model_label
@@ -401,89 +403,7 @@ def reply_messages(reply: Reply, settings: AssistantSettings) -> list[dict]:
     return [{"role": "assistant", "content": item} for item in content]
 
 
-# -- cropping: an outfit photo holds several garments; two clicks on the photo mark one -------
-CROP_HELP = "Click two opposite corners of one garment on the photo, then search that part."
-
-
-def new_crop(path: str, settings: AssistantSettings) -> tuple[dict | None, Image.Image | None]:
-    """Crop state for a new photo: its file, its size as shown, no corners yet."""
-    try:
-        image = open_image(path, settings.policy.image_limits)
-    except ImageError:
-        return None, None
-    return {"path": path, "size": image.size, "points": []}, image
-
-
-def mark_corner(crop: dict | None, clicked: str) -> dict | None:
-    """Add a clicked point ("fx,fy" as fractions of the photo's width and height, from the page);
-    the last two points make the box."""
-    try:
-        fx, fy = (min(1.0, max(0.0, float(v))) for v in str(clicked).split("|", 1)[0].split(","))
-    except ValueError:
-        return crop
-    if not crop:
-        return crop
-    return {**crop, "points": (list(crop["points"]) + [(fx, fy)])[-2:]}
-
-
-def crop_fractions(crop: dict | None) -> tuple[float, float, float, float] | None:
-    if not crop or len(crop.get("points", [])) < 2:
-        return None
-    (x1, y1), (x2, y2) = crop["points"]
-    return (min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2))
-
-
-def crop_status(crop: dict | None) -> str:
-    points = len((crop or {}).get("points", []))
-    if not crop:
-        return CROP_HELP
-    if points < 2:
-        return "Now click the opposite corner." if points == 1 else CROP_HELP
-    left, top, right, bottom = crop_fractions(crop)
-    return (f"Selected {round((right - left) * 100)}% × {round((bottom - top) * 100)}% of the photo; "
-            "search it, or click again to move a corner.")
-
-
-def crop_preview(crop: dict | None, settings: AssistantSettings) -> Image.Image | None:
-    """The photo with the selected box outlined and the rest dimmed."""
-    if not crop:
-        return None
-    try:
-        image = open_image(crop["path"], settings.policy.image_limits)
-    except ImageError:
-        return None
-    points = crop.get("points", [])
-    draw = ImageDraw.Draw(image)
-    if len(points) == 2:
-        box = crop_fractions(crop)
-        w, h = image.size
-        rect = (round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))
-        shade = Image.new("RGB", image.size, (255, 255, 255))
-        dimmed = Image.blend(image, shade, 0.6)
-        dimmed.paste(image.crop(rect), rect[:2])
-        image = dimmed
-        draw = ImageDraw.Draw(image)
-        draw.rectangle(rect, outline=(255, 90, 0), width=max(2, min(w, h) // 100))
-    for fx, fy in points:
-        x, y = fx * image.size[0], fy * image.size[1]
-        r = max(3, min(image.size) // 60)
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 90, 0))
-    return image
-
-
-def save_crop(crop: dict, box, settings: AssistantSettings) -> str | None:
-    """The selected part as a file, to show in the chat as the shopper's message."""
-    try:
-        image = open_image(crop["path"], settings.policy.image_limits)
-    except ImageError:
-        return None
-    w, h = image.size
-    part = image.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)))
-    folder = Path(tempfile.gettempdir()) / "vsa-crops"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"crop-{uuid.uuid4().hex[:12]}.png"
-    part.save(path)
-    return str(path)
+NO_CROP_YET = "Send a photo first, then click two opposite corners of one garment on it (in “Crop the photo”)."
 
 
 def _control_choices(assistant: Assistant, model: str) -> dict[str, list[str]]:
@@ -564,6 +484,8 @@ def product_for_file(state: ChatState, file_name: str) -> str | None:
 def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
     assistant = Assistant(searcher, settings)
     choices = _control_choices(assistant, settings.policy.default_model)
+    limits = settings.policy.image_limits
+    crops = CropFiles()
 
     # -- handlers (plain functions of values, so tests can call them too) ------------------
     def post_user(message: dict | None, history: list):
@@ -589,6 +511,17 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
         history = keep_recent_galleries(history, settings.galleries_kept)
         return (history, history, state, *_control_updates(state, shown), *_filter_updates(state, settings))
 
+    def respond(history: list, state: ChatState, turn, said: tuple = (), shown: list | None = None) -> tuple:
+        """The ending every handler shares: what the shopper said, the assistant's reply, the
+        page's updates."""
+        history = history + list(said)
+        try:
+            reply, state = turn(state)
+            history = history + reply_messages(reply, settings)
+        except Exception as exc:
+            history = failed(history, exc)
+        return finish(history, state, shown)
+
     def answer(pending: dict | None, history: list, state: ChatState):
         crop_updates = (gr.update(), gr.update(), gr.update(), gr.update())
         try:
@@ -597,7 +530,7 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
                 reply, state = assistant.handle_turn(state, pending.get("text", ""), files)
                 history = history + reply_messages(reply, settings)
                 if files and reply.kind == "results":
-                    crop, preview = new_crop(files[0], settings)
+                    crop, preview = new_crop(files[0], limits)
                     crop_updates = (crop, preview, CROP_HELP, gr.Accordion(open=True))
         except Exception as exc:
             history = failed(history, exc)
@@ -616,44 +549,25 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             # Picking "Men" while "Women" is set means men's, not "Women or Men".
             gender = added
             shown[2] = None  # the box shows both: set it to the one chosen
-        try:
-            reply, state = assistant.apply_controls(state, model=model, k=int(k or settings.policy.k), gender=gender or [],
-                                                    category=category or [], colour=colour or [])
-            history = history + reply_messages(reply, settings)
-        except Exception as exc:
-            history = failed(history, exc)
-        return finish(history, state, shown)
+        return respond(history, state, lambda s: assistant.apply_controls(
+            s, model=model, k=int(k or settings.policy.k), gender=gender or [], category=category or [],
+            colour=colour or []), shown=shown)
 
     def on_chips(kept: list, history: list, state: ChatState):
         filters = without_chips(state.filters, kept or [])
         if filters == state.filters:
             return tuple(gr.skip() for _ in range(5 + 3 + 3))
-        try:
-            reply, state = assistant.set_filters(state, filters)
-            history = history + reply_messages(reply, settings)
-        except Exception as exc:
-            history = failed(history, exc)
-        return finish(history, state)
+        return respond(history, state, lambda s: assistant.set_filters(s, filters))
 
     def on_reapply(history: list, state: ChatState):
-        try:
-            reply, state = assistant.reapply_previous(state)
-            history = history + reply_messages(reply, settings)
-        except Exception as exc:
-            history = failed(history, exc)
-        return finish(history, state)
+        return respond(history, state, assistant.reapply_previous)
 
     def on_pick(picked: str, history: list, state: ChatState):
-        try:
-            pid = product_for_file(state, picked or "")
-            if pid is not None:
-                product = state.seen[pid]
-                history = history + [{"role": "user", "content": f"More like “{as_text(product.get('name') or pid)}”"}]
-                reply, state = assistant.more_like(state, pid)
-                history = history + reply_messages(reply, settings)
-        except Exception as exc:
-            history = failed(history, exc)
-        return finish(history, state)
+        pid = product_for_file(state, picked or "")
+        if pid is None:
+            return finish(history, state)
+        said = {"role": "user", "content": f"More like “{as_text(state.seen[pid].get('name') or pid)}”"}
+        return respond(history, state, lambda s: assistant.more_like(s, pid), said=(said,))
 
     def on_oversize(raw: str, history: list, state: ChatState):
         try:
@@ -661,29 +575,21 @@ def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
             name, size = str(held["name"])[:200], int(held["size"])
         except (ValueError, KeyError, TypeError):
             return finish(history, state)  # not from our page: nothing to answer
-        history = history + [{"role": "user", "content": as_text(f"({name}, {size / 1e6:.1f} MB)")}]
-        reply, state = assistant.refuse_file(state, name, size)
-        return finish(history + reply_messages(reply, settings), state)
+        said = {"role": "user", "content": as_text(f"({name}, {size / 1e6:.1f} MB)")}
+        return respond(history, state, lambda s: assistant.refuse_file(s, name, size), said=(said,))
 
     def on_crop_click(clicked: str, crop: dict | None):
         crop = mark_corner(crop, clicked)
-        return crop, crop_preview(crop, settings), crop_status(crop)
+        return crop, crop_preview(crop, limits), crop_status(crop)
 
     def on_crop_search(crop: dict | None, history: list, state: ChatState):
-        try:
-            box = crop_fractions(crop)
-            if box is None:
-                reply = Reply("error", "Send a photo first, then click two opposite corners of one garment "
-                                       "on it (in “Crop the photo”).")
-            else:
-                shown = save_crop(crop, box, settings)
-                history = history + [{"role": "user", "content": {"path": shown}} if shown else
-                                     {"role": "user", "content": "(the selected part of my photo)"}]
-                reply, state = assistant.handle_turn(state, "", [crop["path"]], crop=box)
-            history = history + reply_messages(reply, settings)
-        except Exception as exc:
-            history = failed(history, exc)
-        return finish(history, state)
+        box = crop_fractions(crop)
+        if box is None:
+            return respond(history, state, lambda s: (Reply("error", NO_CROP_YET), s))
+        shown = crops.save(crop, box, limits)
+        said = {"role": "user", "content": {"path": shown} if shown else "(the selected part of my photo)"}
+        return respond(history, state, lambda s: assistant.handle_turn(s, "", [crop["path"]], crop=box),
+                       said=(said,))
 
     def new_conversation():
         state = assistant.new_state()

@@ -244,13 +244,13 @@ def _mask(filters: Filters, metas: list[dict]) -> np.ndarray:
 
 def query_rows(coll: ProductCollection, exact: ExactTopK, label: str) -> list[dict]:
     rows = []
-    table_ = coll.table()
+    table_ = coll.metadata.frame()
     for name, filters in CASES:
         matching = len(table_) if filters.is_empty() else int(filters.mask(table_).sum())
         times, recalls = [], []
         for q, vector in enumerate(exact.queries):
             started = time.perf_counter()
-            got = [h.id for h in coll.search(vector, k=K, filters=filters, stored=True)]
+            got = [h.id for h in coll.search_stored(vector, k=K, filters=filters)]
             times.append(time.perf_counter() - started)
             truth = exact.truth(name, q)
             recalls.append(len(set(got) & truth) / max(1, len(truth)))
@@ -292,7 +292,7 @@ def measure(dim: int, n: int, args, rows: list[dict] | None) -> tuple[dict, list
             first_query_s = time.perf_counter() - started
             before = rss_self()
             started = time.perf_counter()
-            table_ = coll.table()
+            table_ = coll.metadata.frame()
             table_s = time.perf_counter() - started
             table_rss = rss_self() - before
             frame_bytes = int(table_.memory_usage(deep=True).sum())

@@ -32,7 +32,7 @@ def smallest_group_near(table_, size: int) -> Filters:
 
 
 def measure(coll, ids, vectors, queries, filters: Filters, use_where: bool, k=5):
-    table_ = coll.table().loc[ids]
+    table_ = coll.metadata.frame().loc[ids]
     allowed = filters.mask(table_) if not filters.is_empty() else np.ones(len(ids), bool)
     where = filters.to_where()
     times, recalls = [], []
@@ -41,7 +41,7 @@ def measure(coll, ids, vectors, queries, filters: Filters, use_where: bool, k=5)
         if use_where:
             got = coll.collection.query(query_embeddings=q[None], n_results=k, where=where, include=["distances"])["ids"][0]
         else:
-            got = [h.id for h in coll.search(q, k=k, filters=filters, stored=True)]
+            got = [h.id for h in coll.search_stored(q, k=k, filters=filters)]
         times.append(time.perf_counter() - started)
         scores = np.where(allowed, vectors @ q, -np.inf)
         exact = [ids[i] for i in np.argsort(-scores)[:min(k, int(allowed.sum()))]]
@@ -59,7 +59,7 @@ def run(coll, label, queries_n, rng):
     coll.search(queries[0], k=5)  # load the HNSW index
     cases = [("unfiltered", Filters()),
              ("gender=Women & masterCategory=Footwear", Filters({"gender": ("Women",), "masterCategory": ("Footwear",)})),
-             ("~50 products", smallest_group_near(coll.table(), 50)),
+             ("~50 products", smallest_group_near(coll.metadata.frame(), 50)),
              ("gender=Men", Filters({"gender": ("Men",)}))]
     rows = []
     for name, filters in cases:
@@ -83,7 +83,7 @@ def main() -> None:
     rows = run(coll, f"{coll.count()} (real)", args.queries, rng)
 
     ids, vectors = load_all(coll)
-    metas = coll.table().loc[ids]
+    metas = coll.metadata.frame().loc[ids]
     with tempfile.TemporaryDirectory() as tmp:
         big_client = make_client(StoreSettings(path=tmp))
         big = ProductCollection.open(big_client, f"{args.model}-synthetic", dim=vectors.shape[1], create=True)

@@ -269,7 +269,7 @@ def run_evaluation(settings: EvaluationSettings,
     searcher = Searcher(client, weights=settings.weights, device=settings.device,
                         embedder_factory=lambda name, weights, device="cpu": embedders[name])
 
-    tables = {m: searcher.collection(m).table() for m in settings.models}
+    tables = {m: searcher.collection(m).metadata.frame() for m in settings.models}
     stored = set.intersection(*(set(t.index) for t in tables.values()))
     skipped_queries: list[str] = []
     if settings.queries:

@@ -35,7 +35,7 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
                                      f"`{settings.assistant_path}/`.",
                          version="1.0")
     policy = settings.policy
-    browser = CatalogBrowser(lambda: searcher.collection(policy.default_model, check_weights=False).table())
+    browser = CatalogBrowser(lambda: searcher.collection(policy.default_model, check_weights=False).metadata)
     shop = ShopContext(searcher, settings, browser, shop_templates())
     app.state.shop = shop
 

@@ -6,13 +6,14 @@ planning), so browsing costs no vector work and stays in step with what search c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 import pandas as pd
 
 from catalog.products import CATEGORY_FIELDS
 from operations import FilterRequest
 from vectorstore import Filters
+from vectorstore.metadata import MetadataTable
 
 
 @dataclass(frozen=True)
@@ -48,26 +49,17 @@ def _id_order(index: pd.Index) -> list:
 
 
 class CatalogBrowser:
-    """Sorted, filterable view of a collection's metadata table; re-sorted when the table
-    object changes (the collection reloads it when its size changes)."""
+    """Sorted, filterable view of a collection's metadata table (vectorstore.MetadataTable);
+    the sorted copy hangs on the table, so it is made again only when the table is reloaded."""
 
-    def __init__(self, table_source):
-        self._table_source = table_source
-        self._sorted: pd.DataFrame | None = None
-        self._sorted_from: int | None = None
+    def __init__(self, metadata_source: Callable[[], MetadataTable]):
+        self._metadata_source = metadata_source
 
     def table(self) -> pd.DataFrame:
-        table = self._table_source()
-        if self._sorted is None or self._sorted_from != id(table):
-            self._sorted = table.loc[_id_order(table.index)]
-            self._sorted_from = id(table)
-        return self._sorted
+        return self._metadata_source().derived("shop-order", lambda frame: frame.loc[_id_order(frame.index)])
 
     def vocabulary(self) -> dict[str, list]:
-        table = self.table()
-        return {column: sorted(table[column].dropna().unique().tolist(), key=str)
-                for column in ("gender", *CATEGORY_FIELDS, "baseColour", "season", "usage", "year")
-                if column in table.columns}
+        return self._metadata_source().vocabulary()
 
     def category_groups(self) -> list[tuple[str, list[str]]]:
         """Category choices grouped by level; a value is listed once, at its broadest level."""

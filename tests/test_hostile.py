@@ -521,7 +521,7 @@ def test_strips_and_bad_numbers_in_a_catalog_index_like_any_product(tmp_path, em
     report = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
     assert report.indexed == {"resnet18": 12} and report.skipped == []
     stored = Searcher(client, weights="random",
-                      embedder_factory=lambda name, weights, device="cpu": embedders[name]).collection("resnet18").table()
+                      embedder_factory=lambda name, weights, device="cpu": embedders[name]).collection("resnet18").metadata.frame()
     assert stored.loc["6005", "year"] == 2012
     assert all(stored.loc[f"600{i}"].get("year") != stored.loc[f"600{i}"].get("year") or
                stored.loc[f"600{i}"].get("year") is None for i in range(5))  # blank: missing, not a number

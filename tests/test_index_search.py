@@ -30,9 +30,9 @@ def test_collections_hold_every_product_with_metadata(indexed_db, catalog_dir):
     for model, dim in (("resnet18", 512), ("resnet50", 2048)):
         coll = ProductCollection.open(client, model)
         assert coll.count() == len(catalog.products)
-        meta = coll.metadata_of("1001")
+        meta = coll.metadata.record("1001")
         assert meta["name"] == "Brand0 Women Black, Grey and White Heels"
-        assert meta["year"] == 2010 and "year" not in coll.metadata_of("1002")
+        assert meta["year"] == 2010 and "year" not in coll.metadata.record("1002")
         assert len(coll.vector_of("1001")) == dim
         assert abs(np.linalg.norm(coll.vector_of("1001")) - 1) < 1e-5
         assert coll.center is not None and coll.center.shape == (dim,)
@@ -76,8 +76,8 @@ def test_filtered_search_matches_exact_search_at_every_selectivity(searcher, ind
     for filters in (Filters(), Filters({"gender": ("Women",)}), Filters({"articleType": ("Watches",)}),
                     Filters(excluded={"baseColour": ("Black",)}),
                     Filters({"gender": ("Women",)}, {"category": ("Footwear", "Bags")})):
-        hits = coll.search(query, k=3, filters=filters, stored=True)
-        allowed = filters.mask(coll.table().loc[got["ids"]])
+        hits = coll.search_stored(query, k=3, filters=filters)
+        allowed = filters.mask(coll.metadata.frame().loc[got["ids"]])
         order = np.argsort(-(vectors @ query))
         expected = [got["ids"][i] for i in order if allowed[i]][:3]
         assert [h.id for h in hits] == expected
@@ -236,3 +236,26 @@ def test_centering_spreads_similarities_and_survives_a_kill(tmp_path, embedders)
     assert legacy.ensure_centered() == 0
     again = np.asarray(legacy.collection.get(ids=[p.id for p in catalog.products], include=["embeddings"])["embeddings"])
     assert np.allclose(again, expected, atol=1e-4)
+
+
+def test_the_metadata_table_and_what_is_derived_from_it_follow_the_collection(tmp_path):
+    """One in-memory table per collection: the vocabulary and whatever a surface derives from it
+    are built once per load, and again when the collection's size changes."""
+    coll = ProductCollection.open(make_client(StoreSettings(path=tmp_path)), "resnet18", create=True, dim=4)
+    vectors = np.eye(4, dtype=np.float32)
+    coll.write(["1", "2"], vectors[:2], [{"gender": "Women", "baseColour": "Black"},
+                                         {"gender": "Men", "baseColour": "Red", "year": 2012}])
+    built = []
+    derive = lambda frame: built.append(len(frame)) or len(frame)  # noqa: E731
+    assert coll.metadata.derived("count", derive) == 2 and coll.metadata.derived("count", derive) == 2
+    assert built == [2]  # once per load, however often it is asked for
+    assert coll.metadata.vocabulary()["gender"] == ["Men", "Women"]
+    assert coll.metadata.record("2") == {"gender": "Men", "baseColour": "Red", "year": 2012}
+    coll.write(["3"], vectors[2:3], [{"gender": "Unisex", "baseColour": "Blue"}])
+    coll.metadata.frame(fresh=True)  # what a read does once its time to re-check has come
+    assert coll.metadata.derived("count", derive) == 3 and built == [2, 3]
+    assert coll.metadata.vocabulary()["gender"] == ["Men", "Unisex", "Women"]
+    # an embedder's vector and a stored one are searched in their own spaces
+    stored = coll.vector_of("3")
+    assert coll.search_stored(stored, k=1)[0].id == "3"
+    assert coll.search(vectors[2], k=1)[0].id == "3"

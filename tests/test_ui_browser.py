@@ -118,7 +118,7 @@ def test_photo_words_controls_and_more_like_this(page, heel_photo, tmp_path, sea
     send(page, file=heel_photo)
     items = last_gallery(page)
     assert len(items) == 5
-    names = {m["name"]: m for m in searcher.collection("resnet50", check_weights=False).table()
+    names = {m["name"]: m for m in searcher.collection("resnet50", check_weights=False).metadata.frame()
              .reset_index().to_dict("records")}
     for rank, item in enumerate(items, 1):
         name, details, place = item["caption"].split("\n")
@@ -172,7 +172,7 @@ def test_result_opens_its_product_page_and_a_new_photo_starts_fresh(page, heel_p
     assert cards.count() == len(items) == 5
     page.wait_for_function("""() => [...document.querySelectorAll('#chat .grid-container')].pop()
         .querySelectorAll('.vsa-view[href^="https://shop.example/p/"]').length === 5""")
-    table = searcher.collection("resnet50", check_weights=False).table().reset_index()
+    table = searcher.collection("resnet50", check_weights=False).metadata.frame().reset_index()
     by_name = {row["name"]: str(row["id"]) for row in table.to_dict("records")}
     first = cards.first
     name = items[0]["caption"].split("\n")[0]

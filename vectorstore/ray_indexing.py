@@ -250,5 +250,5 @@ def index_catalog_ray(catalog: Catalog, store: StoreSettings, embedders: Sequenc
             finally:
                 progress.close()
     for coll in collections.values():
-        coll.refresh()  # written by the actors: this process's cached table is stale
+        coll.metadata.refresh()  # written by the actors: this process's cached table is stale
     return finish_index(collections, report, started)

@@ -94,7 +94,7 @@ class Searcher:
             self._collections.clear()
 
     def vocabulary(self, model: str) -> dict[str, list]:
-        return self.collection(model, check_weights=False).vocabulary()
+        return self.collection(model, check_weights=False).metadata.vocabulary()
 
     def resolve(self, model: str, raw: Mapping[str, Iterable[str]] | Filters | None,
                 excluded: Mapping[str, Iterable[str]] | None = None) -> Filters:
@@ -111,13 +111,16 @@ class Searcher:
             return embedder.embed(images, batch_size=16)
 
     def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
-                      exclude: tuple[str, ...] = (), check_weights: bool = True, stored: bool = False) -> Answer:
-        """Nearest products to an embedder's vector (or, with `stored`, to a vector read back
-        from the collection)."""
-        collection = self.collection(model, check_weights=check_weights)
+                      exclude: tuple[str, ...] = ()) -> Answer:
+        """Nearest products to an embedder's vector (`exclude`: ids left out)."""
+        collection = self.collection(model)
+        return self._answer(model, lambda resolved: collection.search(vector, k=k, filters=resolved,
+                                                                        exclude=exclude), filters)
+
+    def _answer(self, model: str, search, filters) -> Answer:
         resolved = self.resolve(model, filters)
         started = time.perf_counter()
-        hits = collection.search(vector, k=k, filters=resolved, exclude=exclude, stored=stored)
+        hits = search(resolved)
         answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved)
         answer.timings["query"] = time.perf_counter() - started
         return answer
@@ -144,10 +147,12 @@ class Searcher:
         vector = collection.vector_of(product_id)
         if vector is None:
             raise KeyError(f"no product {product_id!r} in the {model} index")
-        return self.search_vector(model, vector, k, filters, exclude=(product_id,), check_weights=False, stored=True)
+        # A stored vector is in the collection's space already, whatever weights built it.
+        return self._answer(model, lambda resolved: collection.search_stored(
+            vector, k=k, filters=resolved, exclude=(product_id,)), filters)
 
     def product(self, model: str, product_id: str) -> dict | None:
-        return self.collection(model, check_weights=False).metadata_of(product_id)
+        return self.collection(model, check_weights=False).metadata.record(product_id)
 
     def warm_up(self, models: Iterable[str]) -> None:
         """Pay the first-call costs (model build and trace, HNSW load) before the first shopper."""

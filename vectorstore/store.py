@@ -1,16 +1,14 @@
 """The Chroma side: one collection per model, holding every product's vector and metadata.
 
-The adapter takes its client as an argument (embedded or HTTP, the caller decides). Searches
-go through Chroma's own index; a small in-memory copy of the metadata plans filtered searches,
-because Chroma's `where` filter over SQLite costs 50-130 ms at 44k products and loses recall
-at mid selectivity (see docs/search.md for the measurements behind the plan).
+`ProductCollection` is the adapter over one Chroma collection: its lifecycle (open, create,
+weights and runtime recorded), writing (batched under the server's limits, centered), and the
+two searches (an embedder's vector, or one read back from the collection). The adapter takes
+its client as an argument (embedded or HTTP, the caller decides). The in-memory metadata table
+lives in vectorstore/metadata.py and the plan of a filtered search in vectorstore/planner.py.
 """
 from __future__ import annotations
 
 import base64
-import math
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +17,9 @@ import pandas as pd
 import chromadb
 from chromadb.config import Settings
 
-from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
+from vectorstore import planner
 from vectorstore.filters import Filters
+from vectorstore.metadata import MetadataTable
 
 COLLECTION_PREFIX = "products_"
 DIGEST_KEY = "digest"
@@ -34,19 +33,6 @@ CENTER_KEY = "center"
 # weights check, since int8 and fp32 vectors of the same weights agree to cosine >= 0.99.
 RUNTIME_KEY = "runtime"
 CENTERED_KEY = "centered"
-# How often a search checks whether another process changed the collection's size.
-TABLE_TTL_SECONDS = 2.0
-# How a filtered search is planned, by how many products pass the filter (measured in
-# bench/vector_query.py; docs/search.md has the figures):
-# - at most EXACT_LIMIT: Chroma returns those products' vectors by id and they are ranked
-#   exactly (a filtered HNSW walk over a tiny allowed set visits most of the graph: 27 ms for
-#   50 of 44k, against 2 ms to fetch 50 vectors);
-# - otherwise an unfiltered HNSW query over-fetches OVERFETCH times the expected need and the
-#   filter is applied in memory; should that need more than MAX_FETCH neighbours, Chroma is
-#   asked for the matching ids instead.
-EXACT_LIMIT = 400
-OVERFETCH = 4
-MAX_FETCH = 2000
 # A Chroma server answers 413 to a request body over 32 MiB, and vectors travel base64-encoded
 # (4/3 of their bytes): 4,000 x 2048-d is refused though it is within get_max_batch_size().
 # Writes are cut to stay well under that, whatever the dimension.
@@ -117,11 +103,8 @@ class ProductCollection:
         self.client = client
         self.collection = collection
         self.model = model
-        self._lock = threading.Lock()
-        self._table: pd.DataFrame | None = None
-        self._records: dict[str, dict] = {}
-        self._table_count = -1
-        self._table_checked = 0.0
+        # Every product's metadata in memory, owned here once (vectorstore/metadata.py).
+        self.metadata = MetadataTable(self._metadata_pages, self.count)
         self._center = _decode_center((collection.metadata or {}).get(CENTER_KEY))
 
     # -- opening -------------------------------------------------------------------------
@@ -210,6 +193,10 @@ class ProductCollection:
                 return
             offset += step
 
+    def _metadata_pages(self):
+        for page in self._pages(["metadatas"]):
+            yield page["ids"], page["metadatas"]
+
     def stored_digests(self) -> dict[str, str]:
         """id -> digest of the image each stored vector was made from."""
         return {pid: (meta or {}).get(DIGEST_KEY, "")
@@ -229,7 +216,7 @@ class ProductCollection:
             chunk = ids[start:start + step]
             self.collection.update(ids=chunk, metadatas=[{"image": images[pid]} for pid in chunk])
         if ids:
-            self.refresh()
+            self.metadata.refresh()
 
     @property
     def center(self) -> np.ndarray | None:
@@ -244,8 +231,12 @@ class ProductCollection:
         norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
         return (shifted / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def write(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict], *, prepared: bool = False) -> None:
-        """Store products (an embedder's unit vectors), replacing any stored under the same ids.
+    def write(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
+        """Store products (an embedder's unit vectors), replacing any stored under the same ids."""
+        self.write_prepared(ids, self.prepare(vectors), metadatas)
+
+    def write_prepared(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
+        """Store vectors already in this collection's space (`prepare`d, or read back from it).
 
         Delete-then-add rather than upsert: upsert merges metadata, so a field emptied in the
         catalog would survive. Each call commits whole; a crash between the two leaves a gap
@@ -255,8 +246,6 @@ class ProductCollection:
         step = min(self._batch_size(), max(1, MAX_WRITE_BYTES // (dim * 16 // 3 + 1024)))
         clean = [{k: _plain(v) for k, v in m.items() if v is not None} for m in metadatas]
         if self._center is not None:
-            if not prepared:
-                vectors = self.prepare(vectors)
             for meta in clean:
                 meta[CENTERED_KEY] = True
         for start in range(0, len(ids), step):
@@ -280,16 +269,16 @@ class ProductCollection:
             metadata[CENTER_KEY] = base64.b64encode(center.tobytes()).decode("ascii")
             self.collection.modify(metadata=metadata)
             self._center = center
-        table = self.table(fresh=True)
+        table = self.metadata.frame(fresh=True)
         flags = table[CENTERED_KEY] if CENTERED_KEY in table.columns else pd.Series(False, index=table.index)
         todo = table.index[flags.isna() | (flags == False)].tolist()  # noqa: E712 (NaN-aware)
         step = self._batch_size()
         for start in range(0, len(todo), step):
             got = self.collection.get(ids=todo[start:start + step], include=["embeddings", "metadatas"])
-            self.write(got["ids"], self.prepare(np.asarray(got["embeddings"], dtype=np.float32)),
-                       [m or {} for m in got["metadatas"]], prepared=True)
+            self.write_prepared(got["ids"], self.prepare(np.asarray(got["embeddings"], dtype=np.float32)),
+                                [m or {} for m in got["metadatas"]])
         if todo:
-            self.refresh()
+            self.metadata.refresh()
         return len(todo)
 
     def _all_vectors(self) -> np.ndarray:
@@ -302,75 +291,29 @@ class ProductCollection:
             self.collection.delete(ids=ids[start:start + step])
 
     # -- reading -------------------------------------------------------------------------
-    def table(self, fresh: bool = False) -> pd.DataFrame:
-        """Every product's metadata, indexed by id; reloaded when the collection's size changes
-        (checked at most every TABLE_TTL_SECONDS, or now with `fresh`)."""
-        now = time.monotonic()
-        if self._table is not None and not fresh and now - self._table_checked < TABLE_TTL_SECONDS:
-            return self._table
-        count = self.count()
-        with self._lock:
-            self._table_checked = now
-            if self._table is None or count != self._table_count:
-                rows, ids = [], []
-                for page in self._pages(["metadatas"]):
-                    ids.extend(page["ids"])
-                    rows.extend(m or {} for m in page["metadatas"])
-                table = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
-                for column in (*METADATA_FIELDS, "image", DIGEST_KEY):
-                    if column not in table.columns:
-                        table[column] = None
-                self._records = {pid: _row_dict(row) for pid, row in zip(ids, rows)}
-                self._table, self._table_count = table, count
-            return self._table
-
-    def refresh(self) -> None:
-        with self._lock:
-            self._table = None
-
-    def vocabulary(self) -> dict[str, list]:
-        table = self.table()
-        out = {}
-        for column in (*VOCABULARY_FIELDS, "year"):
-            values = table[column].dropna().unique().tolist()
-            out[column] = sorted(values, key=str)
-        return out
-
-    def metadata_of(self, product_id: str) -> dict | None:
-        self.table()
-        record = self._records.get(product_id)
-        return dict(record) if record is not None else None
-
     def vector_of(self, product_id: str) -> np.ndarray | None:
+        """A product's vector as stored (in this collection's space)."""
         got = self.collection.get(ids=[product_id], include=["embeddings"])
         if not got["ids"]:
             return None
         return np.asarray(got["embeddings"][0], dtype=np.float32)
 
     def search(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
-               exclude: tuple[str, ...] = (), stored: bool = False) -> list[Hit]:
-        """The k nearest products by cosine that pass `filters`, best first. `vector` is an
-        embedder's unit vector, or with `stored` one read back from this collection."""
-        table = self.table()
-        records = self._records
-        total = len(table)
-        if total == 0 or k <= 0:
+               exclude: tuple[str, ...] = ()) -> list[Hit]:
+        """The k nearest products by cosine to an embedder's unit vector that pass `filters`."""
+        return self.search_stored(self.prepare(np.asarray(vector, dtype=np.float32).reshape(1, -1)),
+                                  k, filters, exclude)
+
+    def search_stored(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
+                      exclude: tuple[str, ...] = ()) -> list[Hit]:
+        """The same, for a vector already in this collection's space (one read back with
+        `vector_of`, for "more like this")."""
+        frame = self.metadata.frame()
+        records = self.metadata.records()
+        if len(frame) == 0 or k <= 0:
             return []
-        want = k + len(exclude)
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if not stored:
-            vector = self.prepare(vector)
-        if filters is None or filters.is_empty():
-            ids, distances = self._query(vector, min(want, total))
-        else:
-            mask = filters.mask(table)
-            matching = int(mask.sum())
-            if matching == 0:
-                return []
-            if matching <= EXACT_LIMIT:
-                ids, distances = self._rank_exactly(vector, min(want, matching), table.index[mask].tolist())
-            else:
-                ids, distances = self._overfetch(vector, want, mask, table, matching)
+        ids, distances = planner.nearest(self.collection, vector, k + len(exclude), filters, frame)
         hits = []
         for pid, distance in zip(ids, distances):
             if pid in exclude:
@@ -380,47 +323,8 @@ class ProductCollection:
                 break
         return hits
 
-    def _query(self, vector: np.ndarray, n: int, ids: list[str] | None = None):
-        result = self.collection.query(query_embeddings=vector, n_results=n, ids=ids, include=["distances"])
-        return result["ids"][0], result["distances"][0]
-
-    def _rank_exactly(self, vector: np.ndarray, n: int, ids: list[str]):
-        got = self.collection.get(ids=ids, include=["embeddings"])
-        stored = np.asarray(got["embeddings"], dtype=np.float32)
-        distances = 1.0 - stored @ vector[0]
-        order = np.argsort(distances, kind="stable")[:n]
-        return [got["ids"][i] for i in order], distances[order].tolist()
-
-    def _overfetch(self, vector, want, mask, table, matching):
-        # Unfiltered HNSW keeps its recall: ask for enough neighbours that `want` of them pass
-        # the filter several times over in expectation. When the filter disagrees with the
-        # photo (shoes asked for, a shirt shown), few pass: then ask Chroma for the matching
-        # ids directly rather than widening step by step.
-        allowed = set(table.index[mask])
-        total = len(table)
-        n = min(total, max(4 * want, math.ceil(want * total / matching * OVERFETCH)))
-        if n <= MAX_FETCH:
-            ids, distances = self._query(vector, n)
-            kept = [(i, d) for i, d in zip(ids, distances) if i in allowed]
-            if len(kept) >= want or n >= total:
-                return [i for i, _ in kept], [d for _, d in kept]
-        return self._query(vector, min(want, matching), ids=table.index[mask].tolist())
-
 
 def _decode_center(text: str | None) -> np.ndarray | None:
     if not text:
         return None
     return np.frombuffer(base64.b64decode(text), dtype=np.float32).copy()
-
-
-def _row_dict(row: dict) -> dict:
-    out = {}
-    for key, value in row.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        if isinstance(value, np.generic):
-            value = value.item()
-        if key == "year" and isinstance(value, float):
-            value = int(value)
-        out[key] = value
-    return out

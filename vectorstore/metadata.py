@@ -1,0 +1,117 @@
+"""Every product's metadata of one collection, held in memory once per collection handle.
+
+Filtered searches are planned on it (how many products pass a filter), the shop browses it,
+and the chat's words and controls are matched against its vocabulary. It is read from Chroma
+page by page and read again when the collection's size changes; whatever a caller derives
+from it (the chat's phrase index, the shop's sorted grid) hangs on `derived`, so it is rebuilt
+with the table and nowhere else keeps a copy.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
+
+# How often a read checks whether another process changed the collection's size.
+TABLE_TTL_SECONDS = 2.0
+# Columns every table has, whatever the stored records hold.
+COLUMNS = (*METADATA_FIELDS, "image", "digest")
+
+Pages = Callable[[], Iterable[tuple[list[str], list[dict]]]]
+
+
+class MetadataTable:
+    def __init__(self, pages: Pages, count: Callable[[], int], ttl: float = TABLE_TTL_SECONDS):
+        self._read_pages = pages
+        self._count = count
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._frame: pd.DataFrame | None = None
+        self._records: dict[str, dict] = {}
+        self._derived: dict[str, object] = {}
+        self._derived_for: pd.DataFrame | None = None
+        self._loaded_count = -1
+        self._checked = 0.0
+
+    def frame(self, fresh: bool = False) -> pd.DataFrame:
+        """Every product's metadata, indexed by id (checked against the collection's size at
+        most every `ttl` seconds, or now with `fresh`)."""
+        now = time.monotonic()
+        if self._frame is not None and not fresh and now - self._checked < self._ttl:
+            return self._frame
+        count = self._count()
+        with self._lock:
+            self._checked = now
+            if self._frame is None or count != self._loaded_count:
+                self._load(count)
+            return self._frame
+
+    def record(self, product_id: str) -> dict | None:
+        """One product's fields (missing ones left out, years as int), or None."""
+        self.frame()
+        record = self._records.get(product_id)
+        return dict(record) if record is not None else None
+
+    def records(self) -> dict[str, dict]:
+        self.frame()
+        return self._records
+
+    def vocabulary(self) -> dict[str, list]:
+        """The values each filterable field takes, sorted."""
+        return self.derived("vocabulary", _vocabulary)
+
+    def derived(self, name: str, build: Callable[[pd.DataFrame], object]):
+        """`build(frame)`, computed once per load of the table."""
+        frame = self.frame()
+        with self._lock:
+            if self._derived_for is not frame:
+                self._derived, self._derived_for = {}, frame
+            if name in self._derived:
+                return self._derived[name]
+        value = build(frame)  # outside the lock: a build may take a while
+        with self._lock:
+            if self._derived_for is frame:
+                self._derived[name] = value
+        return value
+
+    def refresh(self) -> None:
+        """Read the table again at the next use (after this process changed the collection)."""
+        with self._lock:
+            self._frame = None
+
+    def _load(self, count: int) -> None:
+        ids: list[str] = []
+        rows: list[dict] = []
+        for page_ids, page_rows in self._read_pages():
+            ids.extend(page_ids)
+            rows.extend(m or {} for m in page_rows)
+        frame = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
+        for column in COLUMNS:
+            if column not in frame.columns:
+                frame[column] = None
+        self._records = {pid: _row_dict(row) for pid, row in zip(ids, rows)}
+        self._frame, self._loaded_count = frame, count
+
+
+def _vocabulary(frame: pd.DataFrame) -> dict[str, list]:
+    return {column: sorted(frame[column].dropna().unique().tolist(), key=str)
+            for column in (*VOCABULARY_FIELDS, "year")}
+
+
+def _row_dict(row: dict) -> dict:
+    out = {}
+    for key, value in row.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if key == "year" and isinstance(value, float):
+            value = int(value)
+        out[key] = value
+    return out
