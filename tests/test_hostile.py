@@ -215,7 +215,7 @@ def test_an_oversized_catalog_image_is_skipped_unread(tmp_path, embedders):
 
 def test_file_digest_reads_in_chunks(tmp_path):
     import tracemalloc
-    from vectorstore.indexing import file_digest
+    from catalog.digests import file_digest
     import hashlib
     path = tmp_path / "sparse.bin"
     with open(path, "wb") as handle:

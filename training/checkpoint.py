@@ -1,4 +1,4 @@
-"""Checkpoints after every epoch, and the weights file a run produces.
+"""Checkpoints after every epoch (the weights file a run produces: vectorstore/weights_file.py).
 
 A checkpoint holds what resuming needs (model, optimizer, epoch, the random generators'
 states, the history, the settings it was made with); it is written to a temporary name and
@@ -7,7 +7,6 @@ is plain data and tensors, loadable with `weights_only=True`.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.data import LabelVocab
+from vectorstore.weights_file import save_atomically as atomic_save
 
 
 class CheckpointMismatch(ValueError):
@@ -41,13 +40,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
 
 
 def load_checkpoint(path: Path, identity: dict, defaults: dict | None = None) -> dict | None:
@@ -77,26 +69,4 @@ def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
 
 
-def weights_payload(model: str, backbone: nn.Module, projection: nn.Module | None, image_size: int,
-                    vocab: LabelVocab, start: str, history: list[dict], val_ids: list[str],
-                    settings: dict | None = None) -> dict:
-    """The output file, in the layout `vectorstore.load_embedder` reads: model name, backbone
-    state dict (no classifier), image size, label vocabulary, and the projection head, if
-    any, applied after pooling. `settings` records the recipe that made it."""
-    payload = {
-        "model": model,
-        "state_dict": {k: v for k, v in cpu_state(backbone).items() if not k.startswith("fc.")},
-        "image_size": int(image_size),
-        "labels": vocab.as_dict(),
-        "start": start,
-        "history": history,
-        "validation_ids": val_ids,
-        "settings": settings or {},
-    }
-    if projection is not None:
-        payload["head"] = cpu_state(projection)
-    return payload
-
-
-__all__ = ["CheckpointMismatch", "rng_state", "set_rng_state", "atomic_save", "load_checkpoint", "cpu_state",
-           "weights_payload"]
+__all__ = ["CheckpointMismatch", "rng_state", "set_rng_state", "atomic_save", "load_checkpoint", "cpu_state"]

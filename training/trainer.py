@@ -32,7 +32,8 @@ from catalog import open_image, read_catalog
 from vectorstore.embedders import check_model_name, load_embedder
 from training.augment import ShopperAugment, eval_transform
 from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, load_checkpoint, rng_state,
-                                 set_rng_state, weights_payload)
+                                 set_rng_state)
+from vectorstore.weights_file import weights_payload
 from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, epoch_batches, sample_products,
                            short_side_size, split_products)
 from training.distill import Teacher, distill_cosine
@@ -319,8 +320,11 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
         if done > settings.epochs:
             log(f"the checkpoint has {done} epochs, more than --epochs {settings.epochs}; writing its weights")
         final = validate()
-    atomic_save(weights_payload(settings.model, net.backbone, net.projection, settings.image_size, vocab,
-                                settings.weights, history, [p.id for p in split.val], identity), settings.out)
+    atomic_save(weights_payload(
+        settings.model, cpu_state(net.backbone), image_size=settings.image_size,
+        head=cpu_state(net.projection) if net.projection is not None else None, labels=vocab.as_dict(),
+        start=settings.weights, history=history, validation_ids=[p.id for p in split.val], settings=identity),
+        settings.out)
     # Read it back the way `index --weights FILE` will: a file it refuses is no result.
     weights_id = load_embedder(settings.model, str(settings.out)).weights_id
     log(f"wrote {settings.out} ({weights_id}); {final.line()}")

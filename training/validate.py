@@ -16,7 +16,7 @@ gallery allows (a type with three other products can fill at most three of five 
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from catalog import ImageError, Product, open_image
 from catalog.photolike import shopper_photo
+from evaluation.metrics import precision_at_k as precision_of
 
 
 @dataclass
@@ -99,22 +100,25 @@ def precision_at_k(queries: torch.Tensor, query_labels: Sequence[str | None], ga
     """Per query, the share of its k nearest gallery rows sharing its label (None for a query
     without a label); `self_index[i]` is the gallery row of query i's own product, left out.
     Also returns the mean ceiling."""
-    codes: dict[str, int] = {}
-    q = torch.tensor([codes.setdefault(v, len(codes)) if v else -1 for v in query_labels])
-    g = torch.tensor([codes.setdefault(v, len(codes)) if v else -2 for v in gallery_labels])
     similarity = queries @ gallery.t()
     if self_index is not None:
-        similarity[torch.arange(len(q)), torch.as_tensor(list(self_index))] = float("-inf")
+        similarity[torch.arange(len(query_labels)), torch.as_tensor(list(self_index))] = float("-inf")
     depth = min(k, gallery.shape[0] - (1 if self_index is not None else 0))
-    top = similarity.topk(depth, dim=1).indices
-    hits = (g[top] == q[:, None]).sum(dim=1).float() / k
-    counts = torch.bincount(g[g >= 0], minlength=len(codes))
-    others = counts[q.clamp(min=0)] - (1 if self_index is not None else 0)
-    ceilings = others.clamp(max=k).float() / k
-    labelled = q >= 0
-    per_query = [float(h) if ok else None for h, ok in zip(hits, labelled)]
-    ceiling = float(ceilings[labelled].mean()) if labelled.any() else 0.0
-    return per_query, ceiling
+    top = similarity.topk(depth, dim=1).indices.tolist()
+    # The same P@k as `evaluate` reports (evaluation/metrics.py), on the nearest rows' labels.
+    per_query = [precision_of(label or None, [gallery_labels[j] for j in row], k)
+                 for label, row in zip(query_labels, top)]
+    return per_query, _ceiling(query_labels, gallery_labels, k, self_index is not None)
+
+
+def _ceiling(query_labels: Sequence[str | None], gallery_labels: Sequence[str | None], k: int,
+             leave_self_out: bool) -> float:
+    """The best mean P@k possible: a query whose label has fewer than k other products in
+    the gallery cannot fill its k slots."""
+    counts = Counter(label for label in gallery_labels if label)
+    ceilings = [max(0, min(k, counts[label] - (1 if leave_self_out else 0))) / k
+                for label in query_labels if label]
+    return sum(ceilings) / len(ceilings) if ceilings else 0.0
 
 
 def score(clean_rows: torch.Tensor, photo_rows: torch.Tensor, products: Sequence[Product], k: int,

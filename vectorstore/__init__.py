@@ -2,7 +2,8 @@
 and finding the nearest ones. May import `catalog`, never `assistant`."""
 from vectorstore.architectures import MODEL_NAMES, Architecture, architecture
 from vectorstore.embedders import Embedder, best_model, load_embedder, load_embedders, model_dim
-from vectorstore.weights import WeightsChoice, WeightsError, held_out_ids, resolve as resolve_weights, tuned_file
+from vectorstore.weights import WeightsChoice, resolve as resolve_weights, tuned_file
+from vectorstore.weights_file import WeightsError, held_out_ids
 from vectorstore.filters import CATEGORY, Filters, UnknownFilterValue, resolve_filters
 from vectorstore.indexing import IndexRefused, IndexReport, index_catalog
 from vectorstore.search import Answer, Result, Searcher

@@ -18,8 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vectorstore.architectures import ArchitectureError, MODEL_NAMES, architecture, load_imagenet
-from vectorstore.weights import (DEFAULT_WEIGHTS_DIR, WeightsChoice, WeightsError, file_digest, read_weights_file,
-                                 resolve)
+from vectorstore.weights import DEFAULT_WEIGHTS_DIR, WeightsChoice, resolve
+from vectorstore.weights_file import WeightsError, weights_contents, weights_file_id
 
 
 
@@ -142,9 +142,11 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
         weights_id = f"random:{choice.seed}"
     else:
         network = arch.backbone()
-        state, image_size, head = _weights_file_contents(name, choice.path, image_size)
-        _load_state(network, state, name, choice.path)
-        weights_id = f"file:{choice.path.name}:{file_digest(choice.path)}"
+        contents = weights_contents(name, choice.path)
+        _load_state(network, contents.state_dict, name, choice.path)
+        image_size = contents.image_size or image_size
+        head = _head_from_state(contents.head) if contents.head else None
+        weights_id = weights_file_id(choice.path)
 
     if head is not None:
         network = nn.Sequential(network, head)
@@ -185,25 +187,6 @@ def best_model(embedders: Mapping[str, Embedder]) -> str:
         tuned = embedders[name].weights_id.startswith("file:")
         return (0 if tuned else 1, PREFERENCE.index(name) if name in PREFERENCE else len(PREFERENCE))
     return min(embedders, key=rank)
-
-
-def _weights_file_contents(name: str, path: Path, image_size: int):
-    """(backbone state dict, input size, projection head or None) from a weights file: a bare
-    state dict, or the layout `finetune` writes."""
-    payload = read_weights_file(path)
-    state, head = payload, None
-    if isinstance(payload, dict) and "state_dict" in payload:
-        made_for = payload.get("model")
-        if made_for and made_for != name:
-            raise WeightsError(f"{path} holds weights for {made_for}, not {name}; use it with --model {made_for}")
-        state = payload["state_dict"]
-        if payload.get("image_size"):
-            image_size = int(payload["image_size"])
-        if payload.get("head"):
-            head = _head_from_state(payload["head"])
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: expected a state dict of {name}")
-    return state, image_size, head
 
 
 def _load_state(network: nn.Module, state: dict, name: str, path: Path) -> None:

@@ -7,7 +7,6 @@ not committed has no digest yet).
 """
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, ImageLimits, Product, Skipped, count_reasons, open_image
 from vectorstore.embedders import Embedder
+from catalog.digests import file_digest
 from vectorstore.store import DIGEST_KEY, NoIndex, ProductCollection
 from vectorstore.timing import StageTimer
 
@@ -70,12 +70,6 @@ class IndexReport:
         rate = self.images / self.seconds if self.seconds else 0.0
         lines.append(f"{self.images} images in {self.seconds:.1f}s ({rate:.1f} images/s); {self.timer.summary()}")
         return "\n".join(lines)
-
-
-def file_digest(path) -> str:
-    """SHA-1 of a file, read in chunks: memory stays flat whatever the file's size."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha1").hexdigest()
 
 
 def _digests(products: Sequence[Product], limits: ImageLimits) -> tuple[dict[str, str], list[tuple[Product, str]]]:

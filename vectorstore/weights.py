@@ -1,5 +1,5 @@
 """Which weights a model is built with: the `--weights` choice as typed, and what `auto` picks
-on this machine. Also the reading of the weights files `finetune` writes.
+on this machine. (The weights file's format: vectorstore/weights_file.py.)
 
 `auto` takes, for each model, the best real weights this machine has: a fine-tuned file the
 user made (`<weights dir>/<model>.pt`, where `finetune` writes by default), else ImageNet
@@ -10,7 +10,6 @@ says how to add them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import socket
 from dataclasses import dataclass
@@ -19,13 +18,10 @@ from pathlib import Path
 import torch
 
 from vectorstore.architectures import architecture, imagenet_file
+from vectorstore.weights_file import WeightsError
 
 RANDOM_SEED = 0
 DEFAULT_WEIGHTS_DIR = Path("data/weights")
-
-
-class WeightsError(ValueError):
-    """The requested weights cannot be had or do not fit the model; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -114,34 +110,4 @@ def _download_imagenet(model: str, timeout_s: float = 15.0) -> bool:
         socket.setdefaulttimeout(previous)
 
 
-def read_weights_file(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a PyTorch weights file ({exc})") from exc
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def held_out_ids(path: str | Path) -> tuple[str, ...]:
-    """The products a `finetune` output file records as held out from its training (its
-    validation split), so they can be queried as products the weights have never seen."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    payload = read_weights_file(path)
-    ids = payload.get("validation_ids") if isinstance(payload, dict) else None
-    if not ids:
-        raise WeightsError(f"{path} records no held-out products; only a file written by "
-                           "`app.py finetune` knows which products its training left out")
-    return tuple(str(i) for i in ids)
-
-
-__all__ = ["WeightsError", "WeightsChoice", "Resolved", "resolve", "tuned_file", "read_weights_file", "file_digest",
-           "held_out_ids", "DEFAULT_WEIGHTS_DIR", "RANDOM_SEED"]
+__all__ = ["WeightsError", "WeightsChoice", "Resolved", "resolve", "tuned_file", "DEFAULT_WEIGHTS_DIR", "RANDOM_SEED"]
