@@ -34,8 +34,8 @@ from training.augment import ShopperAugment, eval_transform
 from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, load_checkpoint, rng_state,
                                  set_rng_state)
 from vectorstore.weights_file import weights_payload
-from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, epoch_batches, sample_products,
-                           short_side_size, split_products)
+from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, Split, epoch_batches,
+                           sample_products, short_side_size, split_products)
 from training.distill import Teacher, distill_cosine
 from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
 from training.settings import FinetuneSettings
@@ -173,6 +173,24 @@ def cpu_threads(settings: FinetuneSettings, device: torch.device) -> tuple[int, 
     return torch.get_num_threads(), "torch's default"
 
 
+@dataclass
+class _Run:
+    """What the steps of one fine-tuning run share: its settings, where and how it computes,
+    and what the first steps make (the split, the labels, the network)."""
+    settings: FinetuneSettings
+    device: torch.device
+    autocast: Callable
+    scaler: object
+    log: Callable[[str], None]
+    decode: Callable
+    identity: dict
+    split: Split | None = None
+    vocab: LabelVocab | None = None
+    net: RetrievalNet | None = None
+    teacher: Teacher | None = None
+    start_kind: str = ""
+
+
 def finetune(settings: FinetuneSettings, *, after_epoch: Callable[[int], None] | None = None,
              log: Callable[[str], None] | None = None, decode: Callable = open_image) -> FinetuneResult:
     """Train, validating and checkpointing after every epoch; resume from the checkpoint
@@ -187,80 +205,106 @@ def finetune(settings: FinetuneSettings, *, after_epoch: Callable[[int], None] |
     threads_before = torch.get_num_threads()
     threads, why = cpu_threads(settings, device)
     torch.set_num_threads(threads)
+    run = _Run(settings, device, autocast, scaler, log, decode, settings.identity())
     try:
-        return _finetune(settings, device, autocast, scaler, after_epoch, log, decode, started,
+        return _finetune(run, after_epoch, started,
                          f"{precision}, {threads} CPU thread{'s' if threads > 1 else ''} ({why})")
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, started,
-              threads: str) -> FinetuneResult:
-
-    catalog = read_catalog(settings.catalog)
-    products = sample_products(catalog.products, settings.limit, settings.seed)
-    split = split_products(products, settings.val_fraction, settings.seed)
-    if len(split.train) < 2 or not split.val:
-        raise ValueError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
-                         f"{len(split.val)} to validate with; a run needs a few products of each articleType")
-    vocab = LabelVocab.from_products(split.train, settings.targets)
-    log(f"{settings.model} from {settings.weights}: {len(split.train)} training and {len(split.val)} held-out "
-        f"products; {', '.join(f'{n} {t}' for t, n in vocab.sizes().items())} classes; device {device}, "
-        f"{threads}")
-
-    # Seed before the classifiers are made: the same command makes the same run.
-    torch.manual_seed(settings.seed)
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
-    backbone, dim, start_kind = starting_backbone(settings.model, settings.weights)
-    # Channels-last feeds cuDNN's and oneDNN's fastest kernels alike (on this CPU, one ResNet-18
-    # step: fp32 1.13x, bf16 1.23x faster than contiguous; `python -m bench.training_step`).
-    teacher = Teacher(settings.teacher, settings.model).to(device) if settings.teacher else None
-    net = RetrievalNet(backbone, dim, vocab.sizes(), projection=settings.head_only,
-                       frozen=early_layers(backbone, settings.model, settings.freeze),
-                       distill_dim=teacher.dim if teacher else None).to(device)
-    net = net.to(memory_format=torch.channels_last)
-    if settings.head_only:
-        net.backbone.requires_grad_(False)
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    base_lr = settings.lr_for(start_kind)
-    optimizer = torch.optim.AdamW(_param_groups(trainable, settings.weight_decay), lr=base_lr)
-
-    identity = settings.identity()
-    state = load_checkpoint(settings.checkpoint_path, identity, FinetuneSettings.defaults())
-    history: list[dict] = []
-    done = 0
-    if state is not None:
-        if state["labels"] != vocab.as_dict():
-            raise CheckpointMismatch(f"{settings.checkpoint_path}: the catalog's labels changed since this "
-                                     "checkpoint was made; delete it to start over")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        history, done = list(state["history"]), int(state["epoch"])
-        log(f"resuming from {settings.checkpoint_path}: {done} of {settings.epochs} epochs done")
-
-    transform = eval_transform(settings.model, settings.image_size)
-    val = ValidationImages.build(split.val, transform, settings.seed, settings.progress, decode)
+def _finetune(run: _Run, after_epoch, started: float, threads: str) -> FinetuneResult:
+    settings = run.settings
+    _split_and_label(run, threads)
+    _build_network(run)
+    optimizer, base_lr = _optimizer(run)
+    history, done = _resume(run, optimizer)
+    val = ValidationImages.build(run.split.val, eval_transform(settings.model, settings.image_size), settings.seed,
+                                 settings.progress, run.decode)
+    runner = _HeadOnly(run, val) if settings.head_only else _Full(run)
     eval_batch = max(settings.batch_size, 64)
 
-    if settings.head_only:
-        runner = _HeadOnly(settings, net, split, vocab, val, transform, device, autocast, identity, log, decode)
-    else:
-        runner = _Full(settings, net, split, vocab, device, autocast, log, decode)
-
     def validate() -> ValidationScores:
-        net.eval()
+        run.net.eval()
         clean, photo = runner.validation_rows(val, eval_batch)
         return score(clean, photo, val.products, settings.k)
 
     if not history:
         before = validate()
         history.append({"epoch": 0, "loss": None, "seconds": 0.0, **before.summary()})
-        log(f"epoch 0 (start): {before.line()}")
+        run.log(f"epoch 0 (start): {before.line()}")
+    final = _train(run, runner, optimizer, base_lr, history, done, validate, after_epoch)
+    if final is None:
+        if done > settings.epochs:
+            run.log(f"the checkpoint has {done} epochs, more than --epochs {settings.epochs}; writing its weights")
+        final = validate()
+    weights_id = _write_weights(run, history)
+    run.log(f"wrote {settings.out} ({weights_id}); {final.line()}")
+    return FinetuneResult(out=settings.out, history=history, seconds=time.perf_counter() - started,
+                          resumed_from=done, final=final, weights_id=weights_id)
 
+
+def _split_and_label(run: _Run, threads: str) -> None:
+    settings = run.settings
+    catalog = read_catalog(settings.catalog)
+    products = sample_products(catalog.products, settings.limit, settings.seed)
+    split = split_products(products, settings.val_fraction, settings.seed)
+    if len(split.train) < 2 or not split.val:
+        raise ValueError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
+                         f"{len(split.val)} to validate with; a run needs a few products of each articleType")
+    run.split, run.vocab = split, LabelVocab.from_products(split.train, settings.targets)
+    run.log(f"{settings.model} from {settings.weights}: {len(split.train)} training and {len(split.val)} held-out "
+            f"products; {', '.join(f'{n} {t}' for t, n in run.vocab.sizes().items())} classes; device "
+            f"{run.device}, {threads}")
+
+
+def _build_network(run: _Run) -> None:
+    settings = run.settings
+    # Seed before the classifiers are made: the same command makes the same run.
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    backbone, dim, run.start_kind = starting_backbone(settings.model, settings.weights)
+    run.teacher = Teacher(settings.teacher, settings.model).to(run.device) if settings.teacher else None
+    net = RetrievalNet(backbone, dim, run.vocab.sizes(), projection=settings.head_only,
+                       frozen=early_layers(backbone, settings.model, settings.freeze),
+                       distill_dim=run.teacher.dim if run.teacher else None).to(run.device)
+    # Channels-last feeds cuDNN's and oneDNN's fastest kernels alike (on this CPU, one ResNet-18
+    # step: fp32 1.13x, bf16 1.23x faster than contiguous; `python -m bench.training_step`).
+    run.net = net.to(memory_format=torch.channels_last)
+    if settings.head_only:
+        run.net.backbone.requires_grad_(False)
+
+
+def _optimizer(run: _Run) -> tuple[torch.optim.Optimizer, float]:
+    trainable = [p for p in run.net.parameters() if p.requires_grad]
+    base_lr = run.settings.lr_for(run.start_kind)
+    return torch.optim.AdamW(_param_groups(trainable, run.settings.weight_decay), lr=base_lr), base_lr
+
+
+def _resume(run: _Run, optimizer) -> tuple[list[dict], int]:
+    """The history and epochs done, from this run's checkpoint if there is one."""
+    settings = run.settings
+    state = load_checkpoint(settings.checkpoint_path, run.identity, FinetuneSettings.defaults())
+    if state is None:
+        return [], 0
+    if state["labels"] != run.vocab.as_dict():
+        raise CheckpointMismatch(f"{settings.checkpoint_path}: the catalog's labels changed since this "
+                                 "checkpoint was made; delete it to start over")
+    run.net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    history, done = list(state["history"]), int(state["epoch"])
+    run.log(f"resuming from {settings.checkpoint_path}: {done} of {settings.epochs} epochs done")
+    return history, done
+
+
+def _train(run: _Run, runner, optimizer, base_lr: float, history: list[dict], done: int, validate,
+           after_epoch) -> ValidationScores | None:
+    """The epochs left, each ended by a validation and a checkpoint; the last validation."""
+    settings = run.settings
     steps_per_epoch = runner.steps_per_epoch() if done < settings.epochs else 0
     total_steps = settings.epochs * steps_per_epoch
     bar = tqdm(total=total_steps, initial=min(done, settings.epochs) * steps_per_epoch, unit="batch",
@@ -270,32 +314,18 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
         for epoch in range(done + 1, settings.epochs + 1):
             bar.set_description(f"epoch {epoch}/{settings.epochs}")
             epoch_started = time.perf_counter()
-            net.train()
+            run.net.train()
             if settings.head_only:
-                net.backbone.eval()  # frozen: its batch-norm statistics stay as they are
+                run.net.backbone.eval()  # frozen: its batch-norm statistics stay as they are
             losses, cosines = [], []
             for step_in_epoch, (inputs, targets) in enumerate(runner.batches(epoch)):
                 step = (epoch - 1) * steps_per_epoch + step_in_epoch
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total_steps, base_lr)
-                with autocast():
-                    if teacher is None:
-                        loss = _loss(runner.forward(inputs), targets.to(device, non_blocking=True), settings)
-                    else:
-                        features = net.features(inputs)
-                        loss = _loss(net.classify(features), targets.to(device, non_blocking=True), settings)
-                        cosine = distill_cosine(net.distill(features), teacher(inputs))
-                        loss = loss + settings.distill_weight * (1 - cosine).mean()
-                        cosines.append(cosine.mean().item())
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                losses.append(loss.item())
+                loss, cosine = _step(run, runner, optimizer, inputs, targets)
+                losses.append(loss)
+                if cosine is not None:
+                    cosines.append(cosine)
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
             final = validate()
@@ -304,70 +334,97 @@ def _finetune(settings, device, autocast, scaler, after_epoch, log, decode, star
             distilled = {"distill_cosine": round(float(np.mean(cosines)), 4)} if cosines else {}
             history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4) if losses else None,
                             "seconds": round(seconds, 1), **final.summary(), **distilled})
-            atomic_save({"identity": identity, "epoch": epoch, "model": cpu_state(net),
-                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                         "rng": rng_state(), "history": history, "labels": vocab.as_dict()},
-                        settings.checkpoint_path)
+            _checkpoint(run, optimizer, epoch, history)
             distill_note = f", distillation cosine {distilled['distill_cosine']:.3f}" if distilled else ""
-            log(f"epoch {epoch}/{settings.epochs}: loss {history[-1]['loss']}{distill_note}, {final.line()}, "
-                f"{seconds:.0f} s; checkpoint {settings.checkpoint_path}")
+            run.log(f"epoch {epoch}/{settings.epochs}: loss {history[-1]['loss']}{distill_note}, {final.line()}, "
+                    f"{seconds:.0f} s; checkpoint {settings.checkpoint_path}")
             if after_epoch:
                 after_epoch(epoch)
     finally:
         bar.close()
+    return final
 
-    if final is None:
-        if done > settings.epochs:
-            log(f"the checkpoint has {done} epochs, more than --epochs {settings.epochs}; writing its weights")
-        final = validate()
+
+def _step(run: _Run, runner, optimizer, inputs, targets) -> tuple[float, float | None]:
+    """One optimiser step; its loss, and the distillation cosine when there is a teacher."""
+    targets = targets.to(run.device, non_blocking=True)
+    cosine = None
+    with run.autocast():
+        if run.teacher is None:
+            loss = _loss(runner.forward(inputs), targets, run.settings)
+        else:
+            features = run.net.features(inputs)
+            loss = _loss(run.net.classify(features), targets, run.settings)
+            cosines = distill_cosine(run.net.distill(features), run.teacher(inputs))
+            loss = loss + run.settings.distill_weight * (1 - cosines).mean()
+            cosine = cosines.mean().item()
+    optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.item(), cosine
+
+
+def _checkpoint(run: _Run, optimizer, epoch: int, history: list[dict]) -> None:
+    atomic_save({"identity": run.identity, "epoch": epoch, "model": cpu_state(run.net),
+                 "optimizer": optimizer.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else None,
+                 "rng": rng_state(), "history": history, "labels": run.vocab.as_dict()},
+                run.settings.checkpoint_path)
+
+
+def _write_weights(run: _Run, history: list[dict]) -> str:
+    """The output file; read back the way `index --weights FILE` will (a file it refuses is no
+    result), and its identity returned."""
+    settings, net = run.settings, run.net
     atomic_save(weights_payload(
         settings.model, cpu_state(net.backbone), image_size=settings.image_size,
-        head=cpu_state(net.projection) if net.projection is not None else None, labels=vocab.as_dict(),
-        start=settings.weights, history=history, validation_ids=[p.id for p in split.val], settings=identity),
-        settings.out)
-    # Read it back the way `index --weights FILE` will: a file it refuses is no result.
-    weights_id = load_embedder(settings.model, str(settings.out)).weights_id
-    log(f"wrote {settings.out} ({weights_id}); {final.line()}")
-    return FinetuneResult(out=settings.out, history=history, seconds=time.perf_counter() - started,
-                          resumed_from=done, final=final, weights_id=weights_id)
+        head=cpu_state(net.projection) if net.projection is not None else None, labels=run.vocab.as_dict(),
+        start=settings.weights, history=history, validation_ids=[p.id for p in run.split.val],
+        settings=run.identity), settings.out)
+    return load_embedder(settings.model, str(settings.out)).weights_id
 
 
 class _Full:
     """Every layer trains, on augmented views decoded once into memory."""
 
-    def __init__(self, settings, net, split, vocab, device, autocast, log, decode):
-        self.settings, self.net, self.device, self.autocast = settings, net, device, autocast
-        self.split, self.vocab, self.log, self.decode = split, vocab, log, decode
+    def __init__(self, run: _Run):
+        self.run = run
         self.dataset: AugmentedProducts | None = None  # decoded on first use: a finished run needs none
-        self.workers = _workers(settings)
+        self.workers = _workers(run.settings)
 
     def _load(self) -> AugmentedProducts:
         if self.dataset is None:
-            images = DecodedImages.load(self.split.train, short_side_size(self.settings.image_size),
-                                        self.settings.progress, self.decode,
-                                        cut_outs=self.settings.photo_probability > 0)
+            run = self.run
+            images = DecodedImages.load(run.split.train, short_side_size(run.settings.image_size),
+                                        run.settings.progress, run.decode,
+                                        cut_outs=run.settings.photo_probability > 0)
             for product, why in images.unreadable:
-                self.log(f"skipped {product.id}: {why}")
-            augment = ShopperAugment.for_settings(self.settings)
-            self.dataset = AugmentedProducts(images, self.vocab, augment, self.settings.seed)
+                run.log(f"skipped {product.id}: {why}")
+            augment = ShopperAugment.for_settings(run.settings)
+            self.dataset = AugmentedProducts(images, run.vocab, augment, run.settings.seed)
         return self.dataset
 
     def steps_per_epoch(self) -> int:
-        return len(epoch_batches(len(self._load()), self.settings.batch_size, self.settings.seed, 1))
+        return len(epoch_batches(len(self._load()), self.run.settings.batch_size, self.run.settings.seed, 1))
 
     def batches(self, epoch: int):
+        settings, device = self.run.settings, self.run.device
         self._load().set_epoch(epoch)
-        loader = DataLoader(self.dataset, batch_sampler=epoch_batches(len(self.dataset), self.settings.batch_size,
-                                                                      self.settings.seed, epoch),
-                            num_workers=self.workers, pin_memory=self.device.type == "cuda")
+        loader = DataLoader(self.dataset, batch_sampler=epoch_batches(len(self.dataset), settings.batch_size,
+                                                                      settings.seed, epoch),
+                            num_workers=self.workers, pin_memory=device.type == "cuda")
         for images, targets in loader:
-            yield images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last), targets
+            yield images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), targets
 
     def forward(self, images):
-        return self.net(images)
+        return self.run.net(images)
 
     def validation_rows(self, val: ValidationImages, batch_size: int):
-        return tuple(embed_tensors(self.net.features, tensors, batch_size, self.device, self.autocast,
+        return tuple(embed_tensors(self.run.net.features, tensors, batch_size, self.run.device, self.run.autocast,
                                    channels_last=True) for tensors in (val.clean, val.photo))
 
 
@@ -375,41 +432,46 @@ class _HeadOnly:
     """The backbone is frozen: its pooled features are computed once, then only the
     projection (and the classifiers on it) train, on those features."""
 
-    def __init__(self, settings, net, split, vocab, val, transform, device, autocast, identity, log, decode):
-        self.settings, self.net, self.device = settings, net, device
-        path = settings.features_path
+    def __init__(self, run: _Run, val: ValidationImages):
+        self.run = run
+        path = run.settings.features_path
         cached = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-        if cached is not None and cached.get("identity") == identity:
-            log(f"frozen features from {path}")
+        if cached is not None and cached.get("identity") == run.identity:
+            run.log(f"frozen features from {path}")
         else:
-            cached = self._compute(settings, net, split, vocab, val, transform, device, autocast, identity, log, decode)
+            cached = self._compute(run, val)
             atomic_save(cached, path)
         self.rows, self.targets = cached["rows"], cached["targets"]
         self.val_clean, self.val_photo = cached["val_clean"], cached["val_photo"]
 
     @staticmethod
-    def _compute(settings, net, split, vocab, val, transform, device, autocast, identity, log, decode) -> dict:
+    def _compute(run: _Run, val: ValidationImages) -> dict:
+        settings, net = run.settings, run.net
+        transform = eval_transform(settings.model, settings.image_size)
         net.eval()
-        images = DecodedImages.load(split.train, short_side_size(settings.image_size), settings.progress, decode,
-                                    cut_outs=settings.photo_probability > 0 and settings.head_views > 0)
+        images = DecodedImages.load(run.split.train, short_side_size(settings.image_size), settings.progress,
+                                    run.decode, cut_outs=settings.photo_probability > 0 and settings.head_views > 0)
         for product, why in images.unreadable:
-            log(f"skipped {product.id}: {why}")
+            run.log(f"skipped {product.id}: {why}")
         augment = ShopperAugment.for_settings(settings)
         views_per_product = 1 + settings.head_views
         rows, targets = [], []
         batch_size = max(settings.batch_size, 64)
         pending: list[torch.Tensor] = []
 
+        def features(tensors: torch.Tensor) -> torch.Tensor:
+            return _raw_features(net.backbone, tensors, batch_size, run.device, run.autocast)
+
         def flush():
             if pending:
-                rows.append(_raw_features(net.backbone, torch.stack(pending), batch_size, device, autocast))
+                rows.append(features(torch.stack(pending)))
                 pending.clear()
 
         with tqdm(total=len(images.products) * views_per_product, desc="frozen features", unit="img",
                   disable=not settings.progress, leave=False) as bar:
             for index, product in enumerate(images.products):
                 image = images.image(index)
-                code = vocab.encode(product)
+                code = run.vocab.encode(product)
                 pending.append(transform(image))
                 targets.append(code)
                 for view in range(settings.head_views):
@@ -420,23 +482,23 @@ class _HeadOnly:
                     flush()
                 bar.update(views_per_product)
             flush()
-        return {"identity": identity, "rows": torch.cat(rows), "targets": torch.tensor(targets, dtype=torch.long),
-                "val_clean": _raw_features(net.backbone, val.clean, batch_size, device, autocast),
-                "val_photo": _raw_features(net.backbone, val.photo, batch_size, device, autocast)}
+        return {"identity": run.identity, "rows": torch.cat(rows), "targets": torch.tensor(targets, dtype=torch.long),
+                "val_clean": features(val.clean), "val_photo": features(val.photo)}
 
     def steps_per_epoch(self) -> int:
-        return len(epoch_batches(len(self.rows), self.settings.batch_size, self.settings.seed, 1))
+        return len(epoch_batches(len(self.rows), self.run.settings.batch_size, self.run.settings.seed, 1))
 
     def batches(self, epoch: int):
-        for batch in epoch_batches(len(self.rows), self.settings.batch_size, self.settings.seed, epoch):
-            yield self.rows[batch].to(self.device), self.targets[batch]
+        settings = self.run.settings
+        for batch in epoch_batches(len(self.rows), settings.batch_size, settings.seed, epoch):
+            yield self.rows[batch].to(self.run.device), self.targets[batch]
 
     def forward(self, rows):
-        return self.net.classify(self.net.project(rows))
+        return self.run.net.classify(self.run.net.project(rows))
 
     def validation_rows(self, val: ValidationImages, batch_size: int):
         with torch.inference_mode():
-            return tuple(nn.functional.normalize(self.net.project(rows.to(self.device)).float(), dim=1).cpu()
+            return tuple(nn.functional.normalize(self.run.net.project(rows.to(self.run.device)).float(), dim=1).cpu()
                          for rows in (self.val_clean, self.val_photo))
 
 
