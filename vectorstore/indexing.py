@@ -7,10 +7,10 @@ not committed has no digest yet).
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -255,86 +255,174 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                   decode: Callable = open_image, timer: StageTimer | None = None,
                   after_batch: Callable[[int], None] | None = None, allow_removal: bool = False,
                   limits: ImageLimits = ImageLimits(),
-                  on_progress: Callable[[int, int], None] | None = None) -> IndexReport:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  decode_workers: int | None = None) -> IndexReport:
     """Bring one collection per embedder in line with the catalog; returns what was done.
+
+    Three stages, as clip-retrieval's runner: a reader (a DataLoader whose workers decode each
+    image once and apply every model's preprocessing), the embedders, and a writer thread
+    (Chroma writes overlap the next batch's forward pass).
 
     A catalog that reads as empty, or a run that would remove more than MAX_REMOVAL_SHARE of a
     collection, raises `IndexRefused` before anything changes, unless `allow_removal`.
     `decode` and `after_batch` are injection points for tests (a decoder that fails on
     purpose, a hook that kills the run after N batches). `on_progress(done, total)` hears how
     many of the products are in place (already stored or written by this run), after each batch.
+    `decode_workers`: processes decoding ahead of the embedders (default: one per spare core).
     """
     report = IndexReport(skipped=list(catalog.skipped), timer=timer or StageTimer())
-    timer = report.timer
     started = time.perf_counter()
     if rebuild and not catalog.products and not allow_removal:
         _check_removal(catalog, ",".join(e.name for e in embedders), 0, 0, MAX_REMOVAL_SHARE)
     collections = open_collections(client, embedders, rebuild)
     plan = plan_index(catalog, collections, report, limit=limit, allow_removal=allow_removal, limits=limits)
-    digests, todo, pending = plan.digests, plan.todo, plan.pending
     for embedder in embedders:
-        if todo[embedder.name]:
+        if plan.todo[embedder.name]:
             collections[embedder.name].note_runtime(embedder.runtime)
-    done = len(plan.products) - len(pending)
-    if on_progress:
-        on_progress(done, len(plan.products))
-    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
-
-    def prepare(batch: list[Product]):
-        return prepare_batch(batch, embedders, todo, decode, timer)
-
-    # Writes go to Chroma from one background thread so the network keeps computing; the
-    # queue is short so that memory stays bounded and a kill loses at most a batch or two.
-    writes: queue.Queue = queue.Queue(maxsize=2)
-    errors: list[BaseException] = []
-
-    def writer():
-        while (job := writes.get()) is not None:
-            try:
-                with timer.stage("write"):
-                    job()
-            except BaseException as exc:  # surfaced to the caller after the loop
-                errors.append(exc)
-            finally:
-                writes.task_done()
-        writes.task_done()
-
-    writer_thread = threading.Thread(target=writer, daemon=True)
-    writer_thread.start()
-    progress = tqdm(total=len(pending), unit="img", desc="indexing " + ",".join(e.name for e in embedders),
-                    disable=not show_progress_bar)
+    progress = _Progress(plan, ",".join(e.name for e in embedders), show_progress_bar, on_progress)
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            upcoming = pool.submit(prepare, batches[0]) if batches else None
-            for number in range(len(batches)):
-                tensors, failed = upcoming.result()
-                upcoming = pool.submit(prepare, batches[number + 1]) if number + 1 < len(batches) else None
-                for product, why in failed:
-                    report.skipped.append(unreadable(product.id, why))
-                    for coll in collections.values():
-                        writes.put(lambda coll=coll, pid=product.id: coll.delete([pid]))
-                for embedder in embedders:
-                    if embedder.name not in tensors:
-                        continue
-                    items, batch = tensors[embedder.name]
-                    with timer.stage(f"embed {embedder.name}"):
-                        vectors = embedder.embed_tensors(batch)
-                    writes.put(lambda coll=collections[embedder.name], ids=[p.id for p in items], v=vectors,
-                               metas=[product_metadata(p, digests[p.id]) for p in items]: coll.write(ids, v, metas))
-                    report.indexed[embedder.name] += len(items)
-                if errors:
-                    raise errors[0]
-                progress.update(len(batches[number]))
-                if on_progress:
-                    writes.join()   # "in place" means committed: a search can find them
-                    done += len(batches[number])
-                    on_progress(done, len(plan.products))
+        with _Writer(report.timer) as writer:
+            for number, batch in enumerate(read_batches(plan, embedders, batch_size, decode, decode_workers)):
+                report.timer.add(batch.seconds)
+                _forget_unreadable(batch, collections, writer, report)
+                _embed_and_write(batch, embedders, collections, plan.digests, writer, report)
+                writer.check()
+                progress.advance(len(batch.products), writer)
                 if after_batch:
                     after_batch(number)
     finally:
-        writes.put(None)
-        writes.join()
         progress.close()
-    if errors:
-        raise errors[0]
     return finish_index(collections, report, started)
+
+
+# -- reader: decode and preprocess, ahead of the embedders, in DataLoader workers -------------
+@dataclass
+class DecodedBatch:
+    products: list[Product]
+    tensors: dict[str, tuple[list[Product], torch.Tensor]]  # per model: the products it needs
+    failed: list[tuple[Product, str]]
+    seconds: dict[str, float]  # decode / preprocess time, measured where it ran
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, batches: list[list[Product]], embedders: Sequence[Embedder], todo: dict[str, set[str]],
+                 decode: Callable):
+        self.batches, self.embedders, self.todo, self.decode = batches, embedders, todo, decode
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, number: int) -> DecodedBatch:
+        timer = StageTimer()
+        batch = self.batches[number]
+        tensors, failed = prepare_batch(batch, self.embedders, self.todo, self.decode, timer)
+        return DecodedBatch(batch, tensors, failed, dict(timer.seconds))
+
+
+def _as_is(item):
+    return item
+
+
+def read_batches(plan: IndexPlan, embedders: Sequence[Embedder], batch_size: int, decode: Callable = open_image,
+                 workers: int | None = None):
+    """The plan's pending products in batches, decoded and preprocessed. Worker processes are
+    forked (the embedders' transforms and `decode` travel with them) and at most two batches
+    per worker wait ahead, so memory stays bounded."""
+    pending = plan.pending
+    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+    if workers is None:
+        workers = min(2, max(0, (os.cpu_count() or 1) - 1))
+    loader = torch.utils.data.DataLoader(
+        _Batches(batches, embedders, plan.todo, decode), batch_size=None, collate_fn=_as_is,
+        num_workers=min(workers, len(batches)), prefetch_factor=2 if workers and batches else None,
+        multiprocessing_context="fork" if workers and batches else None)
+    return iter(loader)
+
+
+# -- embedders and writer ---------------------------------------------------------------------
+def _embed_and_write(batch: DecodedBatch, embedders: Sequence[Embedder], collections, digests: dict[str, str],
+                     writer: "_Writer", report: IndexReport) -> None:
+    for embedder in embedders:
+        if embedder.name not in batch.tensors:
+            continue
+        items, tensors = batch.tensors[embedder.name]
+        with report.timer.stage(f"embed {embedder.name}"):
+            vectors = embedder.embed_tensors(tensors)
+        writer.put(lambda coll=collections[embedder.name], ids=[p.id for p in items], v=vectors,
+                   metas=[product_metadata(p, digests[p.id]) for p in items]: coll.write(ids, v, metas))
+        report.indexed[embedder.name] += len(items)
+
+
+def _forget_unreadable(batch: DecodedBatch, collections, writer: "_Writer", report: IndexReport) -> None:
+    """An image that no longer decodes takes its product's old vector with it."""
+    for product, why in batch.failed:
+        report.skipped.append(unreadable(product.id, why))
+        for coll in collections.values():
+            writer.put(lambda coll=coll, pid=product.id: coll.delete([pid]))
+
+
+class _Writer:
+    """Chroma writes from one background thread, so the network keeps computing; the queue is
+    short so that memory stays bounded and a kill loses at most a batch or two. Whatever the
+    way out, queued writes are committed before the run returns or raises."""
+
+    def __init__(self, timer: StageTimer):
+        self.timer = timer
+        self.jobs: queue.Queue = queue.Queue(maxsize=2)
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_Writer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.jobs.put(None)
+        self.jobs.join()
+        if exc[0] is None:
+            self.check()
+
+    def put(self, job: Callable[[], None]) -> None:
+        self.jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait until every queued write is committed (then a search can find them)."""
+        self.jobs.join()
+        self.check()
+
+    def check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                with self.timer.stage("write"):
+                    job()
+            except BaseException as exc:  # surfaced to the caller by check()
+                self.errors.append(exc)
+            finally:
+                self.jobs.task_done()
+        self.jobs.task_done()
+
+
+class _Progress:
+    """The bar on stderr and the `on_progress(done, total)` callback: products in place."""
+
+    def __init__(self, plan: IndexPlan, names: str, show: bool, on_progress):
+        self.total = len(plan.products)
+        self.done = self.total - len(plan.pending)
+        self.on_progress = on_progress
+        self.bar = tqdm(total=len(plan.pending), unit="img", desc=f"indexing {names}", disable=not show)
+        if on_progress:
+            on_progress(self.done, self.total)
+
+    def advance(self, n: int, writer: _Writer) -> None:
+        self.bar.update(n)
+        if self.on_progress:
+            writer.flush()  # "in place" means committed
+            self.done += n
+            self.on_progress(self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()

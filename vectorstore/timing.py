@@ -24,5 +24,12 @@ class StageTimer:
                 self.seconds[name] += elapsed
                 self.calls[name] += 1
 
+    def add(self, seconds: dict[str, float]) -> None:
+        """Stage times measured elsewhere (a decoding worker process)."""
+        with self._lock:
+            for name, value in seconds.items():
+                self.seconds[name] += value
+                self.calls[name] += 1
+
     def summary(self) -> str:
         return ", ".join(f"{k} {v:.1f}s" for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1]))
