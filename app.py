@@ -268,7 +268,7 @@ def cmd_evaluate(args) -> int:
         queries=Path(args.queries) if args.queries else None, photo_like=args.photo_like,
         held_out=held_out, held_out_from=Path(args.held_out) if args.held_out else None,
         show_progress=not args.quiet)
-    evaluation = run_evaluation(settings, embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    evaluation = run_evaluation(settings, embedders=embedders)
     paths = write_report(evaluation, Path(args.out))
     def fmt(value, unit=""):
         return "n/a" if value is None else f"{value:.3f}{unit}"

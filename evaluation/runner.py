@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -241,74 +241,30 @@ def _ask(run: _Run, searcher: Searcher, model: str, queries: list[Query], photos
     return outcomes, Latency.of(latencies, measured_on)
 
 
-def run_evaluation(settings: EvaluationSettings,
-                   embedder_factory: Callable[..., Embedder] = load_embedder) -> Evaluation:
+def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedder] | None = None) -> Evaluation:
     """Index (incrementally), query, score and measure; raises ValueError/StoreError with a
-    message a person can act on. `embedder_factory` lets tests reuse embedders they hold."""
-    if settings.k < 1:
-        raise ValueError("--k must be at least 1")
-    if not settings.models:
-        raise ValueError("no model to evaluate")
-    if not settings.queries and settings.sample < 1:
-        raise ValueError("--sample must be at least 1")
-    if settings.queries and settings.held_out:
-        raise ValueError("--queries and --held-out both choose the queries; give one of them")
-    if settings.queries and not Path(settings.queries).is_dir():
-        raise ValueError(f"--queries {settings.queries}: no such folder")
-    started = time.perf_counter()
-    load_before = _load_average()
+    message a person can act on. `embedders`: models already built (by app.py, or a test);
+    the others are loaded with the settings' weights."""
+    _check_settings(settings)
+    started, load_before = time.perf_counter(), _load_average()
     run = _Run(settings)
     catalog = read_catalog(settings.catalog)
     if not catalog.products:
         raise ValueError(f"{settings.catalog}: no product with an image to index")
-    client = make_client(settings.store)
-    embedders: dict[str, Embedder] = {m: embedder_factory(m, settings.weights, device=settings.device)
-                                      for m in settings.models}
-    report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
-                           show_progress_bar=settings.show_progress)
-    searcher = Searcher(client, weights=settings.weights, device=settings.device,
-                        embedder_factory=lambda name, weights, device="cpu": embedders[name])
-
+    built = dict(embedders or {})
+    embedders = {m: built.get(m) or load_embedder(m, settings.weights, device=settings.device)
+                 for m in settings.models}
+    searcher, report = _index(settings, catalog, embedders)
     tables = {m: searcher.collection(m).metadata.frame() for m in settings.models}
     stored = set.intersection(*(set(t.index) for t in tables.values()))
-    skipped_queries: list[str] = []
-    if settings.queries:
-        (queries, skipped_queries), mode = _folder_queries(Path(settings.queries)), "folder"
-    else:
-        queries, mode = _leave_one_out(catalog, stored, settings), "leave-one-out"
-
-    photos: list[Image.Image] = []
-    if settings.photo_like:
-        for query in run.bar(queries, "making photo-like queries"):
-            # One generator per query, seeded by the run's seed and the query's id: the same
-            # photo for every model, and in any later run.
-            photos.append(shopper_photo(open_image(query.image), random.Random(f"{settings.seed}:{query.id}"),
-                                        settings.photo))
+    queries, skipped_queries, mode = _queries(settings, catalog, stored)
+    photos = _photo_like(run, settings, queries)
     examples = [(q.id, open_image(q.image), photos[i]) for i, q in enumerate(queries[:settings.examples])] \
         if photos else []
-
     image_size = typical_size([p.image for p in catalog.products])
-    models = []
-    for model, embedder in embedders.items():
-        searcher.warm_up([model])
-        counts = tables[model][PRIMARY_LEVEL].value_counts().to_dict()
-        outcomes, latency = _ask(run, searcher, model, queries, photos, counts, mode)
-        rate = rate_from_index(report, model, settings.rate_from_index_min) or \
-            timed_rate(embedder, [p for p in catalog.products if p.id in stored][:settings.rate_probe_images],
-                       settings.batch_size,
-                       "the index was current" if not report.indexed.get(model) else
-                       f"only {report.indexed[model]} images were indexed in this run")
-        models.append(ModelEvaluation(
-            model=model, weights_id=embedder.weights_id, parameters=parameter_count(embedder),
-            embedding_size=embedder.dim,
-            index_size=index_size(None if settings.store.host else settings.store.path, model),
-            embed_rate=rate, preprocessing=preprocessing_fit(embedder.transform, image_size),
-            latency=latency,
-            clean=score(outcomes["clean"], settings.k, settings.worst, settings.min_queries_per_type),
-            photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
-            if photos else None,
-            outcomes=outcomes))
-
+    models = [_evaluate_model(run, searcher, embedder, report, catalog, stored, tables[name], queries, photos,
+                              mode, image_size)
+              for name, embedder in embedders.items()]
     return Evaluation(
         settings=settings,
         catalog={"folder": str(settings.catalog), "products": len(catalog.products),
@@ -322,6 +278,69 @@ def run_evaluation(settings: EvaluationSettings,
         index=_index_facts(report), models=models, seconds=time.perf_counter() - started,
         machine={"cpus": os.cpu_count(), "load_average_start": load_before, "load_average_end": _load_average()},
         examples=examples)
+
+
+def _check_settings(settings: EvaluationSettings) -> None:
+    if settings.k < 1:
+        raise ValueError("--k must be at least 1")
+    if not settings.models:
+        raise ValueError("no model to evaluate")
+    if not settings.queries and settings.sample < 1:
+        raise ValueError("--sample must be at least 1")
+    if settings.queries and settings.held_out:
+        raise ValueError("--queries and --held-out both choose the queries; give one of them")
+    if settings.queries and not Path(settings.queries).is_dir():
+        raise ValueError(f"--queries {settings.queries}: no such folder")
+
+
+def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]):
+    """The catalog indexed (incrementally) with every model; a Searcher over that index."""
+    client = make_client(settings.store)
+    report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
+                           show_progress_bar=settings.show_progress)
+    searcher = Searcher(client, weights=settings.weights, device=settings.device, embedders=embedders)
+    return searcher, report
+
+
+def _queries(settings: EvaluationSettings, catalog, stored: set[str]) -> tuple[list["Query"], list[str], str]:
+    """The queries (a folder of photos, or catalog products left out one at a time), the
+    files skipped, and the mode's name."""
+    if settings.queries:
+        queries, skipped = _folder_queries(Path(settings.queries))
+        return queries, skipped, "folder"
+    return _leave_one_out(catalog, stored, settings), [], "leave-one-out"
+
+
+def _photo_like(run: "_Run", settings: EvaluationSettings, queries) -> list[Image.Image]:
+    if not settings.photo_like:
+        return []
+    # One generator per query, seeded by the run's seed and the query's id: the same photo for
+    # every model, and in any later run.
+    return [shopper_photo(open_image(query.image), random.Random(f"{settings.seed}:{query.id}"), settings.photo)
+            for query in run.bar(queries, "making photo-like queries")]
+
+
+def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report, catalog, stored: set[str],
+                    table, queries, photos, mode: str, image_size) -> ModelEvaluation:
+    settings, model = run.settings, embedder.name
+    searcher.warm_up([model])
+    counts = table[PRIMARY_LEVEL].value_counts().to_dict()
+    outcomes, latency = _ask(run, searcher, model, queries, photos, counts, mode)
+    rate = rate_from_index(report, model, settings.rate_from_index_min) or \
+        timed_rate(embedder, [p for p in catalog.products if p.id in stored][:settings.rate_probe_images],
+                   settings.batch_size,
+                   "the index was current" if not report.indexed.get(model) else
+                   f"only {report.indexed[model]} images were indexed in this run")
+    return ModelEvaluation(
+        model=model, weights_id=embedder.weights_id, parameters=parameter_count(embedder),
+        embedding_size=embedder.dim,
+        index_size=index_size(None if settings.store.host else settings.store.path, model),
+        embed_rate=rate, preprocessing=preprocessing_fit(embedder.transform, image_size),
+        latency=latency,
+        clean=score(outcomes["clean"], settings.k, settings.worst, settings.min_queries_per_type),
+        photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
+        if photos else None,
+        outcomes=outcomes)
 
 
 __all__ = ["EvaluationSettings", "Evaluation", "ModelEvaluation", "Latency", "Query", "run_evaluation"]

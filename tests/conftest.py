@@ -99,7 +99,7 @@ def searcher(indexed_db, embedders):
     """A Searcher over `indexed_db` reusing the session's embedders."""
     from vectorstore import Searcher, StoreSettings, make_client
     client = make_client(StoreSettings(path=indexed_db))
-    return Searcher(client, weights="random", embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    return Searcher(client, weights="random", embedders=embedders)
 
 
 def free_port() -> int:

@@ -249,7 +249,7 @@ def test_file_over_the_size_limit(searcher, photo):
 def test_no_index_yet_gives_the_exact_command(tmp_path, embedders, photo):
     hint = "python app.py index --catalog ../shared/catalog --db /tmp/empty-db --weights random"
     searcher = Searcher(make_client(StoreSettings(path=tmp_path / "empty")), weights="random", index_hint=hint,
-                        embedder_factory=lambda name, weights, device="cpu": embedders[name])
+                        embedders=embedders)
     chat = Assistant(searcher, SETTINGS)
     for text, files in (("", [str(photo)]), ("women", []), ("use resnet18", [])):
         reply, state = chat.handle_turn(chat.new_state(), text, files)

@@ -256,7 +256,7 @@ def test_a_second_run_reuses_the_index_and_gives_the_same_clean_scores(evaluated
     settings = EvaluationSettings(catalog=catalog_dir, store=StoreSettings(path=db), models=("resnet18",),
                                   weights="random", k=3, sample=6, seed=1, photo_like=False,
                                   latency_queries=3, show_progress=False)
-    evaluation = run_evaluation(settings, embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    evaluation = run_evaluation(settings, embedders=embedders)
     assert evaluation.index["reused"] is True
     m = evaluation.models[0]
     assert m.photo_like is None and m.latency.queries == 3
@@ -276,7 +276,7 @@ def test_a_queries_folder_is_searched_with_nothing_excluded(evaluated, catalog_d
     queries = make_catalog(tmp_path / "queries", per_kind=1)
     settings = EvaluationSettings(catalog=catalog_dir, store=StoreSettings(path=db), models=("resnet18",),
                                   weights="random", k=3, queries=queries, photo_like=False, show_progress=False)
-    evaluation = run_evaluation(settings, embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    evaluation = run_evaluation(settings, embedders=embedders)
     assert evaluation.queries["mode"] == "folder" and evaluation.queries["count"] == 6
     outcomes = {o.query_id: o for o in evaluation.models[0].outcomes["clean"]}
     assert outcomes["1001"].results[0]["id"] == "1001"  # its twin in the catalog comes first
@@ -288,7 +288,7 @@ def test_an_index_run_big_enough_gives_the_embedding_rate(catalog_dir, embedders
     settings = EvaluationSettings(catalog=catalog_dir, store=StoreSettings(path=tmp_path / "db"),
                                   models=("resnet18",), weights="random", k=3, sample=2, photo_like=False,
                                   latency_queries=1, rate_from_index_min=10, show_progress=False)
-    evaluation = run_evaluation(settings, embedder_factory=lambda name, weights, device="cpu": embedders[name])
+    evaluation = run_evaluation(settings, embedders=embedders)
     assert evaluation.models[0].embed_rate.source.startswith("indexing run")
     assert evaluation.models[0].embed_rate.images == 24
 

@@ -298,7 +298,7 @@ def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_cat
         EvaluationSettings(catalog=small_catalog, store=StoreSettings(path=db), models=("resnet18",),
                            weights=str(tuned), held_out=held_out_ids(tuned), held_out_from=tuned,
                            photo_like=False, latency_queries=2, show_progress=False),
-        embedder_factory=lambda name, weights, device="cpu": embedder)
+        embedders={"resnet18": embedder})
     outcomes = evaluation.models[0].outcomes["clean"]
     assert {o.query_id for o in outcomes} == set(payload["validation_ids"])
     validation = set(payload["validation_ids"])
