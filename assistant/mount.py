@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from assistant import ui
+from assistant.page import CSS
 from assistant.settings import AssistantSettings
 from vectorstore import Searcher
 
@@ -47,10 +48,10 @@ def mount_assistant(app: FastAPI, images_root: Path | None, *, searcher: Searche
 
     demo = ui.build_demo(searcher, chat)
     ui.queue(demo, chat)
-    # No allowed_paths: the chat shows copies of product images (ui.product_picture), so Gradio
+    # No allowed_paths: the chat shows copies of product images (assistant/pictures.py), so Gradio
     # serves no folder of the server's as it is, the images folder included.
     gr.mount_gradio_app(app, demo, path=path, root_path=path, max_file_size=chat.upload_hard_limit_bytes,
-                        footer_links=[], css=ui.CSS, ssr_mode=False, show_error=False)
+                        footer_links=[], css=CSS, ssr_mode=False, show_error=False)
     ui.check_uploads_like_launch(demo)
 
 

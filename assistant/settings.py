@@ -46,3 +46,5 @@ class AssistantSettings:
             raise ValueError(f"product_url must be an http(s) or /path URL with {{id}} in it, not {self.product_url!r}")
         if self.product_link_target not in ("_blank", "_top", "_self", "_parent"):
             raise ValueError(f"product_link_target must be _blank, _top, _self or _parent, not {self.product_link_target!r}")
+
+__all__ = ["AssistantSettings", "SearchPolicy", "model_label"]

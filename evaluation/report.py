@@ -174,7 +174,7 @@ def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
         lines.append(f"| precision@{k} {level} | " + " | ".join(_num(s.precision.get(level)) for _, s in kinds) + " |")
     lines.append(f"| mAP@{k} articleType | " + " | ".join(_num(s.map) for _, s in kinds) + " |")
     lines.append(f"| hit-rate@{k} articleType | " + " | ".join(_num(s.hit_rate) for _, s in kinds) + " |")
-    lines.append(f"| queries | " + " | ".join(str(s.queries) for _, s in kinds) + " |")
+    lines.append("| queries | " + " | ".join(str(s.queries) for _, s in kinds) + " |")
     lines.append("")
     worst = m.clean.worst_article_types
     minimum = evaluation.settings.min_queries_per_type

@@ -273,7 +273,7 @@ def test_controls_set_filters_model_and_k(assistant, first):
 
 
 def test_the_chat_api_returns_the_search_json_schema(assistant, photo, tmp_path):
-    from assistant.ui import recommend_json
+    from assistant.events import recommend_json
     out = recommend_json(assistant, str(photo), model="resnet18", k=3, gender="women", category="footwear")
     assert out["model"] == "resnet18" and out["query"] == str(photo) and len(out["results"]) == 3
     for row in out["results"]:
@@ -294,7 +294,7 @@ def test_the_chat_api_returns_the_search_json_schema(assistant, photo, tmp_path)
 
 def test_chat_keeps_a_bounded_number_of_galleries(first):
     import gradio as gr
-    from assistant.ui import keep_recent_galleries, reply_messages
+    from assistant.messages import keep_recent_galleries, reply_messages
     reply, _ = first
     history = []
     for turn in range(12):
@@ -352,7 +352,8 @@ def test_words_not_understood_are_named_with_the_closest_values(assistant, first
 def test_product_links_quote_the_id_into_the_template(first):
     import json
     from assistant.chat import ChatState
-    from assistant.ui import picture_name, product_links
+    from assistant.events import product_links
+    from assistant.pictures import picture_name
     from vectorstore import Result
     with pytest.raises(ValueError):
         AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50"), product_url="javascript:alert({id})")

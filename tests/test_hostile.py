@@ -443,7 +443,7 @@ def test_as_text_renders_to_exactly_its_text(text):
 
 
 def test_chat_replies_show_catalog_markup_as_text(live_shop, tmp_path):
-    from assistant.ui import reply_messages
+    from assistant.messages import reply_messages
     settings = AssistantSettings(policy=RESNET18)
     chat = Assistant(live_shop["searcher"], settings)
     for pid, name in MARKUP_NAMES.items():

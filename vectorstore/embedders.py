@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -17,7 +16,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from vectorstore.architectures import ArchitectureError, MODEL_NAMES, architecture, load_imagenet
+from vectorstore.architectures import ArchitectureError, architecture, load_imagenet
 from vectorstore.weights import DEFAULT_WEIGHTS_DIR, WeightsChoice, resolve
 from vectorstore.weights_file import WeightsError, weights_contents, weights_file_id
 

@@ -15,7 +15,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from vectorstore.architectures import architecture, imagenet_file
 from vectorstore.weights_file import WeightsError
