@@ -317,7 +317,15 @@ def cmd_finetune(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="Visual shopping assistant")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_index_command(sub)
+    _add_search_command(sub)
+    _add_serving_commands(sub)
+    _add_evaluate_command(sub)
+    _add_finetune_command(sub)
+    return parser
 
+
+def _add_index_command(sub) -> None:
     p = sub.add_parser("index", help="embed a catalog into one Chroma collection per model")
     p.add_argument("--catalog", required=True)
     _add_store(p)
@@ -337,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="with --engine ray: embedding actors (default: one per CPU)")
     p.set_defaults(func=cmd_index)
 
+
+def _add_search_command(sub) -> None:
     p = sub.add_parser("search", help="the products most similar to each image")
     _add_store(p)
     p.add_argument("--catalog", help="only for messages")
@@ -350,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_search)
 
+
+def _add_serving_commands(sub) -> None:
     for name, port, helptext in (("serve", 7860, "the chat assistant (Gradio) on 127.0.0.1:7860"),
                                  ("shop", 8000, "shop prototype + HTTP API + the assistant, in one FastAPI process")):
         p = sub.add_parser(name, help=helptext)
@@ -373,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "products indexed so far (default: index first, then open)")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_shop)
 
+
+def _add_evaluate_command(sub) -> None:
     p = sub.add_parser("evaluate", help="compare the models: accuracy, speed, size; writes a report")
     p.add_argument("--catalog", required=True)
     p.add_argument("--queries", help="a folder in the catalog layout; default: leave-one-out over the catalog")
@@ -390,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_finetune_command(sub) -> None:
     p = sub.add_parser("finetune", help="adapt an embedder to the catalog's labels")
     p.add_argument("--catalog", required=True)
     p.add_argument("--model", required=True)
@@ -429,7 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "where more threads only wait on each other; else torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_finetune)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

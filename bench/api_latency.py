@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -24,13 +23,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from bench.common import DEFAULT_CATALOG, pct, table  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench.common import DEFAULT_CATALOG, free_port, pct, table  # noqa: E402
 
 
 def serve(db: str, weights: str, models: tuple[str, ...], port: int, images_dir: str | None) -> None:

@@ -1,6 +1,7 @@
-"""Helpers shared by the benchmarks: percentiles and a table printer."""
+"""Helpers shared by the benchmarks: percentiles, a table printer, a free port."""
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -23,3 +24,9 @@ def table(rows: list[dict]) -> str:
     lines = ["  ".join(k.ljust(widths[k]) for k in keys), "  ".join("-" * widths[k] for k in keys)]
     lines += ["  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys) for r in rows]
     return "\n".join(lines)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

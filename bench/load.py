@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench.common import ROOT, pct, table
+from bench.common import ROOT, free_port, pct, table
 
 
 def rss_mb(pid: int) -> float:
@@ -30,12 +29,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_shop(db: str, weights: str, models: str, port: int, catalog: str = "") -> subprocess.Popen:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import pct, table
+from bench.common import free_port, pct, table
 from vectorstore import Filters, ProductCollection, StoreSettings, make_client
 from vectorstore.filters import CATEGORY
 
@@ -150,12 +150,6 @@ class ExactTopK:
 CHROMA = Path(sys.executable).with_name("chroma")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(path: Path, port: int) -> tuple[subprocess.Popen, float]:
     """`chroma run` niced like the bench; returns it and the seconds until its port answered."""
     started = time.perf_counter()
@@ -268,7 +262,7 @@ def measure(dim: int, n: int, args, rows: list[dict] | None) -> tuple[dict, list
     query_gen.styles = gen.styles  # same world, products the shop does not hold
     exact = ExactTopK(query_gen.vectors(query_gen.metadata(args.queries)))
     with tempfile.TemporaryDirectory(prefix="scale-", dir=args.tmp) as tmp:
-        path, port = Path(tmp) / "chroma", _free_port()
+        path, port = Path(tmp) / "chroma", free_port()
         server, _ = start_server(path, port)
         try:
             client = make_client(StoreSettings(host="127.0.0.1", port=port))

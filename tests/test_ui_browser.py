@@ -106,6 +106,23 @@ def last_gallery(page) -> list[dict]:
             caption: t.querySelector('.caption-label').innerText, src: t.querySelector('img').src})); }""")
 
 
+def dominant_colour(png: bytes) -> str:
+    """"blank" for a picture with almost nothing on white, else "dark", "red", "green",
+    "blue" or "light" for the median of its non-white pixels."""
+    import io
+    import numpy as np
+    from PIL import Image
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int).reshape(-1, 3)
+    ink = pixels[pixels.min(axis=1) < 200]
+    if len(ink) < 0.02 * len(pixels):
+        return "blank"
+    r, g, b = np.median(ink, axis=0)
+    if max(r, g, b) < 90:
+        return "dark"
+    return {0: "red", 1: "green", 2: "blue"}[int(np.argmax([r, g, b]))] if max(r, g, b) - min(r, g, b) > 60 \
+        else "light"
+
+
 def last_bot_text(page) -> str:
     """The newest reply's text (the message before its gallery, or the last message)."""
     return page.evaluate("""() => { const parts = [...document.querySelectorAll('#chat [data-testid="bot"]')];
@@ -157,9 +174,11 @@ def test_photo_words_controls_and_more_like_this(page, heel_photo, tmp_path, sea
     assert f"like “{clicked}”" in last_bot_text(page)
     assert f"More like “{clicked}”" in page.locator("#chat .user-row").last.inner_text()
 
-    shot = tmp_path / "chat.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    # What the shopper sees: every picture of the gallery, as rendered, is a black product
+    # (the fixture's black heels: a dark shape on white), not a blank or a broken image.
+    for picture in page.locator("#chat .grid-container").last.locator(".thumbnail-item img").all():
+        assert dominant_colour(picture.screenshot()) == "dark"
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)  # kept for a person to look at
 
 
 def test_result_opens_its_product_page_and_a_new_photo_starts_fresh(page, heel_photo, tmp_path, searcher):
