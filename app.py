@@ -158,23 +158,26 @@ def cmd_search(args) -> int:
     return 1 if failures else 0
 
 
-def ensure_index(args, embedders: dict, client=None):
-    """Bring the index in line with --catalog (a full build the first time, seconds when it
-    is current) and return the client; without --catalog, use the index as it is."""
-    from vectorstore import index_catalog, make_client
+def _read_and_drop_stale(args, client, embedders: dict):
+    """--catalog read, and (under --weights auto) each collection built with other weights than
+    its model's now dropped, to be indexed again; None without --catalog (the index as it is)."""
+    from catalog import read_catalog
     from vectorstore.indexing import drop_stale
-    client = client or make_client(_store_settings(args))
-    if getattr(args, "catalog", None):
-        from catalog import read_catalog
-        catalog = read_catalog(args.catalog)
-        if args.weights == "auto" and catalog.products:
-            for model, old, new in drop_stale(client, list(embedders.values())):
-                print(f"{model}: the index was built with {old}; indexing again with {new}", file=sys.stderr)
-        report = index_catalog(catalog, client, list(embedders.values()),
-                               show_progress_bar=not getattr(args, "quiet", False))
-        if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):
-            print(report.summary(), file=sys.stderr)
-    return client
+    if not getattr(args, "catalog", None):
+        return None
+    catalog = read_catalog(args.catalog)
+    if args.weights == "auto" and catalog.products:
+        for model, old, new in drop_stale(client, list(embedders.values())):
+            print(f"{model}: the index was built with {old}; indexing again with {new}", file=sys.stderr)
+    return catalog
+
+
+def _index_now(args, client, catalog, embedders: dict) -> None:
+    from vectorstore import index_catalog
+    report = index_catalog(catalog, client, list(embedders.values()),
+                           show_progress_bar=not getattr(args, "quiet", False))
+    if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):
+        print(report.summary(), file=sys.stderr)
 
 
 def _selected_model(args, embedders: dict) -> str:
@@ -189,39 +192,40 @@ def _selected_model(args, embedders: dict) -> str:
 
 
 def _assistant_parts(args):
-    """What serve and shop share: the models, a Searcher over a current index, and the
-    assistant's settings (the catalog's images are the only files it may serve)."""
+    """What serve and shop share: the models, a Searcher, the assistant's settings (the
+    catalog's images are the only files it may serve) and the background indexer, if any.
+
+    With --catalog the index is brought in line with it: in a background thread by default
+    (the server opens at once and answers from what is indexed so far, the selected model
+    first), or before opening with --no-background."""
     from assistant.settings import AssistantSettings
     from operations import SearchPolicy
     from vectorstore import Searcher, make_client
     embedders = _embedders(args, _models(args.models))
-    models = list(embedders)
     args.model = _selected_model(args, embedders)
-    if getattr(args, "background", False) and getattr(args, "catalog", None):
-        client = make_client(_store_settings(args))
-    else:
-        client = ensure_index(args, embedders)
+    client = make_client(_store_settings(args))
+    catalog = _read_and_drop_stale(args, client, embedders)
+    if catalog is not None and not args.background:
+        _index_now(args, client, catalog, embedders)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
                         embedders=embedders, embedder_factory=_embedder_factory(args))
-    if getattr(args, "background", False) and getattr(args, "catalog", None):
-        _start_background_index(args, client, embedders, searcher)
+    indexer = _start_background_index(args, client, catalog, embedders, searcher) \
+        if catalog is not None and args.background else None
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
     # One policy (models, k, upload limits) for the chat and the shop's API.
-    policy = SearchPolicy(models=tuple(models), default_model=args.model, k=args.k)
+    policy = SearchPolicy(models=tuple(embedders), default_model=args.model, k=args.k)
     settings = AssistantSettings(policy=policy, index_hint=_index_hint(args),
                                  allowed_paths=(images_dir,) if images_dir else (),
                                  product_url=getattr(args, "product_url", None) or None)
-    return models, searcher, settings, images_dir
+    return list(embedders), searcher, settings, images_dir, indexer
 
 
-def _start_background_index(args, client, embedders: dict, searcher):
-    """Index --catalog in a background thread, the selected model first, while the server
-    answers from what is stored; progress goes to stderr every 30 s."""
-    from catalog import read_catalog
+def _start_background_index(args, client, catalog, embedders: dict, searcher):
+    """Index the catalog in a background thread, the selected model first, while the server
+    answers from what is stored; progress goes to stderr every 30 s and to the pages."""
     from vectorstore.background import BackgroundIndexer
     ordered = [embedders[args.model]] + [e for name, e in embedders.items() if name != args.model]
-    indexer = BackgroundIndexer(read_catalog(args.catalog), client, ordered,
-                                on_pass_done=searcher.forget_connection).start()
+    indexer = BackgroundIndexer(catalog, client, ordered, on_pass_done=searcher.forget_connection).start()
     print(f"indexing {args.catalog} in the background; answering from what is indexed so far", file=sys.stderr)
     return indexer
 
@@ -229,14 +233,15 @@ def _start_background_index(args, client, embedders: dict, searcher):
 def cmd_serve(args) -> int:
     from assistant.ui import launch
     from vectorstore import NoIndex
-    _, searcher, settings, _ = _assistant_parts(args)
+    _, searcher, settings, _, indexer = _assistant_parts(args)
     try:
         searcher.warm_up([args.model])  # model build and HNSW load before the first shopper, not during
     except NoIndex as exc:
         # Serve anyway: the chat tells the shopper the same, with the command that builds the index.
         print(f"warning: {exc}", file=sys.stderr)
     print(f"assistant on http://{args.host}:{args.port}/", file=sys.stderr, flush=True)
-    launch(searcher, settings, host=args.host, port=args.port, quiet=args.quiet)
+    launch(searcher, settings, host=args.host, port=args.port, quiet=args.quiet,
+           status=indexer.progress.status if indexer else None)
     return 0
 
 
@@ -245,11 +250,13 @@ def cmd_shop(args) -> int:
     from functools import partial
     from assistant.mount import mount_assistant
     from shop import ShopSettings, build_app
-    models, searcher, assistant, images_dir = _assistant_parts(args)
+    models, searcher, assistant, images_dir, indexer = _assistant_parts(args)
     searcher.warm_up(models)  # model build and HNSW load before the first shopper, not during
+    status = indexer.progress.status if indexer else None
     settings = ShopSettings(policy=assistant.policy, images_dir=images_dir)
-    app = build_app(searcher, settings, mount_chat=partial(mount_assistant, searcher=searcher, settings=assistant,
-                                                           path=settings.assistant_path))
+    app = build_app(searcher, settings, status=status,
+                    mount_chat=partial(mount_assistant, searcher=searcher, settings=assistant,
+                                       path=settings.assistant_path, status=status))
     print(f"shop on http://{args.host}:{args.port}/  (API docs /docs, assistant "
           f"{settings.assistant_path}/)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -380,9 +387,10 @@ def _add_serving_commands(sub) -> None:
         p.add_argument("--product-url", help="where a result's \"View product\" leads, {id} standing for the "
                        "product id, e.g. https://shop.example/p/{id} (shop: its own product pages; "
                        "serve: the product's picture when not given)")
-        p.add_argument("--background", action="store_true",
-                       help="open at once and index --catalog in a background thread, answering from the "
-                            "products indexed so far (default: index first, then open)")
+        p.add_argument("--background", action=argparse.BooleanOptionalAction, default=True,
+                       help="open at once and bring the index in line with --catalog in a background "
+                            "thread, answering from the products indexed so far (default); "
+                            "--no-background indexes first, then opens")
         p.set_defaults(func=cmd_serve if name == "serve" else cmd_shop)
 
 

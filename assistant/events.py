@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Callable
 from urllib.parse import quote
 
 import gradio as gr
@@ -102,12 +103,21 @@ def product_for_file(state: ChatState, file_name: str) -> str | None:
 class ChatEvents:
     """The handlers of one chat page; per-session data lives in the components' gr.State."""
 
-    def __init__(self, assistant: Assistant, settings: AssistantSettings):
+    def __init__(self, assistant: Assistant, settings: AssistantSettings,
+                 status: Callable[[], str | None] | None = None):
         self.assistant = assistant
         self.settings = settings
+        # What the page says above the chat while the catalog is being indexed (None: nothing).
+        self.status = status or (lambda: None)
         self.limits = settings.policy.image_limits
         self.crops = CropFiles()
         self.choices = _control_choices(assistant, settings.policy.default_model)
+
+    def index_status(self):
+        """The status line and its timer: shown and ticking while there is something to say."""
+        text = self.status()
+        return (gr.update(value=f"⏳ {as_text(text)}" if text else "", visible=bool(text)),
+                gr.Timer(active=bool(text)))
 
     def post_user(self, message: dict | None, history: list):
         message = message or {}

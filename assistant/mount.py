@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 from fastapi import FastAPI
@@ -23,7 +24,7 @@ def gradio_frontend_dir() -> Path:
 
 
 def mount_assistant(app: FastAPI, images_root: Path | None, *, searcher: Searcher, settings: AssistantSettings,
-                    path: str = "/assistant") -> None:
+                    path: str = "/assistant", status: Callable[[], str | None] | None = None) -> None:
     """Mount the chat at `path`; it shows pictures from `images_root` only, and its "View
     product" opens the host's /products/{id} page in the host's window."""
     path = path.rstrip("/")
@@ -46,7 +47,7 @@ def mount_assistant(app: FastAPI, images_root: Path | None, *, searcher: Searche
     # not from beside gradio.js, so the same build files are served there too.
     app.mount("/assets", StaticFiles(directory=frontend / "assets"), name="gradio_assets")
 
-    demo = ui.build_demo(searcher, chat)
+    demo = ui.build_demo(searcher, chat, status)
     ui.queue(demo, chat)
     # No allowed_paths: the chat shows copies of product images (assistant/pictures.py), so Gradio
     # serves no folder of the server's as it is, the images folder included.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from types import SimpleNamespace
+from typing import Callable
 
 import gradio as gr
 
@@ -35,12 +36,15 @@ class PhotoTextbox(gr.MultimodalTextbox):
         return {"text": payload.text, "files": [f.path for f in payload.files]}
 
 
-def build_demo(searcher: Searcher, settings: AssistantSettings) -> gr.Blocks:
-    events = ChatEvents(Assistant(searcher, settings), settings)
+def build_demo(searcher: Searcher, settings: AssistantSettings,
+               status: Callable[[], str | None] | None = None) -> gr.Blocks:
+    """The page; `status` says how far background indexing is (shown above the chat until done)."""
+    events = ChatEvents(Assistant(searcher, settings), settings, status)
     with gr.Blocks(title=settings.title) as demo:
         page = _layout(events, settings)
         _wire(page, events)
         demo.load(None, js=page_js(settings.policy.max_upload_bytes))
+        demo.load(events.index_status, None, [page.index_status, page.index_timer], api_visibility="private")
     return demo
 
 
@@ -53,6 +57,8 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
     gr.Markdown(f"## {settings.title}\nDrop a photo of a product or an outfit, add words if you like "
                 "(“women's black shoes”), and get the most similar products. Each result has “View "
                 "product” and “More like this”; say “only black ones”, “show 10” or “clear filters”.")
+    index_status = gr.Markdown("", visible=False, elem_id="index-status")
+    index_timer = gr.Timer(2.0, active=events.status() is not None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=280):
             # No LaTeX: catalog text with $$ in it stays text (the rest is escaped by as_text).
@@ -140,6 +146,7 @@ def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     # The chat's own trash icon starts over too: clearing only the screen brought every
     # message back with the next photo, and kept the filters.
     p.chatbot.clear(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **private)
+    p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **private)
     p.api_btn.click(events.recommend, [p.api_image, p.api_model, p.api_k, p.api_gender, p.api_category],
                     p.api_out, api_name="recommend")
 
@@ -157,9 +164,9 @@ def queue(demo: gr.Blocks, settings: AssistantSettings) -> None:
 
 
 def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0.1", port: int = 7860,
-           *, block: bool = True, quiet: bool = False) -> gr.Blocks:
+           *, block: bool = True, quiet: bool = False, status: Callable[[], str | None] | None = None) -> gr.Blocks:
     """Build, queue and start the app; with `block=False` it serves from a thread (tests, benchmarks)."""
-    demo = build_demo(searcher, settings)
+    demo = build_demo(searcher, settings, status)
     queue(demo, settings)
     # No allowed_paths: the chat shows copies of product images (assistant/pictures.py), so Gradio
     # serves no folder of the server's as it is.

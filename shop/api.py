@@ -37,6 +37,7 @@ class Health(BaseModel):
     default_model: str
     models: dict[str, int]
     assistant: bool
+    indexing: str | None = None  # how far background indexing is; None when it is done
 
 
 Context = Annotated[ShopContext, Depends(shop_context)]
@@ -125,7 +126,10 @@ def api_router(settings: ShopSettings) -> APIRouter:
                 counts[model] = shop.searcher.collection(model, check_weights=False).count()
             except StoreError:
                 counts[model], status = 0, "degraded"
+        indexing = shop.status()
+        if indexing and status == "ok":
+            status = "indexing"
         return Health(status=status, default_model=policy.default_model, models=counts,
-                      assistant=shop.chat_mounted)
+                      assistant=shop.chat_mounted, indexing=indexing)
 
     return router

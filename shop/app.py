@@ -24,8 +24,9 @@ MountChat = Callable[[FastAPI, Path | None], None]
 
 
 def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
-              mount_chat: MountChat | None = None) -> FastAPI:
-    """The whole shop process as one ASGI app; serve it with uvicorn."""
+              mount_chat: MountChat | None = None, status: Callable[[], str | None] | None = None) -> FastAPI:
+    """The whole shop process as one ASGI app; serve it with uvicorn. `status` says how far
+    background indexing is (a notice on every page and in /api/health until done)."""
     # Swagger UI's script and stylesheet come from the installed fastapi-offline package, served
     # by this app: FastAPI's default loads them from a CDN, which left /docs blank offline.
     app = FastAPIOffline(title=f"{settings.title}: visual shopping assistant API", redoc_url=None,
@@ -36,7 +37,7 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
                          version="1.0")
     policy = settings.policy
     browser = CatalogBrowser(lambda: searcher.collection(policy.default_model, check_weights=False).metadata)
-    shop = ShopContext(searcher, settings, browser, shop_templates())
+    shop = ShopContext(searcher, settings, browser, shop_templates(), status=status or (lambda: None))
     app.state.shop = shop
 
     app.add_middleware(UploadSizeLimit, paths=("/api/recommend",),

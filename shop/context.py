@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 from fastapi import Request
@@ -22,6 +23,8 @@ class ShopContext:
     browser: CatalogBrowser
     templates: Jinja2Templates
     chat_mounted: bool = False
+    # How far background indexing is, for the pages and /api/health (None: nothing to say).
+    status: Callable[[], str | None] = lambda: None
     _images_root: Path | None = field(default=None, repr=False)
 
     def images_root(self) -> Path | None:

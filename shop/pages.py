@@ -31,7 +31,7 @@ def shop_templates() -> Jinja2Templates:
 
 def render(shop: ShopContext, request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
     settings = shop.settings
-    context = {"title": settings.title,
+    context = {"title": settings.title, "indexing": shop.status(),
                "assistant_url": f"{settings.assistant_path}/" if shop.chat_mounted else None, **context}
     return shop.templates.TemplateResponse(request, name, context, status_code=status,
                                            headers={"Content-Security-Policy": SHOP_CSP,

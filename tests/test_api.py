@@ -365,3 +365,19 @@ def test_hostile_name_is_text_in_the_shop_pages(hostile_client):
         assert "script-src 'self'" in response.headers["content-security-policy"]
     # The API returns the name as data, exactly.
     assert hostile_client.get(f"/api/products/{HOSTILE_ID}").json()["name"] == HOSTILE
+
+
+def test_pages_and_health_say_how_far_background_indexing_is(searcher, catalog_dir):
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
+    said = {"status": "Indexing the catalog: 3,200 of 12,186 products indexed."}
+    settings = ShopSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18"),
+                            images_dir=catalog_dir / "images")
+    shop = TestClient(build_app(searcher, settings, status=lambda: said["status"]))
+    health = shop.get("/api/health").json()
+    assert health["status"] == "indexing" and "3,200 of 12,186" in health["indexing"]
+    page = shop.get("/").text
+    assert 'id="indexing"' in page and "3,200 of 12,186 products indexed" in page
+    said["status"] = None  # done
+    assert shop.get("/api/health").json()["indexing"] is None
+    assert 'id="indexing"' not in shop.get("/").text

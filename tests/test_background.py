@@ -40,11 +40,14 @@ def test_searches_answer_during_background_indexing_and_progress_reaches_the_tot
     answer = searcher.search_image("resnet18", open_image(query.image), k=3)
     assert answer.results and answer.results[0].id == query.id   # among the first batches
     assert "of 24 products indexed (resnet18)" in indexer.progress.line()
+    during = indexer.progress.status()  # what the chat and the shop show meanwhile
+    assert "of 24 products indexed" in during and "indexed so far" in during
     searched.set()
     assert indexer.wait(300)
     state = indexer.progress.snapshot()
     assert state["finished"] and state["error"] is None and state["done"] == state["total"]
     assert indexer.progress.line() == "all 24 products indexed"
+    assert indexer.progress.status() is None  # the pages stop saying anything
     for model in ("resnet18", "resnet50"):
         assert searcher.collection(model).count() == len(catalog.products)
     last = catalog.products[-1]

@@ -16,6 +16,8 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 PRODUCT_URL = "https://shop.example/p/{id}"
 LIMIT = 1_000_000  # bytes: small, so the test can send a photo over it
 TIMEOUT = 60_000  # ms; a search embeds with a CPU ResNet-50 on a shared 2-core machine
+# What the app says of background indexing (see test_the_page_says_how_far_indexing_is).
+INDEXING = {"status": None}
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 
@@ -29,7 +31,8 @@ def app_url(searcher):
                           max_upload_bytes=LIMIT)
     settings = AssistantSettings(policy=policy, upload_hard_limit_bytes=4 * LIMIT, product_url=PRODUCT_URL)
     port = free_port()
-    demo = launch(searcher, settings, host="127.0.0.1", port=port, block=False, quiet=True)
+    demo = launch(searcher, settings, host="127.0.0.1", port=port, block=False, quiet=True,
+                  status=lambda: INDEXING["status"])
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -449,3 +452,19 @@ def test_the_x_on_a_filter_chip_removes_that_filter(page, heel_photo):
     assert all(i["caption"].split("\n")[1].split(" · ")[1] == "Women" for i in last_gallery(page))
     page.wait_for_timeout(1500)
     assert bot_rows(page) == before + 1  # one removal, one reply
+
+
+def test_the_page_says_how_far_indexing_is(browser, app_url):
+    INDEXING["status"] = "Indexing the catalog: 3,200 of 12,186 products indexed."
+    try:
+        page = browser.new_page()
+        page.set_default_timeout(TIMEOUT)
+        page.goto(app_url)
+        page.wait_for_function("(document.querySelector('#index-status') || {}).innerText?.includes('3,200 of 12,186')")
+        INDEXING["status"] = "Indexing the catalog: 9,000 of 12,186 products indexed."
+        page.wait_for_function("document.querySelector('#index-status').innerText.includes('9,000 of 12,186')")
+        INDEXING["status"] = None  # done: the line goes
+        page.wait_for_selector("#index-status", state="hidden")
+        page.close()
+    finally:
+        INDEXING["status"] = None

@@ -40,6 +40,22 @@ class IndexProgress:
             return {"total": self.total, "done": self.done, "models": self.models, "finished": self.finished,
                     "passes_left": self.passes_left, "error": self.error}
 
+    def status(self) -> str | None:
+        """For the pages, while it matters to a shopper: how far indexing is and what that
+        means for the results; None once every model's index is complete."""
+        state = self.snapshot()
+        if state["finished"]:
+            return None
+        if state["error"]:
+            return (f"Indexing stopped ({state['error']}); results come from the products indexed before "
+                    "it stopped.")
+        if state["passes_left"] or not state["total"]:
+            return (f"Indexing the catalog: {state['done']:,} of {state['total']:,} products indexed. "
+                    "Results come from the products indexed so far.")
+        # the selected model is complete; the other models' pass is under way
+        return (f"Indexing the catalog for {', '.join(state['models'])}: {state['done']:,} of "
+                f"{state['total']:,} products. The default model searches the whole catalog.")
+
     def line(self) -> str:
         """For a person: '3,200 of 12,186 products indexed (resnet50)', or that it is done."""
         state = self.snapshot()
