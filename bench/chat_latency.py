@@ -8,7 +8,8 @@ One message per model is sent first and not counted (first-call costs: model tra
 
     python app.py index --catalog /work/shared/catalog --db /tmp/chat_db --weights random \
         --models resnet18,resnet50 --limit 2000
-    python bench/chat_latency.py --db /tmp/chat_db --weights random --models resnet18,resnet50
+    python bench/chat_latency.py --db /tmp/chat_db --weights random --models resnet18,resnet50 \
+        --runtimes eager,onnx-int8
 """
 from __future__ import annotations
 
@@ -26,18 +27,17 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from bench.common import DEFAULT_CATALOG, pct, table  # noqa: E402
-from bench.api_latency import free_port  # noqa: E402
+from bench.common import DEFAULT_CATALOG, free_port, pct, table  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def start_server(args, port: int) -> subprocess.Popen:
+def start_server(args, port: int, runtime: str) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "app.py"), "serve", "--catalog", "", "--db", args.db,
                "--weights", args.weights, "--models", args.models, "--model", args.models.split(",")[0],
-               "--port", str(port), "--quiet"]
+               "--runtime", runtime, "--port", str(port), "--quiet"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -71,25 +71,30 @@ GALLERY_READY = """(n) => { const replies = [...document.querySelectorAll('#chat
     return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
 
 
-def measure(page, model: str, queries: list[Path]) -> list[float]:
+def ask_for_model(page, model: str) -> None:
     before = page.evaluate(REPLIES)
     page.click("#message textarea")
     page.fill("#message textarea", f"use {model}")  # the chat answers even before a photo
     page.keyboard.press("Enter")
     page.wait_for_function(f"({REPLIES})() > {before}")
     page.wait_for_function("!document.querySelector('#message textarea').disabled")
-    seconds = []
-    for photo in queries:
-        page.set_input_files('#message input[data-testid="file-upload"]', str(photo))
-        page.wait_for_selector("#message img")
-        page.click("#message textarea")
-        shown = page.evaluate(REPLIES)
-        started = time.perf_counter()
-        page.keyboard.press("Enter")
-        page.wait_for_function(GALLERY_READY, arg=shown, polling="raf")
-        seconds.append(time.perf_counter() - started)
-        page.wait_for_function("!document.querySelector('#message textarea').disabled")
-    return seconds
+
+
+def send_photo(page, photo: Path) -> tuple[float, float]:
+    """Seconds from Enter to the reply's text in the page (the server's answer: queue, embed,
+    search, the message rendered), and from there to every picture of its gallery decoded."""
+    page.set_input_files('#message input[data-testid="file-upload"]', str(photo))
+    page.wait_for_selector("#message img")
+    page.click("#message textarea")
+    shown = page.evaluate(REPLIES)
+    started = time.perf_counter()
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"({REPLIES})() > {shown}", polling="raf")
+    answered = time.perf_counter()
+    page.wait_for_function(GALLERY_READY, arg=shown, polling="raf")
+    done = time.perf_counter()
+    page.wait_for_function("!document.querySelector('#message textarea').disabled")
+    return answered - started, done - answered
 
 
 def main() -> int:
@@ -97,6 +102,8 @@ def main() -> int:
     parser.add_argument("--db", required=True)
     parser.add_argument("--weights", default="random")
     parser.add_argument("--models", default="resnet18,resnet50")
+    parser.add_argument("--runtimes", default="eager,onnx-int8",
+                        help="one server each; their messages alternate, so load hits all alike")
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG), help="query photos come from its images/")
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -104,32 +111,49 @@ def main() -> int:
     from playwright.sync_api import sync_playwright
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    queries = photos(Path(args.catalog), (args.messages + 1) * len(models), args.seed)
-    port = free_port()
-    server = start_server(args, port)
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    queries = photos(Path(args.catalog), args.messages + 1, args.seed)
+    servers = {}
     rows = []
     try:
+        for runtime in runtimes:
+            port = free_port()
+            servers[runtime] = (port, start_server(args, port, runtime))
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            for i, model in enumerate(models):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(120_000)
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.wait_for_selector("#message textarea")
-                mine = queries[i * (args.messages + 1):(i + 1) * (args.messages + 1)]
-                measure(page, model, mine[:1])  # warm-up, not counted
-                seconds = measure(page, model, mine[1:])
-                ms = [s * 1000 for s in seconds]
-                rows.append({"model": model, "messages": len(ms), "p50 ms": f"{pct(ms, 50):.0f}",
-                             "p95 ms": f"{pct(ms, 95):.0f}", "min ms": f"{min(ms):.0f}", "max ms": f"{max(ms):.0f}",
-                             "first half p50": f"{pct(ms[:len(ms) // 2], 50):.0f}",
-                             "second half p50": f"{pct(ms[len(ms) // 2:], 50):.0f}"})
-                page.close()
+            for model in models:
+                pages = {}
+                for runtime, (port, _) in servers.items():
+                    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.set_default_timeout(120_000)
+                    page.goto(f"http://127.0.0.1:{port}/")
+                    page.wait_for_selector("#message textarea")
+                    ask_for_model(page, model)
+                    send_photo(page, queries[0])  # warm-up, not counted
+                    pages[runtime] = page
+                timings = {runtime: [] for runtime in runtimes}
+                for photo in queries[1:]:  # pair by pair: the same photo to each server in turn
+                    for runtime, page in pages.items():
+                        timings[runtime].append(send_photo(page, photo))
+                reference = None
+                for runtime in runtimes:
+                    total = [(a + b) * 1000 for a, b in timings[runtime]]
+                    answer = [a * 1000 for a, _ in timings[runtime]]
+                    pictures = [b * 1000 for _, b in timings[runtime]]
+                    reference = reference or pct(total, 50)
+                    rows.append({"model": model, "runtime": runtime, "messages": len(total),
+                                 "p50 ms": f"{pct(total, 50):.0f}", "p95 ms": f"{pct(total, 95):.0f}",
+                                 "answer p50": f"{pct(answer, 50):.0f}", "pictures p50": f"{pct(pictures, 50):.0f}",
+                                 f"vs {runtimes[0]}": f"{reference / pct(total, 50):.2f}x"})
+                for page in pages.values():
+                    page.close()
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    print(f"send -> gallery shown, headless Chromium, {os.cpu_count()} CPUs, index {args.db}, weights {args.weights}")
+        for _, server in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
+    print(f"Enter -> gallery shown, headless Chromium, {os.cpu_count()} CPUs, index {args.db}, weights {args.weights}")
+    print("answer: Enter -> the reply's text in the page; pictures: from there -> every picture decoded")
     print(table(rows))
     return 0
 
