@@ -27,8 +27,10 @@ class AssistantSettings:
     allowed_paths: tuple[Path, ...] = field(default_factory=tuple)
     chat_height: int = 620
     gallery_columns: int = 5
-    # Galleries kept in the chat; older replies keep their text (see ui.keep_recent_galleries).
-    galleries_kept: int = 8
+    # Galleries kept in the chat (the newest, and the one before to compare with); older replies
+    # keep their text. Every turn re-renders the chat whole: with 8 kept, Enter to gallery took
+    # about twice as long as with 2 by the 12th message (bench/chat_latency.py, docs/runtime.md).
+    galleries_kept: int = 2
     title: str = "Visual shopping assistant"
     # Where a result's "View product" leads: a URL with "{id}" where the product id goes
     # (URL-quoted), e.g. "https://shop.example/p/{id}" or "/products/{id}". None: the card

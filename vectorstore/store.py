@@ -309,19 +309,13 @@ class ProductCollection:
         """The same, for a vector already in this collection's space (one read back with
         `vector_of`, for "more like this")."""
         frame = self.metadata.frame()
-        records = self.metadata.records()
         if len(frame) == 0 or k <= 0:
             return []
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         ids, distances = planner.nearest(self.collection, vector, k + len(exclude), filters, frame)
-        hits = []
-        for pid, distance in zip(ids, distances):
-            if pid in exclude:
-                continue
-            hits.append(Hit(pid, float(1.0 - distance), dict(records.get(pid, {}))))
-            if len(hits) == k:
-                break
-        return hits
+        kept = [(pid, distance) for pid, distance in zip(ids, distances) if pid not in exclude][:k]
+        records = self.metadata.records([pid for pid, _ in kept])
+        return [Hit(pid, float(1.0 - distance), records.get(pid, {})) for pid, distance in kept]
 
 
 def _decode_center(text: str | None) -> np.ndarray | None:
