@@ -124,29 +124,33 @@ def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     controls = [p.model, p.k, p.gender, p.category, p.colour]
     turn_out = [p.history, p.chatbot, p.session, *controls, p.chips, p.reapply, p.links]
     private = {"api_visibility": "private"}
+    # The progress animation on the chat only: drawn on each of a turn's sixteen outputs, it
+    # cost ~170 ms of the 550 from Enter to the reply's text (bench/chat_latency.py).
+    shown_on_chat = {**private, "show_progress": "minimal", "show_progress_on": [p.chatbot]}
+    quiet = {**private, "show_progress": "hidden"}
 
     crop_out = [p.crop_state, p.crop_image, p.crop_note]
     posted = [p.history, p.chatbot, p.box, p.pending]
     answered = [*turn_out, p.box, *crop_out, p.crop_panel]
-    p.box.submit(events.post_user, [p.box, p.history], posted, queue=False, **private).then(
-        events.answer, [p.pending, p.history, p.session], answered, **private)
+    p.box.submit(events.post_user, [p.box, p.history], posted, queue=False, **quiet).then(
+        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat)
     p.clear.click(lambda h: events.post_user({"text": "clear filters"}, h), [p.history], posted,
-                  queue=False, **private).then(
-        events.answer, [p.pending, p.history, p.session], answered, **private)
+                  queue=False, **quiet).then(
+        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat)
     for control in (p.model, p.gender, p.category, p.colour):
-        control.input(events.on_controls, [*controls, p.history, p.session], turn_out, **private)
-    p.k.release(events.on_controls, [*controls, p.history, p.session], turn_out, **private)
-    p.chips.input(events.on_chips, [p.chips, p.history, p.session], turn_out, **private)
-    p.reapply.click(events.on_reapply, [p.history, p.session], turn_out, **private)
-    p.pick_btn.click(events.on_pick, [p.pick, p.history, p.session], turn_out, **private)
-    p.oversize_btn.click(events.on_oversize, [p.oversize, p.history, p.session], turn_out, **private)
+        control.input(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat)
+    p.k.release(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat)
+    p.chips.input(events.on_chips, [p.chips, p.history, p.session], turn_out, **shown_on_chat)
+    p.reapply.click(events.on_reapply, [p.history, p.session], turn_out, **shown_on_chat)
+    p.pick_btn.click(events.on_pick, [p.pick, p.history, p.session], turn_out, **shown_on_chat)
+    p.oversize_btn.click(events.on_oversize, [p.oversize, p.history, p.session], turn_out, **quiet)
     p.crop_pick_btn.click(events.on_crop_click, [p.crop_pick, p.crop_state], crop_out, **private)
-    p.crop_search.click(events.on_crop_search, [p.crop_state, p.history, p.session], turn_out, **private)
-    p.restart.click(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **private)
+    p.crop_search.click(events.on_crop_search, [p.crop_state, p.history, p.session], turn_out, **shown_on_chat)
+    p.restart.click(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **quiet)
     # The chat's own trash icon starts over too: clearing only the screen brought every
     # message back with the next photo, and kept the filters.
-    p.chatbot.clear(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **private)
-    p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **private)
+    p.chatbot.clear(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **quiet)
+    p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **quiet)
     p.api_btn.click(events.recommend, [p.api_image, p.api_model, p.api_k, p.api_gender, p.api_category],
                     p.api_out, api_name="recommend")
 
