@@ -90,12 +90,11 @@ class MetadataTable:
             self._frame = None
 
     def _load(self, count: int) -> None:
-        ids: list[str] = []
-        rows: list[dict] = []
-        for page_ids, page_rows in self._read_pages():
-            ids.extend(page_ids)
-            rows.extend(m or {} for m in page_rows)
-        frame = pd.DataFrame(rows, index=pd.Index(ids, name="id"))
+        # A frame per page, joined at the end: Chroma hands metadata over as a dict per product,
+        # and holding every page's dicts until the end left the process's memory at the peak.
+        pages = [pd.DataFrame([m or {} for m in page_rows], index=pd.Index(page_ids, name="id"))
+                 for page_ids, page_rows in self._read_pages()]
+        frame = pd.concat(pages) if pages else pd.DataFrame(index=pd.Index([], name="id"))
         for column in COLUMNS:
             if column not in frame.columns:
                 frame[column] = None
