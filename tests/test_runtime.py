@@ -59,11 +59,11 @@ def test_int8_vectors_match_eager_on_generated_images(int8_resnet18, embedders):
 def test_int8_lite0_with_its_imagenet_weights_ranks_like_eager_and_auto_follows_its_cosine(cache, catalog_dir):
     # Real weights, and timm's 'same' padding, which the export must fold to plain layers;
     # calibrated on the shop's catalog (the test one), as index/serve/shop do.
-    lite = settings(cache, catalog=catalog_dir, calibration_images=24)
+    lite = settings(cache, catalog=catalog_dir)  # 16 of its 24 images calibrate, the other 8 check
     reference = load_embedder("efficientnet_lite0", "imagenet")
     embedder, lines = load_embedder("efficientnet_lite0", "imagenet"), []
     assert apply_runtime(embedder, replace(lite, runtime=ONNX_INT8), lines.append) == ONNX_INT8
-    assert "24 catalog images" in lines[0]
+    assert "16 catalog images, checked on 8 others" in lines[0]
     fast, eager = embedder.embed(shots()), reference.embed(shots())
     # Lite's int8 loses more on flat synthetic drawings (cosine about 0.97) than on catalog
     # photos (0.993, docs/runtime.md): a looser bound here, and the neighbours must agree.
@@ -153,3 +153,14 @@ def test_command_line_index_with_int8_and_search_with_eager(tmp_path, catalog_di
     assert app.main(["search", "--model", "resnet18", "--runtime", "eager", "--json", *store, str(query.image)]) == 0
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert first["results"][0]["id"] == query.id
+
+
+def test_the_cosine_check_uses_images_the_calibration_did_not_see(cache, catalog_dir, embedders):
+    from vectorstore.runtime import calibration_and_validation
+    calibration, validation, source = calibration_and_validation(embedders["resnet18"],
+                                                                 settings(cache, catalog=catalog_dir))
+    assert (len(calibration), len(validation)) == (16, 8) and source == "16 catalog images, checked on 8 others"
+    flat = lambda batch: {row.tobytes() for row in batch.reshape(len(batch), -1)}  # noqa: E731
+    assert not flat(calibration) & flat(validation)
+    calibration, validation, source = calibration_and_validation(embedders["resnet18"], settings(cache))
+    assert source == "16 generated images, checked on 8 others" and not flat(calibration) & flat(validation)

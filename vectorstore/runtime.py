@@ -35,7 +35,7 @@ ONNX_INT8 = "onnx-int8"
 RUNTIMES = ("auto", EAGER, ONNX_INT8)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "visual-shop-assistant" / "runtime"
 # Bumped when the way a fast model is built changes, so old cache entries are not reused.
-RECIPE = "ort-qdq-s8w-u8a-perchannel-minmax-fp32stem-2"
+RECIPE = "ort-qdq-s8w-u8a-perchannel-minmax-fp32stem-3"
 INPUT, OUTPUT = "images", "features"
 
 
@@ -49,7 +49,9 @@ class RuntimeSettings:
     cache_dir: Path = DEFAULT_CACHE_DIR
     catalog: Path | None = None            # calibrate on its images when given
     calibration_images: int = 64
-    validation_images: int = 16            # generated ones, beside the calibration images
+    # The cosine check runs on images the calibration did not see: other catalog images when
+    # there is a catalog (what the model will embed), else other generated ones.
+    validation_images: int = 48
     min_cosine: float = 0.99               # mean cosine int8 vs PyTorch needed by `auto`
     seed: int = 0
 
@@ -173,7 +175,7 @@ def _read_cached(folder: Path, key: str, min_cosine: float) -> FastModel | None:
 
 def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str) -> FastModel:
     started = time.perf_counter()
-    calibration, source = calibration_batch(embedder, settings)
+    calibration, validation, source = calibration_and_validation(embedder, settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(folder)
     # Built in a temporary folder beside the cache entry and renamed into place: a build
@@ -188,8 +190,6 @@ def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str
             raise
         except Exception as exc:  # an exporter or quantizer failure: PyTorch still works
             raise RuntimeUnavailable(f"building the int8 model failed: {type(exc).__name__}: {exc}") from exc
-        validation = np.concatenate([generated_images(embedder, settings.validation_images, settings.seed + 1),
-                                     calibration])
         cosine = mean_cosine(embedder, session_forward(work / "model.onnx"), validation)
         for leftover in work.iterdir():
             if leftover.name != "model.onnx":
@@ -280,14 +280,30 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 8
 # ---- calibration and validation images ------------------------------------------------
 
 def calibration_batch(embedder: Embedder, settings: RuntimeSettings) -> tuple[np.ndarray, str]:
-    """Preprocessed calibration images: a seeded sample of the catalog's images when one is
-    given and readable, else generated product-like images. Returns (batch, description)."""
-    n = settings.calibration_images
+    """Preprocessed calibration images and their description."""
+    calibration, _, source = calibration_and_validation(embedder, settings)
+    return calibration, source
+
+
+def calibration_and_validation(embedder: Embedder, settings: RuntimeSettings) -> tuple[np.ndarray, np.ndarray, str]:
+    """Calibration and validation images, preprocessed and disjoint: a seeded sample of the
+    catalog's images when one is given and readable, else generated product-like images.
+    Returns (calibration, validation, description).
+
+    The check runs on images the calibration did not see, of the kind the model will embed.
+    Validated on generated shots plus the calibration images themselves, a fine-tuned Lite0
+    measured 0.9886 and fell back to eager; on 48 other catalog images it is 0.9923, and
+    bench.runtime's 1,000 catalog products agree with the latter (0.9952 for ImageNet Lite0)."""
+    n, m = settings.calibration_images, settings.validation_images
     if settings.catalog is not None:
-        images = _catalog_sample(Path(settings.catalog), n, settings.seed)
-        if images:
-            return _preprocess(embedder, images), f"{len(images)} catalog images"
-    return generated_images(embedder, n, settings.seed), f"{n} generated images"
+        images = _catalog_sample(Path(settings.catalog), n + m, settings.seed)
+        if len(images) >= 2:
+            # A small catalog is shared between the two in the same proportion.
+            cut = n if len(images) > n else max(1, len(images) * n // (n + m))
+            return (_preprocess(embedder, images[:cut]), _preprocess(embedder, images[cut:]),
+                    f"{cut} catalog images, checked on {len(images) - cut} others")
+    return (generated_images(embedder, n, settings.seed), generated_images(embedder, m, settings.seed + 1),
+            f"{n} generated images, checked on {m} others")
 
 
 def _catalog_sample(catalog_dir: Path, n: int, seed: int) -> list[Image.Image]:
