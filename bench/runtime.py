@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from bench.common import DEFAULT_CATALOG, table
-from catalog import ImageError, open_image, read_catalog
+from catalog import read_catalog
 from catalog.photolike import shopper_photo
 from vectorstore import MODEL_NAMES, load_embedder, resolve_weights
-from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings, fast_model, session_forward
+from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings, fast_model, readable_sample, session_forward
 
 
 def main() -> None:
@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    products = _readable_sample(read_catalog(args.catalog).products, args.sample, args.seed)
-    images = [open_image(p.image) for p in products]
+    sample = readable_sample(read_catalog(args.catalog).products, args.sample, args.seed)
+    products, images = [p for p, _ in sample], [image for _, image in sample]
     labels = np.array([p.metadata().get("articleType") for p in products])
     photos = [shopper_photo(images[i], random.Random(f"{args.seed}:{products[i].id}"))
               for i in range(min(args.photo_queries, len(products)))]
@@ -64,20 +64,6 @@ def main() -> None:
 
 SPEED_KEYS = ("model", "eager b32 img/s", "frozen b32 img/s", "int8 b32 img/s", "int8/eager b32", "int8/frozen b32",
               "eager 1-img ms", "frozen 1-img ms", "int8 1-img ms", "int8/eager 1-img", "int8/frozen 1-img")
-
-
-def _readable_sample(products, n: int, seed: int):
-    order = np.random.default_rng(seed).permutation(len(products))
-    chosen = []
-    for i in order:
-        if len(chosen) == n:
-            break
-        try:
-            open_image(products[i].image)
-            chosen.append(products[i])
-        except ImageError:
-            continue
-    return chosen
 
 
 def _measure(name: str, images, photos, labels, args) -> dict:

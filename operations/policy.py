@@ -10,9 +10,12 @@ from operations.errors import Refused
 MB = 1024 * 1024
 
 
+MODEL_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+                "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite2": "EfficientNet-Lite2"}
+
+
 def model_label(model: str) -> str:
-    return {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
-            "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite2": "EfficientNet-Lite2"}.get(model, model)
+    return MODEL_LABELS.get(model, model)
 
 
 @dataclass(frozen=True)

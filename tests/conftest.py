@@ -128,6 +128,19 @@ def start_chroma(path: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("chroma run did not start")
 
 
+@pytest.fixture
+def chroma_server(tmp_path):
+    """A real `chroma run` for one test; yields the StoreSettings that reach it."""
+    from vectorstore import StoreSettings
+    if not CHROMA.exists():
+        pytest.skip("the chroma command is not installed beside this python")
+    port = free_port()
+    process = start_chroma(tmp_path / "server-data", port)
+    yield StoreSettings(host="127.0.0.1", port=port)
+    process.terminate()
+    process.wait(10)
+
+
 # -- accessibility: axe-core in the browser tests ------------------------------------------
 AXE_SERIOUS = """() => axe.run(document, {resultTypes: ["violations"]}).then(r => r.violations
     .filter(v => ["serious", "critical"].includes(v.impact))

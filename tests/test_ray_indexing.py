@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from catalog import read_catalog
-from tests.conftest import CHROMA, ROOT, draw_product, free_port, make_catalog, start_chroma
+from tests.conftest import ROOT, draw_product, make_catalog
 from vectorstore import ProductCollection, StoreSettings, index_catalog, make_client
 from vectorstore.store import CENTER_KEY
 
@@ -27,17 +27,6 @@ def local_ray():
     ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-@pytest.fixture
-def chroma_server(tmp_path):
-    if not CHROMA.exists():
-        pytest.skip("the chroma command is not installed beside this python")
-    port = free_port()
-    process = start_chroma(tmp_path / "server-data", port)
-    yield StoreSettings(host="127.0.0.1", port=port)
-    process.terminate()
-    process.wait(10)
 
 
 def awkward_catalog(folder):

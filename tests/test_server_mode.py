@@ -5,22 +5,12 @@ import sys
 import pytest
 
 from catalog import open_image, read_catalog
-from tests.conftest import CHROMA, ROOT, free_port, start_chroma
+from tests.conftest import ROOT, free_port
 from vectorstore import Searcher, StoreSettings, index_catalog, make_client
-
-@pytest.fixture
-def chroma_server(tmp_path):
-    if not CHROMA.exists():
-        pytest.skip("the chroma command is not installed beside this python")
-    port = free_port()
-    process = start_chroma(tmp_path / "server-data", port)
-    yield ("127.0.0.1", port, tmp_path / "server-data")
-    process.terminate()
-    process.wait(10)
 
 
 def test_index_and_search_through_the_server(chroma_server, catalog_dir, embedders):
-    host, port, _ = chroma_server
+    host, port = chroma_server.host, chroma_server.port
     settings = StoreSettings(host=host, port=port)
     client = make_client(settings)
     catalog = read_catalog(catalog_dir)
@@ -38,7 +28,7 @@ def test_index_and_search_through_the_server(chroma_server, catalog_dir, embedde
 
 
 def test_cli_against_the_server(chroma_server, catalog_dir):
-    host, port, _ = chroma_server
+    host, port = chroma_server.host, chroma_server.port
     common = ["--chroma-host", host, "--chroma-port", str(port), "--weights", "random"]
     done = subprocess.run([sys.executable, str(ROOT / "app.py"), "index", "--catalog", str(catalog_dir),
                            "--models", "resnet18", "--quiet", *common], capture_output=True, text=True, timeout=300)
@@ -61,7 +51,7 @@ def test_large_writes_fit_the_servers_request_limit(chroma_server):
     """4,000 x 2048-d is within Chroma's batch size but over its server's 32 MiB body limit."""
     import numpy as np
     from vectorstore import ProductCollection
-    host, port, _ = chroma_server
+    host, port = chroma_server.host, chroma_server.port
     coll = ProductCollection.open(make_client(StoreSettings(host=host, port=port)), "wide", dim=2048, create=True)
     vectors = np.random.default_rng(0).normal(size=(4000, 2048)).astype(np.float32)
     coll.write([str(i) for i in range(4000)], vectors, [{"gender": "Men"}] * 4000)

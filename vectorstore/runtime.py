@@ -307,21 +307,27 @@ def calibration_and_validation(embedder: Embedder, settings: RuntimeSettings) ->
 
 
 def _catalog_sample(catalog_dir: Path, n: int, seed: int) -> list[Image.Image]:
-    from catalog import CatalogError, ImageError, open_image, read_catalog
+    from catalog import CatalogError, read_catalog
     try:
         products = read_catalog(catalog_dir).products
     except CatalogError:
         return []
+    return [image for _, image in readable_sample(products, n, seed)]
+
+
+def readable_sample(products: Sequence, n: int, seed: int) -> list[tuple]:
+    """A seeded sample of `n` products whose image opens, with that image: (product, image)."""
+    from catalog import ImageError, open_image
     order = np.random.default_rng(seed).permutation(len(products))
-    images = []
+    chosen = []
     for i in order:
-        if len(images) == n:
+        if len(chosen) == n:
             break
         try:
-            images.append(open_image(products[i].image))
+            chosen.append((products[i], open_image(products[i].image)))
         except ImageError:
-            continue   # calibration only needs enough readable shots
-    return images
+            continue   # a sample only needs enough readable shots
+    return chosen
 
 
 def generated_images(embedder: Embedder, n: int, seed: int) -> np.ndarray:
@@ -362,4 +368,5 @@ def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray],
 
 __all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
            "apply_runtime", "apply_runtimes", "fast_model", "session_forward", "cache_key", "onnxruntime_missing",
-           "export_onnx", "quantize", "calibration_batch", "generated_images", "mean_cosine"]
+           "export_onnx", "quantize", "calibration_batch", "calibration_and_validation", "generated_images",
+           "mean_cosine", "readable_sample"]
