@@ -67,7 +67,8 @@ def _embedders(args, models: list[str], runtime: bool = True) -> dict:
     out with a line each. `runtime`: put them on the runtime --runtime asks for."""
     from vectorstore import load_embedders
     from vectorstore.runtime import apply_runtimes
-    embedders = load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir))
+    embedders = load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir),
+                               input_size=getattr(args, "input_size", None), framing=getattr(args, "framing", None))
     if runtime:
         apply_runtimes(list(embedders.values()), _runtime_settings(args))
     return embedders
@@ -274,7 +275,9 @@ def cmd_evaluate(args) -> int:
         weights=args.weights, device=args.device, k=args.k, sample=args.sample, seed=args.seed,
         queries=Path(args.queries) if args.queries else None, photo_like=args.photo_like,
         held_out=held_out, held_out_from=Path(args.held_out) if args.held_out else None,
-        show_progress=not args.quiet)
+        catalog_sample=args.catalog_sample, variant=_image_variant(args),
+        variant_dir=Path(args.variant_dir) if args.variant_dir else Path(args.out) / "catalog-variant",
+        input_size=args.input_size, framing=args.framing, show_progress=not args.quiet)
     evaluation = run_evaluation(settings, embedders=embedders)
     paths = write_report(evaluation, Path(args.out))
     def fmt(value, unit=""):
@@ -285,6 +288,28 @@ def cmd_evaluate(args) -> int:
               f"latency p50 {fmt(m.latency.p50_ms, ' ms')}", file=sys.stderr)
     print(paths["report"])
     return 0
+
+
+def cmd_study(args) -> int:
+    from evaluation.study import StudySettings, gather, parse_pair, parse_row, write_study
+    if not args.row:
+        raise ValueError("give at least one --row NAME=DIR:MODEL")
+
+    def pairs(values, what):
+        return tuple((name, Path(value)) for name, value in (parse_pair(v, what) for v in values))
+    settings = StudySettings(
+        out=Path(args.out), rows=tuple(parse_row(r) for r in args.row),
+        preprocessing=pairs(args.preprocessing, "--preprocessing"), quality=pairs(args.quality, "--quality"),
+        training=pairs(args.training, "--training"), commands=Path(args.commands) if args.commands else None)
+    paths = write_study(gather(settings))
+    print(paths["report"])
+    return 0
+
+
+def _image_variant(args):
+    from catalog.variants import ImageVariant
+    size = ImageVariant.parse_size(args.resolution) if args.resolution else None
+    return ImageVariant(size=size, jpeg_quality=args.jpeg_quality, background=args.background)
 
 
 def cmd_finetune(args) -> int:
@@ -329,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serving_commands(sub)
     _add_evaluate_command(sub)
     _add_finetune_command(sub)
+    _add_study_command(sub)
     return parser
 
 
@@ -409,8 +435,38 @@ def _add_evaluate_command(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--photo-like", action=argparse.BooleanOptionalAction, default=True,
                    help="also query with shopper-like photos of the query products (default: on)")
+    study = p.add_argument_group("the study's experiments")
+    study.add_argument("--catalog-sample", type=int, metavar="N",
+                       help="index a seeded sample of N products instead of the whole catalog")
+    study.add_argument("--resolution", metavar="WxH", help="fit every image (index and queries) within "
+                       "WxH first, e.g. 60x80 as in Kaggle's small set")
+    study.add_argument("--jpeg-quality", type=int, metavar="Q", help="save every image as JPEG at quality Q")
+    study.add_argument("--background", default="white", choices=("white", "textured"),
+                       help="textured: the white backdrop of every image replaced by a fabric-like texture")
+    study.add_argument("--variant-dir", help="where the degraded copy of the catalog is written "
+                       "(default: OUT/catalog-variant); products keep their ids")
+    study.add_argument("--input-size", type=int, help="every model's input size instead of its weights' own")
+    study.add_argument("--framing", choices=("crop", "pad"),
+                       help="crop: resize the short side and centre crop (torchvision's ImageNet "
+                            "transforms); pad: pad to a square on white (default: each model's own)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_study_command(sub) -> None:
+    p = sub.add_parser("study", help="gather evaluate runs into the study's report (scripts/study.sh runs them)")
+    p.add_argument("--out", required=True, help="folder for report.md, metrics.json and the plots")
+    p.add_argument("--row", action="append", default=[], metavar="NAME=DIR:MODEL",
+                   help="a row of the report: MODEL of the evaluation written to DIR (repeat)")
+    p.add_argument("--preprocessing", action="append", default=[], metavar="CONDITION=DIR",
+                   help="an evaluation run under one framing and input size, e.g. crop@224=DIR (repeat)")
+    p.add_argument("--quality", action="append", default=[], metavar="VARIANT=DIR",
+                   help="an evaluation run on a degraded catalog, e.g. 60x80=DIR; name the reference "
+                        "'original' (repeat)")
+    p.add_argument("--training", action="append", default=[], metavar="ROW=FILE",
+                   help="the weights file a row was trained into, for its training time (repeat)")
+    p.add_argument("--commands", help="the script that ran the study, cited by the report")
+    p.set_defaults(func=cmd_study)
 
 
 def _add_finetune_command(sub) -> None:

@@ -21,6 +21,17 @@ def parameter_count(embedder: Embedder) -> int:
     return sum(p.numel() for p in embedder.network.parameters())
 
 
+def forward_flops(embedder: Embedder) -> int:
+    """Floating-point operations of one image's forward pass at the embedder's input size, as
+    torch's FlopCounterMode counts them (a multiply-add is two)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    network = embedder.network.eval()
+    with torch.no_grad(), counter:
+        network(torch.zeros(1, 3, embedder.image_size, embedder.image_size))
+    return int(counter.get_total_flops())
+
+
 @dataclass
 class IndexSize:
     bytes: int | None

@@ -162,7 +162,8 @@ def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
     k = evaluation.settings.k
     kinds = _kinds(m)
     lines = [f"## {m.model}", "",
-             f"- weights: `{m.weights_id}`; parameters: {m.parameters:,}; embedding size: {m.embedding_size}",
+             f"- weights: `{m.weights_id}`; parameters: {m.parameters:,}; embedding size: {m.embedding_size}; "
+             f"{m.flops / 1e9:.2f} GFLOPs per image at {m.input_size} px",
              f"- index on disk: {_mb(m.index_size)} ({m.index_size.note})",
              f"- embedding speed: {_num(m.embed_rate.images_per_s, 1)} images/s ({m.embed_rate.source})",
              f"- query latency: p50 {_num(m.latency.p50_ms, 1)} ms, p95 {_num(m.latency.p95_ms, 1)} ms, "

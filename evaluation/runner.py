@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -21,11 +21,12 @@ from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, open_image, read_catalog
 from catalog.photolike import PhotoLikeSettings, shopper_photo
+from catalog.variants import ImageVariant, write_variant
 from vectorstore import (MODEL_NAMES, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
                          load_embedder, make_client)
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
-from evaluation.model_facts import (EmbedRate, IndexSize, index_size, parameter_count, preprocessing_fit,
-                                    rate_from_index, timed_rate, typical_size)
+from evaluation.model_facts import (EmbedRate, IndexSize, forward_flops, index_size, parameter_count,
+                                    preprocessing_fit, rate_from_index, timed_rate, typical_size)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,15 @@ class EvaluationSettings:
     held_out_from: Path | None = None
     photo_like: bool = True
     photo: PhotoLikeSettings = PhotoLikeSettings()
+    # The study's experiments. A seeded sample of the catalog instead of all of it (queries are
+    # then the held-out or sampled products inside it); the catalog's images degraded as named,
+    # index and queries alike, in a copy written to `variant_dir`; every model's preprocessing
+    # at another input size or framing than its weights' own.
+    catalog_sample: int | None = None
+    variant: ImageVariant = ImageVariant()
+    variant_dir: Path | None = None
+    input_size: int | None = None
+    framing: str | None = None
     batch_size: int = 32
     # Latency is timed per query (one image embedded, then searched). With photo-like queries
     # those are timed; without, this many clean catalog images are embedded one by one.
@@ -66,6 +76,8 @@ class EvaluationSettings:
         out["held_out"] = len(self.held_out)
         out["held_out_from"] = str(self.held_out_from) if self.held_out_from else None
         out["store"] = self.store.where
+        out["variant"] = {**asdict(self.variant), "name": self.variant.name}
+        out["variant_dir"] = str(self.variant_dir) if self.variant_dir else None
         return out
 
 
@@ -99,6 +111,8 @@ class ModelEvaluation:
     model: str
     weights_id: str
     parameters: int
+    flops: int                      # one image's forward pass at its input size
+    input_size: int
     embedding_size: int
     index_size: IndexSize
     embed_rate: EmbedRate
@@ -248,11 +262,10 @@ def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedde
     _check_settings(settings)
     started, load_before = time.perf_counter(), _load_average()
     run = _Run(settings)
-    catalog = read_catalog(settings.catalog)
-    if not catalog.products:
-        raise ValueError(f"{settings.catalog}: no product with an image to index")
+    catalog = _catalog(settings)
     built = dict(embedders or {})
-    embedders = {m: built.get(m) or load_embedder(m, settings.weights, device=settings.device)
+    embedders = {m: built.get(m) or load_embedder(m, settings.weights, device=settings.device,
+                                                  input_size=settings.input_size, framing=settings.framing)
                  for m in settings.models}
     searcher, report = _index(settings, catalog, embedders)
     tables = {m: searcher.collection(m).metadata.frame() for m in settings.models}
@@ -268,6 +281,7 @@ def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedde
     return Evaluation(
         settings=settings,
         catalog={"folder": str(settings.catalog), "products": len(catalog.products),
+                 "variant": settings.variant.name, "sample": settings.catalog_sample,
                  "skipped": len(catalog.skipped), "indexed": len(stored),
                  "image_size": list(image_size) if image_size else None},
         queries={"mode": mode, "count": len(queries), "photo_like": bool(photos),
@@ -289,8 +303,30 @@ def _check_settings(settings: EvaluationSettings) -> None:
         raise ValueError("--sample must be at least 1")
     if settings.queries and settings.held_out:
         raise ValueError("--queries and --held-out both choose the queries; give one of them")
+    if settings.catalog_sample is not None and settings.catalog_sample < 2:
+        raise ValueError("--catalog-sample must be at least 2 products")
+    if settings.input_size is not None and settings.input_size < 32:
+        raise ValueError("--input-size must be at least 32 pixels")
     if settings.queries and not Path(settings.queries).is_dir():
         raise ValueError(f"--queries {settings.queries}: no such folder")
+
+
+def _catalog(settings: EvaluationSettings) -> Catalog:
+    """The catalog the run indexes and queries: all of it or a seeded sample, its images as
+    they are or degraded as the settings' variant says (in a copy; ids kept)."""
+    catalog = read_catalog(settings.catalog)
+    if not catalog.products:
+        raise ValueError(f"{settings.catalog}: no product with an image to index")
+    if settings.catalog_sample and settings.catalog_sample < len(catalog.products):
+        keep = set(random.Random(f"{settings.seed}:catalog").sample(range(len(catalog.products)),
+                                                                     settings.catalog_sample))
+        catalog = replace(catalog, products=[p for i, p in enumerate(catalog.products) if i in keep])
+    if settings.variant.is_original:
+        return catalog
+    folder = settings.variant_dir
+    if folder is None:
+        raise ValueError("a degraded catalog needs a folder to be written to (--variant-dir)")
+    return write_variant(catalog, settings.variant, folder)
 
 
 def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]):
@@ -333,7 +369,7 @@ def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report,
                    f"only {report.indexed[model]} images were indexed in this run")
     return ModelEvaluation(
         model=model, weights_id=embedder.weights_id, parameters=parameter_count(embedder),
-        embedding_size=embedder.dim,
+        flops=forward_flops(embedder), input_size=embedder.image_size, embedding_size=embedder.dim,
         index_size=index_size(None if settings.store.host else settings.store.path, model),
         embed_rate=rate, preprocessing=preprocessing_fit(embedder.transform, image_size),
         latency=latency,

@@ -235,6 +235,9 @@ def test_evaluate_metrics_json_fields(evaluated, catalog_dir):
         network.fc = torch.nn.Identity()
         assert m["parameters"] == sum(p.numel() for p in network.parameters())
         assert m["embedding_size"] == dim
+        # Published: 1.8 and 4.1 billion multiply-adds at 224 px (a multiply-add is two FLOPs).
+        assert m["input_size"] == 224
+        assert abs(m["flops"] / 2e9 - {"resnet18": 1.82, "resnet50": 4.11}[name]) < 0.1
         assert m["index_size"]["bytes"] > 0
         assert m["embed_rate"]["images_per_s"] > 0
         assert m["latency"]["queries"] == 6 and 0 < m["latency"]["p50_ms"] <= m["latency"]["p95_ms"]

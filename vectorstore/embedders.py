@@ -110,11 +110,14 @@ class Embedder:
 
 
 def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str = "cpu",
-                  weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> Embedder:
+                  weights_dir: Path = DEFAULT_WEIGHTS_DIR, *, input_size: int | None = None,
+                  framing: str | None = None) -> Embedder:
     """Build the embedder for `name` with the chosen weights.
 
     Preprocessing is the architecture's own (torchvision's weights transforms for ResNets, pad
-    to square for Lite); a fine-tuned file may carry its own image size."""
+    to square for Lite); a fine-tuned file may carry its own image size. `input_size` and
+    `framing` override both, for the study of preprocessing: the weights id then names the
+    override, so an index of other preprocessing is rebuilt rather than mixed."""
     arch = architecture(name)
     resolved = resolve(name, weights, weights_dir)
     if resolved.choice is None:
@@ -150,16 +153,21 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
     if head is not None:
         network = nn.Sequential(network, head)
         dim = head[-1].out_features if isinstance(head, nn.Sequential) else head.out_features
-    transform = arch.transform(image_size)
+    if input_size or framing:
+        # Named whether or not it equals the default, so the id says what the study asked for.
+        image_size = input_size or image_size
+        weights_id += f"|{framing or arch.framing}@{image_size}"
+    transform = arch.transform(image_size, framing)
     return Embedder(name, network, transform, weights_id, dim, device=device,
                     preprocessing=_describe(transform), image_size=image_size)
 
 
 def load_embedders(models: Sequence[str], weights: str | WeightsChoice = "auto", device: str = "cpu",
-                   weights_dir: Path = DEFAULT_WEIGHTS_DIR, log=None) -> dict[str, Embedder]:
+                   weights_dir: Path = DEFAULT_WEIGHTS_DIR, log=None, *, input_size: int | None = None,
+                   framing: str | None = None) -> dict[str, Embedder]:
     """One embedder per model, in order; under `auto`, models with no real weights on this
     machine are left out, and every model gets one line saying what it uses or how to add
-    weights. Raises when no model is left."""
+    weights. Raises when no model is left. `input_size`, `framing`: as `load_embedder`."""
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     built: dict[str, Embedder] = {}
     lines = []
@@ -167,7 +175,8 @@ def load_embedders(models: Sequence[str], weights: str | WeightsChoice = "auto",
         resolved = resolve(model, weights, weights_dir)
         lines.append(resolved.line)
         if resolved.available:
-            built[model] = load_embedder(model, resolved.choice, device=device, weights_dir=weights_dir)
+            built[model] = load_embedder(model, resolved.choice, device=device, weights_dir=weights_dir,
+                                         input_size=input_size, framing=framing)
         if str(weights) == "auto":
             log(resolved.line)
     if not built:
