@@ -76,9 +76,11 @@ def _scores(model: dict) -> dict:
     return out
 
 
-def _history(weights: Path) -> list[dict]:
+def _training_run(weights: Path) -> tuple[list[dict], dict]:
+    """A weights file's per-epoch history and the settings of the run that wrote it."""
     from vectorstore.weights_file import read_weights_file
-    return list(read_weights_file(weights).get("history") or [])
+    payload = read_weights_file(weights)
+    return list(payload.get("history") or []), dict(payload.get("settings") or {})
 
 
 def _training_minutes(history: list[dict]) -> float | None:
@@ -178,21 +180,26 @@ class Study:
     goals: list[GoalCheck] = field(default_factory=list)
     # Per trained row, validation P@k after each epoch (finetune's own held-out gallery).
     curves: dict[str, list[dict]] = field(default_factory=dict)
+    recipes: dict[str, dict] = field(default_factory=dict)   # per trained row, what its run was told
 
     def to_json(self) -> dict:
         return {"label_levels": list(LABEL_LEVELS), "models": self.rows, "preprocessing": self.preprocessing,
-                "data_quality": self.quality, "training_curves": self.curves,
+                "data_quality": self.quality, "training_curves": self.curves, "training_recipes": self.recipes,
                 "goals": [{"row": g.row, "goal": g.goal, "wanted": g.wanted, "measured": g.measured,
                            "met": g.met, "short_by": g.short_by} for g in self.goals],
                 "commands": str(self.settings.commands) if self.settings.commands else None}
 
 
 def gather(settings: StudySettings) -> Study:
-    histories = {name: _history(Path(path)) for name, path in settings.training}
-    rows = {name: _row(name, folder, model, _training_minutes(histories.get(name, [])))
+    runs = {name: _training_run(Path(path)) for name, path in settings.training}
+    rows = {name: _row(name, folder, model, _training_minutes(runs[name][0] if name in runs else []))
             for name, folder, model in settings.rows}
+    recipes = {name: {"epochs": sum(1 for h in history if h.get("epoch")), **{
+        key: run_settings.get(key) for key in ("weights", "image_size", "teacher", "aux_targets", "freeze",
+                                               "photo_probability", "lr")}}
+        for name, (history, run_settings) in runs.items()}
     return Study(settings, rows, _conditions(settings.preprocessing), _conditions(settings.quality),
-                 check_goals(rows, settings.goals), {name: _curve(h) for name, h in histories.items()})
+                 check_goals(rows, settings.goals), {name: _curve(h) for name, (h, _) in runs.items()}, recipes)
 
 
 # ---- plots -------------------------------------------------------------------------------
@@ -296,6 +303,19 @@ def _cost_table(study: Study) -> list[str]:
     return lines
 
 
+def _recipe_table(study: Study) -> list[str]:
+    head = ["row", "start", "epochs", "input px", "teacher", "auxiliary targets", "frozen stages",
+            "photo-like share", "minutes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in study.recipes.items():
+        minutes = study.rows.get(name, {}).get("training_minutes")
+        lines.append("| " + " | ".join(str(v) for v in (
+            name, r["weights"], r["epochs"], r["image_size"], r["teacher"] or "none",
+            ", ".join(r["aux_targets"] or []) or "none", r["freeze"], r["photo_probability"],
+            _f(minutes, 1))) + " |")
+    return lines
+
+
 def _conditions_table(table: dict[str, dict[str, dict]]) -> list[str]:
     if not table:
         return ["(not run)"]
@@ -372,6 +392,29 @@ def conclusions(study: Study) -> list[str]:
     return lines
 
 
+def next_steps(study: Study) -> list[str]:
+    """For each row that misses a goal: by how much, and what the training curve suggests."""
+    lines = []
+    for row in dict.fromkeys(g.row for g in study.goals if not g.met):
+        missed = [g for g in study.goals if g.row == row and not g.met]
+        text = f"- **{row}** misses " + "; ".join(f"{g.goal} by {_f(g.short_by)}" for g in missed) + "."
+        curve = study.curves.get(row, [])
+        if len(curve) >= 2:
+            last, before = curve[-1], curve[-2]
+            per_epoch = (last["photo_like"] or 0) - (before["photo_like"] or 0)
+            minutes = last["minutes"] - before["minutes"]
+            if per_epoch > 0.01:
+                text += (f" Its validation P@5 on photos still rose by {per_epoch:.3f} in the last epoch "
+                         f"({minutes:.0f} min): the next step is more epochs (`EPOCHS`), then a larger input "
+                         f"(`SIZE=224`, on a GPU: `DEVICE=cuda`).")
+            else:
+                text += (f" Its validation P@5 on photos has flattened ({per_epoch:+.3f} in the last epoch): "
+                         f"the next step is a larger input (`SIZE=224`) or a stronger start "
+                         f"(ImageNet weights, where a connected machine has them), not more of the same epochs.")
+        lines.append(text)
+    return lines
+
+
 def _markdown(study: Study, plots: dict[str, str]) -> str:
     any_row = next(iter(study.rows.values()))
     out = ["# The study: depth, preprocessing and data quality", "",
@@ -386,12 +429,12 @@ def _markdown(study: Study, plots: dict[str, str]) -> str:
     out += ["## Conclusions for a shop", "", *conclusions(study), "",
             "## Accuracy", "", *_rows_table(study), "", f"![accuracy]({plots['accuracy']})", "",
             "## Cost", "", *_cost_table(study), "", f"![complexity]({plots['complexity']})", "",
-            "## Goals", "", *_goal_lines(study), ""]
+            "## Goals", "", *_goal_lines(study), "", *next_steps(study), ""]
     if "training" in plots:
         out += ["## Training", "",
                 "Validation P@5 after each epoch, on finetune's own held-out products searched among "
                 "themselves (a smaller gallery than the rows above), against minutes of training.", "",
-                f"![training]({plots['training']})", ""]
+                f"![training]({plots['training']})", "", *_recipe_table(study), ""]
     out += ["## Preprocessing compatibility", "",
             "`crop@N`: resize the short side to N·256/224, centre crop N (torchvision's ImageNet "
             "transforms; a 180x240 shot loses 17% at the top and bottom). `pad@N`: pad to a square on white, "
@@ -430,4 +473,5 @@ def write_study(study: Study) -> dict[str, Path]:
 
 
 __all__ = ["Goals", "StudySettings", "Study", "GoalCheck", "gather", "write_study", "check_goals", "conclusions",
+           "next_steps",
            "parse_row", "parse_pair"]

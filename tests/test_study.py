@@ -33,7 +33,10 @@ def study_runs(tmp_path_factory, catalog_dir):
                                     history=[{"epoch": 0, "seconds": 0.0, "p_clean": 0.4, "p_photo": 0.1},
                                              {"epoch": 1, "seconds": 90.0, "p_clean": 0.5, "p_photo": 0.2},
                                              {"epoch": 2, "seconds": 30.0, "p_clean": 0.6, "p_photo": 0.3}],
-                                    validation_ids=held_out), weights)
+                                    validation_ids=held_out,
+                                    settings={"weights": "random", "image_size": 64, "teacher": "efficientnet_lite0",
+                                              "aux_targets": ["gender", "baseColour"], "freeze": 0,
+                                              "photo_probability": 0.3, "lr": None}), weights)
     held = ["--held-out", str(weights)]
     _evaluate(catalog_dir, root / "db-untrained", root / "untrained", "--weights", "random", *held)
     _evaluate(catalog_dir, root / "db-trained", root / "trained", "--weights", str(weights), *held)
@@ -68,6 +71,10 @@ def test_rows_are_keyed_by_name_with_every_label_level(study_runs):
         {"epoch": 0, "minutes": 0.0, "clean": 0.4, "photo_like": 0.1},
         {"epoch": 1, "minutes": 1.5, "clean": 0.5, "photo_like": 0.2},
         {"epoch": 2, "minutes": 2.0, "clean": 0.6, "photo_like": 0.3}]
+    recipe = metrics["training_recipes"]["resnet18-trained"]
+    assert recipe["epochs"] == 2 and recipe["teacher"] == "efficientnet_lite0" and recipe["image_size"] == 64
+    assert "| resnet18-trained | random | 2 | 64 | efficientnet_lite0 | gender, baseColour |" in \
+        (out / "report.md").read_text()
     assert trained["gflops"] < metrics["models"]["resnet18-untrained"]["gflops"]   # 64 px against 224
 
 
@@ -103,3 +110,18 @@ def test_a_missing_evaluation_is_a_clear_message(tmp_path, capsys):
     assert code == 2
     assert "run the evaluate command" in capsys.readouterr().err
     assert app.main(["study", "--out", str(tmp_path / "r"), "--row", "no-model-here"]) == 2
+
+
+def test_a_missed_goal_says_by_how_much_and_what_next(tmp_path):
+    from evaluation.study import GoalCheck, Study, StudySettings, next_steps
+    rising = [{"epoch": 1, "minutes": 5.0, "clean": 0.5, "photo_like": 0.30},
+              {"epoch": 2, "minutes": 10.0, "clean": 0.6, "photo_like": 0.40}]
+    flat = [dict(p, photo_like=0.40) for p in rising]
+    for curve, advice in ((rising, "more epochs"), (flat, "flattened")):
+        study = Study(StudySettings(out=tmp_path, rows=()), {}, {}, {},
+                      [GoalCheck("resnet50-trained", "articleType, clean", 0.88, 0.70),
+                       GoalCheck("resnet50-trained", "type+colour, clean", 0.42, 0.50)],
+                      {"resnet50-trained": curve})
+        [line] = next_steps(study)
+        assert "articleType, clean by 0.180" in line and "type+colour" not in line
+        assert advice in line
