@@ -238,13 +238,11 @@ def _complexity(study: Study, path: Path) -> None:
     plt.close(fig)
 
 
-def _curves_plot(study: Study, path: Path) -> None:
+def _clean_and_photo(path: Path, draw) -> None:
+    """One figure, clean queries on the left and photo-like on the right: `draw(ax, kind)`."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, kind in zip(axes, ("clean", "photo_like")):
-        for name, points in study.curves.items():
-            ax.plot([p["minutes"] for p in points], [p[kind] for p in points], marker="o", label=name)
-        ax.set_xlabel("minutes of training")
-        ax.set_title(f"validation P@5 articleType, {kind.replace('_', '-')}")
+        draw(ax, kind)
         ax.set_ylim(0, 1)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -252,24 +250,27 @@ def _curves_plot(study: Study, path: Path) -> None:
     plt.close(fig)
 
 
+def _curves_plot(study: Study, path: Path) -> None:
+    def draw(ax, kind):
+        for name, points in study.curves.items():
+            ax.plot([p["minutes"] for p in points], [p[kind] for p in points], marker="o", label=name)
+        ax.set_xlabel("minutes of training")
+        ax.set_title(f"validation P@5 articleType, {kind.replace('_', '-')}")
+    _clean_and_photo(path, draw)
+
+
 def _conditions_plot(table: dict[str, dict[str, dict]], title: str, path: Path) -> None:
-    if not table:
-        return
     conditions = list(next(iter(table.values())))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for ax, kind in zip(axes, ("clean", "photo_like")):
-        width = 0.8 / max(1, len(table))
+    width = 0.8 / max(1, len(table))
+
+    def draw(ax, kind):
         for i, (model, by_condition) in enumerate(table.items()):
             values = [_p(by_condition.get(c, {}).get(kind)) or 0 for c in conditions]
             ax.bar([j + (i - (len(table) - 1) / 2) * width for j in range(len(conditions))], values, width,
                    label=model)
         ax.set_xticks(range(len(conditions)), conditions, rotation=20, ha="right", fontsize=8)
         ax.set_title(f"{title}: P@5 articleType, {kind.replace('_', '-')}")
-        ax.set_ylim(0, 1)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _clean_and_photo(path, draw)
 
 
 # ---- report ------------------------------------------------------------------------------
