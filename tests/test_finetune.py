@@ -4,7 +4,10 @@ for another model; --head-only."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -159,6 +162,35 @@ def test_cpu_threads_follow_the_setting_and_the_device():
     assert cpu_threads(auto, torch.device("cuda"))[0] == torch.get_num_threads()
     with pytest.raises(ValueError, match="--threads"):
         settings_for(Path("."), Path("x.pt"), threads=0)
+
+
+def test_cpu_threads_drop_to_one_while_other_work_keeps_every_core_busy(monkeypatch):
+    import subprocess
+    from training import trainer
+    auto = settings_for(Path("."), Path("x.pt"), threads=None)
+    monkeypatch.setattr(trainer, "busy_cores", lambda: 0.1)
+    assert trainer.cpu_threads(auto, torch.device("cpu")) == (torch.get_num_threads(), "torch's default")
+    monkeypatch.undo()
+    # Real work on every core, sampled now (a load average would still say what it was
+    # before these started).
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        time.sleep(0.3)
+        threads, why = trainer.cpu_threads(auto, torch.device("cpu"))
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert threads == 1 and "busy" in why
+
+
+def test_busy_cores_is_none_without_proc_stat(monkeypatch):
+    from training import trainer
+
+    def no_such_file(*args, **kwargs):
+        raise FileNotFoundError("/proc/stat")
+    monkeypatch.setattr("builtins.open", no_such_file)
+    assert trainer.busy_cores(window_s=0.01) is None
 
 
 def test_precision_follows_the_setting_and_the_hardware():

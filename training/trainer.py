@@ -160,17 +160,44 @@ def cpu_threads(settings: FinetuneSettings, device: torch.device) -> tuple[int, 
 
     On a CPU other jobs keep busy, OpenMP threads spend their time waiting for each other at
     every operation's barrier: measured here on 2 shared cores with a load of 5, one ResNet-18
-    training step took 0.9 s with one thread and 5 s with two. So: one thread when the load
-    average is already at the number of cores, torch's default otherwise.
+    training step took 0.9 s with one thread and 5 s with two. So: one thread when other work
+    already keeps every core busy, torch's default otherwise. What is busy is sampled now, not
+    read from the load average, which lags by minutes: a run started right after another one
+    ended saw "load 2.2" on an idle machine and trained ResNet-50 on one core of two.
     """
     if settings.threads is not None:
         return settings.threads, "--threads"
     cores = _cores()
-    if device.type == "cpu" and hasattr(os, "getloadavg"):
-        load = os.getloadavg()[0]
-        if load >= cores:
-            return 1, f"the CPU is busy (load {load:.1f} on {cores} cores)"
+    if device.type == "cpu":
+        busy = busy_cores()
+        if busy is not None and busy >= cores - 0.5:
+            return 1, f"the CPU is busy ({busy:.1f} of {cores} cores in use by other work)"
     return torch.get_num_threads(), "torch's default"
+
+
+def busy_cores(window_s: float = 0.5) -> float | None:
+    """How many cores' worth of work the machine did over the next `window_s` seconds (this
+    process is waiting meanwhile, so it is other work); None where /proc/stat is not there."""
+    def sample() -> tuple[int, int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                lines = handle.read().splitlines()
+            fields = [int(v) for v in lines[0].split()[1:]]
+        except (OSError, ValueError, IndexError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)   # idle + iowait
+        cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        return sum(fields), idle, cpus
+
+    first = sample()
+    if first is None:
+        return None
+    time.sleep(window_s)
+    second = sample()
+    total, idle = second[0] - first[0], second[1] - first[1]
+    if total <= 0 or not second[2]:
+        return None
+    return (total - idle) / total * second[2]
 
 
 @dataclass
