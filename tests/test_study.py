@@ -15,6 +15,7 @@ from vectorstore.weights_file import save_atomically, weights_payload
 
 def _evaluate(catalog_dir, db, out, *extra) -> None:
     code = app.main(["evaluate", "--catalog", str(catalog_dir), "--db", str(db), "--models", "resnet18",
+                     "--runtime", "eager",
                      "--k", "5", "--quiet", "--out", str(out), *extra])
     assert code == 0
 

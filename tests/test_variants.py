@@ -120,8 +120,8 @@ def test_a_swapped_framing_changes_the_vectors_and_the_weights_id(catalog_dir):
 def test_evaluate_on_a_degraded_sample_keeps_ids_and_says_what_it_ran(catalog_dir, tmp_path, capsys):
     import app
     out = tmp_path / "out"
-    code = app.main(["evaluate", "--catalog", str(catalog_dir), "--db", str(tmp_path / "db"), "--weights",
-                     "random", "--models", "resnet18", "--sample", "6", "--catalog-sample", "12",
+    code = app.main(["evaluate", "--catalog", str(catalog_dir), "--db", str(tmp_path / "db"), "--runtime", "eager",
+                     "--weights", "random", "--models", "resnet18", "--sample", "6", "--catalog-sample", "12",
                      "--resolution", "30x40", "--jpeg-quality", "20", "--background", "textured",
                      "--framing", "pad", "--input-size", "64", "--no-photo-like", "--quiet", "--out", str(out)])
     assert code == 0, capsys.readouterr().err

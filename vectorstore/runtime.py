@@ -86,11 +86,14 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def cache_key(embedder: Embedder) -> str:
-    """What a fast model depends on: the weights, the input size and the tools' versions."""
+def cache_key(embedder: Embedder, settings: RuntimeSettings) -> str:
+    """What a fast model depends on: the weights, the input size, the images it was calibrated
+    on and the tools' versions. The calibration source is part of it because a model
+    calibrated on a 24-product test catalog's drawings was otherwise reused for a real catalog."""
     import onnx
     import onnxruntime
-    parts = [embedder.name, embedder.weights_id, str(embedder.image_size), str(embedder.dim), RECIPE,
+    source = f"catalog {Path(settings.catalog).resolve()}" if settings.catalog is not None else "generated"
+    parts = [embedder.name, embedder.weights_id, str(embedder.image_size), str(embedder.dim), RECIPE, source,
              f"onnxruntime {onnxruntime.__version__}", f"onnx {onnx.__version__}", f"torch {torch.__version__}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -134,7 +137,7 @@ def fast_model(embedder: Embedder, settings: RuntimeSettings) -> FastModel:
         raise RuntimeUnavailable(missing)
     if embedder.device != "cpu":
         raise RuntimeUnavailable(f"the int8 runtime is for CPUs, not --device {embedder.device}")
-    key = cache_key(embedder)
+    key = cache_key(embedder, settings)
     folder = Path(settings.cache_dir).expanduser().resolve() / f"{embedder.name}-{key}"
     cached = _read_cached(folder, key, settings.min_cosine)
     if cached is not None:
