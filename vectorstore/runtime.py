@@ -86,14 +86,11 @@ def onnxruntime_missing() -> str | None:
     return None
 
 
-def cache_key(embedder: Embedder, settings: RuntimeSettings) -> str:
-    """What a fast model depends on: the weights, the input size, the images it was calibrated
-    on and the tools' versions. The calibration source is part of it because a model
-    calibrated on a 24-product test catalog's drawings was otherwise reused for a real catalog."""
+def cache_key(embedder: Embedder) -> str:
+    """What a fast model depends on: the weights, the input size and the tools' versions."""
     import onnx
     import onnxruntime
-    source = f"catalog {Path(settings.catalog).resolve()}" if settings.catalog is not None else "generated"
-    parts = [embedder.name, embedder.weights_id, str(embedder.image_size), str(embedder.dim), RECIPE, source,
+    parts = [embedder.name, embedder.weights_id, str(embedder.image_size), str(embedder.dim), RECIPE,
              f"onnxruntime {onnxruntime.__version__}", f"onnx {onnx.__version__}", f"torch {torch.__version__}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -137,7 +134,7 @@ def fast_model(embedder: Embedder, settings: RuntimeSettings) -> FastModel:
         raise RuntimeUnavailable(missing)
     if embedder.device != "cpu":
         raise RuntimeUnavailable(f"the int8 runtime is for CPUs, not --device {embedder.device}")
-    key = cache_key(embedder, settings)
+    key = cache_key(embedder)
     folder = Path(settings.cache_dir).expanduser().resolve() / f"{embedder.name}-{key}"
     cached = _read_cached(folder, key, settings.min_cosine)
     if cached is not None:
