@@ -279,12 +279,6 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 8
 
 # ---- calibration and validation images ------------------------------------------------
 
-def calibration_batch(embedder: Embedder, settings: RuntimeSettings) -> tuple[np.ndarray, str]:
-    """Preprocessed calibration images and their description."""
-    calibration, _, source = calibration_and_validation(embedder, settings)
-    return calibration, source
-
-
 def calibration_and_validation(embedder: Embedder, settings: RuntimeSettings) -> tuple[np.ndarray, np.ndarray, str]:
     """Calibration and validation images, preprocessed and disjoint: a seeded sample of the
     catalog's images when one is given and readable, else generated product-like images.
@@ -368,5 +362,5 @@ def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray],
 
 __all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
            "apply_runtime", "apply_runtimes", "fast_model", "session_forward", "cache_key", "onnxruntime_missing",
-           "export_onnx", "quantize", "calibration_batch", "calibration_and_validation", "generated_images",
+           "export_onnx", "quantize", "calibration_and_validation", "generated_images",
            "mean_cosine", "readable_sample"]
