@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from evaluation.metrics import LABEL_LEVELS, PRIMARY_LEVEL  # noqa: E402
+from evaluation.report import _num as _f  # noqa: E402  (one number format for both reports)
 
 TYPE_COLOUR = "type+colour"
 
@@ -276,10 +277,6 @@ def _conditions_plot(table: dict[str, dict[str, dict]], title: str, path: Path) 
 
 
 # ---- report ------------------------------------------------------------------------------
-
-def _f(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
 
 def _rows_table(study: Study) -> list[str]:
     levels = [*LABEL_LEVELS]
