@@ -40,8 +40,17 @@ def _add_store(p: argparse.ArgumentParser) -> None:
                    help="what computes the embeddings: onnx-int8 (ONNX Runtime, int8, built once per weights "
                         "and cached), eager (PyTorch fp32, the reference), or auto (default: onnx-int8 when "
                         "installed and validated for these weights, else eager, saying why)")
+    p.add_argument("--rerank", default="on", choices=("on", "off"),
+                   help="on (default): with a fine-tuned weights file, reorder the nearest products by how "
+                        "likely its classifiers find each one's articleType and colour for the query; off: "
+                        "cosine order only")
     p.add_argument("--runtime-cache", default=None,
                    help="where the int8 models are cached (default: ~/.cache/visual-shop-assistant/runtime)")
+
+
+def _rerank_settings(args):
+    from vectorstore import NO_RERANK, RerankSettings
+    return RerankSettings() if getattr(args, "rerank", "on") == "on" else NO_RERANK
 
 
 def _runtime_settings(args):
@@ -133,7 +142,8 @@ def cmd_search(args) -> int:
     from operations import FilterRequest, Refused, SearchPolicy, find_by_photo
     from vectorstore import Searcher, make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
-                        index_hint=_index_hint(args), embedder_factory=_embedder_factory(args))
+                        index_hint=_index_hint(args), embedder_factory=_embedder_factory(args),
+                        rerank=_rerank_settings(args))
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k, max_k=max(args.k, 50))
     request = FilterRequest(gender=args.gender, category=args.category, where=tuple(args.where or ()))
     # A missing index, other weights or an unknown filter value is one error for the whole
@@ -152,8 +162,8 @@ def cmd_search(args) -> int:
                 print(f"{path}: {exc}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps({"query": path, "model": args.model,
-                              "results": [r.to_json() for r in answer.results]}, ensure_ascii=False), flush=True)
+            print(json.dumps({"query": path, "model": args.model, "results": [r.to_json() for r in answer.results],
+                              "reranked_by": list(answer.reranked_by)}, ensure_ascii=False), flush=True)
         else:
             print(_format_table(path, answer), flush=True)
     return 1 if failures else 0
@@ -209,7 +219,8 @@ def _assistant_parts(args):
     if catalog is not None and not args.background:
         _index_now(args, client, catalog, embedders)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
-                        embedders=embedders, embedder_factory=_embedder_factory(args))
+                        embedders=embedders, embedder_factory=_embedder_factory(args),
+                        rerank=_rerank_settings(args))
     indexer = _start_background_index(args, client, catalog, embedders, searcher) \
         if catalog is not None and args.background else None
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
@@ -277,7 +288,8 @@ def cmd_evaluate(args) -> int:
         held_out=held_out, held_out_from=Path(args.held_out) if args.held_out else None,
         catalog_sample=args.catalog_sample, variant=_image_variant(args),
         variant_dir=Path(args.variant_dir) if args.variant_dir else Path(args.out) / "catalog-variant",
-        input_size=args.input_size, framing=args.framing, show_progress=not args.quiet)
+        input_size=args.input_size, framing=args.framing, rerank=_rerank_settings(args),
+        show_progress=not args.quiet)
     evaluation = run_evaluation(settings, embedders=embedders)
     paths = write_report(evaluation, Path(args.out))
     def fmt(value, unit=""):

@@ -158,6 +158,13 @@ def _summary_table(evaluation: Evaluation) -> list[str]:
     return lines
 
 
+def _order(m: ModelEvaluation) -> str:
+    if not m.reranked_by:
+        return "cosine similarity"
+    return ("the nearest products reordered by the fine-tune's classifiers' likelihood of their "
+            + " and ".join(m.reranked_by) + " for the query")
+
+
 def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
     k = evaluation.settings.k
     kinds = _kinds(m)
@@ -168,7 +175,8 @@ def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
              f"- embedding speed: {_num(m.embed_rate.images_per_s, 1)} images/s ({m.embed_rate.source})",
              f"- query latency: p50 {_num(m.latency.p50_ms, 1)} ms, p95 {_num(m.latency.p95_ms, 1)} ms, "
              f"mean {_num(m.latency.mean_ms, 1)} ms over {m.latency.queries} queries ({m.latency.measured_on})",
-             f"- preprocessing: {m.preprocessing['summary']}", ""]
+             f"- preprocessing: {m.preprocessing['summary']}",
+             f"- order of results: {_order(m)}", ""]
     head = ["metric"] + [kind for kind, _ in kinds]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for level in LABEL_LEVELS:

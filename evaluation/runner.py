@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from catalog import Catalog, ImageError, open_image, read_catalog
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from catalog.variants import ImageVariant, write_variant
-from vectorstore import (MODEL_NAMES, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
+from vectorstore import (MODEL_NAMES, RerankSettings, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
                          load_embedder, make_client)
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (EmbedRate, IndexSize, forward_flops, index_size, parameter_count,
@@ -56,6 +56,9 @@ class EvaluationSettings:
     variant_dir: Path | None = None
     input_size: int | None = None
     framing: str | None = None
+    # How models whose weights carry a fine-tune's classifiers order the nearest products (off:
+    # cosine alone, to measure what reranking adds).
+    rerank: RerankSettings = RerankSettings()
     batch_size: int = 32
     # Latency is timed per query (one image embedded, then searched). With photo-like queries
     # those are timed; without, this many clean catalog images are embedded one by one.
@@ -78,6 +81,7 @@ class EvaluationSettings:
         out["store"] = self.store.where
         out["variant"] = {**asdict(self.variant), "name": self.variant.name}
         out["variant_dir"] = str(self.variant_dir) if self.variant_dir else None
+        out["rerank"] = {"weights": dict(self.rerank.weights), "candidates": self.rerank.candidates}
         return out
 
 
@@ -120,6 +124,8 @@ class ModelEvaluation:
     latency: Latency
     clean: Scores
     photo_like: Scores | None = None
+    # The labels whose likelihood reordered the nearest products (empty: cosine order).
+    reranked_by: tuple[str, ...] = ()
     # Every query's outcome, by kind ("clean", "photo-like"), for tests and digging; metrics.json
     # keeps the scores only.
     outcomes: dict[str, list[QueryOutcome]] = field(default_factory=dict, repr=False)
@@ -334,7 +340,8 @@ def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]
     client = make_client(settings.store)
     report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
                            show_progress_bar=settings.show_progress)
-    searcher = Searcher(client, weights=settings.weights, device=settings.device, embedders=embedders)
+    searcher = Searcher(client, weights=settings.weights, device=settings.device, embedders=embedders,
+                        rerank=settings.rerank)
     return searcher, report
 
 
@@ -376,7 +383,7 @@ def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report,
         clean=score(outcomes["clean"], settings.k, settings.worst, settings.min_queries_per_type),
         photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
         if photos else None,
-        outcomes=outcomes)
+        reranked_by=settings.rerank.labels_for(embedder.label_prior), outcomes=outcomes)
 
 
 __all__ = ["EvaluationSettings", "Evaluation", "ModelEvaluation", "Latency", "Query", "run_evaluation"]

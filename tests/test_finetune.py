@@ -263,6 +263,35 @@ def test_weights_file_records_model_size_and_labels(tuned, small_catalog):
     assert Path(str(tuned) + ".ckpt").is_file()
 
 
+def test_weights_file_carries_the_classifiers_that_rerank_its_searches(tuned, small_catalog, tmp_path, capsys):
+    """The file keeps each head (labels, centres, scale) as trained; its embedder predicts with
+    them, and `search` reorders by articleType and colour unless told `--rerank off`."""
+    import app
+    from catalog import open_image, read_catalog
+    from vectorstore import load_embedder
+    payload = torch.load(tuned, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(str(tuned) + ".ckpt", map_location="cpu", weights_only=False)
+    assert list(payload["classifiers"]) == ["articleType", "gender", "baseColour"]
+    for target, head in payload["classifiers"].items():
+        assert head["labels"] == payload["labels"][target] and head["scale"] == 16.0
+        assert torch.equal(head["centres"], checkpoint["model"][f"heads.{target}.weight"].float())
+    embedder = load_embedder("resnet18", str(tuned))
+    assert embedder.label_prior.targets == ("articleType", "gender", "baseColour")
+    product = read_catalog(small_catalog).products[0]
+    p = embedder.label_prior.probabilities(embedder.embed([open_image(product.image)])[0], "articleType")
+    assert set(p) == set(payload["labels"]["articleType"]) and sum(p.values()) == pytest.approx(1, abs=1e-5)
+
+    db = tmp_path / "chroma"
+    assert app.main(["index", "--catalog", str(small_catalog), "--db", str(db), "--models", "resnet18",
+                     "--weights", str(tuned), "--quiet"]) == 0
+    capsys.readouterr()
+    for flag, expected in (([], ["articleType", "baseColour"]), (["--rerank", "off"], [])):
+        assert app.main(["search", "--db", str(db), "--model", "resnet18", "--weights", str(tuned), "--json",
+                         *flag, str(product.image)]) == 0
+        answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert answer["reranked_by"] == expected and len(answer["results"]) == 5
+
+
 def test_index_accepts_the_file_and_search_uses_it(tuned, small_catalog, tmp_path, capsys):
     import app
     db = tmp_path / "chroma"
@@ -324,6 +353,10 @@ def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_cat
     assert metrics["queries"]["held_out_from"] == str(tuned) and metrics["settings"]["held_out"] == 12
     assert metrics["models"]["resnet18"]["photo_like"]["queries"] == 12
     assert "held out (never trained on)" in (out / "report.md").read_text(encoding="utf-8")
+    # Its classifiers reordered the results, and the report says so.
+    assert metrics["models"]["resnet18"]["reranked_by"] == ["articleType", "baseColour"]
+    assert "reordered by the fine-tune's classifiers' likelihood of their articleType and baseColour" in \
+        (out / "report.md").read_text(encoding="utf-8")
 
     embedder = load_embedder("resnet18", str(tuned))
     evaluation = run_evaluation(

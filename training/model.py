@@ -93,6 +93,14 @@ class RetrievalNet(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.classify(self.features(images))
 
+    def classifiers(self, vocabulary: Mapping[str, list[str]]) -> dict[str, dict]:
+        """Every head as the weights file keeps it: its labels, class centres and scale, so
+        that a search can ask what the query most likely is (vectorstore/label_prior.py)."""
+        return {target: {"labels": list(vocabulary[target]),
+                         "centres": head.weight.detach().to("cpu", torch.float32).clone(),
+                         "scale": float(head.scale)}
+                for target, head in self.heads.items()}
+
 
 def starting_backbone(model: str, weights: str) -> tuple[nn.Module, int, str]:
     """The backbone `load_embedder` builds for these weights (so the start is exactly what

@@ -409,7 +409,8 @@ def _write_weights(run: _Run, history: list[dict]) -> str:
     settings, net = run.settings, run.net
     atomic_save(weights_payload(
         settings.model, cpu_state(net.backbone), image_size=settings.image_size,
-        head=cpu_state(net.projection) if net.projection is not None else None, labels=run.vocab.as_dict(),
+        head=cpu_state(net.projection) if net.projection is not None else None,
+        classifiers=net.classifiers(run.vocab.as_dict()), labels=run.vocab.as_dict(),
         start=settings.weights, history=history, validation_ids=[p.id for p in run.split.val],
         settings=run.identity), settings.out)
     return load_embedder(settings.model, str(settings.out)).weights_id

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vectorstore.architectures import ArchitectureError, architecture, load_imagenet
+from vectorstore.label_prior import LabelPrior
 from vectorstore.weights import DEFAULT_WEIGHTS_DIR, WeightsChoice, resolve
 from vectorstore.weights_file import WeightsError, weights_contents, weights_file_id
 
@@ -42,7 +43,8 @@ class Embedder:
     """
 
     def __init__(self, name: str, network: nn.Module, transform: Callable[[Image.Image], torch.Tensor],
-                 weights_id: str, dim: int, device: str = "cpu", preprocessing: str = "", image_size: int = 224):
+                 weights_id: str, dim: int, device: str = "cpu", preprocessing: str = "", image_size: int = 224,
+                 label_prior: LabelPrior | None = None):
         self.name = name
         self.network = network.eval().to(device)
         self.transform = transform
@@ -51,6 +53,9 @@ class Embedder:
         self.device = device
         self.preprocessing = preprocessing or str(transform)
         self.image_size = image_size
+        # The classifiers a fine-tune trained on these features (None for ImageNet or random
+        # weights): what a search reorders its candidates by.
+        self.label_prior = label_prior
         self._compiled: nn.Module | None = None
         # Which runtime computes the features ("eager": PyTorch fp32, the reference); a collection
         # records it. vectorstore/runtime.py swaps in a faster forward with `use_runtime`.
@@ -125,6 +130,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
     choice = resolved.choice
     image_size = arch.image_size
     head: nn.Module | None = None
+    label_prior: LabelPrior | None = None
     dim = arch.dim
 
     if choice.kind == "imagenet":
@@ -148,6 +154,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
         _load_state(network, contents.state_dict, name, choice.path)
         image_size = contents.image_size or image_size
         head = _head_from_state(contents.head) if contents.head else None
+        label_prior = _label_prior(contents.classifiers, choice.path)
         weights_id = weights_file_id(choice.path)
 
     if head is not None:
@@ -159,7 +166,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
         weights_id += f"|{framing or arch.framing}@{image_size}"
     transform = arch.transform(image_size, framing)
     return Embedder(name, network, transform, weights_id, dim, device=device,
-                    preprocessing=_describe(transform), image_size=image_size)
+                    preprocessing=_describe(transform), image_size=image_size, label_prior=label_prior)
 
 
 def load_embedders(models: Sequence[str], weights: str | WeightsChoice = "auto", device: str = "cpu",
@@ -218,6 +225,15 @@ def _offline_message(name: str) -> str:
             f"downloaded (no internet?). Download {enum.url} on a connected machine and "
             f"either copy it into {hub}/ or pass it with --weights /path/to/{Path(enum.url).name}; "
             "or leave --weights at auto, which uses the models this machine has weights for.")
+
+
+def _label_prior(classifiers: dict | None, path: Path) -> LabelPrior | None:
+    if not classifiers:
+        return None
+    try:
+        return LabelPrior(classifiers)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: its classifiers do not fit together ({exc})") from exc
 
 
 def _head_from_state(state: dict[str, torch.Tensor]) -> nn.Module:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from vectorstore.embedders import Embedder, check_model_name, load_embedder
 from vectorstore.filters import Filters, resolve_filters
+from vectorstore.label_prior import LabelPrior, RerankSettings
 from vectorstore.store import NoIndex, ProductCollection, StoreError
 
 RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
@@ -41,19 +42,24 @@ class Answer:
     results: list[Result]
     filters: Filters
     timings: dict[str, float] = field(default_factory=dict)
+    # The labels whose likelihood for the query reordered the nearest products (empty: by
+    # cosine alone, as for models without a fine-tune's classifiers).
+    reranked_by: tuple[str, ...] = ()
 
 
 class Searcher:
     """Holds one embedder and one collection handle per model, built on first use.
 
     `embedders` already built are used as they are; `embedder_factory` builds the others
-    (injected so tests and tools can build embedders their own way).
+    (injected so tests and tools can build embedders their own way). `rerank` says how models
+    whose weights carry classifiers order the nearest products (vectorstore/label_prior.py).
     """
 
     def __init__(self, client, weights: str = "auto", device: str = "cpu",
                  embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = "",
-                 embedders: Mapping[str, Embedder] | None = None):
+                 embedders: Mapping[str, Embedder] | None = None, rerank: RerankSettings = RerankSettings()):
         self.client = client
+        self.rerank = rerank
         self.weights = weights
         self.device = device
         self.embedder_factory = embedder_factory
@@ -114,14 +120,21 @@ class Searcher:
                       exclude: tuple[str, ...] = ()) -> Answer:
         """Nearest products to an embedder's vector (`exclude`: ids left out)."""
         collection = self.collection(model)
-        return self._answer(model, lambda resolved: collection.search(vector, k=k, filters=resolved,
-                                                                        exclude=exclude), filters)
+        return self._answer(model, self.embedder(model).label_prior, vector, lambda resolved, n: collection.search(
+            vector, k=n, filters=resolved, exclude=exclude), k, filters)
 
-    def _answer(self, model: str, search, filters) -> Answer:
+    def _answer(self, model: str, prior: LabelPrior | None, vector: np.ndarray, search, k: int,
+                filters) -> Answer:
+        """`search(filters, n)` gives the n nearest; with classifiers (`prior`), more than k of
+        them are reordered by what the query (`vector`, the embedder's) most likely is."""
         resolved = self.resolve(model, filters)
+        used = self.rerank.labels_for(prior)
         started = time.perf_counter()
-        hits = search(resolved)
-        answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved)
+        if used:
+            hits = prior.rerank(vector, search(resolved, max(k, self.rerank.candidates)), self.rerank)[:k]
+        else:
+            hits = search(resolved, k)
+        answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved, reranked_by=used)
         answer.timings["query"] = time.perf_counter() - started
         return answer
 
@@ -147,9 +160,20 @@ class Searcher:
         vector = collection.vector_of(product_id)
         if vector is None:
             raise KeyError(f"no product {product_id!r} in the {model} index")
-        # A stored vector is in the collection's space already, whatever weights built it.
-        return self._answer(model, lambda resolved: collection.search_stored(
-            vector, k=k, filters=resolved, exclude=(product_id,)), filters)
+        # A stored vector is in the collection's space already, whatever weights built it; the
+        # classifiers see the embedder's vector it was made from.
+        return self._answer(model, self._prior_of(model, collection), collection.unprepare(vector),
+                            lambda resolved, n: collection.search_stored(vector, k=n, filters=resolved,
+                                                                         exclude=(product_id,)), k, filters)
+
+    def _prior_of(self, model: str, collection: ProductCollection) -> LabelPrior | None:
+        """The classifiers of the embedder already built for `model`, if they are those of the
+        collection's vectors (a stored vector is searched whatever weights made it)."""
+        with self._lock:
+            embedder = self._embedders.get(model)
+        if embedder is None or embedder.weights_id != collection.weights_id:
+            return None
+        return embedder.label_prior
 
     def product(self, model: str, product_id: str) -> dict | None:
         return self.collection(model, check_weights=False).metadata.record(product_id)

@@ -231,6 +231,20 @@ class ProductCollection:
         norms = np.linalg.norm(shifted, axis=-1, keepdims=True)
         return (shifted / np.maximum(norms, 1e-12)).astype(np.float32)
 
+    def unprepare(self, stored: np.ndarray) -> np.ndarray:
+        """The embedder's unit vector a stored one was `prepare`d from: the point of the unit
+        sphere on the ray from the center through `stored` (what a product's classifiers need,
+        for "more like this")."""
+        stored = np.asarray(stored, dtype=np.float32)
+        if self._center is None:
+            return stored
+        c = self._center.astype(np.float64)
+        s = stored.astype(np.float64) / max(float(np.linalg.norm(stored)), 1e-12)
+        # |c + a s| = 1 for a >= 0; the mean of unit vectors lies inside the sphere, so one root is.
+        sc = float(s @ c)
+        a = -sc + np.sqrt(max(sc * sc - float(c @ c) + 1.0, 0.0))
+        return (c + a * s).astype(np.float32)
+
     def write(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
         """Store products (an embedder's unit vectors), replacing any stored under the same ids."""
         self.write_prepared(ids, self.prepare(vectors), metadatas)

@@ -6,6 +6,8 @@ A file is either a bare state dict of the model, or a dict with:
     state_dict      the backbone, without its classifier
     image_size      the input size it was trained at
     head            the projection applied after pooling (a Linear's state dict), if any
+    classifiers     per label its training learned: {"labels": [...], "centres": classes x dim
+                    tensor, "scale": float}, the cosine classifiers behind `LabelPrior`
     labels          the label vocabulary of its training
     start           the weights it started from
     history         per-epoch figures
@@ -33,9 +35,11 @@ class WeightsFileContents:
     state_dict: dict
     image_size: int | None = None
     head: dict | None = None
+    classifiers: dict | None = None
 
 
 def weights_payload(model: str, state_dict: dict, *, image_size: int, head: dict | None = None,
+                    classifiers: dict | None = None,
                     labels: dict | None = None, start: str = "", history: list | None = None,
                     validation_ids: list[str] | None = None, settings: dict | None = None) -> dict:
     payload = {
@@ -50,6 +54,8 @@ def weights_payload(model: str, state_dict: dict, *, image_size: int, head: dict
     }
     if head is not None:
         payload["head"] = head
+    if classifiers:
+        payload["classifiers"] = classifiers
     return payload
 
 
@@ -70,7 +76,7 @@ def read_weights_file(path: Path):
 
 
 def weights_contents(model: str, path: Path) -> WeightsFileContents:
-    """The backbone state dict, input size and projection head of a file for `model`."""
+    """The backbone state dict, input size, projection head and classifiers of a file for `model`."""
     payload = read_weights_file(path)
     if isinstance(payload, dict) and "state_dict" in payload:
         made_for = payload.get("model")
@@ -80,7 +86,7 @@ def weights_contents(model: str, path: Path) -> WeightsFileContents:
         if not isinstance(state, dict):
             raise WeightsError(f"{path}: expected a state dict of {model}")
         return WeightsFileContents(state, int(payload["image_size"]) if payload.get("image_size") else None,
-                                   payload.get("head") or None)
+                                   payload.get("head") or None, payload.get("classifiers") or None)
     if not isinstance(payload, dict):
         raise WeightsError(f"{path}: expected a state dict of {model}")
     return WeightsFileContents(payload)
