@@ -162,8 +162,8 @@ def cmd_search(args) -> int:
                 print(f"{path}: {exc}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps({"query": path, "model": args.model, "results": [r.to_json() for r in answer.results],
-                              "reranked_by": list(answer.reranked_by)}, ensure_ascii=False), flush=True)
+            print(json.dumps({"query": path, "model": args.model,
+                              "results": [r.to_json() for r in answer.results]}, ensure_ascii=False), flush=True)
         else:
             print(_format_table(path, answer), flush=True)
     return 1 if failures else 0
@@ -333,12 +333,13 @@ def cmd_finetune(args) -> int:
     aux = tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()) if args.aux_targets else None
     settings = recipe_settings(
         args.model, catalog=Path(args.catalog), out=out, epochs=args.epochs, image_size=args.image_size,
+        serve_size=args.serve_size,
         batch_size=args.batch_size, device=args.device, precision=args.precision, weights=args.weights,
         head_only=args.head_only, freeze=args.freeze, teacher=args.teacher, distill_weight=args.distill_weight,
         seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
         photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux)
-    print(f"recipe: {settings.epochs} epochs at {settings.image_size} px, freeze {settings.freeze}, photo-like "
+    print(f"recipe: {settings.epochs} epochs at {settings.image_size} px (served at {settings.input_size}), freeze {settings.freeze}, photo-like "
           f"{settings.photo_probability}, crop-min {settings.crop_min}, targets {','.join(settings.targets)}, "
           f"lr {settings.lr or 'default'}", file=sys.stderr)
     result = finetune(settings)
@@ -491,6 +492,8 @@ def _add_finetune_command(sub) -> None:
     # Left out, each of these takes the model's recipe (training/recipes.py), else the general default.
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
+    p.add_argument("--serve-size", type=int,
+                   help="the input size the written file has embedders use (default: the recipe's, else --image-size)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),

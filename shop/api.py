@@ -23,9 +23,6 @@ Recommendation = create_model("Recommendation", id=(str, ...), score=(float, ...
 class Recommendations(BaseModel):
     model: str
     results: list[Recommendation]
-    # The labels whose likelihood for the query reordered the nearest products; empty: by
-    # similarity alone (a model without a fine-tune's classifiers, or --rerank off).
-    reranked_by: list[str] = []
 
 
 class ProductPage(BaseModel):
@@ -89,8 +86,7 @@ def api_router(settings: ShopSettings) -> APIRouter:
                                    k=k, filters=FilterRequest(gender=gender, category=category))
         except ImageError as exc:
             raise ApiError(400, f"{image.filename or 'the upload'}: {exc}") from exc
-        return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results],
-                               reranked_by=list(answer.reranked_by))
+        return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results])
 
     @router.get("/products/{product_id}/similar", response_model=Recommendations,
                 responses={400: {"description": "unknown model or filter value"},
@@ -102,8 +98,7 @@ def api_router(settings: ShopSettings) -> APIRouter:
         """The products most similar to a catalog product (by its stored vector), itself excluded."""
         answer = find_similar(shop.searcher, policy, product_id, model=model, k=k,
                               filters=FilterRequest(gender=gender, category=category))
-        return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results],
-                               reranked_by=list(answer.reranked_by))
+        return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results])
 
     @router.get("/products", response_model=ProductPage)
     def list_products(request: Request, shop: Context, gender: str | None = None, category: str | None = None,

@@ -117,7 +117,9 @@ def test_search_reranks_with_the_classifiers_and_says_so(store):
     plain = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)}, rerank=NO_RERANK)
     answer = plain.search_vector(MODEL, query, k=3)
     assert [r.id for r in answer.results][0] in FLATS and answer.reranked_by == ()
-    reranked = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)})
+    # A weight above the defaults: these hand-made vectors are further apart than a catalog's.
+    strong = RerankSettings(weights={"articleType": 0.5})
+    reranked = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)}, rerank=strong)
     answer = reranked.search_vector(MODEL, query, k=3)
     assert {r.id for r in answer.results} == set(HEELS) and answer.reranked_by == ("articleType",)
     assert [r.score for r in answer.results] == sorted((r.score for r in answer.results), reverse=True)
@@ -125,13 +127,13 @@ def test_search_reranks_with_the_classifiers_and_says_so(store):
     answer = reranked.search_vector(MODEL, query, k=3, filters={"articleType": ["Flats"]})
     assert {r.id for r in answer.results} == set(FLATS)
     # Weights without classifiers (ImageNet, random) search by cosine alone.
-    bare = Searcher(client, embedders={MODEL: _embedder("file:tuned", None)})
+    bare = Searcher(client, embedders={MODEL: _embedder("file:tuned", None)}, rerank=strong)
     assert bare.search_vector(MODEL, query, k=3).reranked_by == ()
 
 
 def test_more_like_this_reranks_from_the_stored_vector_only_with_the_weights_that_made_it(store):
     client, prior = store
-    searcher = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)})
+    searcher = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)})  # the defaults
     answer = searcher.similar_to(MODEL, "f0", k=3)
     assert answer.reranked_by == ("articleType",) and "f0" not in [r.id for r in answer.results]
     # The classifiers judge the embedder's vector that the stored, centered one was made from.

@@ -15,7 +15,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Settings that may change between an interrupted run and its resumption without making the
 # checkpoint meaningless: where it runs, how it reports, and how long it goes on.
-RESUMABLE_CHANGES = ("epochs", "device", "precision", "workers", "threads", "progress", "out", "checkpoint")
+RESUMABLE_CHANGES = ("epochs", "device", "precision", "workers", "threads", "progress", "out", "checkpoint",
+                     "serve_size")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class FinetuneSettings:
     out: Path
     epochs: int = 5
     image_size: int = 224
+    # The input size the written file asks every embedder to use; None: image_size. Training
+    # sees products enlarged by its random crops, so a larger size at test time shows them at
+    # the scale it learned (FixRes, Touvron et al. 2019): Lite0 trained at 160 finds shopper
+    # photos better at 224 (docs/figures.md).
+    serve_size: int | None = None
     batch_size: int = 32
     device: str = "auto"                 # auto | cpu | cuda[:N]
     precision: str = "auto"              # auto | fp32 | bf16 | fp16: the autocast dtype of the training step
@@ -67,6 +73,8 @@ class FinetuneSettings:
             raise ValueError("--epochs must be at least 1")
         if self.image_size < 32:
             raise ValueError("--image-size must be at least 32 pixels (the network downsamples 32x)")
+        if self.serve_size is not None and self.serve_size < 32:
+            raise ValueError("--serve-size must be at least 32 pixels (the network downsamples 32x)")
         if self.batch_size < 2:
             raise ValueError("--batch-size must be at least 2 (batch norm needs two images)")
         if not 0 < self.val_fraction < 1:
@@ -94,6 +102,11 @@ class FinetuneSettings:
     def targets(self) -> tuple[str, ...]:
         """Every label the run learns, the one retrieval is judged on first."""
         return (PRIMARY, *self.aux_targets)
+
+    @property
+    def input_size(self) -> int:
+        """What embedders of the written file are given."""
+        return self.serve_size or self.image_size
 
     @property
     def checkpoint_path(self) -> Path:

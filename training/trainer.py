@@ -408,7 +408,7 @@ def _write_weights(run: _Run, history: list[dict]) -> str:
     result), and its identity returned."""
     settings, net = run.settings, run.net
     atomic_save(weights_payload(
-        settings.model, cpu_state(net.backbone), image_size=settings.image_size,
+        settings.model, cpu_state(net.backbone), image_size=settings.input_size, train_size=settings.image_size,
         head=cpu_state(net.projection) if net.projection is not None else None,
         classifiers=net.classifiers(run.vocab.as_dict()), labels=run.vocab.as_dict(),
         start=settings.weights, history=history, validation_ids=[p.id for p in run.split.val],

@@ -4,7 +4,8 @@ data/weights/MODEL.pt): one format, written and read here only.
 A file is either a bare state dict of the model, or a dict with:
     model           the model name it was trained for
     state_dict      the backbone, without its classifier
-    image_size      the input size it was trained at
+    image_size      the input size embedders use (finetune's --serve-size, else its training size)
+    train_size      the input size it was trained at (files from before serve sizes: image_size)
     head            the projection applied after pooling (a Linear's state dict), if any
     classifiers     per label its training learned: {"labels": [...], "centres": classes x dim
                     tensor, "scale": float}, the cosine classifiers behind `LabelPrior`
@@ -38,14 +39,15 @@ class WeightsFileContents:
     classifiers: dict | None = None
 
 
-def weights_payload(model: str, state_dict: dict, *, image_size: int, head: dict | None = None,
-                    classifiers: dict | None = None,
+def weights_payload(model: str, state_dict: dict, *, image_size: int, train_size: int | None = None,
+                    head: dict | None = None, classifiers: dict | None = None,
                     labels: dict | None = None, start: str = "", history: list | None = None,
                     validation_ids: list[str] | None = None, settings: dict | None = None) -> dict:
     payload = {
         "model": model,
         "state_dict": {k: v for k, v in state_dict.items() if not k.startswith("fc.")},
         "image_size": int(image_size),
+        "train_size": int(train_size or image_size),
         "labels": labels or {},
         "start": start,
         "history": history or [],
