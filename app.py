@@ -285,6 +285,7 @@ def cmd_evaluate(args) -> int:
         catalog=Path(args.catalog), store=_store_settings(args), models=tuple(embedders),
         weights=args.weights, device=args.device, k=args.k, sample=args.sample, seed=args.seed,
         queries=Path(args.queries) if args.queries else None, photo_like=args.photo_like,
+        photo_style=args.photo_style,
         held_out=held_out, held_out_from=Path(args.held_out) if args.held_out else None,
         catalog_sample=args.catalog_sample, variant=_image_variant(args),
         variant_dir=Path(args.variant_dir) if args.variant_dir else Path(args.out) / "catalog-variant",
@@ -448,6 +449,9 @@ def _add_evaluate_command(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--photo-like", action=argparse.BooleanOptionalAction, default=True,
                    help="also query with shopper-like photos of the query products (default: on)")
+    p.add_argument("--photo-style", default="cutout", choices=("cutout", "handheld"),
+                   help="cutout (default): the product cut out onto a textured scene, as finetune also trains "
+                        "on; handheld: the whole shot at an angle on a wall colour, made otherwise")
     study = p.add_argument_group("the study's experiments")
     study.add_argument("--catalog-sample", type=int, metavar="N",
                        help="index a seeded sample of N products instead of the whole catalog")

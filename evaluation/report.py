@@ -221,7 +221,11 @@ def _markdown(evaluation: Evaluation, plots: dict[str, str]) -> str:
         how = f"{q['count']} query images from `{q['folder']}` (in the catalog layout), nothing excluded"
         if q["skipped"]:
             how += f"; {len(q['skipped'])} query rows skipped"
-    if q["photo_like"]:
+    if q["photo_like"] and evaluation.settings.photo_style == "handheld":
+        how += ("; photo-like queries (handheld): the same catalog shots, backdrop and all, placed smaller on "
+                "a wall colour, warped as if photographed at an angle, rotated, colour-jittered and blurred "
+                "(`catalog/handheld.py`, nothing of which fine-tuning trains on), embedded and searched")
+    elif q["photo_like"]:
         how += ("; photo-like queries: the same products cut out of their studio background, pasted smaller "
                 "on a textured background, slightly rotated, relit, blurred and JPEG-compressed "
                 "(`catalog/photolike.py`), embedded and searched")

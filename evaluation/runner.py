@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, open_image, read_catalog
+from catalog.handheld import handheld_photo
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from catalog.variants import ImageVariant, write_variant
 from vectorstore import (MODEL_NAMES, RerankSettings, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
@@ -27,6 +28,9 @@ from vectorstore import (MODEL_NAMES, RerankSettings, Embedder, IndexReport, Sea
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (EmbedRate, IndexSize, forward_flops, index_size, parameter_count,
                                     preprocessing_fit, rate_from_index, timed_rate, typical_size)
+
+
+PHOTO_STYLES = ("cutout", "handheld")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class EvaluationSettings:
     held_out_from: Path | None = None
     photo_like: bool = True
     photo: PhotoLikeSettings = PhotoLikeSettings()
+    # Which shopper photos: "cutout" (catalog/photolike.py, what fine-tuning also trains on) or
+    # "handheld" (catalog/handheld.py, made otherwise: does a model's gain carry over?).
+    photo_style: str = "cutout"
     # The study's experiments. A seeded sample of the catalog instead of all of it (queries are
     # then the held-out or sampled products inside it); the catalog's images degraded as named,
     # index and queries alike, in a copy written to `variant_dir`; every model's preprocessing
@@ -315,6 +322,8 @@ def _check_settings(settings: EvaluationSettings) -> None:
         raise ValueError("--input-size must be at least 32 pixels")
     if settings.queries and not Path(settings.queries).is_dir():
         raise ValueError(f"--queries {settings.queries}: no such folder")
+    if settings.photo_style not in PHOTO_STYLES:
+        raise ValueError(f"--photo-style {settings.photo_style}: expected one of {', '.join(PHOTO_STYLES)}")
 
 
 def _catalog(settings: EvaluationSettings) -> Catalog:
@@ -359,7 +368,9 @@ def _photo_like(run: "_Run", settings: EvaluationSettings, queries) -> list[Imag
         return []
     # One generator per query, seeded by the run's seed and the query's id: the same photo for
     # every model, and in any later run.
-    return [shopper_photo(open_image(query.image), random.Random(f"{settings.seed}:{query.id}"), settings.photo)
+    make = {"cutout": lambda image, rng: shopper_photo(image, rng, settings.photo),
+            "handheld": handheld_photo}[settings.photo_style]
+    return [make(open_image(query.image), random.Random(f"{settings.seed}:{query.id}"))
             for query in run.bar(queries, "making photo-like queries")]
 
 

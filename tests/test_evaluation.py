@@ -303,3 +303,35 @@ def test_evaluate_refuses_a_bad_sample_with_a_message(tmp_path, catalog_dir, cap
     assert code == 2
     assert "--sample must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_handheld_photos_are_seeded_keep_the_shot_and_differ_from_the_cutout_kind(catalog_dir):
+    import random
+    from catalog import open_image
+    from catalog.handheld import WALLS, handheld_photo
+    image = open_image(sorted((catalog_dir / "images").glob("*.jpg"))[0])
+    first, again = (handheld_photo(image, random.Random("0:1001")) for _ in range(2))
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(handheld_photo(image, random.Random("0:1002"))))
+    # Zoomed out onto a wall: bigger than the shot, the corners the wall's colour (give or take
+    # the jitter and blur), and the white studio backdrop still there, unlike a cut-out.
+    assert first.width > image.width and first.height > image.height
+    pixels = np.asarray(first).astype(int)
+    assert pixels.reshape(-1, 3).max(axis=1).max() > 200
+    corner = pixels[:3, :3].reshape(-1, 3).mean(axis=0)
+    assert min(np.abs(corner - np.array(w) * f).max() for w in WALLS for f in np.linspace(0.5, 1.5, 41)) < 40
+
+
+def test_evaluate_asks_with_handheld_photos_when_told(evaluated, catalog_dir, tmp_path, capsys):
+    db, _, _ = evaluated
+    out = tmp_path / "handheld"
+    assert app.main(["evaluate", "--catalog", str(catalog_dir), "--db", str(db), "--weights", "random",
+                     "--models", "resnet18", "--k", "3", "--sample", "6", "--seed", "1", "--photo-style", "handheld",
+                     "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["settings"]["photo_style"] == "handheld"
+    assert metrics["models"]["resnet18"]["photo_like"]["queries"] == 6
+    assert "photo-like queries (handheld)" in (out / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="--photo-style"):
+        run_evaluation(EvaluationSettings(catalog=catalog_dir, store=StoreSettings(path=db), models=("resnet18",),
+                                          photo_style="sideways"))
