@@ -546,7 +546,7 @@ def test_lite_recipe_from_imagenet_through_the_command_line(small_catalog, tmp_p
     out = weights_dir / "efficientnet_lite0.pt"
     payload = torch.load(out, map_location="cpu", weights_only=True)
     # The size given on the command line is trained and served at; the recipe's 224 px goes
-    # with its own 160.
+    # with its own 128.
     assert payload["start"] == "imagenet" and payload["image_size"] == payload["train_size"] == SIZE
     assert payload["settings"]["freeze"] == 3 and "baseColour" in payload["settings"]["aux_targets"]
     lines: list[str] = []
@@ -559,7 +559,7 @@ def test_recipe_serving_size_goes_with_its_training_size(tmp_path):
     from training.recipes import recipe_settings
     lite = dict(catalog=tmp_path, out=tmp_path / "x.pt")
     assert (recipe_settings("efficientnet_lite0", **lite).image_size,
-            recipe_settings("efficientnet_lite0", **lite).input_size) == (160, 224)
+            recipe_settings("efficientnet_lite0", **lite).input_size) == (128, 224)
     assert recipe_settings("efficientnet_lite0", image_size=128, **lite).input_size == 128
     assert recipe_settings("efficientnet_lite0", image_size=128, serve_size=192, **lite).input_size == 192
     assert recipe_settings("resnet18", **lite).input_size == 112

@@ -28,8 +28,8 @@ class FinetuneSettings:
     image_size: int = 224
     # The input size the written file asks every embedder to use; None: image_size. Training
     # sees products enlarged by its random crops, so a larger size at test time shows them at
-    # the scale it learned (FixRes, Touvron et al. 2019): Lite0 trained at 160 finds shopper
-    # photos better at 224 (docs/figures.md).
+    # the scale it learned (FixRes, Touvron et al. 2019): Lite0 trained at 128 or 160 finds
+    # shopper photos better at 224 (docs/figures.md).
     serve_size: int | None = None
     batch_size: int = 32
     device: str = "auto"                 # auto | cpu | cuda[:N]
