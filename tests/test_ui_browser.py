@@ -440,15 +440,18 @@ def test_controls_keep_the_focus_and_one_gender_replaces_the_other(page, heel_ph
 
 
 def test_the_x_on_a_filter_chip_removes_that_filter(page, heel_photo):
+    from playwright.sync_api import expect
     send(page, "women black", file=heel_photo)
     assert "Filters: Women · Black" in last_bot_text(page)
     chips = page.locator("#active-filters .token")
+    expect(chips).to_have_count(2, timeout=TIMEOUT)  # the chips are another component: they may render after the reply
     assert sorted(chips.all_inner_texts()) == ["Black", "Women"]
     before = bot_rows(page)
     chips.filter(has_text="Black").locator(".token-remove").click()
     wait_reply(page, before)
     text = last_bot_text(page)
     assert "Filters: Women" in text and "Black" not in text, text
+    expect(page.locator("#active-filters .token")).to_have_count(1, timeout=TIMEOUT)
     assert [t.strip() for t in page.locator("#active-filters .token").all_inner_texts()] == ["Women"]
     assert all(i["caption"].split("\n")[1].split(" · ")[1] == "Women" for i in last_gallery(page))
     page.wait_for_timeout(1500)
