@@ -88,7 +88,6 @@ class EvaluationSettings:
         out["store"] = self.store.where
         out["variant"] = {**asdict(self.variant), "name": self.variant.name}
         out["variant_dir"] = str(self.variant_dir) if self.variant_dir else None
-        out["rerank"] = {"weights": dict(self.rerank.weights), "candidates": self.rerank.candidates}
         return out
 
 
@@ -368,8 +367,9 @@ def _photo_like(run: "_Run", settings: EvaluationSettings, queries) -> list[Imag
         return []
     # One generator per query, seeded by the run's seed and the query's id: the same photo for
     # every model, and in any later run.
-    make = {"cutout": lambda image, rng: shopper_photo(image, rng, settings.photo),
-            "handheld": handheld_photo}[settings.photo_style]
+    def make(image, rng):
+        return handheld_photo(image, rng) if settings.photo_style == "handheld" else \
+            shopper_photo(image, rng, settings.photo)
     return [make(open_image(query.image), random.Random(f"{settings.seed}:{query.id}"))
             for query in run.bar(queries, "making photo-like queries")]
 
