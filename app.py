@@ -41,9 +41,9 @@ def _add_store(p: argparse.ArgumentParser) -> None:
                         "and cached), eager (PyTorch fp32, the reference), or auto (default: onnx-int8 when "
                         "installed and validated for these weights, else eager, saying why)")
     p.add_argument("--rerank", default="on", choices=("on", "off"),
-                   help="on (default): with a fine-tuned weights file, reorder the nearest products by how "
-                        "likely its classifiers find each one's articleType and colour for the query; off: "
-                        "cosine order only")
+                   help="on (default): reorder the nearest products by how likely each one's articleType "
+                        "and colour are for the query, from the labels of its nearest products and, with a "
+                        "fine-tuned weights file, its classifiers; off: cosine order only")
     p.add_argument("--runtime-cache", default=None,
                    help="where the int8 models are cached (default: ~/.cache/visual-shop-assistant/runtime)")
 

@@ -161,8 +161,9 @@ def _summary_table(evaluation: Evaluation) -> list[str]:
 def _order(m: ModelEvaluation) -> str:
     if not m.reranked_by:
         return "cosine similarity"
-    return ("the nearest products reordered by the fine-tune's classifiers' likelihood of their "
-            + " and ".join(m.reranked_by) + " for the query")
+    judges = {"neighbours": "the labels of its nearest products", "classifiers": "the fine-tune's classifiers"}
+    return ("the nearest products reordered by how likely their " + " and ".join(m.reranked_by)
+            + " are for the query, judged by " + " and ".join(judges[w] for w in m.reranked_with))
 
 
 def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:

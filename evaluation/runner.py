@@ -132,6 +132,8 @@ class ModelEvaluation:
     photo_like: Scores | None = None
     # The labels whose likelihood reordered the nearest products (empty: cosine order).
     reranked_by: tuple[str, ...] = ()
+    # What judged those labels for the query: "neighbours" (their labels' votes), "classifiers".
+    reranked_with: tuple[str, ...] = ()
     # Every query's outcome, by kind ("clean", "photo-like"), for tests and digging; metrics.json
     # keeps the scores only.
     outcomes: dict[str, list[QueryOutcome]] = field(default_factory=dict, repr=False)
@@ -394,7 +396,8 @@ def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report,
         clean=score(outcomes["clean"], settings.k, settings.worst, settings.min_queries_per_type),
         photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
         if photos else None,
-        reranked_by=settings.rerank.labels_for(embedder.label_prior), outcomes=outcomes)
+        reranked_by=settings.rerank.labels_for(embedder.label_prior),
+        reranked_with=settings.rerank.witnesses(embedder.label_prior), outcomes=outcomes)
 
 
 __all__ = ["EvaluationSettings", "Evaluation", "ModelEvaluation", "Latency", "Query", "run_evaluation"]

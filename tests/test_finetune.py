@@ -359,8 +359,9 @@ def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_cat
     assert "held out (never trained on)" in (out / "report.md").read_text(encoding="utf-8")
     # Its classifiers reordered the results, and the report says so.
     assert metrics["models"]["resnet18"]["reranked_by"] == ["articleType", "baseColour"]
-    assert "reordered by the fine-tune's classifiers' likelihood of their articleType and baseColour" in \
-        (out / "report.md").read_text(encoding="utf-8")
+    assert metrics["models"]["resnet18"]["reranked_with"] == ["neighbours", "classifiers"]
+    assert ("reordered by how likely their articleType and baseColour are for the query, judged by the labels "
+            "of its nearest products and the fine-tune's classifiers") in (out / "report.md").read_text(encoding="utf-8")
 
     embedder = load_embedder("resnet18", str(tuned))
     evaluation = run_evaluation(

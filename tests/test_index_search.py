@@ -8,20 +8,25 @@ import pytest
 
 from catalog import read_catalog, open_image
 from tests.conftest import ROOT, make_catalog, draw_product
-from vectorstore import (Filters, NoIndex, ProductCollection, Searcher, StoreSettings, UnknownFilterValue,
+from vectorstore import (NO_RERANK, Filters, NoIndex, ProductCollection, Searcher, StoreSettings, UnknownFilterValue,
                          WeightsMismatch, index_catalog, make_client)
 
 
-def test_every_indexed_image_finds_itself_first(searcher, catalog_dir):
+def test_every_indexed_image_finds_itself_first(searcher, indexed_db, embedders, catalog_dir):
     catalog = read_catalog(catalog_dir)
     images = [open_image(p.image) for p in catalog.products]
+    # `--rerank off`: cosine order, the scores falling down the list.
+    cosine = Searcher(make_client(StoreSettings(path=indexed_db)), weights="random", embedders=embedders,
+                      rerank=NO_RERANK)
     for model in ("resnet18", "resnet50"):
         answers = searcher.search_images(model, images, k=5)
-        for product, answer in zip(catalog.products, answers):
+        plain = cosine.search_images(model, images, k=5)
+        for product, answer, cosines in zip(catalog.products, answers, plain):
             assert answer.results[0].id == product.id
             assert answer.results[0].score > 0.99
             assert len(answer.results) == 5
-            assert [r.score for r in answer.results] == sorted((r.score for r in answer.results), reverse=True)
+            assert [r.score for r in cosines.results] == sorted((r.score for r in cosines.results), reverse=True)
+            assert cosines.results[0].id == product.id and cosines.reranked_by == ()
 
 
 def test_collections_hold_every_product_with_metadata(indexed_db, catalog_dir):

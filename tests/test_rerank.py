@@ -1,17 +1,19 @@
-"""Reordering a search's nearest products by what a fine-tune's classifiers make of the query:
-the prior itself, the inverse of the collection's centering it needs for "more like this", and
-the whole path through a real embedded Chroma."""
+"""Reordering a search's nearest products by what the query most likely is: the fine-tune's
+classifiers, the votes of the nearest products' labels, the inverse of the collection's centering
+the classifiers need for "more like this", and the whole path through a real embedded Chroma."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from torch import nn
 
-from vectorstore import NO_RERANK, LabelPrior, RerankSettings, Searcher, StoreSettings, make_client
+from vectorstore import NO_RERANK, LabelPrior, RerankSettings, Searcher, StoreSettings, make_client, rerank
 from vectorstore.embedders import Embedder, model_dim
 from vectorstore.store import Hit, ProductCollection
 
 MODEL = "resnet18"
+# The classifiers alone, without the neighbours' votes, for what only they decide.
+CLASSIFIERS = RerankSettings(neighbours=0)
 DIM = model_dim(MODEL)
 
 
@@ -49,12 +51,13 @@ def test_rerank_puts_the_likely_kind_first_keeps_cosine_order_within_it_and_the_
     query = unit((0, 1), (1, 0.2))  # clearly Heels to the classifier
     hits = [Hit("f1", 0.95, {"articleType": "Flats"}), Hit("h1", 0.90, {"articleType": "Heels"}),
             Hit("f2", 0.89, {"articleType": "Flats"}), Hit("h2", 0.80, {"articleType": "Heels"})]
-    ranked = prior.rerank(query, hits, RerankSettings(weights={"articleType": 0.1}))
+    ranked = rerank(hits, RerankSettings(weights={"articleType": 0.1}, neighbours=0), prior, query)
     assert [h.id for h in ranked] == ["h1", "h2", "f1", "f2"]
     assert {h.id: h.score for h in ranked} == {h.id: h.score for h in hits}  # shown as cosines still
     # A weight of zero, or labels this prior has no classifier for, leave the cosine order.
-    for settings in (RerankSettings(weights={"articleType": 0.0}), RerankSettings(weights={"season": 1.0})):
-        assert [h.id for h in prior.rerank(query, hits, settings)] == ["f1", "h1", "f2", "h2"]
+    for weights in ({"articleType": 0.0}, {"season": 1.0}):
+        settings = RerankSettings(weights=weights, neighbours=0)
+        assert [h.id for h in rerank(hits, settings, prior, query)] == ["f1", "h1", "f2", "h2"]
 
 
 def test_a_hesitant_classifier_lets_the_closer_product_through():
@@ -62,7 +65,8 @@ def test_a_hesitant_classifier_lets_the_closer_product_through():
     prior = prior_for({"Heels": unit((0, 1), (1, 0.9)), "Flats": unit((0, 0.9), (1, 1))})
     query = unit((0, 1), (1, 0.95))
     hits = [Hit("f1", 0.95, {"articleType": "Flats"}), Hit("h1", 0.80, {"articleType": "Heels"})]
-    assert [h.id for h in prior.rerank(query, hits, RerankSettings(weights={"articleType": 0.1}))] == ["f1", "h1"]
+    settings = RerankSettings(weights={"articleType": 0.1}, neighbours=0)
+    assert [h.id for h in rerank(hits, settings, prior, query)] == ["f1", "h1"]
 
 
 def test_a_label_the_classifier_never_learned_counts_as_uniform():
@@ -77,8 +81,48 @@ def test_rerank_settings_refuse_nonsense():
         RerankSettings(candidates=0)
     with pytest.raises(ValueError, match="weights"):
         RerankSettings(weights={"articleType": -1})
+    with pytest.raises(ValueError, match="neighbours"):
+        RerankSettings(neighbours=-1)
+    with pytest.raises(ValueError, match="temperature"):
+        RerankSettings(temperature=0)
     assert not NO_RERANK.enabled and RerankSettings().enabled
-    assert RerankSettings().labels_for(None) == ()
+    # Votes need no classifiers; the classifiers alone need a weights file that has them.
+    assert RerankSettings().labels_for(None) == ("articleType", "baseColour")
+    assert CLASSIFIERS.labels_for(None) == () and NO_RERANK.labels_for(None) == ()
+    prior = prior_for({"Heels": unit((0, 1)), "Flats": unit((1, 1))})
+    assert RerankSettings().witnesses(None) == ("neighbours",)
+    assert RerankSettings().witnesses(prior) == ("neighbours", "classifiers")
+    assert CLASSIFIERS.witnesses(prior) == ("classifiers",) and NO_RERANK.witnesses(prior) == ()
+
+
+def test_the_nearest_products_labels_outvote_a_single_closest_one():
+    """Without classifiers (ImageNet or random weights): one Flats product a little closer than
+    four Heels is put after them; a Watch far off is not brought up by anything."""
+    hits = [Hit("f1", 0.95, {"articleType": "Flats"})] + [
+        Hit(f"h{i}", 0.93 - 0.005 * i, {"articleType": "Heels"}) for i in range(4)] + [
+        Hit("w1", 0.60, {"articleType": "Watches"})]
+    ranked = [h.id for h in rerank(hits, RerankSettings(weights={"articleType": 0.05}))]
+    assert ranked == ["h0", "h1", "h2", "h3", "f1", "w1"]
+    # Votes fade with distance: a much closer Flats keeps its place against the same four.
+    hits[0] = Hit("f1", 0.99, {"articleType": "Flats"})
+    assert [h.id for h in rerank(hits, RerankSettings(weights={"articleType": 0.05}))][0] == "f1"
+    # Only the nearest `neighbours` vote: with one voter, the Flats one wins its own vote.
+    hits[0] = Hit("f1", 0.95, {"articleType": "Flats"})
+    assert [h.id for h in rerank(hits, RerankSettings(weights={"articleType": 0.05}, neighbours=1))][0] == "f1"
+
+
+def test_votes_and_classifiers_multiply():
+    """The Heels vote of the neighbours is overruled by a classifier sure it sees Flats, and a
+    product without the label is neither pushed down nor brought up by it."""
+    prior = prior_for({"Heels": unit((0, 1)), "Flats": unit((1, 1))})
+    flats_query = unit((1, 1), (0, 0.1))
+    hits = [Hit(f"h{i}", 0.93 - 0.005 * i, {"articleType": "Heels"}) for i in range(3)] + [
+        Hit("f1", 0.91, {"articleType": "Flats"}), Hit("x", 0.925, {})]
+    settings = RerankSettings(weights={"articleType": 0.05})
+    assert [h.id for h in rerank(hits, settings)][:3] == ["h0", "h1", "h2"]
+    with_classifier = [h.id for h in rerank(hits, settings, prior, flats_query)]
+    assert with_classifier[0] == "f1"
+    assert with_classifier.index("x") < with_classifier.index("h0")
 
 
 # --- through a real embedded Chroma -------------------------------------------------------
@@ -118,7 +162,7 @@ def test_search_reranks_with_the_classifiers_and_says_so(store):
     answer = plain.search_vector(MODEL, query, k=3)
     assert [r.id for r in answer.results][0] in FLATS and answer.reranked_by == ()
     # A weight above the defaults: these hand-made vectors are further apart than a catalog's.
-    strong = RerankSettings(weights={"articleType": 0.5})
+    strong = RerankSettings(weights={"articleType": 0.5}, neighbours=0)
     reranked = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)}, rerank=strong)
     answer = reranked.search_vector(MODEL, query, k=3)
     assert {r.id for r in answer.results} == set(HEELS) and answer.reranked_by == ("articleType",)
@@ -133,14 +177,17 @@ def test_search_reranks_with_the_classifiers_and_says_so(store):
 
 def test_more_like_this_reranks_from_the_stored_vector_only_with_the_weights_that_made_it(store):
     client, prior = store
-    searcher = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)})  # the defaults
+    searcher = Searcher(client, embedders={MODEL: _embedder("file:tuned", prior)}, rerank=CLASSIFIERS)
     answer = searcher.similar_to(MODEL, "f0", k=3)
     assert answer.reranked_by == ("articleType",) and "f0" not in [r.id for r in answer.results]
     # The classifiers judge the embedder's vector that the stored, centered one was made from.
     collection = ProductCollection.open(client, MODEL)
     assert float(collection.unprepare(collection.vector_of("f0")) @ unit((0, 1), (10, 0.3))) == pytest.approx(1, abs=1e-5)
-    other = Searcher(client, embedders={MODEL: _embedder("file:other", prior)})
+    other = Searcher(client, embedders={MODEL: _embedder("file:other", prior)}, rerank=CLASSIFIERS)
     assert other.similar_to(MODEL, "f0", k=3).reranked_by == ()
+    # The votes need no classifiers: with the defaults, other weights still reorder by them.
+    voted = Searcher(client, embedders={MODEL: _embedder("file:other", prior)}).similar_to(MODEL, "f0", k=3)
+    assert voted.reranked_by == ("articleType", "baseColour") and {r.id for r in voted.results[:2]} == {"f1", "f2"}
 
 
 def test_unprepare_gives_back_the_unit_vector_before_centering(tmp_path):

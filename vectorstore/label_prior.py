@@ -1,18 +1,22 @@
-"""What a query most likely is, from the classifiers a fine-tune trained beside the embedding,
-and the reordering of a search's candidates that it allows.
+"""What a query most likely is, and the reordering of a search's candidates that it allows.
 
 Nearest neighbours alone rank a Heels shot's nearest Flats above Heels a little further away:
-the embedding is one space for every kind of product. The fine-tune's cosine classifiers see
-the same features and tell the kinds apart better (a query's articleType is right for 0.83 of
-held-out products where its five neighbours agree with it for 0.80). So a search asks Chroma for
-more candidates than it shows and orders them by
+the embedding is one space for every kind of product. Two witnesses say better what the query
+is than its nearest product alone:
 
-    cosine + sum over labels of weight x log p(candidate's label | query),
+- the fine-tune's cosine classifiers, which see the same features and tell the kinds apart
+  (when the weights file has them);
+- the catalog labels of the query's nearest products, each voting with a weight that falls with
+  its distance (any model: the labels are the collection's metadata).
+
+Their product, p(label | classifiers) x (votes(label) + a small even share), is the posterior,
+and a search asks Chroma for more candidates than it shows and orders them by
+
+    cosine + sum over labels of weight x log posterior(candidate's label | query),
 
 which keeps visual order among products of a likely kind, and lets a less likely kind through
-when it is much closer or the classifier hesitates (docs/figures.md: reranking). The catalog's labels come from the
-collection's metadata; the probabilities from the query image only, so a product never helps
-its own query.
+when it is much closer or the witnesses hesitate (docs/search.md: reordering). The query's own
+labels are never known: the classifiers see its image, the votes its neighbours.
 """
 from __future__ import annotations
 
@@ -34,25 +38,41 @@ class RerankSettings:
     from 0.02 to 0.5, while hit@5 (at least one of the five of the right kind) fell as the weight
     grew, since a wrong guess then fills all five: the defaults are at the low end, where hit@5
     stays within 0.03 of cosine order (docs/search.md). `candidates`: how many nearest products
-    are reordered (at least the number asked for)."""
-    weights: Mapping[str, float] = field(default_factory=lambda: {"articleType": 0.03, "baseColour": 0.02})
+    are reordered (at least the number asked for). `neighbours`: how many of the nearest of them
+    vote on the query's labels (0: the classifiers alone); `temperature`: how fast a vote fades
+    with a neighbour's cosine below the nearest one's (0.05: a neighbour 0.05 further counts
+    1/e as much)."""
+    weights: Mapping[str, float] = field(default_factory=lambda: {"articleType": 0.05, "baseColour": 0.05})
     candidates: int = 50
+    neighbours: int = 20
+    temperature: float = 0.05
 
     def __post_init__(self):
         if self.candidates < 1:
             raise ValueError("rerank candidates must be at least 1")
         if any(w < 0 for w in self.weights.values()):
             raise ValueError("rerank weights must be 0 or more")
+        if self.neighbours < 0:
+            raise ValueError("rerank neighbours must be 0 or more")
+        if self.temperature <= 0:
+            raise ValueError("rerank temperature must be above 0")
 
     @property
     def enabled(self) -> bool:
         return any(w > 0 for w in self.weights.values())
 
     def labels_for(self, prior: "LabelPrior | None") -> tuple[str, ...]:
-        """The labels that reorder a search with these classifiers (none without them)."""
-        if prior is None:
-            return ()
-        return tuple(t for t in prior.targets if self.weights.get(t, 0) > 0)
+        """The labels that reorder a search: with votes, every weighted one; else those the
+        classifiers (`prior`, if any) know."""
+        known = prior.targets if prior is not None else ()
+        return tuple(t for t, w in self.weights.items() if w > 0 and (self.neighbours > 0 or t in known))
+
+    def witnesses(self, prior: "LabelPrior | None") -> tuple[str, ...]:
+        """What judges the query's labels: "neighbours" (their labels' votes), "classifiers"."""
+        labels = self.labels_for(prior)
+        return tuple(name for name, present in (
+            ("neighbours", bool(labels) and self.neighbours > 0),
+            ("classifiers", prior is not None and any(t in prior.targets for t in labels))) if present)
 
 
 NO_RERANK = RerankSettings(weights={})
@@ -91,25 +111,76 @@ class LabelPrior:
         p = np.exp(logits)
         return p / p.sum()
 
-    def log_prior(self, vector: np.ndarray, target: str, labels: Sequence[str | None]) -> np.ndarray:
-        """log p(label | query) for each candidate's label; a label the classifier never learned
-        (or none) gets the uniform probability: the classifier has nothing to say about it."""
+    def likelihoods(self, vector: np.ndarray, target: str, labels: Sequence[str | None]) -> np.ndarray:
+        """p(label | query) for each of `labels`; a label the classifier never learned (or none)
+        gets the uniform probability: the classifier has nothing to say about it."""
         p = self._softmax(vector, target)
         known = self._labels[target]
         uniform = 1.0 / len(known)
-        return np.log(np.array([p[known[l]] if l in known else uniform for l in labels]) + _FLOOR)
+        return np.array([p[known[l]] if l in known else uniform for l in labels], dtype=np.float64)
 
-    def rerank(self, vector: np.ndarray, hits: Sequence, settings: RerankSettings) -> list:
-        """`hits` (each with `.score`, the cosine, and `.metadata`) in the order of the fused
-        score; scores themselves are left as cosines, which is what a shopper is shown."""
-        if not hits:
-            return []
-        fused = np.array([h.score for h in hits], dtype=np.float64)
-        for target, weight in settings.weights.items():
-            if weight > 0 and target in self._labels:
-                fused += weight * self.log_prior(vector, target, [h.metadata.get(target) for h in hits])
-        order = np.argsort(-fused, kind="stable")
-        return [hits[i] for i in order]
+    def log_prior(self, vector: np.ndarray, target: str, labels: Sequence[str | None]) -> np.ndarray:
+        return np.log(self.likelihoods(vector, target, labels) + _FLOOR)
 
 
-__all__ = ["LabelPrior", "RerankSettings", "NO_RERANK"]
+def rerank(hits: Sequence, settings: RerankSettings, prior: LabelPrior | None = None,
+           vector: np.ndarray | None = None) -> list:
+    """`hits` (each with `.score`, the cosine, and `.metadata`) in the order of the fused score;
+    `prior` and `vector` (the embedder's, before centering) bring the classifiers in. Scores
+    themselves are left as cosines, which is what a shopper is shown."""
+    if not hits:
+        return []
+    cosines = np.array([h.score for h in hits], dtype=np.float64)
+    fused = cosines.copy()
+    for target, weight in settings.weights.items():
+        if weight <= 0:
+            continue
+        labels = [_label(h.metadata.get(target)) for h in hits]
+        classifier = (prior.likelihoods(vector, target, labels)
+                      if prior is not None and vector is not None and target in prior.targets else None)
+        votes = _votes(cosines, labels, settings) if settings.neighbours > 0 else None
+        if classifier is not None or votes is not None:
+            fused += weight * _log_posterior(labels, classifier, votes)
+    order = np.argsort(-fused, kind="stable")
+    return [hits[i] for i in order]
+
+
+# The votes' pseudo-count, shared evenly by the labels among the candidates: a label none of
+# the nearest products has keeps a little weight, so a confident classifier can still bring it up.
+_PSEUDO_VOTES = 0.2
+
+
+def _label(value) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _votes(cosines: np.ndarray, labels: list[str | None], settings: RerankSettings) -> dict[str, float]:
+    """Each label's share of the nearest `neighbours` candidates, nearer ones counting more."""
+    nearest = np.argsort(-cosines, kind="stable")[:settings.neighbours]
+    weights = np.exp((cosines[nearest] - cosines[nearest[0]]) / settings.temperature)
+    votes: dict[str, float] = {}
+    for i, w in zip(nearest, weights / weights.sum()):
+        if labels[i] is not None:
+            votes[labels[i]] = votes.get(labels[i], 0.0) + float(w)
+    return votes
+
+
+def _log_posterior(labels: list[str | None], classifier: np.ndarray | None,
+                   votes: dict[str, float] | None) -> np.ndarray:
+    """log posterior(label) for each candidate, normalised over the labels among them; a
+    candidate without the label gets the even share (nothing is known for or against it)."""
+    distinct = sorted({l for l in labels if l is not None})
+    if not distinct:
+        return np.zeros(len(labels))
+    by_label = {l: 1.0 for l in distinct}
+    if classifier is not None:
+        by_label = {l: float(p) for l, p in zip(labels, classifier) if l is not None}
+    if votes is not None:
+        share = _PSEUDO_VOTES / len(distinct)
+        by_label = {l: p * (votes.get(l, 0.0) + share) for l, p in by_label.items()}
+    total = sum(by_label.values())
+    even = 1.0 / len(distinct)
+    return np.log(np.array([by_label[l] / total if l is not None else even for l in labels]) + _FLOOR)
+
+
+__all__ = ["LabelPrior", "RerankSettings", "NO_RERANK", "rerank"]

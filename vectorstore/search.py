@@ -12,7 +12,7 @@ from PIL import Image
 
 from vectorstore.embedders import Embedder, check_model_name, load_embedder
 from vectorstore.filters import Filters, resolve_filters
-from vectorstore.label_prior import LabelPrior, RerankSettings
+from vectorstore.label_prior import LabelPrior, RerankSettings, rerank
 from vectorstore.store import NoIndex, ProductCollection, StoreError
 
 RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
@@ -51,8 +51,8 @@ class Searcher:
     """Holds one embedder and one collection handle per model, built on first use.
 
     `embedders` already built are used as they are; `embedder_factory` builds the others
-    (injected so tests and tools can build embedders their own way). `rerank` says how models
-    whose weights carry classifiers order the nearest products (vectorstore/label_prior.py).
+    (injected so tests and tools can build embedders their own way). `rerank` says how the
+    nearest products are reordered by what the query most likely is (vectorstore/label_prior.py).
     """
 
     def __init__(self, client, weights: str = "auto", device: str = "cpu",
@@ -125,13 +125,14 @@ class Searcher:
 
     def _answer(self, model: str, prior: LabelPrior | None, vector: np.ndarray, search, k: int,
                 filters) -> Answer:
-        """`search(filters, n)` gives the n nearest; with classifiers (`prior`), more than k of
-        them are reordered by what the query (`vector`, the embedder's) most likely is."""
+        """`search(filters, n)` gives the n nearest; more than k of them are reordered by what
+        the query most likely is, by their labels' votes and the classifiers (`prior`, if any,
+        on `vector`, the embedder's)."""
         resolved = self.resolve(model, filters)
         used = self.rerank.labels_for(prior)
         started = time.perf_counter()
         if used:
-            hits = prior.rerank(vector, search(resolved, max(k, self.rerank.candidates)), self.rerank)[:k]
+            hits = rerank(search(resolved, max(k, self.rerank.candidates)), self.rerank, prior, vector)[:k]
         else:
             hits = search(resolved, k)
         answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved, reranked_by=used)
