@@ -72,8 +72,8 @@ def test_a_hesitant_classifier_lets_the_closer_product_through():
 def test_a_label_the_classifier_never_learned_counts_as_uniform():
     prior = prior_for({"Heels": unit((0, 1)), "Flats": unit((1, 1))})
     query = unit((0, 1), (1, 1))  # exactly between: both 0.5, as is the uniform guess
-    log_p = prior.log_prior(query, "articleType", ["Heels", "Sandals", None])
-    assert log_p == pytest.approx(np.log([0.5, 0.5, 0.5]), abs=1e-6)
+    p = prior.likelihoods(query, "articleType", ["Heels", "Sandals", None])
+    assert p == pytest.approx([0.5, 0.5, 0.5], abs=1e-6)
 
 
 def test_rerank_settings_refuse_nonsense():

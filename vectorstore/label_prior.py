@@ -119,9 +119,6 @@ class LabelPrior:
         uniform = 1.0 / len(known)
         return np.array([p[known[l]] if l in known else uniform for l in labels], dtype=np.float64)
 
-    def log_prior(self, vector: np.ndarray, target: str, labels: Sequence[str | None]) -> np.ndarray:
-        return np.log(self.likelihoods(vector, target, labels) + _FLOOR)
-
 
 def rerank(hits: Sequence, settings: RerankSettings, prior: LabelPrior | None = None,
            vector: np.ndarray | None = None) -> list:
@@ -132,13 +129,14 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: LabelPrior | None = 
         return []
     cosines = np.array([h.score for h in hits], dtype=np.float64)
     fused = cosines.copy()
+    say = _say(cosines, settings) if settings.neighbours > 0 else None
     for target, weight in settings.weights.items():
         if weight <= 0:
             continue
         labels = [_label(h.metadata.get(target)) for h in hits]
         classifier = (prior.likelihoods(vector, target, labels)
                       if prior is not None and vector is not None and target in prior.targets else None)
-        votes = _votes(cosines, labels, settings) if settings.neighbours > 0 else None
+        votes = _votes(labels, say) if say is not None else None
         if classifier is not None or votes is not None:
             fused += weight * _log_posterior(labels, classifier, votes)
     order = np.argsort(-fused, kind="stable")
@@ -154,14 +152,22 @@ def _label(value) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _votes(cosines: np.ndarray, labels: list[str | None], settings: RerankSettings) -> dict[str, float]:
-    """Each label's share of the nearest `neighbours` candidates, nearer ones counting more."""
+def _say(cosines: np.ndarray, settings: RerankSettings) -> np.ndarray:
+    """Each candidate's share of the vote: the nearest `neighbours`, nearer ones counting more,
+    summing to 1; the others 0."""
     nearest = np.argsort(-cosines, kind="stable")[:settings.neighbours]
     weights = np.exp((cosines[nearest] - cosines[nearest[0]]) / settings.temperature)
+    say = np.zeros_like(cosines)
+    say[nearest] = weights / weights.sum()
+    return say
+
+
+def _votes(labels: list[str | None], say: np.ndarray) -> dict[str, float]:
+    """Each label's share of the vote."""
     votes: dict[str, float] = {}
-    for i, w in zip(nearest, weights / weights.sum()):
-        if labels[i] is not None:
-            votes[labels[i]] = votes.get(labels[i], 0.0) + float(w)
+    for label, share in zip(labels, say):
+        if label is not None and share > 0:
+            votes[label] = votes.get(label, 0.0) + float(share)
     return votes
 
 
@@ -172,9 +178,8 @@ def _log_posterior(labels: list[str | None], classifier: np.ndarray | None,
     distinct = sorted({l for l in labels if l is not None})
     if not distinct:
         return np.zeros(len(labels))
-    by_label = {l: 1.0 for l in distinct}
-    if classifier is not None:
-        by_label = {l: float(p) for l, p in zip(labels, classifier) if l is not None}
+    by_label = (dict.fromkeys(distinct, 1.0) if classifier is None else
+                {l: float(p) for l, p in zip(labels, classifier) if l is not None})
     if votes is not None:
         share = _PSEUDO_VOTES / len(distinct)
         by_label = {l: p * (votes.get(l, 0.0) + share) for l, p in by_label.items()}
