@@ -327,7 +327,7 @@ def _image_variant(args):
 
 def cmd_finetune(args) -> int:
     from training import finetune
-    from training.recipes import recipe_settings
+    from training.recipes import on_gpu, recipe_settings
     from vectorstore import tuned_file
     out = Path(args.out) if args.out else tuned_file(args.model, Path(args.weights_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -340,7 +340,7 @@ def cmd_finetune(args) -> int:
         seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
         photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux)
-    print(f"recipe: {settings.epochs} epochs at {settings.image_size} px (served at {settings.input_size}), freeze {settings.freeze}, photo-like "
+    print(f"recipe{' for a GPU' if on_gpu(settings.device) else ''}: {settings.epochs} epochs at {settings.image_size} px (served at {settings.input_size}), freeze {settings.freeze}, photo-like "
           f"{settings.photo_probability}, crop-min {settings.crop_min}, targets {','.join(settings.targets)}, "
           f"lr {settings.lr or 'default'}", file=sys.stderr)
     result = finetune(settings)

@@ -1,8 +1,10 @@
-"""What one fine-tuning step costs, by precision and memory layout, and what a photo-like
-training view costs made from the shot or from its kept cut-out; side by side in one run.
+"""What one fine-tuning step costs, by precision and memory layout; what a photo-like
+training view costs made from the shot or from its kept cut-out; and what preparing the
+training images (decode and cut-out, before the first step) costs in this process and
+spread over every core; side by side in one run.
 
     python -m bench.training_step [--catalog ../shared/catalog] [--model resnet18] [--image-size 112]
-                                  [--batch-size 64] [--steps 6] [--views 200]
+                                  [--batch-size 64] [--steps 6] [--views 200] [--prepare 600]
 
 Training steps run on random tensors (the cost does not depend on the pixels) with the
 trainer's own autocast and memory layout; the augmentation part reads the catalog's first
@@ -11,9 +13,12 @@ trainer's own autocast and memory layout; the augmentation part reads the catalo
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from PIL import Image, ImageDraw
@@ -23,7 +28,7 @@ from bench.common import DEFAULT_CATALOG, pct, table
 from catalog import open_image, read_catalog
 from catalog.photolike import cut_out
 from training.augment import ShopperAugment
-from training.data import downsize, short_side_size
+from training.data import DecodedImages, downsize, short_side_size
 from training.trainer import cpu_has_native_bf16, mixed_precision
 
 
@@ -64,6 +69,32 @@ def shots(catalog: Path, n: int, short_side: int) -> list[Image.Image]:
     return out
 
 
+def products_to_prepare(catalog: Path, n: int, folder: Path) -> list:
+    """The catalog's first `n` products, or `n` synthetic shots written as JPEG files."""
+    if catalog.is_dir():
+        return read_catalog(catalog).products[:n]
+    out = []
+    for index, image in enumerate(shots(Path("none"), n, 180)):
+        path = folder / f"{index}.jpg"
+        image.save(path, quality=85)
+        out.append(SimpleNamespace(id=str(index), image=path))
+    return out
+
+
+def preparation_rows(products: list, short_side: int, processes: int, rounds: int = 2) -> list[dict]:
+    """Decoding and cutting out `products` in this process and over `processes` loader
+    processes, alternating, the best of `rounds` each."""
+    best = {0: float("inf"), processes: float("inf")}
+    for _ in range(rounds):
+        for workers in best:
+            started = time.perf_counter()
+            DecodedImages.load(products, short_side, progress=False, cut_outs=True, workers=workers)
+            best[workers] = min(best[workers], time.perf_counter() - started)
+    return [{"where": "in this process" if workers == 0 else f"{workers} loader processes",
+             "seconds": f"{seconds:.2f}", "images/s": f"{len(products) / seconds:.1f}",
+             "vs in this process": f"{best[0] / seconds:.2f}x"} for workers, seconds in best.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG))
@@ -72,6 +103,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--views", type=int, default=200)
+    parser.add_argument("--prepare", type=int, default=600, help="products decoded and cut out, both ways")
     args = parser.parse_args()
 
     print(f"CPU with native bf16: {cpu_has_native_bf16()}; {torch.get_num_threads()} threads")
@@ -100,6 +132,13 @@ def main() -> None:
         rows.append({"photo-like view": name, "ms per view": f"{(time.perf_counter() - started) / len(images) * 1000:.2f}"})
     print(f"\nphoto-like training views, {len(images)} images (making the cut-outs once: "
           f"{cut_seconds / len(images) * 1000:.2f} ms per image):")
+    print(table(rows))
+
+    processes = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as folder:
+        products = products_to_prepare(Path(args.catalog), args.prepare, Path(folder))
+        rows = preparation_rows(products, short_side_size(args.image_size), max(2, processes))
+    print(f"\npreparing {len(products)} training images (decode and cut-out) before the first step:")
     print(table(rows))
 
 

@@ -222,6 +222,33 @@ def test_augmentation_is_seeded_and_sized(small_catalog):
     assert torch.equal(augment(image, random.Random(5), cut_out(image)), a)
 
 
+def test_images_prepared_in_processes_match_those_prepared_here(small_catalog, tmp_path):
+    """Decoding, cutting out and the validation queries spread over loader processes give the
+    same pixels, in the same order, and still report a broken image instead of failing."""
+    import numpy as np
+    from catalog import read_catalog
+    from training.augment import eval_transform
+    from training.data import DecodedImages
+    from training.validate import ValidationImages
+    from dataclasses import replace
+    products = read_catalog(small_catalog).products[:9]
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    products[4] = replace(products[4], image=tmp_path / "broken.jpg")
+    here = DecodedImages.load(products, 40, progress=False, cut_outs=True)
+    spread = DecodedImages.load(products, 40, progress=False, cut_outs=True, workers=2)
+    assert [p.id for p in spread.products] == [p.id for p in here.products] == [p.id for i, p in enumerate(products)
+                                                                                if i != 4]
+    assert [p.id for p, _ in spread.unreadable] == [products[4].id]
+    assert all(np.array_equal(a, b) for a, b in zip(here.arrays, spread.arrays))
+    assert all(a.alpha.tobytes() == b.alpha.tobytes() for a, b in zip(here.cuts, spread.cuts))
+    transform = eval_transform("resnet18", SIZE)
+    queries_here = ValidationImages.build(products, transform, seed=3, progress=False)
+    queries_spread = ValidationImages.build(products, transform, seed=3, progress=False, workers=2)
+    assert len(queries_spread.products) == 8
+    assert torch.equal(queries_here.clean, queries_spread.clean)
+    assert torch.equal(queries_here.photo, queries_spread.photo)
+
+
 def test_crops_keep_at_least_the_share_the_settings_ask_for():
     from training.augment import ShopperAugment
     width, height = 180, 240
@@ -488,10 +515,11 @@ def test_training_step_benchmark_runs_and_compares(capsys, monkeypatch, tmp_path
     import sys
     from bench import training_step
     monkeypatch.setattr(sys, "argv", ["training_step", "--catalog", str(tmp_path / "none"), "--image-size", "32",
-                                      "--batch-size", "2", "--steps", "1", "--views", "3"])
+                                      "--batch-size", "2", "--steps", "1", "--views", "3", "--prepare", "4"])
     training_step.main()
     out = capsys.readouterr().out
-    for row in ("fp32       contiguous", "bf16       channels-last", "from the shot", "from the kept cut-out"):
+    for row in ("fp32       contiguous", "bf16       channels-last", "from the shot", "from the kept cut-out",
+                "in this process", "loader processes", "preparing 4 training images"):
         assert row in out
     assert "1.00x" in out  # the baseline row compares with itself
 
@@ -566,6 +594,21 @@ def test_recipe_serving_size_goes_with_its_training_size(tmp_path):
     assert recipe_settings("resnet18", **lite).input_size == 112
     with pytest.raises(ValueError, match="--serve-size"):
         recipe_settings("resnet18", serve_size=16, **lite)
+
+
+def test_a_gpu_run_gets_the_gpu_recipe_and_flags_still_win(tmp_path):
+    from training.recipes import on_gpu, recipe_settings
+    lite = dict(catalog=tmp_path, out=tmp_path / "x.pt")
+    gpu = recipe_settings("efficientnet_lite0", device="cuda", **lite)
+    cpu = recipe_settings("efficientnet_lite0", device="cpu", **lite)
+    assert (gpu.epochs, gpu.image_size, gpu.input_size, gpu.freeze) == (9, 224, 224, 0)
+    assert (cpu.epochs, cpu.image_size, cpu.input_size, cpu.freeze) == (4, 128, 224, 3)
+    assert recipe_settings("efficientnet_lite0", device="cuda:1", epochs=3, freeze=2, **lite).epochs == 3
+    assert recipe_settings("efficientnet_lite2", device="cuda", **lite).input_size == 260
+    # No GPU recipe measured for the ResNets: theirs, wherever they train.
+    on_cpu = recipe_settings("resnet18", device="cpu", **lite)
+    assert recipe_settings("resnet18", device="cuda", **lite) == on_cpu.with_changes(device="cuda")
+    assert on_gpu("auto") == torch.cuda.is_available() and not on_gpu("cpu")
 
 
 def test_file_is_served_at_its_serve_size_and_a_resume_may_change_it(small_catalog, tmp_path):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from catalog import ImageError, Product, open_image
@@ -91,6 +92,42 @@ def downsize(image: Image.Image, short_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
+class _Calls(Dataset):
+    """`function(item)` for each item, as a dataset a loader can spread over processes."""
+
+    def __init__(self, function: Callable, items: Sequence):
+        self.function, self.items = function, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        return self.function(self.items[index])
+
+
+def _as_is(sample):
+    return sample
+
+
+def map_in_processes(function: Callable, items: Sequence, workers: int, desc: str, progress: bool = True) -> list:
+    """`[function(item) for item in items]`, in order, spread over `workers` loader processes
+    (0: in this one). Decoding and cutting out a catalog is a few minutes' single-core work
+    before the first step; a loader's forked processes share it without pickling `function`.
+    `function` returns its failures rather than raising them, so one bad image stops nothing."""
+    loader = DataLoader(_Calls(function, items), batch_size=None, num_workers=workers, collate_fn=_as_is)
+    return list(tqdm(loader, total=len(items), desc=desc, unit="img", disable=not progress, leave=False))
+
+
+def _decoded(product: Product, short_side: int, decode: Callable, cut_outs: bool):
+    """(pixels, cut-out or None, None) for a readable image; (None, None, reason) otherwise."""
+    try:
+        image = decode(product.image)
+    except ImageError as exc:
+        return None, None, str(exc)
+    small = downsize(image, short_side)
+    return np.asarray(small), cut_out(small) if cut_outs else None, None
+
+
 @dataclass
 class DecodedImages:
     """Catalog images decoded once and kept small: the product's pixels at the resolution
@@ -104,20 +141,18 @@ class DecodedImages:
 
     @classmethod
     def load(cls, products: Sequence[Product], short_side: int, progress: bool = True,
-             decode: Callable = open_image, cut_outs: bool = False) -> "DecodedImages":
-        kept, arrays, unreadable, cuts = [], [], [], []
+             decode: Callable = open_image, cut_outs: bool = False, workers: int = 0) -> "DecodedImages":
         what = "decoding and cutting out images" if cut_outs else "decoding images"
-        for product in tqdm(products, desc=what, unit="img", disable=not progress, leave=False):
-            try:
-                image = decode(product.image)
-            except ImageError as exc:
-                unreadable.append((product, str(exc)))
+        done = map_in_processes(partial(_decoded, short_side=short_side, decode=decode, cut_outs=cut_outs),
+                                products, workers, what, progress)
+        kept, arrays, unreadable, cuts = [], [], [], []
+        for product, (pixels, cut, why) in zip(products, done):
+            if why is not None:
+                unreadable.append((product, why))
                 continue
             kept.append(product)
-            small = downsize(image, short_side)
-            arrays.append(np.asarray(small))
-            if cut_outs:
-                cuts.append(cut_out(small))
+            arrays.append(pixels)
+            cuts.append(cut)
         return cls(kept, arrays, unreadable, cuts if cut_outs else None)
 
     def image(self, index: int) -> Image.Image:
@@ -168,4 +203,4 @@ def primary_labels(products: Sequence[Product]) -> list[str | None]:
 
 
 __all__ = ["IGNORE", "Split", "sample_products", "split_products", "LabelVocab", "short_side_size",
-           "downsize", "DecodedImages", "AugmentedProducts", "epoch_batches", "primary_labels"]
+           "downsize", "map_in_processes", "DecodedImages", "AugmentedProducts", "epoch_batches", "primary_labels"]

@@ -18,14 +18,15 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from catalog import ImageError, Product, open_image
 from catalog.photolike import shopper_photo
 from evaluation.metrics import precision_at_k as precision_of
+from training.data import map_in_processes
 
 
 @dataclass
@@ -38,19 +39,26 @@ class ValidationImages:
 
     @classmethod
     def build(cls, products: Sequence[Product], transform, seed: int, progress: bool = True,
-              decode: Callable = open_image) -> "ValidationImages":
-        kept, clean, photo = [], [], []
-        for product in tqdm(products, desc="validation queries", unit="img", disable=not progress, leave=False):
-            try:
-                image = decode(product.image)
-            except ImageError:
-                continue
-            kept.append(product)
-            clean.append(transform(image).half())
-            photo.append(transform(shopper_photo(image, random.Random(f"{seed}:{product.id}"))).half())
+              decode: Callable = open_image, workers: int = 0) -> "ValidationImages":
+        done = map_in_processes(partial(_query_pair, transform=transform, seed=seed, decode=decode),
+                                products, workers, "validation queries", progress)
+        kept = [(product, pair) for product, pair in zip(products, done) if pair is not None]
         if not kept:
             raise ValueError("no validation product has a readable image")
-        return cls(kept, torch.stack(clean), torch.stack(photo))
+        return cls([product for product, _ in kept], torch.stack([torch.from_numpy(c) for _, (c, _) in kept]),
+                   torch.stack([torch.from_numpy(p) for _, (_, p) in kept]))
+
+
+def _query_pair(product: Product, transform, seed: int, decode: Callable):
+    """The clean and photo-like query of one product (half-precision arrays: a loader process
+    hands arrays back cheaply, tensors through shared memory one file each); None when its
+    image cannot be read."""
+    try:
+        image = decode(product.image)
+    except ImageError:
+        return None
+    photo = shopper_photo(image, random.Random(f"{seed}:{product.id}"))
+    return transform(image).half().numpy(), transform(photo).half().numpy()
 
 
 @dataclass
