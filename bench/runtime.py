@@ -1,6 +1,7 @@
 """The int8 runtime beside PyTorch, per model, in one run: speed and what it keeps.
 
-    python -m bench.runtime --catalog ../shared/catalog [--models ...] [--sample 1000] [--rounds 5]
+    python -m bench.runtime --catalog ../shared/catalog [--models ...] [--weights auto|FILE|...]
+                            [--sample 1000] [--rounds 5]
 
 For each model, three ways to compute the same embedding:
   eager   PyTorch fp32, the plain module (the reference);
@@ -29,6 +30,7 @@ from bench.common import DEFAULT_CATALOG, table
 from catalog import read_catalog
 from catalog.photolike import shopper_photo
 from vectorstore import MODEL_NAMES, load_embedder, resolve_weights
+from vectorstore.weights import DEFAULT_WEIGHTS_DIR
 from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings, fast_model, readable_sample, session_forward
 
 
@@ -36,6 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG))
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
+    parser.add_argument("--weights", default="auto", help="as index's --weights (e.g. a fine-tuned file), every model")
+    parser.add_argument("--weights-dir", default=str(DEFAULT_WEIGHTS_DIR), help="where auto looks for fine-tuned files")
     parser.add_argument("--sample", type=int, default=1000, help="products for cosine and P@5")
     parser.add_argument("--photo-queries", type=int, default=200, help="photo-like queries among them (0: none)")
     parser.add_argument("--rounds", type=int, default=5, help="timed turns of each runtime")
@@ -67,7 +71,7 @@ SPEED_KEYS = ("model", "eager b32 img/s", "frozen b32 img/s", "int8 b32 img/s", 
 
 
 def _measure(name: str, images, photos, labels, args) -> dict:
-    resolved = resolve_weights(name, "auto", download=False)
+    resolved = resolve_weights(name, args.weights, Path(args.weights_dir), download=False)
     weights = str(resolved.choice) if resolved.available else "random"
     embedder = load_embedder(name, weights)
     settings = RuntimeSettings("onnx-int8", cache_dir=Path(args.cache), catalog=Path(args.catalog), seed=args.seed)

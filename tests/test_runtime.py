@@ -164,3 +164,31 @@ def test_the_cosine_check_uses_images_the_calibration_did_not_see(cache, catalog
     assert not flat(calibration) & flat(validation)
     calibration, validation, source = calibration_and_validation(embedders["resnet18"], settings(cache))
     assert source == "16 generated images, checked on 8 others" and not flat(calibration) & flat(validation)
+
+
+def test_a_build_keeps_the_full_resolution_layers_in_fp32_only_when_the_stem_alone_falls_short(
+        tmp_path, catalog_dir, monkeypatch):
+    from vectorstore import runtime
+    from vectorstore.runtime import FULL_RESOLUTION, STEM, export_onnx, fp32_layer_choices, prepare_for_quantization
+    lite = load_embedder("efficientnet_lite0", "imagenet")
+    export_onnx(lite, tmp_path / "lite.onnx")
+    choices = dict(fp32_layer_choices(prepare_for_quantization(tmp_path / "lite.onnx")))
+    # Lite0's stem, then its first block and the first convolutions of the second (at 112 px).
+    assert list(choices) == [STEM, FULL_RESOLUTION]
+    assert choices[FULL_RESOLUTION][:1] == choices[STEM] and len(choices[FULL_RESOLUTION]) == 5
+    assert sum("blocks.0/" in name for name in choices[FULL_RESOLUTION]) == 2
+    export_onnx(load_embedder("resnet18", "random"), tmp_path / "resnet.onnx")
+    assert [c for c, _ in fp32_layer_choices(prepare_for_quantization(tmp_path / "resnet.onnx"))] == [STEM]
+
+    kept: list[list[str]] = []
+    quantize = runtime.quantize
+    monkeypatch.setattr(runtime, "quantize", lambda prepared, out, calibration, keep_fp32:
+                        kept.append(list(keep_fp32)) or quantize(prepared, out, calibration, keep_fp32))
+    easy = fast_model(lite, settings(tmp_path / "easy", catalog=catalog_dir, min_cosine=0.0))
+    assert [len(k) for k in kept] == [1] and easy.fp32_layers == STEM and easy.validated
+    kept.clear()
+    strict = fast_model(lite, settings(tmp_path / "strict", catalog=catalog_dir, min_cosine=1.01))
+    assert [len(k) for k in kept] == [1, 5]   # the stem alone fell short: the second choice was tried
+    assert strict.cosine >= easy.cosine and not strict.validated   # the closer of the two is kept
+    assert json.loads(strict.path.with_name("meta.json").read_text())["fp32_layers"] == strict.fp32_layers
+    assert fast_model(lite, settings(tmp_path / "strict", catalog=catalog_dir)).fp32_layers == strict.fp32_layers

@@ -35,8 +35,16 @@ ONNX_INT8 = "onnx-int8"
 RUNTIMES = ("auto", EAGER, ONNX_INT8)
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "visual-shop-assistant" / "runtime"
 # Bumped when the way a fast model is built changes, so old cache entries are not reused.
-RECIPE = "ort-qdq-s8w-u8a-perchannel-minmax-fp32stem-3"
+RECIPE = "ort-qdq-s8w-u8a-perchannel-minmax-fp32ladder-4"
 INPUT, OUTPUT = "images", "features"
+
+
+# Which convolutions a build keeps in fp32, tried in this order until the cosine check passes:
+# the stem alone (the fastest), then also every convolution that reads at the stem's output
+# resolution. Fine-tuned Lite0 files lose most in those first layers: 0.978-0.985 with the
+# stem alone, 0.997 with them, for 0.8-0.9 of the speed (docs/runtime.md).
+STEM, FULL_RESOLUTION = "stem", "full-resolution"
+FP32_CHOICES = (STEM, FULL_RESOLUTION)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -70,10 +78,12 @@ class FastModel:
     calibration: str         # e.g. "64 catalog images" or "64 generated images"
     build_seconds: float
     built: bool              # False: taken from the cache
+    fp32_layers: str = STEM  # which convolutions stayed fp32 (FP32_CHOICES)
 
     def describe(self) -> str:
         how = f"built in {self.build_seconds:.0f} s" if self.built else "cached"
-        return f"{how}, calibrated on {self.calibration}, cosine {self.cosine:.4f} vs eager"
+        kept = "" if self.fp32_layers == STEM else f", {self.fp32_layers} layers in fp32"
+        return f"{how}, calibrated on {self.calibration}, cosine {self.cosine:.4f} vs eager{kept}"
 
 
 def onnxruntime_missing() -> str | None:
@@ -170,7 +180,7 @@ def _read_cached(folder: Path, key: str, min_cosine: float) -> FastModel | None:
     # Judged against today's threshold: the cosine was measured once, at build time.
     cosine = float(meta["cosine"])
     return FastModel(model_path, key, cosine, cosine >= min_cosine, meta["calibration"],
-                     float(meta["build_seconds"]), built=False)
+                     float(meta["build_seconds"]), built=False, fp32_layers=meta.get("fp32_layers", STEM))
 
 
 def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str) -> FastModel:
@@ -185,17 +195,18 @@ def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str
         fp32 = work / "fp32.onnx"
         try:
             export_onnx(embedder, fp32)
-            quantize(fp32, work / "model.onnx", calibration)
+            prepared = prepare_for_quantization(fp32)
+            cosine, kept = _quantize_until_valid(embedder, prepared, work / "model.onnx", calibration, validation,
+                                                 settings.min_cosine)
         except RuntimeUnavailable:
             raise
         except Exception as exc:  # an exporter or quantizer failure: PyTorch still works
             raise RuntimeUnavailable(f"building the int8 model failed: {type(exc).__name__}: {exc}") from exc
-        cosine = mean_cosine(embedder, session_forward(work / "model.onnx"), validation)
         for leftover in work.iterdir():
             if leftover.name != "model.onnx":
                 leftover.unlink()
         fast = FastModel(folder / "model.onnx", key, cosine, cosine >= settings.min_cosine, source,
-                         time.perf_counter() - started, built=True)
+                         time.perf_counter() - started, built=True, fp32_layers=kept)
         meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(fast).items() if k != "built"}
         meta.update(model=embedder.name, weights=embedder.weights_id, image_size=embedder.image_size,
                     recipe=RECIPE, min_cosine=settings.min_cosine)
@@ -250,19 +261,60 @@ def export_onnx(embedder: Embedder, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def quantize(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 8) -> None:
-    """Static int8: QDQ format, per-channel int8 weights, uint8 activations with MinMax ranges
-    from `calibration` (the format ONNX Runtime's CPU kernels run as int8 with VNNI).
+def _quantize_until_valid(embedder: Embedder, prepared: Path, out: Path, calibration: np.ndarray,
+                          validation: np.ndarray, min_cosine: float) -> tuple[float, str]:
+    """Quantize with each choice of fp32 layers in turn, keeping the first that passes the
+    cosine check (else the closest); returns its cosine and its name."""
+    best: tuple[float, str] | None = None
+    for choice, layers in fp32_layer_choices(prepared):
+        candidate = out.with_name(f"{choice}.onnx")
+        quantize(prepared, candidate, calibration, layers)
+        cosine = mean_cosine(embedder, session_forward(candidate), validation)
+        if best is None or cosine > best[0]:
+            best = (cosine, choice)
+            os.replace(candidate, out)
+        if cosine >= min_cosine:
+            break
+    return best
 
-    The stem (the first convolution, on the raw pixels) stays fp32: quantized, it cost Lite0
-    most of its error (mean cosine vs PyTorch 0.9890 -> 0.9930 on the validation images
-    without it, 0.9941 -> 0.9957 on other catalog images) for a few percent of the FLOPs."""
-    import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                          quantize_static)
+
+def prepare_for_quantization(fp32: Path) -> Path:
+    """ONNX Runtime's pre-processing (shape inference, folding) ahead of quantization."""
+    from onnxruntime.quantization import quant_pre_process
     prepared = fp32.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32), str(prepared))
-    stem = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"][:1]
+    return prepared
+
+
+def fp32_layer_choices(prepared: Path) -> list[tuple[str, list[str]]]:
+    """Each choice of FP32_CHOICES with the convolutions it keeps in fp32; a choice that keeps
+    no more than the one before it is left out (a ResNet's layers all read below the stem's
+    resolution, after its pooling)."""
+    import onnx
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(prepared)))
+    heights = {value.name: value.type.tensor_type.shape.dim[2].dim_value
+               for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+               if len(value.type.tensor_type.shape.dim) == 4}
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    stem = convs[:1]
+    stem_height = heights.get(stem[0].output[0], 0) if stem else 0
+    at_full = [node for node in convs[1:] if stem_height and heights.get(node.input[0], 0) >= stem_height]
+    choices = [(STEM, [node.name for node in stem])]
+    if at_full:
+        choices.append((FULL_RESOLUTION, [node.name for node in stem + at_full]))
+    return choices
+
+
+def quantize(prepared: Path, out: Path, calibration: np.ndarray, keep_fp32: Sequence[str],
+             batch_size: int = 8) -> None:
+    """Static int8: QDQ format, per-channel int8 weights, uint8 activations with MinMax ranges
+    from `calibration` (the format ONNX Runtime's CPU kernels run as int8 with VNNI); the
+    convolutions named in `keep_fp32` stay fp32.
+
+    The stem (the first convolution, on the raw pixels) always stays fp32: quantized, it cost
+    Lite0 most of its error (mean cosine vs PyTorch 0.9890 -> 0.9930 on the validation images
+    without it, 0.9941 -> 0.9957 on other catalog images) for a few percent of the FLOPs."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -274,7 +326,7 @@ def quantize(fp32: Path, out: Path, calibration: np.ndarray, batch_size: int = 8
 
     # (The calibration pass writes its augmented model into a temporary folder of its own.)
     quantize_static(str(prepared), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=stem)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(keep_fp32))
 
 
 # ---- calibration and validation images ------------------------------------------------
@@ -360,7 +412,7 @@ def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray],
     return float(np.mean(cosines))
 
 
-__all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
+__all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "STEM", "FULL_RESOLUTION", "FP32_CHOICES", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
            "apply_runtime", "apply_runtimes", "fast_model", "session_forward", "cache_key", "onnxruntime_missing",
-           "export_onnx", "quantize", "calibration_and_validation", "generated_images",
+           "export_onnx", "prepare_for_quantization", "fp32_layer_choices", "quantize", "calibration_and_validation", "generated_images",
            "mean_cosine", "readable_sample"]
