@@ -74,7 +74,7 @@ def products_to_prepare(catalog: Path, n: int, folder: Path) -> list:
     if catalog.is_dir():
         return read_catalog(catalog).products[:n]
     out = []
-    for index, image in enumerate(shots(Path("none"), n, 180)):
+    for index, image in enumerate(shots(catalog, n, 180)):
         path = folder / f"{index}.jpg"
         image.save(path, quality=85)
         out.append(SimpleNamespace(id=str(index), image=path))

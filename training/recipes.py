@@ -21,13 +21,13 @@ _RESNET = {"epochs": 32, "image_size": 112, "photo_probability": 0.3, "crop_min"
 
 # On a GPU the images' augmentation on the CPU cores sets the pace, not the network, so every
 # layer trains at the serving size: 9 epochs took 3.8 minutes on one H200 (16 cores, another
-# run beside it) and the validation P@5 levels off there (18 epochs: +0.003 clean, +0.007 photos).
+# run beside it) and the validation P@5 levels off there (18 epochs: +0.003 clean, +0.006 photos).
 _LITE_GPU = {**_LITE, "epochs": 9, "image_size": 224, "serve_size": 224, "freeze": 0, "batch_size": 64, "lr": 5e-4}
 
 RECIPES: dict[str, dict] = {
     "efficientnet_lite0": _LITE,
-    # Not measured fine-tuned (docs/figures.md: Lite2 gains nothing on photos zero-shot for twice
-    # the compute): Lite0's recipe, served at Lite2's own ImageNet size.
+    # Not measured fine-tuned on a CPU (docs/figures.md: Lite2 gains nothing on photos zero-shot
+    # for twice the compute): Lite0's recipe, served at Lite2's own ImageNet size.
     "efficientnet_lite2": {**_LITE, "serve_size": 260},
     "resnet18": _RESNET,
     "resnet34": _RESNET,

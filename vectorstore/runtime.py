@@ -44,7 +44,6 @@ INPUT, OUTPUT = "images", "features"
 # resolution. Fine-tuned Lite0 files lose most in those first layers: 0.978-0.985 with the
 # stem alone, 0.997 with them, for 0.8-0.9 of the speed (docs/runtime.md).
 STEM, FULL_RESOLUTION = "stem", "full-resolution"
-FP32_CHOICES = (STEM, FULL_RESOLUTION)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -78,7 +77,7 @@ class FastModel:
     calibration: str         # e.g. "64 catalog images" or "64 generated images"
     build_seconds: float
     built: bool              # False: taken from the cache
-    fp32_layers: str = STEM  # which convolutions stayed fp32 (FP32_CHOICES)
+    fp32_layers: str = STEM  # which convolutions stayed fp32: STEM or FULL_RESOLUTION
 
     def describe(self) -> str:
         how = f"built in {self.build_seconds:.0f} s" if self.built else "cached"
@@ -287,7 +286,7 @@ def prepare_for_quantization(fp32: Path) -> Path:
 
 
 def fp32_layer_choices(prepared: Path) -> list[tuple[str, list[str]]]:
-    """Each choice of FP32_CHOICES with the convolutions it keeps in fp32; a choice that keeps
+    """STEM, then FULL_RESOLUTION, each with the convolutions it keeps in fp32; a choice that keeps
     no more than the one before it is left out (a ResNet's layers all read below the stem's
     resolution, after its pooling)."""
     import onnx
@@ -412,7 +411,7 @@ def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray],
     return float(np.mean(cosines))
 
 
-__all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "STEM", "FULL_RESOLUTION", "FP32_CHOICES", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
+__all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "STEM", "FULL_RESOLUTION", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
            "apply_runtime", "apply_runtimes", "fast_model", "session_forward", "cache_key", "onnxruntime_missing",
            "export_onnx", "prepare_for_quantization", "fp32_layer_choices", "quantize", "calibration_and_validation", "generated_images",
            "mean_cosine", "readable_sample"]
