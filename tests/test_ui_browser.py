@@ -97,6 +97,10 @@ def send(page, text: str = "", file: Path | None = None) -> None:
 
 def wait_reply(page, before: int) -> None:
     page.wait_for_function(f"({REPLIES})() > {before}")
+    # The new bubble can be in the chat a moment before its text is rendered into it.
+    page.wait_for_function("""() => { const texts = [...document.querySelectorAll('#chat [data-testid="bot"]')]
+        .filter(p => !p.querySelector('.grid-container'));
+        return texts.length && texts[texts.length - 1].innerText.trim().length > 0; }""")
     page.wait_for_function("!document.querySelector('#message textarea').disabled")
 
 
