@@ -44,6 +44,10 @@ def _add_store(p: argparse.ArgumentParser) -> None:
                    help="on (default): reorder the nearest products by how likely each one's articleType "
                         "and colour are for the query, from the labels of its nearest products and, with a "
                         "fine-tuned weights file, its classifiers; off: cosine order only")
+    p.add_argument("--zoom", default="on", choices=("on", "off"),
+                   help="on (default): a shopper's photo that is not a studio shot is also searched zoomed in "
+                        "on its centre (80%% and 65%% of each side), the views' embeddings averaged, so a "
+                        "product small in the frame is found as the catalog shows it; off: the photo as it is")
     p.add_argument("--runtime-cache", default=None,
                    help="where the int8 models are cached (default: ~/.cache/visual-shop-assistant/runtime)")
 
@@ -51,6 +55,11 @@ def _add_store(p: argparse.ArgumentParser) -> None:
 def _rerank_settings(args):
     from vectorstore import NO_RERANK, RerankSettings
     return RerankSettings() if getattr(args, "rerank", "on") == "on" else NO_RERANK
+
+
+def _query_views(args):
+    from vectorstore import AS_IS, QueryViews
+    return QueryViews() if getattr(args, "zoom", "on") == "on" else AS_IS
 
 
 def _runtime_settings(args):
@@ -143,7 +152,7 @@ def cmd_search(args) -> int:
     from vectorstore import Searcher, make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
                         index_hint=_index_hint(args), embedder_factory=_embedder_factory(args),
-                        rerank=_rerank_settings(args))
+                        rerank=_rerank_settings(args), query_views=_query_views(args))
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k, max_k=max(args.k, 50))
     request = FilterRequest(gender=args.gender, category=args.category, where=tuple(args.where or ()))
     # A missing index, other weights or an unknown filter value is one error for the whole
@@ -220,7 +229,7 @@ def _assistant_parts(args):
         _index_now(args, client, catalog, embedders)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
                         embedders=embedders, embedder_factory=_embedder_factory(args),
-                        rerank=_rerank_settings(args))
+                        rerank=_rerank_settings(args), query_views=_query_views(args))
     indexer = _start_background_index(args, client, catalog, embedders, searcher) \
         if catalog is not None and args.background else None
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
@@ -290,6 +299,7 @@ def cmd_evaluate(args) -> int:
         catalog_sample=args.catalog_sample, variant=_image_variant(args),
         variant_dir=Path(args.variant_dir) if args.variant_dir else Path(args.out) / "catalog-variant",
         input_size=args.input_size, framing=args.framing, rerank=_rerank_settings(args),
+        query_views=_query_views(args),
         show_progress=not args.quiet)
     evaluation = run_evaluation(settings, embedders=embedders)
     paths = write_report(evaluation, Path(args.out))

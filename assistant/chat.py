@@ -334,7 +334,11 @@ class Assistant:
         vector = query.vectors.get(state.model)
         if vector is None:
             self.searcher.collection(state.model)  # refuse a missing index or other weights before embedding
-            vector = self.searcher.embed(state.model, [self._open_photo(query.path, query.crop)])[0]
+            photo = self._open_photo(query.path, query.crop)
+            # A shopper's crop is their own framing of the garment: searched as it is. A whole
+            # photo is searched with its zoomed views too (vectorstore/query_views.py).
+            embed = self.searcher.embed if query.crop else self.searcher.embed_photos
+            vector = embed(state.model, [photo])[0]
             query = replace(query, vectors={**query.vectors, state.model: vector})
             state = replace(state, query=query)
         return self.searcher.search_vector(state.model, vector, k=state.k, filters=filters), state

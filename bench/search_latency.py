@@ -1,5 +1,7 @@
 """Search latency per model as a shopper sees it: decode + embed + query + metadata, one
-image at a time, p50/p95, with the bare forward pass of the same model beside it.
+image at a time, p50/p95, with the bare forward pass of the same model beside it; and a
+shopper-like photo of each product searched as it is and with its zoomed views
+(vectorstore/query_views.py), alternately, so the ratio is of the same moments.
 
     python -m bench.search_latency --db data/chroma --catalog ../shared/catalog --weights random [--n 50]
 """
@@ -11,8 +13,11 @@ import time
 import numpy as np
 
 from bench.common import DEFAULT_CATALOG, pct, table
+import random
+
 from catalog import open_image, read_catalog
-from vectorstore import MODEL_NAMES, Searcher, StoreSettings, make_client
+from catalog.handheld import handheld_photo
+from vectorstore import AS_IS, MODEL_NAMES, Searcher, StoreSettings, make_client
 
 
 def main() -> None:
@@ -26,12 +31,14 @@ def main() -> None:
     products = read_catalog(args.catalog).products
     rng = np.random.default_rng(0)
     paths = [products[i].image for i in rng.choice(len(products), args.n, replace=False)]
-    searcher = Searcher(make_client(StoreSettings(path=args.db)), weights=args.weights)
+    client = make_client(StoreSettings(path=args.db))
+    searcher = Searcher(client, weights=args.weights)
     rows = []
     for model in args.models.split(","):
         searcher.warm_up([model])
         embedder = searcher.embedder(model)
-        total, forward, query = [], [], []
+        as_is = Searcher(client, weights=args.weights, embedders={model: embedder}, query_views=AS_IS)
+        total, forward, query, plain, zoomed = [], [], [], [], []
         for path in paths:
             started = time.perf_counter()
             image = open_image(path)
@@ -42,11 +49,19 @@ def main() -> None:
             started = time.perf_counter()
             embedder.embed_tensors(batch)
             forward.append(time.perf_counter() - started)
+            photo = handheld_photo(image, random.Random(str(path)))
+            for which, times in ((as_is, plain), (searcher, zoomed)):
+                started = time.perf_counter()
+                which.search_image(model, photo, k=5)
+                times.append(time.perf_counter() - started)
         rows.append({"model": model, "search p50 ms": f"{pct(total, 50) * 1000:.1f}",
                      "search p95 ms": f"{pct(total, 95) * 1000:.1f}",
                      "bare forward p50 ms": f"{pct(forward, 50) * 1000:.1f}",
                      "query p50 ms": f"{pct(query, 50) * 1000:.1f}",
-                     "search/forward": f"{pct(total, 50) / pct(forward, 50):.2f}"})
+                     "search/forward": f"{pct(total, 50) / pct(forward, 50):.2f}",
+                     "photo as is p50 ms": f"{pct(plain, 50) * 1000:.1f}",
+                     "photo zoomed p50 ms": f"{pct(zoomed, 50) * 1000:.1f}",
+                     "zoomed/as is": f"{pct(zoomed, 50) / pct(plain, 50):.2f}"})
     print(table(rows))
 
 

@@ -166,6 +166,14 @@ def _order(m: ModelEvaluation) -> str:
             + " are for the query, judged by " + " and ".join(judges[w] for w in m.reranked_with))
 
 
+def _photo_views(views) -> str:
+    if not views.zooming:
+        return "embedded as they are (`--zoom off`)"
+    zooms = ", ".join(f"{z:.0%}" for z in views.zooms if z < 1.0)
+    return (f"embedded whole and zoomed in on the centre ({zooms} of each side), the vectors averaged; "
+            "studio shots as they are")
+
+
 def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
     k = evaluation.settings.k
     kinds = _kinds(m)
@@ -177,7 +185,8 @@ def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
              f"- query latency: p50 {_num(m.latency.p50_ms, 1)} ms, p95 {_num(m.latency.p95_ms, 1)} ms, "
              f"mean {_num(m.latency.mean_ms, 1)} ms over {m.latency.queries} queries ({m.latency.measured_on})",
              f"- preprocessing: {m.preprocessing['summary']}",
-             f"- order of results: {_order(m)}", ""]
+             f"- order of results: {_order(m)}",
+             f"- query photos: {_photo_views(evaluation.settings.query_views)}", ""]
     head = ["metric"] + [kind for kind, _ in kinds]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for level in LABEL_LEVELS:

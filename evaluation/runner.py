@@ -23,8 +23,8 @@ from catalog import Catalog, ImageError, open_image, read_catalog
 from catalog.handheld import handheld_photo
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from catalog.variants import ImageVariant, write_variant
-from vectorstore import (MODEL_NAMES, RerankSettings, Embedder, IndexReport, Searcher, StoreSettings, index_catalog,
-                         load_embedder, make_client)
+from vectorstore import (MODEL_NAMES, QueryViews, RerankSettings, Embedder, IndexReport, Searcher, StoreSettings,
+                         index_catalog, load_embedder, make_client)
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (EmbedRate, IndexSize, forward_flops, index_size, parameter_count,
                                     preprocessing_fit, rate_from_index, timed_rate, typical_size)
@@ -66,6 +66,9 @@ class EvaluationSettings:
     # How models whose weights carry a fine-tune's classifiers order the nearest products (off:
     # cosine alone, to measure what reranking adds).
     rerank: RerankSettings = RerankSettings()
+    # Which views of a query photo are embedded and averaged, as the assistant does (AS_IS: the
+    # photo alone, to measure what the zoomed views add).
+    query_views: QueryViews = QueryViews()
     batch_size: int = 32
     # Latency is timed per query (one image embedded, then searched). With photo-like queries
     # those are timed; without, this many clean catalog images are embedded one by one.
@@ -235,7 +238,7 @@ class _Run:
 
     def timed_query(self, searcher: Searcher, model: str, image: Image.Image, query: Query):
         started = time.perf_counter()
-        vector = searcher.embed(model, [image])[0]
+        vector = searcher.embed_photos(model, [image])[0]
         answer = searcher.search_vector(model, vector, self.settings.k, exclude=query.exclude)
         return answer, time.perf_counter() - started
 
@@ -351,7 +354,7 @@ def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]
     report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
                            show_progress_bar=settings.show_progress)
     searcher = Searcher(client, weights=settings.weights, device=settings.device, embedders=embedders,
-                        rerank=settings.rerank)
+                        rerank=settings.rerank, query_views=settings.query_views)
     return searcher, report
 
 

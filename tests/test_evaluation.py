@@ -210,6 +210,7 @@ def test_evaluate_writes_the_report_and_its_plots(evaluated):
         assert f"## {model}" in report
         assert f"| {model} |" in report  # its row of the summary table
     assert "| precision@3 articleType |" in report and "Worst 10 article types" in report
+    assert "- query photos: embedded whole and zoomed in on the centre (80%, 65% of each side)" in report
     embedded = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert {"precision_by_level.png", "accuracy_vs_latency.png", "article_types.png"} <= set(embedded)
     for name in embedded:
@@ -223,6 +224,7 @@ def test_evaluate_metrics_json_fields(evaluated, catalog_dir):
     _, out, _ = evaluated
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["settings"]["k"] == 3 and metrics["settings"]["weights"] == "random"
+    assert metrics["settings"]["query_views"]["zooms"] == [1.0, 0.8, 0.65]
     assert metrics["queries"] == {"mode": "leave-one-out", "count": 6, "photo_like": True, "folder": None,
                                   "held_out_from": None, "held_out_missing": 0, "skipped": []}
     assert metrics["catalog"]["products"] == 24 and metrics["catalog"]["image_size"] == [60, 80]
@@ -327,11 +329,13 @@ def test_evaluate_asks_with_handheld_photos_when_told(evaluated, catalog_dir, tm
     out = tmp_path / "handheld"
     assert app.main(["evaluate", "--catalog", str(catalog_dir), "--db", str(db), "--weights", "random",
                      "--models", "resnet18", "--k", "3", "--sample", "6", "--seed", "1", "--photo-style", "handheld",
-                     "--out", str(out), "--quiet"]) == 0
+                     "--zoom", "off", "--out", str(out), "--quiet"]) == 0
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["settings"]["photo_style"] == "handheld"
+    assert metrics["settings"]["query_views"]["zooms"] == [1.0]
     assert metrics["models"]["resnet18"]["photo_like"]["queries"] == 6
-    assert "photo-like queries (handheld)" in (out / "report.md").read_text(encoding="utf-8")
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "photo-like queries (handheld)" in report and "- query photos: embedded as they are (`--zoom off`)" in report
     with pytest.raises(ValueError, match="--photo-style"):
         run_evaluation(EvaluationSettings(catalog=catalog_dir, store=StoreSettings(path=db), models=("resnet18",),
                                           photo_style="sideways"))

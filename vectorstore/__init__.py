@@ -7,6 +7,7 @@ from vectorstore.weights_file import WeightsError, held_out_ids
 from vectorstore.filters import CATEGORY, Filters, UnknownFilterValue, resolve_filters
 from vectorstore.indexing import IndexRefused, IndexReport, index_catalog
 from vectorstore.label_prior import NO_RERANK, LabelPrior, RerankSettings, rerank
+from vectorstore.query_views import AS_IS, QueryViews
 from vectorstore.search import Answer, Result, Searcher
 from vectorstore.store import (Hit, NoIndex, ProductCollection, StoreError, StoreSettings, WeightsMismatch,
                                make_client)
@@ -14,4 +15,4 @@ from vectorstore.store import (Hit, NoIndex, ProductCollection, StoreError, Stor
 __all__ = ["best_model", "MODEL_NAMES", "Architecture", "architecture", "load_embedders", "resolve_weights", "tuned_file",
            "Embedder", "WeightsChoice", "WeightsError", "held_out_ids", "load_embedder", "model_dim",
            "CATEGORY", "Filters", "UnknownFilterValue", "resolve_filters", "IndexRefused", "IndexReport", "index_catalog",
-           "LabelPrior", "RerankSettings", "NO_RERANK", "rerank", "Answer", "Result", "Searcher", "Hit", "NoIndex", "ProductCollection", "StoreError", "StoreSettings", "WeightsMismatch", "make_client"]
+           "LabelPrior", "RerankSettings", "NO_RERANK", "rerank", "QueryViews", "AS_IS", "Answer", "Result", "Searcher", "Hit", "NoIndex", "ProductCollection", "StoreError", "StoreSettings", "WeightsMismatch", "make_client"]

@@ -13,6 +13,7 @@ from PIL import Image
 from vectorstore.embedders import Embedder, check_model_name, load_embedder
 from vectorstore.filters import Filters, resolve_filters
 from vectorstore.label_prior import LabelPrior, RerankSettings, rerank
+from vectorstore.query_views import QueryViews, mean_direction
 from vectorstore.store import NoIndex, ProductCollection, StoreError
 
 RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
@@ -52,14 +53,18 @@ class Searcher:
 
     `embedders` already built are used as they are; `embedder_factory` builds the others
     (injected so tests and tools can build embedders their own way). `rerank` says how the
-    nearest products are reordered by what the query most likely is (vectorstore/label_prior.py).
+    nearest products are reordered by what the query most likely is (vectorstore/label_prior.py);
+    `query_views` which views of a shopper's photo are embedded and averaged
+    (vectorstore/query_views.py).
     """
 
     def __init__(self, client, weights: str = "auto", device: str = "cpu",
                  embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = "",
-                 embedders: Mapping[str, Embedder] | None = None, rerank: RerankSettings = RerankSettings()):
+                 embedders: Mapping[str, Embedder] | None = None, rerank: RerankSettings = RerankSettings(),
+                 query_views: QueryViews = QueryViews()):
         self.client = client
         self.rerank = rerank
+        self.query_views = query_views
         self.weights = weights
         self.device = device
         self.embedder_factory = embedder_factory
@@ -112,9 +117,21 @@ class Searcher:
         return resolve_filters(raw or {}, self.vocabulary(model), excluded)
 
     def embed(self, model: str, images: list[Image.Image]) -> np.ndarray:
+        """Unit vectors of `images` as they are, one forward pass each."""
         embedder = self.embedder(model)
         with self._forward_lock:
             return embedder.embed(images, batch_size=16)
+
+    def embed_photos(self, model: str, images: list[Image.Image]) -> np.ndarray:
+        """One query vector per shopper photo: its views (`query_views`) embedded in one batch
+        and averaged into a unit vector, in the embedder's space as `embed` gives."""
+        views = [self.query_views.of(image) for image in images]
+        vectors = self.embed(model, [view for group in views for view in group])
+        out, start = [], 0
+        for group in views:
+            out.append(mean_direction(vectors[start:start + len(group)]))
+            start += len(group)
+        return np.stack(out) if out else np.zeros((0, vectors.shape[1]), dtype=np.float32)
 
     def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
                       exclude: tuple[str, ...] = ()) -> Answer:
@@ -143,7 +160,7 @@ class Searcher:
         self.collection(model)  # refuse a weights mismatch before any work
         resolved = self.resolve(model, filters)
         started = time.perf_counter()
-        vectors = self.embed(model, images)
+        vectors = self.embed_photos(model, images)
         embed_seconds = (time.perf_counter() - started) / max(1, len(images))
         answers = []
         for vector in vectors:
