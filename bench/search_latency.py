@@ -8,13 +8,12 @@ shopper-like photo of each product searched as it is and with its zoomed views
 from __future__ import annotations
 
 import argparse
+import random
 import time
 
 import numpy as np
 
 from bench.common import DEFAULT_CATALOG, pct, table
-import random
-
 from catalog import open_image, read_catalog
 from catalog.handheld import handheld_photo
 from vectorstore import AS_IS, MODEL_NAMES, Searcher, StoreSettings, make_client

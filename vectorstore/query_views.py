@@ -51,8 +51,9 @@ class QueryViews:
         return [centre_crop(image, zoom) for zoom in self.zooms]
 
     def is_studio_shot(self, image: Image.Image) -> bool:
-        # 64 x 64 is plenty to tell a backdrop from a room, and the same work for any upload size.
-        rgb = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.int16)
+        # 64 x 64 is plenty to tell a backdrop from a room, and the same work for any upload size:
+        # shrunk before the mode conversion, so a large photo is not copied whole first.
+        rgb = np.asarray(image.resize((64, 64), Image.Resampling.BILINEAR).convert("RGB"), dtype=np.int16)
         border = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]])
         light = border.min(axis=1) >= self.studio_light
         grey = (border.max(axis=1) - border.min(axis=1)) <= self.studio_spread
