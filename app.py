@@ -8,15 +8,18 @@ import os
 import sys
 from pathlib import Path
 
+from embedding import registry
+from catalog.errors import UserError
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 DEFAULT_DB = "data/chroma"
 DEFAULT_CATALOG = "../shared/catalog"
 DEFAULT_WEIGHTS_DIR = "data/weights"
-# Every model this project knows; `--weights auto` leaves out those without real weights here.
-DEFAULT_MODELS = "efficientnet_lite0,resnet18,resnet34,resnet50"
-ALL_MODELS = "efficientnet_lite0,efficientnet_lite2,resnet18,resnet34,resnet50"
+# From the model registry; `--weights auto` leaves out those without real weights here.
+DEFAULT_MODELS = ",".join(registry.DEFAULT_MODELS)
+ALL_MODELS = ",".join(registry.MODEL_NAMES)
 
 
 def _store_settings(args):
@@ -52,18 +55,25 @@ def _add_store(p: argparse.ArgumentParser) -> None:
                    help="where the int8 models are cached (default: ~/.cache/visual-shop-assistant/runtime)")
 
 
+def _add_items(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--items", choices=("on", "off"), default="on",
+                   help="find each item in a photo (garment parser) and search each; off: the whole photo "
+                        "(default: %(default)s)")
+    p.add_argument("--parser", help="a garment parser file (default: the one shipped in embedding/)")
+
+
 def _rerank_settings(args):
-    from vectorstore import NO_RERANK, RerankSettings
+    from search import NO_RERANK, RerankSettings
     return RerankSettings() if getattr(args, "rerank", "on") == "on" else NO_RERANK
 
 
 def _query_views(args):
-    from vectorstore import AS_IS, QueryViews
+    from search import AS_IS, QueryViews
     return QueryViews() if getattr(args, "zoom", "on") == "on" else AS_IS
 
 
 def _runtime_settings(args):
-    from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings
+    from embedding.runtime import DEFAULT_CACHE_DIR, RuntimeSettings
     catalog = getattr(args, "catalog", None)
     return RuntimeSettings(runtime=args.runtime,
                            cache_dir=Path(args.runtime_cache) if args.runtime_cache else DEFAULT_CACHE_DIR,
@@ -71,7 +81,7 @@ def _runtime_settings(args):
 
 
 def _models(text: str) -> list[str]:
-    from vectorstore.embedders import check_model_name
+    from embedding.embedders import check_model_name
     return [check_model_name(m.strip()) for m in text.split(",") if m.strip()]
 
 
@@ -80,34 +90,25 @@ def _index_hint(args) -> str:
     return f"python app.py index --catalog {getattr(args, 'catalog', None) or 'DIR'} {where} --weights {args.weights}"
 
 
+def _builder(args, runtime: bool = True):
+    """The one embedder builder of this command: --weights resolved once per model, the
+    runtime --runtime asks for given at construction (`runtime=False`: PyTorch)."""
+    from embedding.builder import EmbedderBuilder
+    return EmbedderBuilder(weights=args.weights, weights_dir=Path(args.weights_dir), device=args.device,
+                           runtime=_runtime_settings(args) if runtime else None,
+                           input_size=getattr(args, "input_size", None), framing=getattr(args, "framing", None))
+
+
 def _embedders(args, models: list[str], runtime: bool = True) -> dict:
     """The models' embedders under --weights; with auto, those without real weights are left
-    out with a line each. `runtime`: put them on the runtime --runtime asks for."""
-    from vectorstore import load_embedders
-    from vectorstore.runtime import apply_runtimes
-    embedders = load_embedders(models, args.weights, device=args.device, weights_dir=Path(args.weights_dir),
-                               input_size=getattr(args, "input_size", None), framing=getattr(args, "framing", None))
-    if runtime:
-        apply_runtimes(list(embedders.values()), _runtime_settings(args))
-    return embedders
-
-
-def _embedder_factory(args):
-    """Builds a model's embedder on first use, with the runtime --runtime asks for."""
-    from vectorstore import load_embedder
-    from vectorstore.runtime import apply_runtime
-    settings = _runtime_settings(args)
-
-    def build(name, weights, device="cpu"):
-        embedder = load_embedder(name, weights, device=device, weights_dir=Path(args.weights_dir))
-        apply_runtime(embedder, settings)
-        return embedder
-    return build
+    out with a line each."""
+    return _builder(args, runtime).build_all(models)
 
 
 def cmd_index(args) -> int:
     from catalog import read_catalog
-    from vectorstore import index_catalog, make_client
+    from indexing import index_catalog
+    from vectorstore import make_client
     catalog = read_catalog(args.catalog)
     print(f"catalog {args.catalog}: {catalog.describe()}", file=sys.stderr)
     # The Ray actors embed with PyTorch (eager); the collections must record what computed them.
@@ -123,7 +124,7 @@ def cmd_index(args) -> int:
 
 def _index_with_ray(args, catalog, embedders) -> int:
     # Imported here only: the default engine must run where Ray is not installed.
-    from vectorstore.ray_indexing import RayIndexError, RaySettings, index_catalog_ray
+    from indexing.ray_engine import RayIndexError, RaySettings, index_catalog_ray
     settings = RaySettings(address=args.ray_address, workers=args.workers, batch_size=args.batch_size)
     try:
         report = index_catalog_ray(catalog, _store_settings(args), embedders, weights=args.weights,
@@ -136,8 +137,9 @@ def _index_with_ray(args, catalog, embedders) -> int:
     return 0
 
 
-def _format_table(path: str, answer) -> str:
-    lines = [f"{path}  ({answer.model}{', filters: ' + answer.filters.describe() if not answer.filters.is_empty() else ''})"]
+def _format_table(path: str, answer, found=None) -> str:
+    what = f"{found.kind}, " if found is not None and found.kind else ""
+    lines = [f"{path}  ({what}{answer.model}{', filters: ' + answer.filters.describe() if not answer.filters.is_empty() else ''})"]
     if not answer.results:
         lines.append("  no product matches these filters")
     for rank, r in enumerate(answer.results, 1):
@@ -148,13 +150,16 @@ def _format_table(path: str, answer) -> str:
 
 def cmd_search(args) -> int:
     from catalog import ImageError
-    from operations import FilterRequest, Refused, SearchPolicy, find_by_photo
-    from vectorstore import Searcher, make_client
+    from operations import FilterRequest, LookSettings, Refused, SearchPolicy, find_the_look
+    from search import Searcher
+    from vectorstore import make_client
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
-                        index_hint=_index_hint(args), embedder_factory=_embedder_factory(args),
-                        rerank=_rerank_settings(args), query_views=_query_views(args))
+                        index_hint=_index_hint(args), embedder_factory=_builder(args),
+                        rerank=_rerank_settings(args), query_views=_query_views(args),
+                        parser_factory=_parser_factory(args))
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k, max_k=max(args.k, 50))
     request = FilterRequest(gender=args.gender, category=args.category, where=tuple(args.where or ()))
+    look_settings = LookSettings(items=args.items == "on")
     # A missing index, other weights or an unknown filter value is one error for the whole
     # command, said before any image.
     searcher.collection(args.model)
@@ -162,7 +167,7 @@ def cmd_search(args) -> int:
     failures = 0
     for path in args.images:
         try:
-            answer = find_by_photo(searcher, policy, path, filters=request)
+            look = find_the_look(searcher, policy, path, filters=request, settings=look_settings)
         except (ImageError, Refused) as exc:
             failures += 1
             if args.json:
@@ -171,18 +176,34 @@ def cmd_search(args) -> int:
                 print(f"{path}: {exc}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps({"query": path, "model": args.model,
-                              "results": [r.to_json() for r in answer.results]}, ensure_ascii=False), flush=True)
+            print(json.dumps(_look_json(path, args.model, look, args.items == "on"), ensure_ascii=False), flush=True)
         else:
-            print(_format_table(path, answer), flush=True)
+            print("\n".join(_format_table(path, found.answer, found) for found in look.items), flush=True)
     return 1 if failures else 0
+
+
+def _look_json(path: str, model: str, look, items: bool) -> dict:
+    """`results` are the first item's, as before items; `items` one entry per item found."""
+    out = {"query": path, "model": model, "results": [r.to_json() for r in look.first.results]}
+    if items:
+        out["items"] = [found.to_json(lambda r: r.to_json()) for found in look.items]
+    return out
+
+
+def _parser_factory(args):
+    """The garment parser, built on first use, unless items are off."""
+    if getattr(args, "items", "on") == "off":
+        return None
+    from embedding.garments import GarmentParser
+    path = getattr(args, "parser", None)
+    return lambda: GarmentParser.load(Path(path) if path else None)
 
 
 def _read_and_drop_stale(args, client, embedders: dict):
     """--catalog read, and (under --weights auto) each collection built with other weights than
     its model's now dropped, to be indexed again; None without --catalog (the index as it is)."""
     from catalog import read_catalog
-    from vectorstore.indexing import drop_stale
+    from indexing.pipeline import drop_stale
     if not getattr(args, "catalog", None):
         return None
     catalog = read_catalog(args.catalog)
@@ -193,7 +214,7 @@ def _read_and_drop_stale(args, client, embedders: dict):
 
 
 def _index_now(args, client, catalog, embedders: dict) -> None:
-    from vectorstore import index_catalog
+    from indexing import index_catalog
     report = index_catalog(catalog, client, list(embedders.values()),
                            show_progress_bar=not getattr(args, "quiet", False))
     if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):
@@ -201,13 +222,13 @@ def _index_now(args, client, catalog, embedders: dict) -> None:
 
 
 def _selected_model(args, embedders: dict) -> str:
-    from vectorstore import best_model
+    from embedding import best_model
     if args.model == "auto":
         chosen = best_model(embedders)
         print(f"selected {chosen} ({embedders[chosen].weights_id})", file=sys.stderr, flush=True)
         return chosen
     if args.model not in embedders:
-        raise ValueError(f"--model {args.model} is not among the models served ({','.join(embedders)})")
+        raise UserError(f"--model {args.model} is not among the models served ({','.join(embedders)})")
     return args.model
 
 
@@ -220,7 +241,8 @@ def _assistant_parts(args):
     first), or before opening with --no-background."""
     from assistant.settings import AssistantSettings
     from operations import SearchPolicy
-    from vectorstore import Searcher, make_client
+    from search import Searcher
+    from vectorstore import make_client
     embedders = _embedders(args, _models(args.models))
     args.model = _selected_model(args, embedders)
     client = make_client(_store_settings(args))
@@ -228,8 +250,9 @@ def _assistant_parts(args):
     if catalog is not None and not args.background:
         _index_now(args, client, catalog, embedders)
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
-                        embedders=embedders, embedder_factory=_embedder_factory(args),
-                        rerank=_rerank_settings(args), query_views=_query_views(args))
+                        embedders=embedders, embedder_factory=_builder(args),
+                        rerank=_rerank_settings(args), query_views=_query_views(args),
+                        parser_factory=_parser_factory(args))
     indexer = _start_background_index(args, client, catalog, embedders, searcher) \
         if catalog is not None and args.background else None
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
@@ -244,7 +267,7 @@ def _assistant_parts(args):
 def _start_background_index(args, client, catalog, embedders: dict, searcher):
     """Index the catalog in a background thread, the selected model first, while the server
     answers from what is stored; progress goes to stderr every 30 s and to the pages."""
-    from vectorstore.background import BackgroundIndexer
+    from indexing.background import BackgroundIndexer
     ordered = [embedders[args.model]] + [e for name, e in embedders.items() if name != args.model]
     indexer = BackgroundIndexer(catalog, client, ordered, on_pass_done=searcher.forget_connection).start()
     print(f"indexing {args.catalog} in the background; answering from what is indexed so far", file=sys.stderr)
@@ -287,7 +310,7 @@ def cmd_shop(args) -> int:
 def cmd_evaluate(args) -> int:
     from evaluation import EvaluationSettings, run_evaluation
     from evaluation.report import write_report
-    from vectorstore import held_out_ids
+    from embedding import held_out_ids
     held_out = held_out_ids(args.held_out) if args.held_out else ()
     embedders = _embedders(args, _models(args.models))
     settings = EvaluationSettings(
@@ -316,7 +339,7 @@ def cmd_evaluate(args) -> int:
 def cmd_study(args) -> int:
     from evaluation.study import StudySettings, gather, parse_pair, parse_row, write_study
     if not args.row:
-        raise ValueError("give at least one --row NAME=DIR:MODEL")
+        raise UserError("give at least one --row NAME=DIR:MODEL")
 
     def pairs(values, what):
         return tuple((name, Path(value)) for name, value in (parse_pair(v, what) for v in values))
@@ -338,7 +361,7 @@ def _image_variant(args):
 def cmd_finetune(args) -> int:
     from training import finetune
     from training.recipes import on_gpu, recipe_settings
-    from vectorstore import tuned_file
+    from embedding import tuned_file
     out = Path(args.out) if args.out else tuned_file(args.model, Path(args.weights_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     aux = tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()) if args.aux_targets else None
@@ -379,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(sub)
     _add_finetune_command(sub)
     _add_study_command(sub)
+    _add_train_parser_command(sub)
+    _add_evaluate_look_command(sub)
     return parser
 
 
@@ -414,6 +439,7 @@ def _add_search_command(sub) -> None:
     p.add_argument("--where", action="append", metavar="KEY=VALUE",
                    help="a metadata condition, repeatable: baseColour=Black, or baseColour!=Black to leave out")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
+    _add_items(p)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_search)
 
@@ -434,6 +460,7 @@ def _add_serving_commands(sub) -> None:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=port)
         p.add_argument("--quiet", action="store_true")
+        _add_items(p)
         p.add_argument("--product-url", help="where a result's \"View product\" leads, {id} standing for the "
                        "product id, e.g. https://shop.example/p/{id} (shop: its own product pages; "
                        "serve: the product's picture when not given)")
@@ -540,18 +567,72 @@ def _add_finetune_command(sub) -> None:
     p.set_defaults(func=cmd_finetune)
 
 
+def cmd_train_parser(args) -> int:
+    from training.parser import ParserSettings, train_parser
+    settings = ParserSettings(photos=Path(args.photos), out=Path(args.out), epochs=args.epochs,
+                              batch_size=args.batch_size, seed=args.seed, limit=args.limit, threads=args.threads,
+                              catalog=Path(args.catalog) if args.catalog else None, composites=args.composites,
+                              **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
+    figures = train_parser(settings)
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {settings.out}")
+    return 0
+
+
+def cmd_evaluate_look(args) -> int:
+    from embedding.garments import SHIPPED_FILE, GarmentParser
+    from evaluation.street import evaluate_street, held_out_of, write
+    from search import Searcher
+    from vectorstore import make_client
+    parser_file = Path(args.parser) if args.parser else SHIPPED_FILE
+    searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
+                        embedder_factory=_builder(args), rerank=_rerank_settings(args),
+                        query_views=_query_views(args), parser_factory=lambda: GarmentParser.load(parser_file))
+    figures = evaluate_street(searcher, args.model, Path(args.photos), held_out_of(parser_file), k=args.k)
+    write(figures, Path(args.out))
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+def _add_evaluate_look_command(sub) -> None:
+    p = sub.add_parser("evaluate-look", help="shop the look on the parser's held-out street photos: garments "
+                                             "found, and their products' kind, beside the whole photo")
+    _add_store(p)
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--photos", default="../shared/photos/street")
+    p.add_argument("--parser", help="the parser file whose held-out photos are used (default: the shipped one)")
+    p.add_argument("--out", default="eval-look")
+    p.set_defaults(func=cmd_evaluate_look)
+
+
+def _add_train_parser_command(sub) -> None:
+    p = sub.add_parser("train-parser", help="train the garment parser's head on outlined street photos")
+    p.add_argument("--photos", default="../shared/photos/street",
+                   help="images/, masks/ and labels.csv (default: %(default)s)")
+    p.add_argument("--out", default="embedding/garment_parser.pt", help="default: %(default)s (the shipped file)")
+    p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None,
+                   help="catalog whose bags, shoes, watches... are pasted small onto the street scenes as "
+                        "extra training photos (default: %(default)s; '' for none)")
+    p.add_argument("--composites", type=int, default=500, help="how many such photos (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="the first N photos only (a quick trial)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: the same file on any machine; more is faster, not identical)")
+    p.add_argument("--cache-dir", help="where the backbone's features are kept between runs")
+    p.set_defaults(func=cmd_train_parser)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from catalog import CatalogError, ImageError
-    from vectorstore import StoreError, UnknownFilterValue, WeightsError
-    from vectorstore.runtime import RuntimeUnavailable
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CatalogError, WeightsError, StoreError, UnknownFilterValue, ImageError, RuntimeUnavailable, ValueError,
-            KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+    except UserError as exc:
+        # A failure the user can act on is one line; anything else is a bug, and shows its traceback.
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)

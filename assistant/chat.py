@@ -22,21 +22,26 @@ from assistant.filters import Understanding, Vocabulary, understand
 from assistant.settings import AssistantSettings, model_label
 from catalog import ImageError, open_image
 from catalog.images import SUPPORTED, too_large
-from operations import Refused
-from vectorstore import (CATEGORY, Answer, Filters, NoIndex, Result, Searcher, StoreError, UnknownFilterValue,
-                         WeightsError, WeightsMismatch)
+from embedding.garments import Item, describe_items
+from operations import LookSettings, Refused
+from operations.find_the_look import (NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing,
+                                      with_gender)
+from vectorstore import CATEGORY, Filters, NoIndex, StoreError, UnknownFilterValue, WeightsMismatch
+from search import Answer, Result, Searcher
+from embedding import WeightsError
+from catalog.errors import UserError
 
 log = logging.getLogger(__name__)
 
 HELP = ("I can narrow or change the search: try “only black ones”, “not black”, “show men instead”, "
-        "“more like the second one”, “show 10”, “use resnet18” or “clear filters”.")
+        "“more like the second one”, “show 10”, “use resnet18” (or any model offered), “clear filters”.")
 ASK_PHOTO = ("Send me a photo of a product or an outfit ({supported}) and I'll find the most similar "
              "products in the catalog.")
 # Control name -> filter field, shared with the UI.
 CONTROL_FIELDS = {"gender": "gender", "category": CATEGORY, "colour": "baseColour"}
 
 
-class ChatProblem(ValueError):
+class ChatProblem(UserError):
     """Something the shopper asked that cannot be done; the message says why."""
 
 
@@ -49,6 +54,16 @@ class Query:
     crop: tuple[float, float, float, float] | None = None  # fractions (left, top, right, bottom)
     product_id: str | None = None
     vectors: Mapping[str, np.ndarray] = field(default_factory=dict)  # model -> query vector
+    # The items the garment parser found in the photo, the most prominent first, and the one
+    # searched (None: the whole photo).
+    items: tuple[Item, ...] = ()
+    item: int | None = None
+    colours: tuple[str | None, ...] = ()    # each item's colour as seen, when a colour model is given
+    gender: str | None = None               # the gender the first item's products agreed on
+
+    @property
+    def searched_item(self) -> Item | None:
+        return self.items[self.item] if self.item is not None and self.item < len(self.items) else None
 
 
 @dataclass(frozen=True)
@@ -71,12 +86,14 @@ class Reply:
     filters_line: str = ""                  # "Filters: Women · Footwear"
     results: tuple[Result, ...] = ()
     notes: tuple[str, ...] = ()             # what was adjusted or could not be done
+    items_line: str = ""                    # "I see a top, trousers and shoes: tap one to search it."
 
     def markdown(self) -> str:
         """The reply for the chat, which renders Markdown and HTML: every part is plain text
         (catalog names and values among it), escaped so that it shows exactly as written."""
         headline = as_text(self.headline)
-        lines = [f"**{headline}**" if self.kind == "results" and headline else headline]
+        lines = [as_text(self.items_line)] if self.items_line else []
+        lines += [f"**{headline}**" if self.kind == "results" and headline else headline]
         lines += [as_text(n) for n in self.notes if n]
         if self.filters_line:
             lines.append(as_text(self.filters_line))
@@ -175,9 +192,10 @@ def crop_box(image: Image.Image, crop: tuple[float, float, float, float]) -> Ima
 class Assistant:
     """The conversation logic over one Searcher; holds no per-conversation data (that is ChatState)."""
 
-    def __init__(self, searcher: Searcher, settings: AssistantSettings):
+    def __init__(self, searcher: Searcher, settings: AssistantSettings, look: LookSettings = LookSettings()):
         self.searcher = searcher
         self.settings = settings
+        self.look = look
 
     def new_state(self) -> ChatState:
         return ChatState(model=self.settings.policy.default_model, k=self.settings.policy.k)
@@ -317,11 +335,31 @@ class Assistant:
             notes.insert(0, "Filters cleared.")
         if not image_paths and understood.is_empty():
             return Reply("info", HELP, filters_line(filters), notes=tuple(notes)), state
-        return self._search(state, notes, plain=understood.clear and filters.is_empty())
+        return self._search(state, notes, plain=understood.clear and filters.is_empty(), announce=bool(image_paths))
 
     def _photo_query(self, path: str, crop, label: str | None = None) -> Query:
-        self._open_photo(path, crop)  # opened now so a bad file is reported before the state changes
-        return Query("photo", label or ("your cropped photo" if crop else "your photo"), path=path, crop=crop)
+        """Opened now so a bad file is reported before the state changes; a whole photo's items
+        found now too (a shopper's crop is their own framing of one garment)."""
+        photo = self._open_photo(path, crop)
+        if crop:
+            return Query("photo", label or "your cropped photo", path=path, crop=crop)
+        if shows_nothing(photo, self.look):
+            raise ChatProblem(NOTHING_FOUND)
+        items = tuple(items_in(self.searcher, photo, self.look))
+        colours = tuple(self.searcher.colour_of(photo, item) for item in items)
+        return Query("photo", label or "your photo", path=path, items=items, item=0 if items else None,
+                     colours=colours)
+
+    def search_item(self, state: ChatState, index: int) -> tuple[Reply, ChatState]:
+        """Another item of the photo (a tap on it), searched with the conversation's filters."""
+        try:
+            query = state.query
+            if query is None or not 0 <= index < len(query.items):
+                raise ChatProblem("That item is not in the last photo; send the photo again.")
+            state = replace(state, query=replace(query, item=index, vectors={}))
+            return self._search(state, [])
+        except Exception as exc:
+            return self._failure(exc, state), state
 
     def _open_photo(self, path: str, crop) -> Image.Image:
         image = open_image(path, self.settings.policy.image_limits)
@@ -332,25 +370,36 @@ class Assistant:
         if query.kind == "product":
             return self.searcher.similar_to(state.model, query.product_id, k=state.k, filters=filters), state
         vector = query.vectors.get(state.model)
+        item = query.searched_item
         if vector is None:
             self.searcher.collection(state.model)  # refuse a missing index or other weights before embedding
             photo = self._open_photo(query.path, query.crop)
-            # A shopper's crop is their own framing of the garment: searched as it is. A whole
-            # photo is searched with its zoomed views too (vectorstore/query_views.py).
-            embed = self.searcher.embed if query.crop else self.searcher.embed_photos
+            # A shopper's crop, or an item the parser cut out, is framed already: searched as it
+            # is. A whole photo is searched with its zoomed views too (search/query_views.py).
+            if item is not None:
+                photo = item.cut_out(photo)
+            embed = self.searcher.embed if query.crop or item is not None else self.searcher.embed_photos
             vector = embed(state.model, [photo])[0]
             query = replace(query, vectors={**query.vectors, state.model: vector})
             state = replace(state, query=query)
-        return self.searcher.search_vector(state.model, vector, k=state.k, filters=filters), state
+        within = item_filters(self.searcher, state.model, item, filters)
+        if item is not None and not filters.get("gender"):
+            within = with_gender(self.searcher, state.model, within, query.gender)
+        answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=within)
+        if item is not None and query.gender is None and query.item == 0:
+            state = replace(state, query=replace(state.query, gender=photo_gender(answer.results)))
+        return answer, state
 
     def _narrowest(self, model: str, filters: Filters) -> str:
         table = self.searcher.collection(model, check_weights=False).metadata.frame()
         counts = {name: int(filters.only(name).mask(table).sum()) for name in filters.names()}
         return min(counts, key=lambda name: counts[name])
 
-    def _search(self, state: ChatState, notes: list[str], plain: bool = False) -> tuple[Reply, ChatState]:
+    def _search(self, state: ChatState, notes: list[str], plain: bool = False,
+                announce: bool = False) -> tuple[Reply, ChatState]:
         """`plain`: the headline counts the products without naming their gender or kind (right
-        after "clear filters", "3 Women's products" read as if the filter were still on)."""
+        after "clear filters", "3 Women's products" read as if the filter were still on).
+        `announce`: say which items the photo holds (a new photo; not a tap on one of them)."""
         asked = state.filters
         answer, state = self._query_answer(state, asked)
         filters, dropped = asked, []
@@ -366,13 +415,16 @@ class Assistant:
         results = tuple(answer.results)
         seen = {**state.seen, **{r.id: r for r in results}}
         state = replace(state, filters=filters, results=results, seen=seen)
-        label = state.query.label
+        query = state.query
+        item = query.searched_item if query.kind == "photo" else None
+        label = f"the {item.kind} in {query.label}" if item is not None else query.label
         if results:
             described = f"{len(results)} products" if plain else describe_results(results)
             headline = f"{described} like {label}, by {model_label(state.model)}"
         else:
             headline = f"No products found like {label}, by {model_label(state.model)}: the index is empty."
-        return Reply("results", headline, filters_line(filters), results, tuple(notes)), state
+        items_line = _items_line(query) if announce and item is not None else ""
+        return Reply("results", headline, filters_line(filters), results, tuple(notes), items_line), state
 
     # -- helpers -----------------------------------------------------------------------
     def _clamp_k(self, k: int, notes: list[str]) -> int:
@@ -416,6 +468,12 @@ class Assistant:
                     "Try again in a moment.")
         log.exception("chat turn failed", exc_info=exc)
         return f"Sorry, something went wrong on our side ({type(exc).__name__}: {exc}). Please try again."
+
+
+def _items_line(query: Query) -> str:
+    """'I see a white top, blue trousers or skirt and brown shoes: tap one to search it.'"""
+    seen = describe_items([i.kind for i in query.items], list(query.colours) or None)
+    return f"I see {seen}." if len(query.items) == 1 else f"I see {seen}: tap one to search it."
 
 
 def _is_connection_error(exc: BaseException) -> bool:

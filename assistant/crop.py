@@ -97,6 +97,53 @@ def crop_preview(crop: dict | None, limits: ImageLimits) -> Image.Image | None:
     return image
 
 
+def draw_items(image: Image.Image | None, boxes: list[Fractions], names: list[str]) -> Image.Image | None:
+    """The photo with each item the parser found outlined and named, for the crop panel."""
+    if image is None or not boxes:
+        return image
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    width = max(2, min(image.size) // 150)
+    for box, name in zip(boxes, names):
+        rect = pixel_box(box, image.size)
+        draw.rectangle(rect, outline=(0, 120, 255), width=width)
+        draw.text((rect[0] + width + 1, rect[1] + width + 1), name, fill=(0, 120, 255))
+    return image
+
+
+class ItemThumbnails:
+    """Small pictures of each item's box, for the shopper to tap; kept per photo (the same
+    photo's items are shown on every turn) in a private folder bounded to `keep` photos."""
+
+    def __init__(self, keep: int = 64, size: int = 160):
+        self._folder = tempfile.TemporaryDirectory(prefix="vsa-items-")
+        self.folder = Path(self._folder.name)
+        self.keep, self.size = keep, size
+        self._made: dict[tuple, list[str]] = {}
+
+    def of(self, path: str, boxes: list[Fractions], limits: ImageLimits) -> list[str]:
+        key = (path, tuple(boxes))
+        if key not in self._made:
+            try:
+                image = open_image(path, limits)
+            except ImageError:
+                return []
+            self._made[key] = [self._save(image.crop(pixel_box(box, image.size))) for box in boxes]
+            self._prune()
+        return self._made[key]
+
+    def _save(self, part: Image.Image) -> str:
+        part.thumbnail((self.size, self.size))
+        path = self.folder / f"item-{uuid.uuid4().hex[:12]}.png"
+        part.save(path)
+        return str(path)
+
+    def _prune(self) -> None:
+        while len(self._made) > self.keep:
+            for old in self._made.pop(next(iter(self._made))):
+                Path(old).unlink(missing_ok=True)
+
+
 class CropFiles:
     """Where the selected parts shown in the chat are written: a private temporary folder,
     removed when the process ends, holding at most `keep` files (Gradio copies each one into

@@ -10,18 +10,21 @@ from urllib.parse import quote
 import gradio as gr
 
 from assistant.chat import Assistant, ChatState, Reply, as_text, filter_chips, without_chips
-from assistant.crop import (CROP_HELP, CropFiles, crop_fractions, crop_preview, crop_status, mark_corner,
-                            new_crop)
+from assistant.crop import (CROP_HELP, CropFiles, ItemThumbnails, crop_fractions, crop_preview, crop_status,
+                            draw_items, mark_corner, new_crop)
 from assistant.filters import stem, words
 from assistant.messages import keep_recent_galleries, reply_messages, shown_file
 from assistant.pictures import picture_name
 from assistant.settings import AssistantSettings
 from catalog.products import CATEGORY_FIELDS
-from operations import FilterRequest, find_by_photo
+from operations import FilterRequest, find_the_look
 from vectorstore import CATEGORY, StoreError
 
 log = logging.getLogger(__name__)
 
+# The outputs every turn updates: history, chat, state, five controls, chips, re-apply, links, items.
+TURN_OUTPUTS = 3 + 5 + 3 + 1
+ITEMS_CROP_HELP = "The items I found are outlined. To search another part, click two opposite corners of it."
 NO_CROP_YET = "Send a photo first, then click two opposite corners of one garment on it (in “Crop the photo”)."
 
 
@@ -111,6 +114,7 @@ class ChatEvents:
         self.status = status or (lambda: None)
         self.limits = settings.policy.image_limits
         self.crops = CropFiles()
+        self.thumbnails = ItemThumbnails()
         self.choices = _control_choices(assistant, settings.policy.default_model)
 
     def index_status(self):
@@ -140,7 +144,27 @@ class ChatEvents:
 
     def finish(self, history: list, state: ChatState, shown: list | None = None) -> tuple:
         history = keep_recent_galleries(history, self.settings.galleries_kept)
-        return (history, history, state, *_control_updates(state, shown), *_filter_updates(state, self.settings))
+        return (history, history, state, *_control_updates(state, shown), *_filter_updates(state, self.settings),
+                self.item_choices(state))
+
+    def item_choices(self, state: ChatState):
+        """The items found in the photo as small pictures to tap, the one searched selected."""
+        query = state.query
+        if query is None or query.kind != "photo" or len(query.items) < 2:
+            return gr.update(value=[], visible=False)
+        pictures = self.thumbnails.of(query.path, [item.box for item in query.items], self.limits)
+        if not pictures:
+            return gr.update(value=[], visible=False)
+        captions = [item.kind for item in query.items]
+        return gr.update(value=list(zip(pictures, captions)), visible=True, selected_index=query.item)
+
+    def on_item(self, history: list, state: ChatState, event: gr.SelectData):
+        index = int(event.index) if event is not None and event.index is not None else -1
+        query = state.query
+        if query is None or not 0 <= index < len(query.items) or index == query.item:
+            return self.finish(history, state)
+        said = {"role": "user", "content": f"Search the {query.items[index].kind}"}
+        return self.respond(history, state, lambda s: self.assistant.search_item(s, index), said=(said,))
 
     def respond(self, history: list, state: ChatState, turn, said: tuple = (), shown: list | None = None) -> tuple:
         """The ending every handler shares: what the shopper said, the assistant's reply, the
@@ -162,7 +186,10 @@ class ChatEvents:
                 history = history + reply_messages(reply, self.settings)
                 if files and reply.kind == "results":
                     crop, preview = new_crop(files[0], self.limits)
-                    crop_updates = (crop, preview, CROP_HELP, gr.Accordion(open=True))
+                    items = state.query.items if state.query else ()
+                    preview = draw_items(preview, [i.box for i in items], [i.kind for i in items])
+                    crop_updates = (crop, preview, CROP_HELP if not items else ITEMS_CROP_HELP,
+                                    gr.Accordion(open=True))
         except Exception as exc:
             history = self.failed(history, exc)
         return (*self.finish(history, state), gr.MultimodalTextbox(value=None, interactive=True), *crop_updates)
@@ -173,7 +200,7 @@ class ChatEvents:
         if all(_same(old, new) for old, new in zip(shown, _control_values(state))):
             # Nothing changed (leaving the "Number of results" box, tabbing past a control):
             # no new search, no reply.
-            return tuple(gr.skip() for _ in range(5 + 3 + 3))
+            return tuple(gr.skip() for _ in range(TURN_OUTPUTS))
         current = list(state.filters.get("gender"))
         added = [g for g in gender or [] if g not in current]
         if added and current:
@@ -187,7 +214,7 @@ class ChatEvents:
     def on_chips(self, kept: list, history: list, state: ChatState):
         filters = without_chips(state.filters, kept or [])
         if filters == state.filters:
-            return tuple(gr.skip() for _ in range(5 + 3 + 3))
+            return tuple(gr.skip() for _ in range(TURN_OUTPUTS))
         return self.respond(history, state, lambda s: self.assistant.set_filters(s, filters))
 
     def on_reapply(self, history: list, state: ChatState):
@@ -233,12 +260,16 @@ class ChatEvents:
 
 def recommend_json(assistant: Assistant, image: str | None, model: str | None = None, k: float | None = None,
                    gender: str | None = None, category: str | None = None) -> dict:
-    """The chat's one API event: `search --json`'s schema, or {"query", "error"} in the chat's words."""
+    """The chat's one API event: `search --json`'s schema (with `items`), or {"query", "error"}
+    in the chat's words."""
     query = str(image) if image else None
     try:
-        answer = find_by_photo(assistant.searcher, assistant.settings.policy, image, model=model or None,
-                               k=None if k in (None, "") else int(k),
-                               filters=FilterRequest(gender=gender or None, category=category or None))
-        return {"query": query, "model": answer.model, "results": [r.to_json() for r in answer.results]}
+        look = find_the_look(assistant.searcher, assistant.settings.policy, image, model=model or None,
+                             k=None if k in (None, "") else int(k),
+                             filters=FilterRequest(gender=gender or None, category=category or None),
+                             settings=assistant.look)
+        answer = look.first
+        return {"query": query, "model": answer.model, "results": [r.to_json() for r in answer.results],
+                "items": [found.to_json(lambda r: r.to_json()) for found in look.items]}
     except Exception as exc:
         return {"query": query, "error": assistant.explain(exc, model or assistant.settings.policy.default_model)}

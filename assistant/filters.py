@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from catalog.products import CATEGORY_FIELDS
+from embedding.registry import model_words
 from vectorstore.filters import CATEGORY, Filters
 
 # Vocabulary fields matched from words, in the order a phrase found in several is given to
@@ -108,7 +109,19 @@ _SHOW_K = [
     re.compile(r"\btop\s+" + _NUMBER + r"\b"),
     re.compile(r"\b" + _NUMBER + r"\s+(?:more\s+)?(?:results?|products?|items?|matches|options|suggestions|ones)\b"),
 ]
-_MODEL = re.compile(r"\bres\s*-?\s*net\s*-?\s*(\d{1,4})\b")
+# "use resnet101": a ResNet by number, registered or not (the caller says which are offered).
+_RESNET = re.compile(r"\bres\s*-?\s*net\s*-?\s*(\d{1,4})\b")
+
+
+def _model_names() -> tuple[re.Pattern, dict[str, str]]:
+    """Any registered model's name, label or words ("use lite0", "use efficientnet"), normalised
+    as a message is, longest first."""
+    named = {" ".join(words(word)): name for word, name in model_words().items()}
+    named.pop("", None)
+    alternatives = "|".join(re.escape(w) for w in sorted(named, key=len, reverse=True))
+    return re.compile(r"\b(" + alternatives + r")\b"), named
+
+
 
 
 def stem(word: str) -> str:
@@ -128,6 +141,9 @@ def words(text: str) -> list[str]:
     text = str(text).casefold().replace("\u2019", "'").replace("`", "'")
     text = re.sub(r"(\w)'s?\b", r"\1", text)
     return re.findall(r"[^\W_]+", text)
+
+
+_MODEL_NAMED, _MODEL_BY_WORDS = _model_names()
 
 
 def _keys(tokens: list[str]) -> tuple[str, str]:
@@ -294,8 +310,11 @@ def _understand(text, vocabulary) -> Understanding:
     more_like = _ordinal(hit.group(1)) if hit else None
     hit = first(_SHOW_K)
     k = _number(hit.group(1)) if hit else None
-    hit = first([_MODEL])
-    model = f"resnet{int(hit.group(1))}" if hit else None
+    hit = first([_MODEL_NAMED])
+    model = _MODEL_BY_WORDS[hit.group(1)] if hit else None
+    if model is None:
+        hit = first([_RESNET])
+        model = f"resnet{int(hit.group(1))}" if hit else None
 
     # Words inside the follow-up phrases are not filters ("top 3" is not "Tops").
     chars = list(lowered)

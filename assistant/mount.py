@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from assistant import ui
 from assistant.page import CSS
 from assistant.settings import AssistantSettings
-from vectorstore import Searcher
+from search import Searcher
 
 
 def gradio_frontend_dir() -> Path:
@@ -51,8 +51,8 @@ def mount_assistant(app: FastAPI, images_root: Path | None, *, searcher: Searche
     ui.queue(demo, chat)
     # No allowed_paths: the chat shows copies of product images (assistant/pictures.py), so Gradio
     # serves no folder of the server's as it is, the images folder included.
-    gr.mount_gradio_app(app, demo, path=path, root_path=path, max_file_size=chat.upload_hard_limit_bytes,
-                        footer_links=[], css=CSS, ssr_mode=False, show_error=False)
+    gr.mount_gradio_app(app, demo, path=path, root_path=path, max_file_size=chat.policy.max_upload_bytes,
+                        app_kwargs=ui.gradio_app_kwargs(chat), footer_links=[], css=CSS, ssr_mode=False, show_error=False)
     ui.check_uploads_like_launch(demo)
 
 

@@ -77,7 +77,9 @@ PAGE_JS = """
         item.append(bar);
       }
       const view = bar.querySelector(".vsa-view");
-      const link = links.urls && safeUrl(links.urls[fileOf(img)] || "");
+      // No URL for this picture: no product link (an empty URL resolved to this very page).
+      const raw = links.urls && links.urls[fileOf(img)];
+      const link = raw ? safeUrl(raw) : null;
       const text = link ? "View product" : "View picture";
       // Written only when different: each write is a DOM change the observer would see again.
       set(view, "textContent", text);
@@ -187,13 +189,15 @@ PAGE_JS = """
   document.addEventListener("keydown", (event) => {
     if (!event.target.closest || !event.target.closest("#crop-image")) return;
     const img = document.querySelector("#crop-image img");
-    if (!img || !img.naturalWidth) return;
+    if (!img) return;
     const step = event.shiftKey ? 0.01 : 0.05;
     const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
     if (moves[event.key]) {
+      // Keys pressed while the outlined photo reloads (after a corner) still move the marker:
+      // only drawing it waits for the picture.
       cursor.x = Math.min(1, Math.max(0, cursor.x + moves[event.key][0]));
       cursor.y = Math.min(1, Math.max(0, cursor.y + moves[event.key][1]));
-      drawCursor(img);
+      if (img.naturalWidth) drawCursor(img);
     } else if (event.key === "Enter" || event.key === " ") {
       sendCorner(cursor.x, cursor.y);
     } else {

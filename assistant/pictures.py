@@ -11,7 +11,7 @@ from pathlib import Path
 
 from assistant.settings import AssistantSettings
 from catalog.reader import IMAGE_SUFFIXES
-from vectorstore import Result
+from search import Result
 
 log = logging.getLogger(__name__)
 

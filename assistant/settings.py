@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from operations.policy import SearchPolicy, model_label
+from catalog.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ class AssistantSettings:
 
     def __post_init__(self):
         if self.upload_hard_limit_bytes < self.policy.max_upload_bytes:
-            raise ValueError("upload_hard_limit_bytes must not be below max_upload_bytes")
+            raise UserError("upload_hard_limit_bytes must not be below max_upload_bytes")
         if self.product_url is not None and (
                 "{id}" not in self.product_url
                 or not self.product_url.startswith(("http://", "https://", "/"))):
-            raise ValueError(f"product_url must be an http(s) or /path URL with {{id}} in it, not {self.product_url!r}")
+            raise UserError(f"product_url must be an http(s) or /path URL with {{id}} in it, not {self.product_url!r}")
         if self.product_link_target not in ("_blank", "_top", "_self", "_parent"):
-            raise ValueError(f"product_link_target must be _blank, _top, _self or _parent, not {self.product_link_target!r}")
+            raise UserError(f"product_link_target must be _blank, _top, _self or _parent, not {self.product_link_target!r}")
 
 __all__ = ["AssistantSettings", "SearchPolicy", "model_label"]

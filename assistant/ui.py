@@ -17,9 +17,10 @@ import gradio as gr
 from assistant.chat import Assistant
 from assistant.crop import CROP_HELP
 from assistant.events import ChatEvents, product_links
+from assistant.gate import ChatGate, UploadLimits
 from assistant.page import CSS, page_js
 from assistant.settings import AssistantSettings, model_label
-from vectorstore import Searcher
+from search import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def build_demo(searcher: Searcher, settings: AssistantSettings,
                status: Callable[[], str | None] | None = None) -> gr.Blocks:
     """The page; `status` says how far background indexing is (shown above the chat until done)."""
     events = ChatEvents(Assistant(searcher, settings), settings, status)
-    with gr.Blocks(title=settings.title) as demo:
+    limits = upload_limits(settings)
+    # Gradio's own sweep of its cache, beside the gate's (which also bounds the folder's size).
+    with gr.Blocks(title=settings.title, delete_cache=(limits.max_age_s, limits.max_age_s)) as demo:
         page = _layout(events, settings)
         _wire(page, events)
         demo.load(None, js=page_js(settings.policy.max_upload_bytes))
@@ -69,6 +72,10 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
             box = PhotoTextbox(elem_id="message", file_types=["image"], file_count="single",
                                sources=["upload"], show_label=False, label="Message",
                                placeholder="Drop or paste a photo, add words, press Enter")
+            # The items found in an outfit photo: tap one to search it.
+            items = gr.Gallery([], label="Items in your photo: tap one to search it", visible=False,
+                               columns=6, height=150, allow_preview=False, object_fit="contain",
+                               elem_id="items", interactive=False)
             with gr.Row(equal_height=True):
                 # The active filters as chips: the × on one removes that filter.
                 chips = gr.Dropdown([], value=[], multiselect=True, label="Active filters (× removes one)",
@@ -122,7 +129,7 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
 def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     """Each component's events to the handler that answers them."""
     controls = [p.model, p.k, p.gender, p.category, p.colour]
-    turn_out = [p.history, p.chatbot, p.session, *controls, p.chips, p.reapply, p.links]
+    turn_out = [p.history, p.chatbot, p.session, *controls, p.chips, p.reapply, p.links, p.items]
     private = {"api_visibility": "private"}
     # The progress animation on the chat only: drawn on each of a turn's sixteen outputs, it
     # cost ~170 ms of the 550 from Enter to the reply's text (bench/chat_latency.py).
@@ -142,6 +149,7 @@ def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     p.k.release(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat)
     p.chips.input(events.on_chips, [p.chips, p.history, p.session], turn_out, **shown_on_chat)
     p.reapply.click(events.on_reapply, [p.history, p.session], turn_out, **shown_on_chat)
+    p.items.select(events.on_item, [p.history, p.session], turn_out, **shown_on_chat)
     p.pick_btn.click(events.on_pick, [p.pick, p.history, p.session], turn_out, **shown_on_chat)
     p.oversize_btn.click(events.on_oversize, [p.oversize, p.history, p.session], turn_out, **quiet)
     p.crop_pick_btn.click(events.on_crop_click, [p.crop_pick, p.crop_state], crop_out, **private)
@@ -153,6 +161,17 @@ def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **quiet)
     p.api_btn.click(events.recommend, [p.api_image, p.api_model, p.api_k, p.api_gender, p.api_category],
                     p.api_out, api_name="recommend")
+
+
+def upload_limits(settings: AssistantSettings) -> UploadLimits:
+    """Uploads as the product takes them: the policy's photo limit, one file at a time."""
+    return UploadLimits(max_bytes=settings.policy.max_upload_bytes)
+
+
+def gradio_app_kwargs(settings: AssistantSettings) -> dict:
+    """What Gradio's app is built with: the gate in front of every route (assistant/gate.py)."""
+    from starlette.middleware import Middleware
+    return {"middleware": [Middleware(ChatGate, limits=upload_limits(settings))]}
 
 
 def check_uploads_like_launch(demo: gr.Blocks) -> None:
@@ -174,10 +193,10 @@ def launch(searcher: Searcher, settings: AssistantSettings, host: str = "127.0.0
     queue(demo, settings)
     # No allowed_paths: the chat shows copies of product images (assistant/pictures.py), so Gradio
     # serves no folder of the server's as it is.
-    demo.launch(server_name=host, server_port=port, max_file_size=settings.upload_hard_limit_bytes,
-                css=CSS, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, footer_links=[],
+    demo.launch(server_name=host, server_port=port, max_file_size=settings.policy.max_upload_bytes,
+                app_kwargs=gradio_app_kwargs(settings), css=CSS, prevent_thread_lock=not block, quiet=quiet, ssr_mode=False, footer_links=[],
                 show_error=False)
     return demo
 
 
-__all__ = ["build_demo", "launch", "queue", "check_uploads_like_launch", "PhotoTextbox"]
+__all__ = ["build_demo", "launch", "queue", "check_uploads_like_launch", "PhotoTextbox", "gradio_app_kwargs"]

@@ -30,8 +30,10 @@ def serve(db: str, weights: str, models: tuple[str, ...], port: int, images_dir:
     import uvicorn
     from operations import SearchPolicy
     from shop import ShopSettings, build_app
-    from vectorstore import Searcher, StoreSettings, load_embedder, make_client
-    from vectorstore.runtime import RuntimeSettings, apply_runtime
+    from search import Searcher
+    from vectorstore import StoreSettings, make_client
+    from embedding import load_embedder
+    from embedding.runtime import RuntimeSettings, apply_runtime
     embedders = {m: load_embedder(m, weights) for m in models}
     for embedder in embedders.values():
         apply_runtime(embedder, RuntimeSettings(runtime=runtime))

@@ -16,7 +16,9 @@ import torch
 
 from bench.common import DEFAULT_CATALOG, table
 from catalog import open_image, read_catalog
-from vectorstore import MODEL_NAMES, StoreSettings, index_catalog, load_embedder, make_client
+from embedding import MODEL_NAMES, load_embedder
+from vectorstore import StoreSettings, make_client
+from indexing import index_catalog
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ import torch
 from bench.common import DEFAULT_CATALOG, table
 from catalog import read_catalog
 from catalog.photolike import shopper_photo
-from vectorstore import MODEL_NAMES, load_embedder, resolve_weights
-from vectorstore.weights import DEFAULT_WEIGHTS_DIR
-from vectorstore.runtime import DEFAULT_CACHE_DIR, RuntimeSettings, fast_model, readable_sample, session_forward
+from embedding import MODEL_NAMES, load_embedder, resolve_weights
+from embedding.weights import DEFAULT_WEIGHTS_DIR
+from embedding.runtime import DEFAULT_CACHE_DIR, RuntimeSettings, fast_model, readable_sample, session_forward
 
 
 def main() -> None:

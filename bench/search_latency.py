@@ -1,7 +1,7 @@
 """Search latency per model as a shopper sees it: decode + embed + query + metadata, one
 image at a time, p50/p95, with the bare forward pass of the same model beside it; and a
 shopper-like photo of each product searched as it is and with its zoomed views
-(vectorstore/query_views.py), alternately, so the ratio is of the same moments.
+(search/query_views.py), alternately, so the ratio is of the same moments.
 
     python -m bench.search_latency --db data/chroma --catalog ../shared/catalog --weights random [--n 50]
 """
@@ -16,7 +16,9 @@ import numpy as np
 from bench.common import DEFAULT_CATALOG, pct, table
 from catalog import open_image, read_catalog
 from catalog.handheld import handheld_photo
-from vectorstore import AS_IS, MODEL_NAMES, Searcher, StoreSettings, make_client
+from search import AS_IS, Searcher
+from embedding import MODEL_NAMES
+from vectorstore import StoreSettings, make_client
 
 
 def main() -> None:

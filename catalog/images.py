@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from catalog.errors import UserError
 
 SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """The input is not an image this product can use; the message says why, for a person."""
 
 
@@ -34,6 +37,65 @@ class ImageLimits:
     # white to max_aspect:1, which bounds the work by the output size whatever the input.
     max_aspect: float = 4.0
     max_padded_side: int = 2048
+    # A decoded photo larger than this is reduced at once (by a whole factor: a box filter, no
+    # copy at full size beyond the decode itself): the models see 224-300 px and the parser
+    # 512, so nothing downstream needs more, and every later copy is small.
+    max_working_pixels: int = 12_000_000
+
+
+class DecodeGate:
+    """Pixels being decoded at once, across the whole process (the shop's API threads, the
+    chat's queue and the crop panel alike): a decode waits until its pixels, counted from the
+    header, fit under `budget`; a photo larger than the budget decodes alone. After a burst
+    the freed memory goes back to the system."""
+
+    def __init__(self, budget: int = 48_000_000):
+        self.budget = budget
+        self.in_use = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int):
+        cost = min(max(1, pixels), self.budget)
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_use + cost <= self.budget)
+            self.in_use += cost
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= cost
+                idle = self.in_use == 0
+                self._cond.notify_all()
+            if idle and cost >= 4_000_000:
+                _return_freed_memory()
+
+
+# One gate per process: every decode of a photo or catalog image goes through it.
+DECODE_GATE = DecodeGate()
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps the large blocks a decode freed; a burst of big photos left the process at its
+    peak. Hand them back (no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reduce(image: Image.Image, limits: ImageLimits) -> Image.Image:
+    """A decoded image over `max_working_pixels`, reduced by the smallest whole factor that
+    brings it under."""
+    pixels = image.width * image.height
+    if pixels <= limits.max_working_pixels:
+        return image
+    factor = math.ceil(math.sqrt(pixels / limits.max_working_pixels))
+    return image.reduce(factor)
 
 
 def too_large(name: str, size: int, limits: ImageLimits) -> ImageError:
@@ -100,6 +162,15 @@ def _bound_aspect(image: Image.Image, limits: ImageLimits) -> Image.Image:
     return canvas
 
 
+def _draft(image: Image.Image, limits: ImageLimits) -> None:
+    """A JPEG over the working size decodes at 1/2, 1/4 or 1/8 scale straight away (libjpeg's
+    DCT scaling): the full-size pixels are never held."""
+    if image.format not in ("JPEG", "MPO") or image.width * image.height <= limits.max_working_pixels:
+        return
+    scale = math.sqrt(limits.max_working_pixels / (image.width * image.height))
+    image.draft(image.mode, (max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+
+
 def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Return an RGB image with EXIF orientation applied, transparency on white and the
     first frame of an animation, or raise `ImageError` with a reason a shopper can read."""
@@ -118,9 +189,12 @@ def open_image(source: str | Path | bytes | BinaryIO, limits: ImageLimits = Imag
                                  f"{limits.max_pixels / 1e6:.0f} megapixels")
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
-            image.load()
-            image = ImageOps.exif_transpose(image) or image
-            return _bound_aspect(_to_rgb(image), limits)
+            with DECODE_GATE.hold(width * height):
+                _draft(image, limits)
+                image.load()
+                image = _reduce(image, limits)
+                image = ImageOps.exif_transpose(image) or image
+                return _bound_aspect(_to_rgb(image), limits)
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

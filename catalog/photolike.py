@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
+from catalog.errors import UserError
 
 BACKGROUNDS = ("gradient", "clouds", "stripes", "tiles")
 
@@ -154,7 +155,7 @@ def background(size: tuple[int, int], rng: random.Random, kind: str | None = Non
     width, height = size
     kind = kind or rng.choice(BACKGROUNDS)
     if kind not in BACKGROUNDS:
-        raise ValueError(f"unknown background {kind!r}; choose one of {', '.join(BACKGROUNDS)}")
+        raise UserError(f"unknown background {kind!r}; choose one of {', '.join(BACKGROUNDS)}")
     noise = np.random.default_rng(rng.getrandbits(64))
     first, second = _colour(rng), _colour(rng)
     if kind == "gradient":

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Iterator
 
 from catalog.products import Product
+from catalog.errors import UserError
 
 CSV_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                "season", "year", "usage", "productDisplayName")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """The folder cannot be used as a catalog at all (no styles.csv, unusable header)."""
 
 

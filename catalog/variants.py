@@ -19,6 +19,7 @@ from catalog.images import ImageError, open_image
 from catalog.photolike import background, product_mask
 from catalog.products import Product
 from catalog.reader import CSV_COLUMNS, Catalog, read_catalog
+from catalog.errors import UserError
 
 BACKGROUNDS = ("white", "textured")
 # The quality a copy is written at when no JPEG quality is asked for: near lossless.
@@ -33,17 +34,17 @@ class ImageVariant:
 
     def __post_init__(self):
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 8):
-            raise ValueError(f"image size {self.size}: expected WIDTHxHEIGHT, each at least 8 pixels")
+            raise UserError(f"image size {self.size}: expected WIDTHxHEIGHT, each at least 8 pixels")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 95:
-            raise ValueError(f"JPEG quality {self.jpeg_quality}: expected 1 to 95")
+            raise UserError(f"JPEG quality {self.jpeg_quality}: expected 1 to 95")
         if self.background not in BACKGROUNDS:
-            raise ValueError(f"background {self.background!r}: expected one of {', '.join(BACKGROUNDS)}")
+            raise UserError(f"background {self.background!r}: expected one of {', '.join(BACKGROUNDS)}")
 
     @classmethod
     def parse_size(cls, text: str) -> tuple[int, int]:
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
         if not match:
-            raise ValueError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 60x80")
+            raise UserError(f"image size {text!r}: expected WIDTHxHEIGHT, e.g. 60x80")
         return int(match.group(1)), int(match.group(2))
 
     @property
@@ -87,7 +88,7 @@ def _claim(out: Path, variant: ImageVariant) -> None:
     marker = out / "variant.json"
     made = json.dumps(asdict(variant), sort_keys=True)
     if marker.exists() and marker.read_text(encoding="utf-8") != made:
-        raise ValueError(f"{out} holds a copy made with {marker.read_text(encoding='utf-8')}, not {made}; "
+        raise UserError(f"{out} holds a copy made with {marker.read_text(encoding='utf-8')}, not {made}; "
                          f"choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(made, encoding="utf-8")

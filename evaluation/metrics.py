@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
+from catalog.errors import UserError
 
 # "type+colour": articleType and baseColour both match, what makes two products look alike to a
 # shopper (a black heel for a black heel) rather than merely belong together.
@@ -45,7 +46,7 @@ def precision_at_k(query_value, result_values: Sequence, k: int) -> float | None
     """Share of the first k slots holding a result with the query's value; None when the
     query has no value at this level."""
     if k <= 0:
-        raise ValueError("k must be at least 1")
+        raise UserError("k must be at least 1")
     if query_value is None:
         return None
     return sum(_relevant(query_value, result_values, k)) / k

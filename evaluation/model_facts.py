@@ -13,8 +13,10 @@ import torch
 from PIL import Image
 
 from catalog import Product, open_image
-from vectorstore import Embedder, IndexReport
+from embedding import Embedder
+from indexing import IndexReport
 from vectorstore.store import collection_name
+from catalog.errors import UserError
 
 
 def parameter_count(embedder: Embedder) -> int:
@@ -92,7 +94,7 @@ def timed_rate(embedder: Embedder, products: Sequence[Product], batch_size: int,
     same quantity `rate_from_index` reads, for when the index was already current."""
     images = [open_image(p.image) for p in products]
     if not images:
-        raise ValueError("no catalog image to time the embedder with")
+        raise UserError("no catalog image to time the embedder with")
     tensors = torch.stack([embedder.preprocess(im) for im in images])
     embedder.embed_tensors(tensors[:1])
     started = time.perf_counter()

@@ -12,7 +12,9 @@ matplotlib.use("Agg")  # files only; no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from catalog.photo_labels import COLOUR_GROUPS, PHOTO_KINDS  # noqa: E402
 from evaluation.metrics import LABEL_LEVELS, PRIMARY_LEVEL, Scores  # noqa: E402
+from evaluation.photos import PHOTO_LEVELS  # noqa: E402
 from evaluation.runner import Evaluation, ModelEvaluation  # noqa: E402
 
 PLOTS = {
@@ -174,6 +176,46 @@ def _photo_views(views) -> str:
             "studio shots as they are")
 
 
+def _colour(evaluation: Evaluation, m: ModelEvaluation) -> str:
+    source = evaluation.queries.get("colour_model")
+    if source is None:
+        return "no colour model, photos are not read"
+    if m.colour_preference:
+        return (f"each photo's colour is read (model: {source}) and its reading reorders the candidates, "
+                f"weight {evaluation.settings.rerank.colour_weight} x log p(candidate's baseColour)")
+    return f"each photo's colour is read (model: {source}) but does not reorder the candidates"
+
+
+def _photos_section(evaluation: Evaluation) -> list[str]:
+    """Real photos: P@k by kind, colour and both, leniently, for every model."""
+    info = evaluation.queries.get("photos")
+    if not info:
+        return []
+    k = evaluation.settings.k
+    lines = ["## Real photos", "",
+             f"{info['count']} labelled photos from `{info['folder']}` ({info['with_colour']} with a known colour), "
+             "searched as a shopper sends them. Lenient: a result is the right kind when its articleType is one "
+             "the photo's class maps to, the right colour when its baseColour is the photo's or of the same "
+             "group (`catalog/photo_labels.py`, below). Colour and type+colour are averaged over the photos "
+             "with a known colour only.", "",
+             "| model | " + " | ".join(f"P@{k} {level}" for level in PHOTO_LEVELS) + " | "
+             + " | ".join(f"hit@{k} {level}" for level in PHOTO_LEVELS) + " | colour read right | photos |",
+             "|" + "---|" * (2 * len(PHOTO_LEVELS) + 3)]
+    for m in evaluation.models:
+        if m.photos is None:
+            continue
+        lines.append(f"| {m.model} | " + " | ".join(_num(m.photos.precision[lv]) for lv in PHOTO_LEVELS) + " | "
+                     + " | ".join(_num(m.photos.hit_rate[lv]) for lv in PHOTO_LEVELS)
+                     + f" | {_num(m.photos.colour_reading)} | {m.photos.queries} |")
+    first = next((m for m in evaluation.models if m.photos is not None), None)
+    if first is not None:
+        lines += ["", f"P@{k} by kind, per class ({first.model}): " + "; ".join(
+            f"{name} {_num(row['kind'])} ({row['queries']})" for name, row in first.photos.by_class.items()), ""]
+    lines += ["Kinds: " + "; ".join(f"{c} = {', '.join(types)}" for c, types in PHOTO_KINDS.items()) + ".", "",
+              "Colour groups: " + "; ".join("/".join(sorted(g)) for g in COLOUR_GROUPS) + ".", ""]
+    return lines
+
+
 def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
     k = evaluation.settings.k
     kinds = _kinds(m)
@@ -186,7 +228,8 @@ def _model_section(evaluation: Evaluation, m: ModelEvaluation) -> list[str]:
              f"mean {_num(m.latency.mean_ms, 1)} ms over {m.latency.queries} queries ({m.latency.measured_on})",
              f"- preprocessing: {m.preprocessing['summary']}",
              f"- order of results: {_order(m)}",
-             f"- query photos: {_photo_views(evaluation.settings.query_views)}", ""]
+             f"- query photos: {_photo_views(evaluation.settings.query_views)}",
+             f"- colour: {_colour(evaluation, m)}", ""]
     head = ["metric"] + [kind for kind, _ in kinds]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for level in LABEL_LEVELS:
@@ -261,6 +304,7 @@ def _markdown(evaluation: Evaluation, plots: dict[str, str]) -> str:
     ]
     if "examples" in plots:
         lines += [f"![photo-like queries]({plots['examples']})", ""]
+    lines += _photos_section(evaluation)
     for m in evaluation.models:
         lines += _model_section(evaluation, m)
     return "\n".join(lines)

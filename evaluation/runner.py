@@ -4,7 +4,10 @@ the answers and measure what each model costs.
 Queries are either a folder in the catalog layout (its images embedded, nothing excluded) or
 leave-one-out over a seeded sample of the catalog: a clean query is the product's own stored
 vector with the product left out of its results; a photo-like query is `shopper_photo` of the
-product's image, embedded and searched with the product left out.
+product's image, embedded and searched with the product left out. Besides them, `photos` (a
+folder of labelled real photos, catalog/photo_labels.py) is scored by kind and colour,
+leniently (evaluation/photos.py). Every photo (photo-like or real) is read by the colour
+model, and with `colour_preference` its reading reorders the candidates (search/reorder.py).
 """
 from __future__ import annotations
 
@@ -23,11 +26,17 @@ from catalog import Catalog, ImageError, open_image, read_catalog
 from catalog.handheld import handheld_photo
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from catalog.variants import ImageVariant, write_variant
-from vectorstore import (MODEL_NAMES, QueryViews, RerankSettings, Embedder, IndexReport, Searcher, StoreSettings,
-                         index_catalog, load_embedder, make_client)
+from catalog.photo_labels import LabelledPhoto, read_photo_folder
+from embedding import MODEL_NAMES, Embedder, load_embedder
+from embedding.colour import ColourModel
+from evaluation.photos import PhotoScores, outcome_of, score_photos
+from search import QueryViews, RerankSettings, Searcher
+from indexing import IndexReport, index_catalog
+from vectorstore import StoreSettings, make_client
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (EmbedRate, IndexSize, forward_flops, index_size, parameter_count,
                                     preprocessing_fit, rate_from_index, timed_rate, typical_size)
+from catalog.errors import UserError
 
 
 PHOTO_STYLES = ("cutout", "handheld")
@@ -69,6 +78,12 @@ class EvaluationSettings:
     # Which views of a query photo are embedded and averaged, as the assistant does (AS_IS: the
     # photo alone, to measure what the zoomed views add).
     query_views: QueryViews = QueryViews()
+    # Labelled real photos (DIR/<class>/*.jpg, DIR/colours.csv), scored beside the other queries.
+    photos: Path | None = None
+    # Whether a photo's colour reading (the model in `colour_model`, default the shipped one)
+    # reorders its candidates; off: read (and reported) only.
+    colour_preference: bool = True
+    colour_model: Path | None = None
     batch_size: int = 32
     # Latency is timed per query (one image embedded, then searched). With photo-like queries
     # those are timed; without, this many clean catalog images are embedded one by one.
@@ -91,6 +106,8 @@ class EvaluationSettings:
         out["store"] = self.store.where
         out["variant"] = {**asdict(self.variant), "name": self.variant.name}
         out["variant_dir"] = str(self.variant_dir) if self.variant_dir else None
+        out["photos"] = str(self.photos) if self.photos else None
+        out["colour_model"] = str(self.colour_model) if self.colour_model else None
         return out
 
 
@@ -133,6 +150,9 @@ class ModelEvaluation:
     latency: Latency
     clean: Scores
     photo_like: Scores | None = None
+    photos: PhotoScores | None = None
+    # Whether the photos' colour readings reordered their candidates.
+    colour_preference: bool = False
     # The labels whose likelihood reordered the nearest products (empty: cosine order).
     reranked_by: tuple[str, ...] = ()
     # What judged those labels for the query: "neighbours" (their labels' votes), "classifiers".
@@ -146,6 +166,7 @@ class ModelEvaluation:
         out.pop("outcomes")
         out["clean"] = self.clean.to_json()
         out["photo_like"] = self.photo_like.to_json() if self.photo_like else None
+        out["photos"] = self.photos.to_json() if self.photos else None
         return out
 
 
@@ -191,12 +212,12 @@ def _index_facts(report: IndexReport) -> dict:
 def _leave_one_out(catalog: Catalog, stored: set[str], settings: EvaluationSettings) -> list[Query]:
     candidates = [p for p in catalog.products if p.id in stored]
     if not candidates:
-        raise ValueError("no catalog product is in the index; nothing to query")
+        raise UserError("no catalog product is in the index; nothing to query")
     if settings.held_out:
         wanted = set(settings.held_out)
         chosen = [p for p in candidates if p.id in wanted]
         if not chosen:
-            raise ValueError(f"none of the {len(wanted)} held-out products of {settings.held_out_from or 'the run'} "
+            raise UserError(f"none of the {len(wanted)} held-out products of {settings.held_out_from or 'the run'} "
                              f"is in this catalog's index; was it trained on another catalog?")
         return [Query(p.id, _labels(p), p.image, exclude=(p.id,)) for p in chosen]
     chosen = random.Random(settings.seed).sample(candidates, min(settings.sample, len(candidates)))
@@ -215,16 +236,17 @@ def _folder_queries(folder: Path) -> tuple[list[Query], list[str]]:
             continue
         queries.append(Query(p.id, _labels(p), p.image))
     if not queries:
-        raise ValueError(f"{folder}: no query with a readable row and image")
+        raise UserError(f"{folder}: no query with a readable row and image")
     return queries, skipped
 
 
 class _Run:
     """State shared by the steps of one evaluation."""
 
-    def __init__(self, settings: EvaluationSettings):
+    def __init__(self, settings: EvaluationSettings, colour: ColourModel | None = None):
         self.settings = settings
         self.progress = settings.show_progress
+        self.colour = colour
 
     def bar(self, items, desc: str):
         return tqdm(items, desc=desc, unit="query", disable=not self.progress, leave=False)
@@ -237,10 +259,15 @@ class _Run:
                             relevant)
 
     def timed_query(self, searcher: Searcher, model: str, image: Image.Image, query: Query):
+        """A photo embedded and searched (its colour read first, when there is a model), the
+        seconds it took, and the colour read (None: not read)."""
         started = time.perf_counter()
+        colour = self.colour.probabilities(image) if self.colour is not None else None
         vector = searcher.embed_photos(model, [image])[0]
-        answer = searcher.search_vector(model, vector, self.settings.k, exclude=query.exclude)
-        return answer, time.perf_counter() - started
+        answer = searcher.search_vector(model, vector, self.settings.k, exclude=query.exclude,
+                                        colour=colour if self.settings.colour_preference else None)
+        seconds = time.perf_counter() - started
+        return answer, seconds, max(colour, key=colour.get) if colour else None
 
 
 def _ask(run: _Run, searcher: Searcher, model: str, queries: list[Query], photos: list[Image.Image],
@@ -253,7 +280,7 @@ def _ask(run: _Run, searcher: Searcher, model: str, queries: list[Query], photos
         if mode == "leave-one-out":
             answer = searcher.similar_to(model, query.id, k=k)  # the stored vector, itself left out
         else:
-            answer, seconds = run.timed_query(searcher, model, open_image(query.image), query)
+            answer, seconds, _ = run.timed_query(searcher, model, open_image(query.image), query)
             latencies.append(seconds)
         clean.append(run.outcome(query, answer, counts))
     outcomes = {"clean": clean}
@@ -261,7 +288,7 @@ def _ask(run: _Run, searcher: Searcher, model: str, queries: list[Query], photos
     if photos:
         latencies, outcomes["photo-like"] = [], []
         for query, photo in zip(run.bar(queries, f"{model} photo-like queries"), photos):
-            answer, seconds = run.timed_query(searcher, model, photo, query)
+            answer, seconds, _ = run.timed_query(searcher, model, photo, query)
             latencies.append(seconds)
             outcomes["photo-like"].append(run.outcome(query, answer, counts))
         measured_on = "photo-like queries (embed one image + search)"
@@ -272,13 +299,35 @@ def _ask(run: _Run, searcher: Searcher, model: str, queries: list[Query], photos
     return outcomes, Latency.of(latencies, measured_on)
 
 
+def _ask_photos(run: _Run, searcher: Searcher, model: str, photos: list[LabelledPhoto]):
+    """Every labelled real photo, as a shopper would send it."""
+    outcomes = []
+    for photo in run.bar(photos, f"{model} real photos"):
+        answer, _, read = run.timed_query(searcher, model, open_image(photo.path),
+                                          Query(str(photo.path), {}, photo.path))
+        outcomes.append(outcome_of(photo, [r.metadata for r in answer.results], read))
+    return outcomes
+
+
+def _colour_model(settings: EvaluationSettings) -> ColourModel | None:
+    """The colour model photos are read with; without the shipped file and without one named,
+    none (said in the report), unless the preference was asked for by naming a file."""
+    try:
+        return ColourModel.load(settings.colour_model)
+    except FileNotFoundError:
+        if settings.colour_model is not None:
+            raise UserError(f"--colour-model {settings.colour_model}: no such file")
+        return None
+
+
 def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedder] | None = None) -> Evaluation:
     """Index (incrementally), query, score and measure; raises ValueError/StoreError with a
     message a person can act on. `embedders`: models already built (by app.py, or a test);
     the others are loaded with the settings' weights."""
     _check_settings(settings)
     started, load_before = time.perf_counter(), _load_average()
-    run = _Run(settings)
+    run = _Run(settings, _colour_model(settings))
+    real_photos = read_photo_folder(settings.photos) if settings.photos else []
     catalog = _catalog(settings)
     built = dict(embedders or {})
     embedders = {m: built.get(m) or load_embedder(m, settings.weights, device=settings.device,
@@ -293,7 +342,7 @@ def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedde
         if photos else []
     image_size = typical_size([p.image for p in catalog.products])
     models = [_evaluate_model(run, searcher, embedder, report, catalog, stored, tables[name], queries, photos,
-                              mode, image_size)
+                              mode, image_size, real_photos)
               for name, embedder in embedders.items()]
     return Evaluation(
         settings=settings,
@@ -305,7 +354,11 @@ def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedde
                  "held_out_from": str(settings.held_out_from) if settings.held_out else None,
                  "held_out_missing": len(set(settings.held_out)) - len(queries) if settings.held_out else 0,
                  "folder": str(settings.queries) if settings.queries else None,
-                 "skipped": skipped_queries},
+                 "skipped": skipped_queries,
+                 "photos": {"folder": str(settings.photos), "count": len(real_photos),
+                            "with_colour": sum(p.colour is not None for p in real_photos)}
+                 if settings.photos else None,
+                 "colour_model": str(settings.colour_model or "shipped") if run.colour else None},
         index=_index_facts(report), models=models, seconds=time.perf_counter() - started,
         machine={"cpus": os.cpu_count(), "load_average_start": load_before, "load_average_end": _load_average()},
         examples=examples)
@@ -313,21 +366,21 @@ def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedde
 
 def _check_settings(settings: EvaluationSettings) -> None:
     if settings.k < 1:
-        raise ValueError("--k must be at least 1")
+        raise UserError("--k must be at least 1")
     if not settings.models:
-        raise ValueError("no model to evaluate")
+        raise UserError("no model to evaluate")
     if not settings.queries and settings.sample < 1:
-        raise ValueError("--sample must be at least 1")
+        raise UserError("--sample must be at least 1")
     if settings.queries and settings.held_out:
-        raise ValueError("--queries and --held-out both choose the queries; give one of them")
+        raise UserError("--queries and --held-out both choose the queries; give one of them")
     if settings.catalog_sample is not None and settings.catalog_sample < 2:
-        raise ValueError("--catalog-sample must be at least 2 products")
+        raise UserError("--catalog-sample must be at least 2 products")
     if settings.input_size is not None and settings.input_size < 32:
-        raise ValueError("--input-size must be at least 32 pixels")
+        raise UserError("--input-size must be at least 32 pixels")
     if settings.queries and not Path(settings.queries).is_dir():
-        raise ValueError(f"--queries {settings.queries}: no such folder")
+        raise UserError(f"--queries {settings.queries}: no such folder")
     if settings.photo_style not in PHOTO_STYLES:
-        raise ValueError(f"--photo-style {settings.photo_style}: expected one of {', '.join(PHOTO_STYLES)}")
+        raise UserError(f"--photo-style {settings.photo_style}: expected one of {', '.join(PHOTO_STYLES)}")
 
 
 def _catalog(settings: EvaluationSettings) -> Catalog:
@@ -335,7 +388,7 @@ def _catalog(settings: EvaluationSettings) -> Catalog:
     they are or degraded as the settings' variant says (in a copy; ids kept)."""
     catalog = read_catalog(settings.catalog)
     if not catalog.products:
-        raise ValueError(f"{settings.catalog}: no product with an image to index")
+        raise UserError(f"{settings.catalog}: no product with an image to index")
     if settings.catalog_sample and settings.catalog_sample < len(catalog.products):
         keep = set(random.Random(f"{settings.seed}:catalog").sample(range(len(catalog.products)),
                                                                      settings.catalog_sample))
@@ -344,7 +397,7 @@ def _catalog(settings: EvaluationSettings) -> Catalog:
         return catalog
     folder = settings.variant_dir
     if folder is None:
-        raise ValueError("a degraded catalog needs a folder to be written to (--variant-dir)")
+        raise UserError("a degraded catalog needs a folder to be written to (--variant-dir)")
     return write_variant(catalog, settings.variant, folder)
 
 
@@ -380,11 +433,14 @@ def _photo_like(run: "_Run", settings: EvaluationSettings, queries) -> list[Imag
 
 
 def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report, catalog, stored: set[str],
-                    table, queries, photos, mode: str, image_size) -> ModelEvaluation:
+                    table, queries, photos, mode: str, image_size,
+                    real_photos: list[LabelledPhoto] = ()) -> ModelEvaluation:
     settings, model = run.settings, embedder.name
     searcher.warm_up([model])
     counts = table[PRIMARY_LEVEL].value_counts().to_dict()
     outcomes, latency = _ask(run, searcher, model, queries, photos, counts, mode)
+    if real_photos:
+        outcomes["photos"] = _ask_photos(run, searcher, model, list(real_photos))
     rate = rate_from_index(report, model, settings.rate_from_index_min) or \
         timed_rate(embedder, [p for p in catalog.products if p.id in stored][:settings.rate_probe_images],
                    settings.batch_size,
@@ -399,8 +455,10 @@ def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report,
         clean=score(outcomes["clean"], settings.k, settings.worst, settings.min_queries_per_type),
         photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
         if photos else None,
-        reranked_by=settings.rerank.labels_for(embedder.label_prior),
-        reranked_with=settings.rerank.witnesses(embedder.label_prior), outcomes=outcomes)
+        photos=score_photos(outcomes["photos"], settings.k) if real_photos else None,
+        colour_preference=run.colour is not None and settings.colour_preference and settings.rerank.colour_weight > 0,
+        reranked_by=settings.rerank.labels_for(embedder.classifiers),
+        reranked_with=settings.rerank.witnesses(embedder.classifiers), outcomes=outcomes)
 
 
 __all__ = ["EvaluationSettings", "Evaluation", "ModelEvaluation", "Latency", "Query", "run_evaluation"]

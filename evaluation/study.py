@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from evaluation.metrics import LABEL_LEVELS, PRIMARY_LEVEL  # noqa: E402
 from evaluation.report import _num as _f  # noqa: E402  (one number format for both reports)
+from catalog.errors import UserError
 
 TYPE_COLOUR = "type+colour"
 
@@ -48,7 +49,7 @@ class StudySettings:
 def parse_pair(text: str, what: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value.strip():
-        raise ValueError(f"{what} {text!r}: expected NAME=VALUE")
+        raise UserError(f"{what} {text!r}: expected NAME=VALUE")
     return name.strip(), value.strip()
 
 
@@ -56,14 +57,14 @@ def parse_row(text: str) -> tuple[str, Path, str]:
     name, value = parse_pair(text, "--row")
     folder, sep, model = value.rpartition(":")
     if not sep or not folder or not model:
-        raise ValueError(f"--row {text!r}: expected NAME=DIR:MODEL")
+        raise UserError(f"--row {text!r}: expected NAME=DIR:MODEL")
     return name, Path(folder), model
 
 
 def _read_evaluation(folder: Path) -> dict:
     path = Path(folder) / "metrics.json"
     if not path.is_file():
-        raise ValueError(f"{path}: no such file; run the evaluate command that writes it first")
+        raise UserError(f"{path}: no such file; run the evaluate command that writes it first")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -79,7 +80,7 @@ def _scores(model: dict) -> dict:
 
 def _training_run(weights: Path) -> tuple[list[dict], dict]:
     """A weights file's per-epoch history and the settings of the run that wrote it."""
-    from vectorstore.weights_file import read_weights_file
+    from embedding.weights_file import read_weights_file
     payload = read_weights_file(weights)
     return list(payload.get("history") or []), dict(payload.get("settings") or {})
 
@@ -104,7 +105,7 @@ def _row(name: str, folder: Path, model_name: str, minutes: float | None) -> dic
     evaluation = _read_evaluation(folder)
     model = evaluation["models"].get(model_name)
     if model is None:
-        raise ValueError(f"{folder}/metrics.json has no model {model_name!r} (it has {', '.join(evaluation['models'])})")
+        raise UserError(f"{folder}/metrics.json has no model {model_name!r} (it has {', '.join(evaluation['models'])})")
     return {
         "model": model_name, "weights_id": model["weights_id"], **_scores(model),
         "k": evaluation["settings"]["k"], "queries": evaluation["queries"]["count"],

@@ -9,6 +9,8 @@ from operations.errors import Refused
 from operations.filters import FilterRequest
 from operations.find_by_photo import find_by_photo
 from operations.find_similar import find_similar
+from operations.find_the_look import FoundItem, Look, LookSettings, find_the_look
 from operations.policy import SearchPolicy
 
-__all__ = ["FilterRequest", "Refused", "SearchPolicy", "find_by_photo", "find_similar"]
+__all__ = ["FilterRequest", "FoundItem", "Look", "LookSettings", "Refused", "SearchPolicy", "find_by_photo",
+           "find_similar", "find_the_look"]

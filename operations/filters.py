@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from vectorstore.filters import CATEGORY, Filters, resolve_filters
+from catalog.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class FilterRequest:
     def __post_init__(self):
         for item in self.where:
             if "=" not in item:
-                raise ValueError(f"--where {item!r}: expected KEY=VALUE or KEY!=VALUE, e.g. baseColour=Black")
+                raise UserError(f"--where {item!r}: expected KEY=VALUE or KEY!=VALUE, e.g. baseColour=Black")
 
     def raw(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         """(wanted, left out), as typed."""

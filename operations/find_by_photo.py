@@ -8,7 +8,7 @@ from catalog.images import too_large
 from operations.errors import Refused
 from operations.filters import FilterRequest
 from operations.policy import SearchPolicy
-from vectorstore.search import Answer, Searcher
+from search.searcher import Answer, Searcher
 
 
 def find_by_photo(searcher: Searcher, policy: SearchPolicy, photo: bytes | str | Path | None, *,
@@ -20,13 +20,13 @@ def find_by_photo(searcher: Searcher, policy: SearchPolicy, photo: bytes | str |
     `Refused`, `UnknownFilterValue`, `ImageError` or the store's errors."""
     model, k = policy.model(model), policy.count(k)
     name = name or (Path(photo).name if isinstance(photo, str | Path) else "the photo")
-    _check_size(photo, name, policy)
+    check_size(photo, name, policy)
     resolved = searcher.resolve(model, *filters.raw())
     image = open_image(photo, policy.image_limits)
     return searcher.search_image(model, image, k=k, filters=resolved)
 
 
-def _check_size(photo, name: str, policy: SearchPolicy) -> None:
+def check_size(photo, name: str, policy: SearchPolicy) -> None:
     if photo is None or (isinstance(photo, str) and not photo):
         raise Refused("no_photo", "no photo: send an image file")
     if isinstance(photo, bytes | bytearray):

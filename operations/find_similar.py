@@ -4,7 +4,7 @@ from __future__ import annotations
 from operations.errors import Refused
 from operations.filters import FilterRequest
 from operations.policy import SearchPolicy
-from vectorstore.search import Answer, Searcher
+from search.searcher import Answer, Searcher
 
 
 def find_similar(searcher: Searcher, policy: SearchPolicy, product_id: str, *, model: str | None = None,

@@ -5,23 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from catalog import ImageLimits
+from embedding.registry import DEFAULT_MODELS, model_label
 from operations.errors import Refused
+from catalog.errors import UserError
 
 MB = 1024 * 1024
 
 
-MODEL_LABELS = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
-                "efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_lite2": "EfficientNet-Lite2"}
-
-
-def model_label(model: str) -> str:
-    return MODEL_LABELS.get(model, model)
-
-
 @dataclass(frozen=True)
 class SearchPolicy:
-    models: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
-    default_model: str = "resnet50"
+    models: tuple[str, ...] = DEFAULT_MODELS
+    default_model: str = DEFAULT_MODELS[0]
     k: int = 5
     max_k: int = 50
     # Phone photos run 3-8 MB; larger files are refused before they are decoded.
@@ -30,12 +24,12 @@ class SearchPolicy:
 
     def __post_init__(self):
         if not self.models:
-            raise ValueError("SearchPolicy.models is empty: offer at least one model")
+            raise UserError("SearchPolicy.models is empty: offer at least one model")
         if self.default_model not in self.models:
-            raise ValueError(f"the default model {self.default_model!r} is not among the models offered "
+            raise UserError(f"the default model {self.default_model!r} is not among the models offered "
                              f"({', '.join(self.models)})")
         if not 1 <= self.k <= self.max_k:
-            raise ValueError(f"k must be between 1 and {self.max_k}, not {self.k}")
+            raise UserError(f"k must be between 1 and {self.max_k}, not {self.k}")
 
     @property
     def image_limits(self) -> ImageLimits:

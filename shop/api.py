@@ -3,16 +3,16 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from catalog import ImageError
-from operations import FilterRequest, Refused, find_by_photo, find_similar
+from operations import FilterRequest, LookSettings, Refused, find_similar, find_the_look
 from shop.context import ShopContext, id_url, shop_context
 from shop.errors import FORM_OVERHEAD, ApiError
 from shop.settings import ShopSettings
 from vectorstore import StoreError
-from vectorstore.search import RESULT_FIELDS, Result
+from search.searcher import RESULT_FIELDS, Result
 
 # One product's fields as `search --json` writes them; `image` is the URL of its picture here.
 _PRODUCT_FIELDS = {name: ((int if name == "year" else str) | None, None) for name in RESULT_FIELDS}
@@ -20,9 +20,20 @@ ProductOut = create_model("ProductOut", id=(str, ...), **_PRODUCT_FIELDS)
 Recommendation = create_model("Recommendation", id=(str, ...), score=(float, ...), **_PRODUCT_FIELDS)
 
 
+class Item(BaseModel):
+    label: str | None = Field(description="the item's catalog category (a subCategory, e.g. Topwear, Shoes, Bags)")
+    box: list[float] = Field(description="[x0, y0, x1, y1] as fractions of the photo's width and height")
+    score: float = Field(description="the parser's confidence in the item (for a photo searched whole: the "
+                                     "share of its results in that category)")
+    colour: str | None = Field(None, description="the colour of the item's own pixels, in the catalog's words")
+    results: list[Recommendation]
+
+
 class Recommendations(BaseModel):
     model: str
-    results: list[Recommendation]
+    results: list[Recommendation] = Field(description="the first (most prominent) item's products")
+    items: list[Item] | None = Field(None, description="every item found in the photo, the most prominent "
+                                                       "first; absent with items=false")
 
 
 class ProductPage(BaseModel):
@@ -67,26 +78,38 @@ def api_router(settings: ShopSettings) -> APIRouter:
 
     @router.post("/recommend", response_model=Recommendations,
                  max_body_size=policy.max_upload_bytes + FORM_OVERHEAD,
+                 response_model_exclude_unset=True,  # no `items` key with items=false, as before
                  responses={400: {"description": "no file, not an image, unknown model or filter value"},
-                            413: {"description": "the photo is over the size limit"}})
+                            413: {"description": "the photo is over the size limit"},
+                            422: {"description": "no product can be seen in the photo (blank, a sliver, a few pixels)"}})
     def recommend(request: Request, shop: Context,
                   image: Annotated[UploadFile | None, File(description="the shopper's photo (JPEG, PNG, WebP, GIF or BMP)")] = None,
                   model: Annotated[str | None, Form(description=f"one of {models}; default {policy.default_model}")] = None,
                   k: Annotated[int | None, Form(ge=1, le=policy.max_k, description=f"how many products (default {policy.k})")] = None,
                   gender: Annotated[str | None, Form(description="e.g. Women, Men, Unisex")] = None,
                   category: Annotated[str | None, Form(description="a department, category or type, e.g. Footwear, Shoes, Heels")] = None,
+                  items: Annotated[bool, Form(description="find every item in the photo and search each "
+                                                          "(false: the whole photo as one query)")] = True,
                   ) -> Recommendations:
-        """The products most similar to the uploaded photo, best first."""
+        """The products most similar to the uploaded photo, best first; with `items`, also
+        every item found in it (a whole outfit: the top, the trousers, the shoes, the bag),
+        each with its own products."""
         if not isinstance(image, StarletteUploadFile):
             raise Refused("no_photo", "no photo: send the image file in the multipart form field 'image'")
         # One byte past the limit is enough to know it is over; the rest is never read.
         data = image.file.read(policy.max_upload_bytes + 1)
         try:
-            answer = find_by_photo(shop.searcher, policy, data, name=image.filename or "the photo", model=model,
-                                   k=k, filters=FilterRequest(gender=gender, category=category))
+            look = find_the_look(shop.searcher, policy, data, name=image.filename or "the photo", model=model,
+                                 k=k, filters=FilterRequest(gender=gender, category=category),
+                                 settings=LookSettings(items=items))
         except ImageError as exc:
             raise ApiError(400, f"{image.filename or 'the upload'}: {exc}") from exc
-        return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results])
+        answer = look.first
+        results = [recommendation(request, r) for r in answer.results]
+        if not items:
+            return Recommendations(model=answer.model, results=results)
+        return Recommendations(model=answer.model, results=results,
+                               items=[Item(**f.to_json(lambda r: recommendation(request, r))) for f in look.items])
 
     @router.get("/products/{product_id}/similar", response_model=Recommendations,
                 responses={400: {"description": "unknown model or filter value"},
@@ -127,7 +150,9 @@ def api_router(settings: ShopSettings) -> APIRouter:
             except StoreError:
                 counts[model], status = 0, "degraded"
         indexing = shop.status()
-        if indexing and status == "ok":
+        if indexing and indexing.startswith("Indexing stopped"):
+            status = "indexing stopped"
+        elif indexing and status == "ok":
             status = "indexing"
         return Health(status=status, default_model=policy.default_model, models=counts,
                       assistant=shop.chat_mounted, indexing=indexing)

@@ -15,7 +15,7 @@ from shop.errors import FORM_OVERHEAD, UploadSizeLimit, install_error_handlers, 
 from shop.images import images_router
 from shop.pages import SHOP_DIR, pages_router, shop_templates
 from shop.settings import ShopSettings
-from vectorstore import Searcher
+from search import Searcher
 
 # Mounts the chat into the shop at settings.assistant_path; given the app and the images
 # folder the chat may show pictures from. app.py passes assistant.mount.mount_assistant, so

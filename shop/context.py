@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from shop.browse import CatalogBrowser
 from shop.settings import ShopSettings
-from vectorstore import Searcher
+from search import Searcher
 
 
 @dataclass

@@ -18,7 +18,7 @@ MB = 1024 * 1024
 # Multipart framing and the small text fields around the photo; a body past the photo limit
 # by more than this is refused before it is read.
 FORM_OVERHEAD = 64 * 1024
-STATUS = {"too_large": 413, "no_product": 404}  # every other refusal is a 400
+STATUS = {"too_large": 413, "no_product": 404, "nothing_found": 422}  # every other refusal is a 400
 
 
 class ApiError(Exception):

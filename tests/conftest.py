@@ -70,6 +70,21 @@ def make_catalog(folder: Path, per_kind: int = 4, extra_rows: str = "") -> Path:
     return folder
 
 
+# Whole modules by what they start; single slow tests carry @pytest.mark.slow themselves.
+MODULE_MARKS = {
+    "test_ui_browser": "browser", "test_shop_browser": "browser", "test_ray_indexing": "ray",
+    "test_server_mode": "server", "test_finetune": "slow", "test_evaluation": "slow", "test_lite": "slow",
+    "test_study": "slow", "test_runtime": "slow", "test_load_smoke": "slow", "test_variants": "slow",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        mark = MODULE_MARKS.get(item.module.__name__.rsplit(".", 1)[-1])
+        if mark:
+            item.add_marker(getattr(pytest.mark, mark))
+
+
 @pytest.fixture(scope="session")
 def catalog_dir(tmp_path_factory) -> Path:
     return make_catalog(tmp_path_factory.mktemp("catalog"))
@@ -77,7 +92,7 @@ def catalog_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedders():
-    from vectorstore import load_embedder
+    from embedding import load_embedder
     return {name: load_embedder(name, "random") for name in ("resnet18", "resnet50")}
 
 
@@ -85,7 +100,8 @@ def embedders():
 def indexed_db(tmp_path_factory, catalog_dir, embedders) -> Path:
     """An embedded Chroma folder holding the session catalog for resnet18 and resnet50."""
     from catalog import read_catalog
-    from vectorstore import StoreSettings, index_catalog, make_client
+    from vectorstore import StoreSettings, make_client
+    from indexing import index_catalog
     db = tmp_path_factory.mktemp("chroma")
     client = make_client(StoreSettings(path=db))
     index_catalog(read_catalog(catalog_dir), client, list(embedders.values()), batch_size=8,
@@ -97,7 +113,8 @@ def indexed_db(tmp_path_factory, catalog_dir, embedders) -> Path:
 @pytest.fixture(scope="session")
 def searcher(indexed_db, embedders):
     """A Searcher over `indexed_db` reusing the session's embedders."""
-    from vectorstore import Searcher, StoreSettings, make_client
+    from search import Searcher
+    from vectorstore import StoreSettings, make_client
     client = make_client(StoreSettings(path=indexed_db))
     return Searcher(client, weights="random", embedders=embedders)
 
@@ -111,21 +128,38 @@ def free_port() -> int:
 CHROMA = Path(sys.executable).with_name("chroma")
 
 
+def wait_until(condition, timeout: float = 120.0, what: str = "the condition", every: float = 0.1):
+    """Poll `condition` until it returns something true (returned), failing after `timeout`
+    seconds: tests wait for the state they assert, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(every)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def start_chroma(path: Path, port: int) -> subprocess.Popen:
     """A real `chroma run` server on 127.0.0.1:port, answering when this returns."""
     process = subprocess.Popen([str(CHROMA), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                time.sleep(0.3)
-                return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("chroma run did not start")
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/api/v2/heartbeat"), 60, "chroma run to answer")
+    except AssertionError:
+        process.kill()
+        raise
+    return process
 
 
 @pytest.fixture
@@ -168,16 +202,13 @@ def running_shop(app, wait_s: float = 120):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + wait_s
+    def started() -> bool:
+        try:
+            return bool(httpx.get(f"{base}/api/health", timeout=5).json()["assistant"])
+        except (httpx.TransportError, ValueError, KeyError):
+            return False
     try:
-        while True:
-            try:
-                if httpx.get(f"{base}/api/health", timeout=5).json()["assistant"]:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the shop did not start"
-            time.sleep(0.3)
+        wait_until(started, wait_s, "the shop to start")
         yield base
     finally:
         server.should_exit = True

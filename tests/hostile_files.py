@@ -23,7 +23,8 @@ def _png_bomb(width=30000, height=30000) -> bytes:
 
 
 def hostile_files() -> dict[str, tuple[bytes, str]]:
-    """name -> (bytes, what must happen: "error" or "results")."""
+    """name -> (bytes, what must happen: "error", "results", or "nothing": decoded, but it shows
+    no product (one colour, a few pixels, a sliver), which is said rather than answered)."""
     photo = Image.effect_noise((64, 80), 40).convert("RGB")
     jpeg = _save(photo, "JPEG")
     palette = Image.new("P", (40, 40), 1)
@@ -41,11 +42,11 @@ def hostile_files() -> dict[str, tuple[bytes, str]]:
         "vector.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>alert(1)</script></svg>', "error"),
         "bomb.png": (_png_bomb(), "error"),
         "sixteen-bit.png": (_save(Image.fromarray((np.arange(4800, dtype=np.uint16).reshape(60, 80) * 13)), "PNG"), "results"),
-        "cmyk.jpg": (_save(Image.new("CMYK", (40, 50), (0, 200, 200, 10)), "JPEG"), "results"),
-        "palette-transparent.png": (_save(palette, "PNG", transparency=0), "results"),
-        "animated.gif": (gif.getvalue(), "results"),
-        "one-pixel.png": (_save(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), "results"),
-        "wide-10000x200.png": (_save(Image.new("RGB", (10000, 200), (30, 60, 90)), "PNG"), "results"),
+        "cmyk.jpg": (_save(Image.new("CMYK", (40, 50), (0, 200, 200, 10)), "JPEG"), "nothing"),
+        "palette-transparent.png": (_save(palette, "PNG", transparency=0), "nothing"),
+        "animated.gif": (gif.getvalue(), "nothing"),
+        "one-pixel.png": (_save(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), "nothing"),
+        "wide-10000x200.png": (_save(Image.new("RGB", (10000, 200), (30, 60, 90)), "PNG"), "nothing"),
         "exif-rotated.jpg": (_save(photo, "JPEG", exif=exif), "results"),
         **aspect_files(),
     }
@@ -58,5 +59,7 @@ ASPECTS = {"strip-10799x1.gif": (10799, 1), "strip-1x10799.png": (1, 10799), "st
 
 def aspect_files() -> dict[str, tuple[bytes, str]]:
     formats = {"gif": "GIF", "png": "PNG", "bmp": "BMP", "jpg": "JPEG"}
-    return {name: (_save(Image.new("RGB", size, (200, 40, 40)), formats[name.rsplit(".", 1)[1]]), "results")
+    # A plain strip shows no product; 4.5:1 is a photo's shape, padded and searched.
+    return {name: (_save(Image.new("RGB", size, (200, 40, 40)), formats[name.rsplit(".", 1)[1]]),
+                   "results" if name.startswith("wide-") else "nothing")
             for name, size in ASPECTS.items()}

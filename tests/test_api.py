@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import draw_product, make_catalog
+from tests.conftest import draw_product, make_catalog
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 TestClient = fastapi_testclient.TestClient
 
 from catalog import read_catalog  # noqa: E402
-from vectorstore.search import RESULT_FIELDS  # noqa: E402
+from search.searcher import RESULT_FIELDS  # noqa: E402
 
 HOSTILE = "<img src=x onerror=alert(1)> Top"
 HOSTILE_ID = "9001"
@@ -50,7 +50,9 @@ def client(searcher, catalog_dir):
 def make_hostile_shop(root: Path, embedders):
     """A catalog holding a product named like markup and a product whose image is a link to a
     file outside the images folder, indexed for resnet18; returns (images folder, searcher)."""
-    from vectorstore import Searcher, StoreSettings, index_catalog, make_client
+    from search import Searcher
+    from vectorstore import StoreSettings, make_client
+    from indexing import index_catalog
     folder = make_catalog(root / "catalog", per_kind=2, extra_rows=(
         f'{HOSTILE_ID},Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,"{HOSTILE}"\n'
         f"{LINKED_ID},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Linked Shirt\n"
@@ -103,8 +105,11 @@ def test_recommend_answers_in_the_search_json_schema(client, catalog):
     response = recommend(client, jpeg_bytes(product.image), k=4)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"model", "results"}
+    assert set(body) == {"model", "results", "items"}
     assert body["model"] == "resnet18"
+    # a catalog shot is one item: the whole photo, its products the results
+    assert len(body["items"]) == 1 and body["items"][0]["box"] == [0.0, 0.0, 1.0, 1.0]
+    assert body["items"][0]["results"] == body["results"]
     results = body["results"]
     assert len(results) == 4
     for r in results:

@@ -1,12 +1,14 @@
-"""Background indexing (vectorstore/background.py): searches answer while it runs, progress
+"""Background indexing (indexing/background.py): searches answer while it runs, progress
 rises to the total, and a run stopped midway resumes with no duplicates and no gaps."""
 from __future__ import annotations
 
 import threading
 
 from catalog import open_image, read_catalog
-from vectorstore import ProductCollection, Searcher, StoreSettings, index_catalog, make_client
-from vectorstore.background import BackgroundIndexer
+from vectorstore import ProductCollection, StoreSettings, make_client
+from search import Searcher
+from indexing import index_catalog
+from indexing.background import BackgroundIndexer
 
 
 class Stop(Exception):

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import KINDS, draw_product
+from tests.conftest import KINDS, draw_product
 
 from assistant.chat import Assistant, caption, describe_results
 from assistant.settings import AssistantSettings
 from operations import SearchPolicy
-from vectorstore import CATEGORY, Searcher, StoreSettings, make_client
+from vectorstore import CATEGORY, StoreSettings, make_client
+from search import Searcher
 
 SETTINGS = AssistantSettings(policy=SearchPolicy(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12),
                              index_hint="python app.py index --catalog SHOP --db DB --weights random")
@@ -354,7 +355,7 @@ def test_product_links_quote_the_id_into_the_template(first):
     from assistant.chat import ChatState
     from assistant.events import product_links
     from assistant.pictures import picture_name
-    from vectorstore import Result
+    from search import Result
     with pytest.raises(ValueError):
         AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50"), product_url="javascript:alert({id})")
     with pytest.raises(ValueError):

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 import app
 from catalog.photolike import BACKGROUNDS, PhotoLikeSettings, background, cut_out, product_mask, shopper_photo
-from conftest import draw_product, make_catalog
+from tests.conftest import draw_product, make_catalog
 from evaluation import EvaluationSettings, QueryOutcome, run_evaluation, score
 from evaluation.metrics import average_precision_at_k, hit_at_k, precision_at_k, worst_article_types
 from evaluation.model_facts import preprocessing_fit
@@ -177,7 +177,7 @@ def test_preprocessing_fit_of_a_three_by_four_image():
 
 
 def test_preprocessing_fit_of_padding_to_a_square():
-    from vectorstore.architectures import architecture
+    from embedding.architectures import architecture
     facts = preprocessing_fit(architecture("efficientnet_lite0").transform(), (180, 240))
     # Padded to 240x240 on white, then 224: nothing cut, a quarter of the square is margin.
     assert facts["framing"] == "pad to square on white"
@@ -211,6 +211,7 @@ def test_evaluate_writes_the_report_and_its_plots(evaluated):
         assert f"| {model} |" in report  # its row of the summary table
     assert "| precision@3 articleType |" in report and "Worst 10 article types" in report
     assert "- query photos: embedded whole and zoomed in on the centre (80%, 65% of each side)" in report
+    assert "- colour: each photo's colour is read (model: shipped) and its reading reorders the candidates" in report
     embedded = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert {"precision_by_level.png", "accuracy_vs_latency.png", "article_types.png"} <= set(embedded)
     for name in embedded:
@@ -226,7 +227,8 @@ def test_evaluate_metrics_json_fields(evaluated, catalog_dir):
     assert metrics["settings"]["k"] == 3 and metrics["settings"]["weights"] == "random"
     assert metrics["settings"]["query_views"]["zooms"] == [1.0, 0.8, 0.65]
     assert metrics["queries"] == {"mode": "leave-one-out", "count": 6, "photo_like": True, "folder": None,
-                                  "held_out_from": None, "held_out_missing": 0, "skipped": []}
+                                  "held_out_from": None, "held_out_missing": 0, "skipped": [], "photos": None,
+                                  "colour_model": "shipped"}
     assert metrics["catalog"]["products"] == 24 and metrics["catalog"]["image_size"] == [60, 80]
     assert metrics["machine"]["cpus"] >= 1
     assert metrics["index"]["reused"] is False and metrics["index"]["indexed"] == {m: 24 for m in MODELS}

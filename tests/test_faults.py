@@ -1,5 +1,7 @@
 """Faults: `index` killed with SIGKILL at random points, three times, then run to the end."""
 import os
+
+import pytest
 import random
 import re
 import signal
@@ -39,6 +41,7 @@ def _run_and_kill_at(command, target_fraction: float, env) -> bool:
 PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
 
 
+@pytest.mark.slow
 def test_index_survives_three_sigkills(tmp_path):
     folder = make_catalog(tmp_path / "cat", per_kind=8)
     (folder / "images" / "1003.jpg").write_bytes(b"\xff\xd8\xff truncated")  # one unreadable image

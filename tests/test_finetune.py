@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_catalog
+from tests.conftest import make_catalog
 
 SIZE = 64
 
@@ -296,7 +296,9 @@ def test_weights_file_carries_the_classifiers_that_rerank_its_searches(tuned, sm
     them, and a search reorders by articleType and colour unless told `--rerank off`."""
     import app
     from catalog import open_image, read_catalog
-    from vectorstore import Searcher, StoreSettings, load_embedder, make_client
+    from search import Searcher
+    from vectorstore import StoreSettings, make_client
+    from embedding import load_embedder
     payload = torch.load(tuned, map_location="cpu", weights_only=True)
     checkpoint = torch.load(str(tuned) + ".ckpt", map_location="cpu", weights_only=False)
     assert list(payload["classifiers"]) == ["articleType", "gender", "baseColour"]
@@ -304,9 +306,9 @@ def test_weights_file_carries_the_classifiers_that_rerank_its_searches(tuned, sm
         assert head["labels"] == payload["labels"][target] and head["scale"] == 16.0
         assert torch.equal(head["centres"], checkpoint["model"][f"heads.{target}.weight"].float())
     embedder = load_embedder("resnet18", str(tuned))
-    assert embedder.label_prior.targets == ("articleType", "gender", "baseColour")
+    assert embedder.classifiers.targets == ("articleType", "gender", "baseColour")
     product = read_catalog(small_catalog).products[0]
-    p = embedder.label_prior.probabilities(embedder.embed([open_image(product.image)])[0], "articleType")
+    p = embedder.classifiers.probabilities(embedder.embed([open_image(product.image)])[0], "articleType")
     assert set(p) == set(payload["labels"]["articleType"]) and sum(p.values()) == pytest.approx(1, abs=1e-5)
 
     db = tmp_path / "chroma"
@@ -344,7 +346,7 @@ def test_embedder_from_the_file_scores_like_validation(tuned, small_catalog):
     validated with: its own P@5 on the held-out products matches the last epoch's."""
     from catalog import open_image, read_catalog
     from training.validate import precision_at_k
-    from vectorstore import load_embedder
+    from embedding import load_embedder
     payload = torch.load(tuned, map_location="cpu", weights_only=True)
     embedder = load_embedder("resnet18", str(tuned))
     by_id = read_catalog(small_catalog).by_id()
@@ -359,7 +361,7 @@ def test_embedder_from_the_file_scores_like_validation(tuned, small_catalog):
 
 def test_file_for_another_model_is_refused(tuned, small_catalog, tmp_path, capsys):
     import app
-    from vectorstore import WeightsError, load_embedder
+    from embedding import WeightsError, load_embedder
     with pytest.raises(WeightsError, match="holds weights for resnet18, not resnet34.*--model resnet18"):
         load_embedder("resnet34", str(tuned))
     code = app.main(["index", "--catalog", str(small_catalog), "--db", str(tmp_path / "db"), "--models",
@@ -373,7 +375,8 @@ def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_cat
     each against the whole index (training products included), itself left out."""
     import app
     from evaluation import EvaluationSettings, run_evaluation
-    from vectorstore import StoreSettings, held_out_ids, load_embedder
+    from vectorstore import StoreSettings
+    from embedding import held_out_ids, load_embedder
     payload = torch.load(tuned, map_location="cpu", weights_only=True)
     assert held_out_ids(tuned) == tuple(payload["validation_ids"])
     db, out = tmp_path / "db", tmp_path / "out"
@@ -486,7 +489,7 @@ def test_checkpoint_from_before_a_setting_existed_resumes_at_its_default(small_c
 
 def test_head_only_trains_a_projection_on_a_frozen_backbone(small_catalog, tmp_path):
     from training import finetune
-    from vectorstore import load_embedder
+    from embedding import load_embedder
     out = tmp_path / "head.pt"
     threads = torch.get_num_threads()
     result = finetune(settings_for(small_catalog, out, epochs=2, head_only=True, batch_size=16))
@@ -566,7 +569,7 @@ def test_lite_recipe_from_imagenet_through_the_command_line(small_catalog, tmp_p
     # `finetune --model efficientnet_lite0` alone is the recipe: ImageNet start, frozen early
     # stages, written where `--weights auto` looks; a flag given still wins over the recipe.
     import app
-    from vectorstore import load_embedders
+    from embedding import load_embedders
     weights_dir = tmp_path / "weights"
     code = app.main(["finetune", "--catalog", str(small_catalog), "--model", "efficientnet_lite0",
                      "--weights-dir", str(weights_dir), "--epochs", "1", "--image-size", str(SIZE),
@@ -613,7 +616,7 @@ def test_a_gpu_run_gets_the_gpu_recipe_and_flags_still_win(tmp_path):
 
 def test_file_is_served_at_its_serve_size_and_a_resume_may_change_it(small_catalog, tmp_path):
     from training import finetune
-    from vectorstore import load_embedder
+    from embedding import load_embedder
     out = tmp_path / "served.pt"
     settings = settings_for(small_catalog, out, epochs=2, serve_size=96)
     with pytest.raises(Interrupted):
@@ -631,12 +634,12 @@ def test_file_is_served_at_its_serve_size_and_a_resume_may_change_it(small_catal
 def test_frozen_stages_keep_their_starting_weights(small_catalog, tmp_path):
     from training import finetune
     from training.model import early_layers
-    from vectorstore.architectures import architecture
+    from embedding.architectures import architecture
     result = finetune(settings_for(small_catalog, tmp_path / "frozen.pt", model="efficientnet_lite0",
                                    weights="imagenet", freeze=2, epochs=1))
     tuned = architecture("efficientnet_lite0").backbone()
     tuned.load_state_dict(torch.load(result.out, map_location="cpu", weights_only=True)["state_dict"])
-    from vectorstore import load_embedder
+    from embedding import load_embedder
     start = load_embedder("efficientnet_lite0", "imagenet").network
     frozen_tuned, frozen_start = (early_layers(n, "efficientnet_lite0", 2) for n in (tuned, start))
     for a, b in zip(frozen_tuned, frozen_start):

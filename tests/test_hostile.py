@@ -22,7 +22,9 @@ from shop import ShopSettings, build_app
 from catalog import read_catalog
 from tests.conftest import ROOT, draw_product, free_port, make_catalog, running_shop, start_chroma
 from tests.hostile_files import hostile_files
-from vectorstore import Searcher, StoreSettings, index_catalog, make_client
+from search import Searcher
+from vectorstore import StoreSettings, make_client
+from indexing import index_catalog
 
 RESNET18 = SearchPolicy(models=("resnet18",), default_model="resnet18")
 
@@ -47,6 +49,8 @@ def test_hostile_upload_through_the_api(api, name):
     if expected == "results":
         assert response.status_code == 200, response.text
         assert len(response.json()["results"]) == 5
+    elif expected == "nothing":
+        assert response.status_code == 422 and "can't find a product" in response.json()["detail"], response.text
     else:
         assert 400 <= response.status_code < 500
         assert response.json()["detail"]
@@ -61,6 +65,8 @@ def test_hostile_upload_through_the_chat(chat, tmp_path, name):
     reply, state = chat.handle_turn(chat.new_state(), "", [str(path)])
     if expected == "results":
         assert reply.kind == "results" and len(reply.results) == 5, reply
+    elif expected == "nothing":
+        assert reply.kind == "error" and "can't find a product" in reply.headline, reply
     else:
         assert reply.kind == "error" and reply.headline, reply
         assert "Traceback" not in reply.markdown()
@@ -81,6 +87,7 @@ def test_fuzzed_api_uploads_get_an_answer(api, data, name):
 ODD_IDS = ["00123", "a b", "é✓-1"]
 
 
+@pytest.mark.slow
 def test_odd_ids_round_trip(tmp_path, embedders):
     rows = "".join(f"{pid},Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,Odd {i}\n" for i, pid in enumerate(ODD_IDS))
     folder = make_catalog(tmp_path / "cat", per_kind=1, extra_rows=rows)
@@ -107,6 +114,7 @@ def test_odd_ids_round_trip(tmp_path, embedders):
 
 
 @pytest.mark.skipif(not Path(sys.executable).with_name("chroma").exists(), reason="no chroma command")
+@pytest.mark.server
 def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalog_dir, embedders):
     port = free_port()
     server = start_chroma(tmp_path / "srv", port)
@@ -148,7 +156,7 @@ def _stored(client) -> dict:
 @pytest.mark.parametrize("styles", [HEADER_ONLY := "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n",
                                     "keep"], ids=["empty", "three-quarters-gone"])
 def test_an_index_run_that_would_remove_most_products_is_refused_unless_allowed(tmp_path, embedders, styles):
-    from vectorstore import IndexRefused
+    from indexing import IndexRefused
     folder, client = _indexed(tmp_path, embedders)
     before = _stored(client)
     path = folder / "styles.csv"
@@ -172,6 +180,7 @@ def test_removing_a_few_products_needs_no_confirmation(tmp_path, embedders):
     assert report.removed == {"resnet18": 2}
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_cr_only_mistake_and_reads_cr_only_files(tmp_path, embedders):
     folder, client = _indexed(tmp_path, embedders, per_kind=1)
     del client
@@ -479,6 +488,7 @@ def chromium():
         browser.close()
 
 
+@pytest.mark.browser
 def test_clicks_on_odd_ids_and_markup_names_in_the_chat(live_shop, chromium):
     context = chromium.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()

@@ -8,8 +8,9 @@ import pytest
 
 from catalog import read_catalog, open_image
 from tests.conftest import ROOT, make_catalog, draw_product
-from vectorstore import (NO_RERANK, Filters, NoIndex, ProductCollection, Searcher, StoreSettings, UnknownFilterValue,
-                         WeightsMismatch, index_catalog, make_client)
+from search import NO_RERANK, Searcher
+from vectorstore import Filters, NoIndex, ProductCollection, StoreSettings, UnknownFilterValue, WeightsMismatch, make_client
+from indexing import index_catalog
 
 
 def test_every_indexed_image_finds_itself_first(searcher, indexed_db, embedders, catalog_dir):
@@ -173,6 +174,7 @@ def _run_app(*args, timeout=300):
                           timeout=timeout, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_cli_index_then_search_json(tmp_path):
     folder = make_catalog(tmp_path / "cat", per_kind=2)
     db = tmp_path / "db"
@@ -207,6 +209,7 @@ def test_cli_index_then_search_json(tmp_path):
     assert other.returncode == 2 and "built with weights" in other.stderr
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_clear_line(tmp_path):
     done = _run_app("index", "--catalog", str(tmp_path), "--db", str(tmp_path / "db"), "--weights", "random")
     assert done.returncode == 2 and "no styles.csv" in done.stderr and "Traceback" not in done.stderr

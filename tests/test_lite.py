@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, draw_product, free_port, make_catalog
-from vectorstore import WeightsError, best_model, load_embedder, load_embedders, resolve_weights
-from vectorstore import architectures
-from vectorstore.architectures import PadSquare, architecture, lite_classifier
+from embedding import WeightsError, best_model, load_embedder, load_embedders, resolve_weights
+from embedding import architectures
+from embedding.architectures import PadSquare, architecture, lite_classifier
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def empty_torch_cache(tmp_path, monkeypatch):
     """No ResNet ImageNet file cached, and torchvision's download failing as it does offline."""
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
-    monkeypatch.setattr("vectorstore.weights._download_imagenet", lambda model, timeout_s=15.0: False)
+    monkeypatch.setattr("embedding.weights._download_imagenet", lambda model, timeout_s=15.0: False)
     yield tmp_path / "hub" / "checkpoints"
     torch.hub.set_dir(previous)
 
@@ -73,7 +73,7 @@ def test_pad_square_keeps_the_whole_shot_on_white():
 def test_two_processes_embed_a_synthetic_image_identically(lite0, tmp_path):
     path = tmp_path / "shot.png"
     draw_product(7, (120, 70, 20), "ellipse").save(path)
-    script = ("import json, sys; from PIL import Image; from vectorstore import load_embedder; "
+    script = ("import json, sys; from PIL import Image; from embedding import load_embedder; "
               "e = load_embedder('efficientnet_lite0', 'imagenet'); "
               "print(json.dumps(e.embed([Image.open(sys.argv[1]).convert('RGB')])[0].tolist()))")
     done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True,
@@ -185,8 +185,9 @@ def test_an_index_built_with_other_weights_is_dropped_for_auto_to_rebuild(tmp_pa
     # A newly fine-tuned file replaces the weights an index was built with: `serve` under
     # `--weights auto` drops that model's collection and indexes it again, instead of refusing.
     from catalog import read_catalog
-    from vectorstore import ProductCollection, StoreSettings, index_catalog, make_client
-    from vectorstore.indexing import drop_stale
+    from vectorstore import ProductCollection, StoreSettings, make_client
+    from indexing import index_catalog
+    from indexing.pipeline import drop_stale
     client = make_client(StoreSettings(path=tmp_path / "db"))
     before, after = load_embedder("resnet18", "random:0"), load_embedder("resnet18", "random:1")
     index_catalog(read_catalog(catalog_dir), client, [before], batch_size=8, show_progress_bar=False)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import KINDS, ROOT, draw_product
+from tests.conftest import KINDS, ROOT, draw_product
 
 from assistant.chat import Assistant
 from assistant.settings import AssistantSettings
 from operations import SearchPolicy
-from vectorstore import AS_IS, QueryViews, Searcher, StoreSettings, make_client
-from vectorstore.query_views import centre_crop, mean_direction
+from search import AS_IS, QueryViews, Searcher
+from vectorstore import StoreSettings, make_client
+from search.query_views import centre_crop, mean_direction
 
 WALL = (200, 190, 170)
 
@@ -100,6 +101,7 @@ def test_the_chat_zooms_a_whole_photo_but_searches_a_shoppers_crop_as_it_is(sear
     assert np.allclose(state.query.vectors["resnet50"], searcher.embed("resnet50", [crop])[0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_search_command_zooms_unless_told_off(indexed_db, tmp_path):
     path = tmp_path / "room.png"
     in_a_room().save(path)

@@ -12,11 +12,12 @@ import pytest
 
 from catalog import read_catalog
 from tests.conftest import ROOT, draw_product, make_catalog
-from vectorstore import ProductCollection, StoreSettings, index_catalog, make_client
+from vectorstore import ProductCollection, StoreSettings, make_client
+from indexing import index_catalog
 from vectorstore.store import CENTER_KEY
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need requirements-ray.txt")
-from vectorstore.ray_indexing import RaySettings, index_catalog_ray  # noqa: E402
+from indexing.ray_engine import RaySettings, index_catalog_ray  # noqa: E402
 
 MODELS = ("resnet18", "resnet50")
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from torch import nn
 
-from vectorstore import NO_RERANK, LabelPrior, RerankSettings, Searcher, StoreSettings, make_client, rerank
-from vectorstore.embedders import Embedder, model_dim
+from search import NO_RERANK, RerankSettings, Searcher, rerank
+from embedding import Classifiers
+from vectorstore import StoreSettings, make_client
+from embedding.embedders import Embedder, model_dim
 from vectorstore.store import Hit, ProductCollection
 
 MODEL = "resnet18"
@@ -25,8 +27,8 @@ def unit(*pairs, dim: int = DIM) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def prior_for(centres: dict[str, np.ndarray], target: str = "articleType", scale: float = 16.0) -> LabelPrior:
-    return LabelPrior({target: {"labels": list(centres), "centres": np.stack(list(centres.values())), "scale": scale}})
+def prior_for(centres: dict[str, np.ndarray], target: str = "articleType", scale: float = 16.0) -> Classifiers:
+    return Classifiers({target: {"labels": list(centres), "centres": np.stack(list(centres.values())), "scale": scale}})
 
 
 def test_probabilities_are_a_softmax_of_scaled_cosines_to_the_centres():
@@ -43,7 +45,7 @@ def test_probabilities_are_a_softmax_of_scaled_cosines_to_the_centres():
 
 def test_centres_that_do_not_match_their_labels_are_refused():
     with pytest.raises(ValueError, match="3 labels but centres of shape"):
-        LabelPrior({"articleType": {"labels": ["a", "b", "c"], "centres": np.ones((2, 4)), "scale": 16.0}})
+        Classifiers({"articleType": {"labels": ["a", "b", "c"], "centres": np.ones((2, 4)), "scale": 16.0}})
 
 
 def test_rerank_puts_the_likely_kind_first_keeps_cosine_order_within_it_and_the_scores():
@@ -131,10 +133,10 @@ FLATS = [f"f{i}" for i in range(3)]
 HEELS = [f"h{i}" for i in range(3)]
 
 
-def _embedder(weights_id: str, prior: LabelPrior | None) -> Embedder:
+def _embedder(weights_id: str, prior: Classifiers | None) -> Embedder:
     # The vectors are written and queried by hand; only the weights identity and the
     # classifiers of an embedder matter to these searches.
-    return Embedder(MODEL, nn.Identity(), lambda image: image, weights_id, DIM, label_prior=prior)
+    return Embedder(MODEL, nn.Identity(), lambda image: image, weights_id, DIM, classifiers=prior)
 
 
 @pytest.fixture()

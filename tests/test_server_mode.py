@@ -6,7 +6,9 @@ import pytest
 
 from catalog import open_image, read_catalog
 from tests.conftest import ROOT, free_port
-from vectorstore import Searcher, StoreSettings, index_catalog, make_client
+from search import Searcher
+from vectorstore import StoreSettings, make_client
+from indexing import index_catalog
 
 
 def test_index_and_search_through_the_server(chroma_server, catalog_dir, embedders):

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from conftest import axe_serious, draw_product, running_shop
+from tests.conftest import axe_serious, draw_product, running_shop
 from test_api import HOSTILE, HOSTILE_ID, make_hostile_shop
 
 CHROMIUM = "/usr/bin/chromium"

@@ -9,8 +9,8 @@ import torch
 
 import app
 from catalog import read_catalog
-from vectorstore.architectures import architecture
-from vectorstore.weights_file import save_atomically, weights_payload
+from embedding.architectures import architecture
+from embedding.weights_file import save_atomically, weights_payload
 
 
 def _evaluate(catalog_dir, db, out, *extra) -> None:

@@ -99,7 +99,7 @@ def test_variant_names_and_sizes():
 
 
 def test_a_swapped_framing_changes_the_vectors_and_the_weights_id(catalog_dir):
-    from vectorstore import load_embedder
+    from embedding import load_embedder
     own = load_embedder("resnet18", "random")
     padded = load_embedder("resnet18", "random", framing="pad", input_size=112)
     assert padded.weights_id == own.weights_id + "|pad@112"

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vectorstore import WeightsChoice, WeightsError, load_embedder
-from vectorstore.architectures import architecture
+from embedding import WeightsChoice, WeightsError, load_embedder
+from embedding.architectures import architecture
 from tests.conftest import draw_product
 
 

@@ -16,7 +16,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from torchvision.transforms.v2 import functional as F
 
 from catalog.photolike import CutOut, shopper_photo
-from vectorstore.architectures import IMAGENET_MEAN, IMAGENET_STD, WHITE, architecture
+from embedding.architectures import IMAGENET_MEAN, IMAGENET_STD, WHITE, architecture
 
 # torchvision's ImageNet statistics, the ResNets' (Lite models scale as TensorFlow did: their
 # own architecture says so, and training normalises as the embedder will).

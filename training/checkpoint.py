@@ -1,4 +1,4 @@
-"""Checkpoints after every epoch (the weights file a run produces: vectorstore/weights_file.py).
+"""Checkpoints after every epoch (the weights file a run produces: embedding/weights_file.py).
 
 A checkpoint holds what resuming needs (model, optimizer, epoch, the random generators'
 states, the history, the settings it was made with); it is written to a temporary name and
@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from vectorstore.weights_file import save_atomically as atomic_save
+from embedding.weights_file import save_atomically as atomic_save
+from catalog.errors import UserError
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError):
     """A checkpoint exists for this output but was made with other settings."""
 
 

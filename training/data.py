@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from catalog import ImageError, Product, open_image
 from catalog.photolike import CutOut, cut_out
 from training.settings import PRIMARY, TARGETS
-from vectorstore.architectures import short_side_size
+from embedding.architectures import short_side_size
 
 IGNORE = -100  # cross-entropy's ignore_index: a product without this label teaches nothing here
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vectorstore.architectures import architecture
-from vectorstore.embedders import load_embedder
+from embedding.architectures import architecture
+from embedding.embedders import load_embedder
 
 
 class Teacher(nn.Module):

@@ -7,9 +7,10 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from vectorstore.architectures import architecture
-from vectorstore.embedders import load_embedder, model_dim
-from vectorstore.weights import WeightsError, resolve
+from embedding.architectures import architecture
+from embedding.embedders import load_embedder, model_dim
+from embedding.weights import WeightsError, resolve
+from catalog.errors import UserError
 
 
 # Logits are this times a cosine: large enough that a confident softmax is reachable (cosines
@@ -56,7 +57,7 @@ def early_layers(backbone: nn.Module, model: str, stages: int) -> list[nn.Module
         stem = [backbone.conv_stem, backbone.bn1]
         blocks = list(backbone.blocks)
     if stages > len(blocks):
-        raise ValueError(f"--freeze {stages}: {model} has {len(blocks)} stages")
+        raise UserError(f"--freeze {stages}: {model} has {len(blocks)} stages")
     return stem + blocks[:stages]
 
 
@@ -95,7 +96,7 @@ class RetrievalNet(nn.Module):
 
     def classifiers(self, vocabulary: Mapping[str, list[str]]) -> dict[str, dict]:
         """Every head as the weights file keeps it: its labels, class centres and scale, so
-        that a search can ask what the query most likely is (vectorstore/label_prior.py)."""
+        that a search can ask what the query most likely is (search/reorder.py)."""
         return {target: {"labels": list(vocabulary[target]),
                          "centres": head.weight.detach().to("cpu", torch.float32).clone(),
                          "scale": float(head.scale)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
+from catalog.errors import UserError
 
 # Labels the model learns: the first is the one retrieval is judged on, the others help it
 # (a Heels query should not come back with Men's shoes, a Watch with Apparel).
@@ -65,38 +66,38 @@ class FinetuneSettings:
         object.__setattr__(self, "aux_targets", tuple(self.aux_targets))
         unknown = [t for t in self.aux_targets if t not in AUX_CHOICES]
         if unknown:
-            raise ValueError(f"--aux-targets {','.join(unknown)}: expected catalog columns among "
+            raise UserError(f"--aux-targets {','.join(unknown)}: expected catalog columns among "
                              f"{', '.join(AUX_CHOICES)} ({PRIMARY} is always the main target)")
         if len(set(self.aux_targets)) != len(self.aux_targets):
-            raise ValueError("--aux-targets names a column twice")
+            raise UserError("--aux-targets names a column twice")
         if self.epochs < 1:
-            raise ValueError("--epochs must be at least 1")
+            raise UserError("--epochs must be at least 1")
         if self.image_size < 32:
-            raise ValueError("--image-size must be at least 32 pixels (the network downsamples 32x)")
+            raise UserError("--image-size must be at least 32 pixels (the network downsamples 32x)")
         if self.serve_size is not None and self.serve_size < 32:
-            raise ValueError("--serve-size must be at least 32 pixels (the network downsamples 32x)")
+            raise UserError("--serve-size must be at least 32 pixels (the network downsamples 32x)")
         if self.batch_size < 2:
-            raise ValueError("--batch-size must be at least 2 (batch norm needs two images)")
+            raise UserError("--batch-size must be at least 2 (batch norm needs two images)")
         if not 0 < self.val_fraction < 1:
-            raise ValueError("the validation fraction must be between 0 and 1")
+            raise UserError("the validation fraction must be between 0 and 1")
         if not 0 <= self.margin < 1:
-            raise ValueError("--margin must be at least 0 and below 1 (it is a cosine)")
+            raise UserError("--margin must be at least 0 and below 1 (it is a cosine)")
         if not 0 < self.crop_min <= 1:
-            raise ValueError("--crop-min must be above 0 and at most 1 (a share of the image area)")
+            raise UserError("--crop-min must be above 0 and at most 1 (a share of the image area)")
         if not 0 <= self.photo_probability <= 1:
-            raise ValueError("--photo-probability must be between 0 and 1")
+            raise UserError("--photo-probability must be between 0 and 1")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
+            raise UserError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}")
         if self.teacher is not None and self.head_only:
-            raise ValueError("--teacher needs images to show the teacher; --head-only trains on stored features")
+            raise UserError("--teacher needs images to show the teacher; --head-only trains on stored features")
         if self.distill_weight < 0:
-            raise ValueError("--distill-weight must be 0 or more")
+            raise UserError("--distill-weight must be 0 or more")
         if self.freeze < 0:
-            raise ValueError("--freeze must be 0 or more stages")
+            raise UserError("--freeze must be 0 or more stages")
         if self.threads is not None and self.threads < 1:
-            raise ValueError("--threads must be at least 1")
+            raise UserError("--threads must be at least 1")
         if self.limit is not None and self.limit < 4:
-            raise ValueError("--limit must leave at least 4 products")
+            raise UserError("--limit must leave at least 4 products")
 
     @property
     def targets(self) -> tuple[str, ...]:

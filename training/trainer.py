@@ -29,17 +29,18 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from catalog import open_image, read_catalog
-from vectorstore.embedders import check_model_name, load_embedder
+from embedding.embedders import check_model_name, load_embedder
 from training.augment import ShopperAugment, eval_transform
 from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, load_checkpoint, rng_state,
                                  set_rng_state)
-from vectorstore.weights_file import weights_payload
+from embedding.weights_file import weights_payload
 from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, Split, epoch_batches,
                            sample_products, short_side_size, split_products)
 from training.distill import Teacher, distill_cosine
 from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
 from training.settings import FinetuneSettings
 from training.validate import ValidationImages, ValidationScores, embed_tensors, score
+from catalog.errors import UserError
 
 
 @dataclass
@@ -60,9 +61,9 @@ def resolve_device(text: str) -> torch.device:
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if text.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {text}: torch sees no CUDA GPU here; use --device cpu (or auto)")
+        raise UserError(f"--device {text}: torch sees no CUDA GPU here; use --device cpu (or auto)")
     if not (text == "cpu" or text.startswith("cuda")):
-        raise ValueError(f"--device {text}: expected auto, cpu or cuda[:N]")
+        raise UserError(f"--device {text}: expected auto, cpu or cuda[:N]")
     return torch.device(text)
 
 
@@ -81,7 +82,7 @@ def choose_precision(setting: str, device: torch.device) -> str:
     on older ones) and on a CPU with native bf16; fp32 on any other CPU."""
     if setting != "auto":
         if device.type == "cpu" and setting == "fp16":
-            raise ValueError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
+            raise UserError("--precision fp16 needs a GPU; on a CPU use bf16 or fp32")
         return setting
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -287,7 +288,7 @@ def _split_and_label(run: _Run, threads: str) -> None:
     products = sample_products(catalog.products, settings.limit, settings.seed)
     split = split_products(products, settings.val_fraction, settings.seed)
     if len(split.train) < 2 or not split.val:
-        raise ValueError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
+        raise UserError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
                          f"{len(split.val)} to validate with; a run needs a few products of each articleType")
     run.split, run.vocab = split, LabelVocab.from_products(split.train, settings.targets)
     run.log(f"{settings.model} from {settings.weights}: {len(split.train)} training and {len(split.val)} held-out "

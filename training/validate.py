@@ -27,6 +27,7 @@ from catalog import ImageError, Product, open_image
 from catalog.photolike import shopper_photo
 from evaluation.metrics import precision_at_k as precision_of
 from training.data import map_in_processes
+from catalog.errors import UserError
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ValidationImages:
                                 products, workers, "validation queries", progress)
         kept = [(product, pair) for product, pair in zip(products, done) if pair is not None]
         if not kept:
-            raise ValueError("no validation product has a readable image")
+            raise UserError("no validation product has a readable image")
         return cls([product for product, _ in kept], torch.stack([torch.from_numpy(c) for _, (c, _) in kept]),
                    torch.stack([torch.from_numpy(p) for _, (_, p) in kept]))
 
@@ -151,7 +152,7 @@ def score(clean_rows: torch.Tensor, photo_rows: torch.Tensor, products: Sequence
             by_type[label].append((c, p))
     judged = [(c, p) for c, p in zip(clean, photo) if c is not None]
     if not judged:
-        raise ValueError("no validation product has an articleType to judge retrieval by")
+        raise UserError("no validation product has an articleType to judge retrieval by")
     per_type = {t: TypeScore(len(v), sum(c for c, _ in v) / len(v), sum(p for _, p in v) / len(v))
                 for t, v in sorted(by_type.items(), key=lambda item: (-len(item[1]), item[0]))}
     return ValidationScores(k=k, gallery=name, queries=len(judged),

@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from catalog.products import CATEGORY_FIELDS, METADATA_FIELDS
+from catalog.errors import UserError
 
 CATEGORY = "category"  # pseudo-field: any of masterCategory, subCategory, articleType
 
 
-class UnknownFilterValue(ValueError):
+class UnknownFilterValue(UserError):
     def __init__(self, field_name: str, value: str, suggestions: list[str]):
         self.field = field_name
         self.value = value

@@ -9,6 +9,10 @@ lives in vectorstore/metadata.py and the plan of a filtered search in vectorstor
 from __future__ import annotations
 
 import base64
+import os
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,9 @@ from chromadb.config import Settings
 
 from vectorstore import planner
 from vectorstore.filters import Filters
+from vectorstore.errors import (DamagedIndex, DiskFull, IndexLocked, NoIndex, ReadOnlyStore, StoreError,  # noqa: F401
+                                 StoreUnreachable, WeightsMismatch)
+from vectorstore.guard import generation, persist_folder, store_error
 from vectorstore.metadata import MetadataTable
 
 COLLECTION_PREFIX = "products_"
@@ -29,7 +36,7 @@ DIGEST_KEY = "digest"
 # their mean on the real catalog), which both blurs the ranking and starves HNSW: recall@5 went
 # from 0.84 to 0.998 on those vectors at the same ef_search (docs/search.md).
 CENTER_KEY = "center"
-# Which runtime computed a collection's vectors (vectorstore/runtime.py); not part of the
+# Which runtime computed a collection's vectors (embedding/runtime.py); not part of the
 # weights check, since int8 and fp32 vectors of the same weights agree to cosine >= 0.99.
 RUNTIME_KEY = "runtime"
 CENTERED_KEY = "centered"
@@ -37,23 +44,9 @@ CENTERED_KEY = "centered"
 # (4/3 of their bytes): 4,000 x 2048-d is refused though it is within get_max_batch_size().
 # Writes are cut to stay well under that, whatever the dimension.
 MAX_WRITE_BYTES = 24 * 2**20
-
-
-class StoreError(RuntimeError):
-    """The store cannot answer: no index yet, built with other weights, server down..."""
-
-
-class NoIndex(StoreError):
-    """No collection for `model` yet; `hint` is the command that builds it, where known."""
-
-    def __init__(self, model: str, hint: str = ""):
-        self.model = model
-        self.hint = hint
-        super().__init__(f"no index for {model} yet" + (f". Build it first: {hint}" if hint else ""))
-
-
-class WeightsMismatch(StoreError):
-    pass
+# How often a handle checks that its collection is still the one of that name (a rebuild, a
+# removal, a restarted server) and whether another process wrote to the folder.
+HANDLE_TTL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -74,8 +67,72 @@ def make_client(settings: StoreSettings) -> chromadb.api.ClientAPI:
             return chromadb.HttpClient(host=settings.host, port=settings.port or 8000, settings=chroma_settings)
         except Exception as exc:
             raise StoreError(f"cannot reach the Chroma server at {settings.host}:{settings.port}: {exc}") from exc
-    Path(settings.path).mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
+    try:
+        Path(settings.path).mkdir(parents=True, exist_ok=True)
+        client = chromadb.PersistentClient(path=str(settings.path), settings=chroma_settings)
+    except Exception as exc:
+        raise store_error(exc, str(settings.path)) from exc
+    _register(client)
+    return client
+
+
+# The newest embedded client of each folder. A handle that learns that another process wrote to
+# its folder reopens the folder with a fresh client (embedded Chroma reads each HNSW index once
+# and keeps it); every later open goes through the fresh one, and the stale one is stopped so
+# that its copies of the indexes are freed.
+_CLIENTS: dict[str, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client_key(client) -> str | None:
+    folder = persist_folder(client)
+    return str(folder.resolve()) if folder is not None else None
+
+
+def _register(client) -> None:
+    key = _client_key(client)
+    if key is not None:
+        with _CLIENTS_LOCK:
+            _CLIENTS[key] = client
+
+
+def current_client(client):
+    """The newest client of `client`'s embedded folder (`client` itself for a server)."""
+    key = _client_key(client)
+    if key is None:
+        return client
+    with _CLIENTS_LOCK:
+        return _CLIENTS.setdefault(key, client)
+
+
+def reopen_client(stale):
+    """A fresh embedded client for `stale`'s folder, which reads the indexes as they are on disk
+    now; `stale` is stopped. Several handles noticing at once share one fresh client."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+    key = _client_key(stale)
+    if key is None:
+        return stale
+    with _CLIENTS_LOCK:
+        current = _CLIENTS.get(key)
+        if current is not None and current is not stale:
+            return current
+        identifier = getattr(stale, "_identifier", key)
+        old_system = SharedSystemClient._identifier_to_system.pop(identifier, None)
+        SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+        fresh = chromadb.PersistentClient(path=key, settings=Settings(anonymized_telemetry=False))
+        _CLIENTS[key] = fresh
+    if old_system is not None:
+        try:
+            old_system.stop()
+        except Exception:  # already stopped: nothing to free
+            pass
+    return fresh
+
+
+def _stale_handle(exc: BaseException) -> bool:
+    """The handle outlived its collection (dropped, recreated) or its client (reopened)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "NotFoundError" in text or "does not exist" in text or "bindings" in text
 
 
 def collection_name(model: str) -> str:
@@ -101,11 +158,66 @@ class ProductCollection:
 
     def __init__(self, client, collection, model: str):
         self.client = client
-        self.collection = collection
+        self._collection = collection
         self.model = model
+        self.name = collection.name
+        self._folder = persist_folder(client)
+        self.where = str(self._folder) if self._folder is not None else "the Chroma server"
+        self._generation = generation(self._folder)
+        self._checked = time.monotonic()
+        self._handle_lock = threading.Lock()
         # Every product's metadata in memory, owned here once (vectorstore/metadata.py).
         self.metadata = MetadataTable(self._metadata_pages, self.count)
         self._center = _decode_center((collection.metadata or {}).get(CENTER_KEY))
+
+    # -- the live handle -------------------------------------------------------------------
+    @property
+    def collection(self):
+        """Chroma's handle of this model's collection, as it is now: checked at most every
+        HANDLE_TTL_SECONDS, so a serving process follows a rebuild, a removal or another
+        process's writes without a restart (and says NoIndex while there is none)."""
+        if time.monotonic() - self._checked >= HANDLE_TTL_SECONDS:
+            self.revalidate()
+        return self._collection
+
+    def revalidate(self, force: bool = False) -> None:
+        """Find the collection again by name; reopen the folder if another process wrote to it."""
+        with self._handle_lock:
+            if not force and time.monotonic() - self._checked < HANDLE_TTL_SECONDS:
+                return
+            self._checked = time.monotonic()
+            client = current_client(self.client)
+            written = generation(self._folder)
+            if written is not None and written != self._generation and written[1] != os.getpid():
+                client = reopen_client(client)
+            self._generation = written
+            try:
+                found = client.get_collection(self.name, embedding_function=None)
+            except Exception as exc:
+                raise store_error(exc, self.where, self.model) from exc
+            changed = client is not self.client or found.id != self._collection.id
+            self.client, self._collection = client, found
+            self._center = _decode_center((found.metadata or {}).get(CENTER_KEY))
+        if changed:
+            self.metadata.refresh()
+
+    def _do(self, action):
+        """`action(handle)`, its failure said as a StoreError; a handle gone stale (the
+        collection rebuilt, the folder reopened) is found again and the action tried once more."""
+        try:
+            return action(self.collection)
+        except StoreError:
+            raise
+        except Exception as exc:
+            if not _stale_handle(exc):
+                raise store_error(exc, self.where, self.model) from exc
+        self.revalidate(force=True)
+        try:
+            return action(self._collection)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise store_error(exc, self.where, self.model) from exc
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
@@ -117,22 +229,24 @@ class ProductCollection:
         network searched with another would give confident nonsense.
         """
         name = collection_name(model)
-        existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
-        if name not in existing:
-            if not create:
-                raise NoIndex(model)
-            metadata = {"model": model}
-            if weights_id:
-                metadata["weights"] = weights_id
-            if dim:
-                metadata["dim"] = dim
-            if runtime:
-                metadata[RUNTIME_KEY] = runtime
-            collection = client.get_or_create_collection(
-                name, embedding_function=None, metadata=metadata,
-                configuration={"hnsw": {"space": "cosine", "ef_search": 128, "ef_construction": 128}})
-        else:
-            collection = client.get_collection(name, embedding_function=None)
+        client = current_client(client)
+        with _translated(str(persist_folder(client) or "the Chroma server"), model):
+            existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+            if name not in existing:
+                if not create:
+                    raise NoIndex(model)
+                metadata = {"model": model}
+                if weights_id:
+                    metadata["weights"] = weights_id
+                if dim:
+                    metadata["dim"] = dim
+                if runtime:
+                    metadata[RUNTIME_KEY] = runtime
+                collection = client.get_or_create_collection(
+                    name, embedding_function=None, metadata=metadata,
+                    configuration={"hnsw": {"space": "cosine", "ef_search": 128, "ef_construction": 128}})
+            else:
+                collection = client.get_collection(name, embedding_function=None)
         opened = cls(client, collection, model)
         if weights_id:
             opened.check_weights(weights_id)
@@ -147,10 +261,12 @@ class ProductCollection:
 
     @staticmethod
     def drop(client, model: str) -> None:
+        client = current_client(client)
         try:
             client.delete_collection(collection_name(model))
-        except Exception:  # not there: nothing to drop
-            pass
+        except Exception as exc:
+            if not _stale_handle(exc):  # not there: nothing to drop; anything else is said
+                raise store_error(exc, str(persist_folder(client) or "the Chroma server"), model) from exc
 
     @property
     def weights_id(self) -> str | None:
@@ -169,10 +285,10 @@ class ProductCollection:
             return
         metadata = dict(self.collection.metadata or {})
         metadata[RUNTIME_KEY] = "+".join(sorted(known | {runtime}))
-        self.collection.modify(metadata=metadata)
+        self._do(lambda handle: handle.modify(metadata=metadata))
 
     def count(self) -> int:
-        return self.collection.count()
+        return self._do(lambda handle: handle.count())
 
     # -- writing -------------------------------------------------------------------------
     def _batch_size(self) -> int:
@@ -186,7 +302,7 @@ class ProductCollection:
         step = self._batch_size()
         offset = 0
         while True:
-            page = self.collection.get(include=include, limit=step, offset=offset)
+            page = self._do(lambda handle: handle.get(include=include, limit=step, offset=offset))
             if len(page["ids"]):
                 yield page
             if len(page["ids"]) < step:
@@ -214,7 +330,7 @@ class ProductCollection:
         step = self._batch_size()
         for start in range(0, len(ids), step):
             chunk = ids[start:start + step]
-            self.collection.update(ids=chunk, metadatas=[{"image": images[pid]} for pid in chunk])
+            self._do(lambda handle: handle.update(ids=chunk, metadatas=[{"image": images[pid]} for pid in chunk]))
         if ids:
             self.metadata.refresh()
 
@@ -264,11 +380,8 @@ class ProductCollection:
                 meta[CENTERED_KEY] = True
         for start in range(0, len(ids), step):
             chunk = ids[start:start + step]
-            present = self.collection.get(ids=chunk, include=[])["ids"]
-            if present:
-                self.collection.delete(ids=present)
-            self.collection.add(ids=chunk, embeddings=np.asarray(vectors[start:start + step], dtype=np.float32),
-                                metadatas=clean[start:start + step])
+            embeddings = np.asarray(vectors[start:start + step], dtype=np.float32)
+            self._do(lambda handle: _replace(handle, chunk, embeddings, clean[start:start + step]))
 
     def ensure_centered(self) -> int:
         """Give the collection its center (the mean of what it stores) if it has none, and bring
@@ -281,14 +394,14 @@ class ProductCollection:
             center = vectors.mean(axis=0).astype(np.float32)
             metadata = dict(self.collection.metadata or {})
             metadata[CENTER_KEY] = base64.b64encode(center.tobytes()).decode("ascii")
-            self.collection.modify(metadata=metadata)
+            self._do(lambda handle: handle.modify(metadata=metadata))
             self._center = center
         table = self.metadata.frame(fresh=True)
         flags = table[CENTERED_KEY] if CENTERED_KEY in table.columns else pd.Series(False, index=table.index)
         todo = table.index[flags.isna() | (flags == False)].tolist()  # noqa: E712 (NaN-aware)
         step = self._batch_size()
         for start in range(0, len(todo), step):
-            got = self.collection.get(ids=todo[start:start + step], include=["embeddings", "metadatas"])
+            got = self._do(lambda handle: handle.get(ids=todo[start:start + step], include=["embeddings", "metadatas"]))
             self.write_prepared(got["ids"], self.prepare(np.asarray(got["embeddings"], dtype=np.float32)),
                                 [m or {} for m in got["metadatas"]])
         if todo:
@@ -302,12 +415,12 @@ class ProductCollection:
     def delete(self, ids: list[str]) -> None:
         step = self._batch_size()
         for start in range(0, len(ids), step):
-            self.collection.delete(ids=ids[start:start + step])
+            self._do(lambda handle: handle.delete(ids=ids[start:start + step]))
 
     # -- reading -------------------------------------------------------------------------
     def vector_of(self, product_id: str) -> np.ndarray | None:
         """A product's vector as stored (in this collection's space)."""
-        got = self.collection.get(ids=[product_id], include=["embeddings"])
+        got = self._do(lambda handle: handle.get(ids=[product_id], include=["embeddings"]))
         if not got["ids"]:
             return None
         return np.asarray(got["embeddings"][0], dtype=np.float32)
@@ -326,10 +439,28 @@ class ProductCollection:
         if len(frame) == 0 or k <= 0:
             return []
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        ids, distances = planner.nearest(self.collection, vector, k + len(exclude), filters, frame)
+        ids, distances = self._do(lambda handle: planner.nearest(handle, vector, k + len(exclude), filters, frame))
         kept = [(pid, distance) for pid, distance in zip(ids, distances) if pid not in exclude][:k]
         records = self.metadata.records([pid for pid, _ in kept])
         return [Hit(pid, float(1.0 - distance), records.get(pid, {})) for pid, distance in kept]
+
+
+def _replace(handle, ids: list[str], embeddings: np.ndarray, metadatas: list[dict]) -> None:
+    present = handle.get(ids=ids, include=[])["ids"]
+    if present:
+        handle.delete(ids=present)
+    handle.add(ids=ids, embeddings=embeddings, metadatas=metadatas)
+
+
+@contextmanager
+def _translated(where: str, model: str | None = None):
+    """Chroma's and the OS's failures inside as a StoreError that says what to do."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise store_error(exc, where, model) from exc
 
 
 def _decode_center(text: str | None) -> np.ndarray | None:

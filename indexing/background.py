@@ -14,8 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from vectorstore.embedders import Embedder
-from vectorstore.indexing import IndexReport, index_catalog
+from embedding.embedders import Embedder
+from indexing.pipeline import IndexReport, index_catalog
+from vectorstore.errors import IndexLocked
+
+# While another indexer (an `index` run) holds the folder, the background indexer looks again
+# this often; it never writes beside it.
+LOCK_POLL_SECONDS = 2.0
+RESUME_HINT = "restart the server (or run `python app.py index` with the same --catalog and --db) to resume"
 
 
 @dataclass
@@ -27,6 +33,7 @@ class IndexProgress:
     passes_left: int = 0               # passes after this one
     finished: bool = False
     error: str | None = None
+    waiting: str | None = None         # another indexer holds the folder: who
     reports: list[IndexReport] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -38,7 +45,7 @@ class IndexProgress:
     def snapshot(self) -> dict:
         with self._lock:
             return {"total": self.total, "done": self.done, "models": self.models, "finished": self.finished,
-                    "passes_left": self.passes_left, "error": self.error}
+                    "passes_left": self.passes_left, "error": self.error, "waiting": self.waiting}
 
     def status(self) -> str | None:
         """For the pages, while it matters to a shopper: how far indexing is and what that
@@ -48,7 +55,10 @@ class IndexProgress:
             return None
         if state["error"]:
             return (f"Indexing stopped ({state['error']}); results come from the products indexed before "
-                    "it stopped.")
+                    f"it stopped; {RESUME_HINT}.")
+        if state["waiting"]:
+            return (f"Indexing waits while another indexer writes ({state['waiting']}); results come from "
+                    "what is stored.")
         if state["passes_left"] or not state["total"]:
             return (f"Indexing the catalog: {state['done']:,} of {state['total']:,} products indexed. "
                     "Results come from the products indexed so far.")
@@ -60,7 +70,9 @@ class IndexProgress:
         """For a person: '3,200 of 12,186 products indexed (resnet50)', or that it is done."""
         state = self.snapshot()
         if state["error"]:
-            return f"indexing stopped: {state['error']}"
+            return f"indexing stopped: {state['error']}; {RESUME_HINT}"
+        if state["waiting"]:
+            return f"indexing waits for another indexer: {state['waiting']}"
         if state["finished"]:
             return f"all {state['total']:,} products indexed"
         models = ",".join(state["models"])
@@ -118,16 +130,36 @@ class BackgroundIndexer:
             for number, embedders in enumerate(self.passes):
                 self.progress.update(models=tuple(e.name for e in embedders), done=0,
                                      passes_left=len(self.passes) - number - 1)
-                report = index_catalog(self.catalog, self.client, embedders, batch_size=self.batch_size,
-                                       show_progress_bar=False, on_progress=heard)
+                report = self._index_when_free(embedders, heard)
                 self.progress.reports.append(report)
                 self.on_pass_done()
                 if sum(report.indexed.values()) or sum(report.removed.values()):
                     self.log(report.summary())
             self.progress.update(finished=True, done=self.progress.total)
         except Exception as exc:  # the server keeps answering from what is stored; said once
-            self.progress.update(error=f"{type(exc).__name__}: {exc}")
-            self.log(self.progress.line() + "; run the same command again to resume")
+            self.progress.update(error=_short(f"{type(exc).__name__}: {exc}"), waiting=None)
+            self.log(self.progress.line())
+
+    def _index_when_free(self, embedders, heard) -> IndexReport:
+        """One pass, once no other indexer holds the folder (an `index` run beside the server)."""
+        told = False
+        while True:
+            try:
+                report = index_catalog(self.catalog, self.client, embedders, batch_size=self.batch_size,
+                                       show_progress_bar=False, on_progress=heard)
+                self.progress.update(waiting=None)
+                return report
+            except IndexLocked as exc:
+                holder = exc.holder
+                self.progress.update(waiting=f"process {holder.get('pid', '?')} since {holder.get('since', '?')}")
+                if not told:
+                    self.log(f"background indexing waits: {exc}")
+                    told = True
+                time.sleep(LOCK_POLL_SECONDS)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 __all__ = ["BackgroundIndexer", "IndexProgress"]

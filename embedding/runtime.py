@@ -8,9 +8,14 @@ id, the input size and the versions of the tools that built it. A build validate
 model against PyTorch on generated and calibration images; `auto` uses it only when the mean
 cosine reaches the threshold, else says why it kept PyTorch. Only the embedder's forward pass
 changes (`Embedder.use_runtime`): indexing, the store and search are untouched.
+
+`meta.json` records the sha256 of the `model.onnx` it was built with; an entry is used only
+when its file still has that digest and loads (the bytes checked are the bytes loaded), else
+it is rebuilt. When the rebuild fails too, `auto` keeps PyTorch with one line saying why.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -20,7 +25,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +33,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vectorstore.embedders import Embedder
+from embedding.embedders import Embedder
+from catalog.errors import UserError
 
 EAGER = "eager"
 ONNX_INT8 = "onnx-int8"
@@ -46,7 +52,7 @@ INPUT, OUTPUT = "images", "features"
 STEM, FULL_RESOLUTION = "stem", "full-resolution"
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(UserError, RuntimeError):
     """The fast runtime cannot be used for these weights here; the message says why."""
 
 
@@ -64,7 +70,7 @@ class RuntimeSettings:
 
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
-            raise ValueError(f"--runtime {self.runtime}: choose one of {', '.join(RUNTIMES)}")
+            raise UserError(f"--runtime {self.runtime}: choose one of {', '.join(RUNTIMES)}")
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,13 @@ class FastModel:
     build_seconds: float
     built: bool              # False: taken from the cache
     fp32_layers: str = STEM  # which convolutions stayed fp32: STEM or FULL_RESOLUTION
+    sha256: str = ""         # of the model file, as built
+    rebuilt_because: str = ""  # why the cached entry was not used, when it was rebuilt
 
     def describe(self) -> str:
         how = f"built in {self.build_seconds:.0f} s" if self.built else "cached"
+        if self.rebuilt_because:
+            how = f"rebuilt in {self.build_seconds:.0f} s: {self.rebuilt_because}"
         kept = "" if self.fp32_layers == STEM else f", {self.fp32_layers} layers in fp32"
         return f"{how}, calibrated on {self.calibration}, cosine {self.cosine:.4f} vs eager{kept}"
 
@@ -114,7 +124,7 @@ def apply_runtime(embedder: Embedder, settings: RuntimeSettings, log: Callable[[
         embedder.use_runtime(EAGER, None)
         return EAGER
     try:
-        fast = fast_model(embedder, settings)
+        fast, forward = loaded_fast_model(embedder, settings)
     except RuntimeUnavailable as exc:
         if settings.runtime == ONNX_INT8:
             raise
@@ -126,7 +136,7 @@ def apply_runtime(embedder: Embedder, settings: RuntimeSettings, log: Callable[[
             f"below {settings.min_cosine}; calibrated on {fast.calibration})")
         embedder.use_runtime(EAGER, None)
         return EAGER
-    embedder.use_runtime(ONNX_INT8, session_forward(fast.path))
+    embedder.use_runtime(ONNX_INT8, forward)
     warning = "" if fast.validated else f"; below the {settings.min_cosine} that auto asks for"
     log(f"{embedder.name}: runtime {ONNX_INT8} ({fast.describe()}{warning})")
     return ONNX_INT8
@@ -137,7 +147,16 @@ def apply_runtimes(embedders: Sequence[Embedder], settings: RuntimeSettings, log
 
 
 def fast_model(embedder: Embedder, settings: RuntimeSettings) -> FastModel:
-    """The cached int8 model for these weights, built (and validated) on first use."""
+    """The cached int8 model for these weights, built (and validated) on first use; an entry
+    whose file no longer has the digest it was built with is rebuilt."""
+    return loaded_fast_model(embedder, settings)[0]
+
+
+def loaded_fast_model(embedder: Embedder, settings: RuntimeSettings) -> tuple[FastModel, Callable]:
+    """The fast model and its forward pass, loaded from the very bytes whose digest was checked.
+
+    A cached entry that differs from its digest, or does not load, is rebuilt; a rebuild that
+    fails, or a fresh build that does not load, is RuntimeUnavailable (auto keeps PyTorch)."""
     missing = onnxruntime_missing()
     if missing:
         raise RuntimeUnavailable(missing)
@@ -145,19 +164,58 @@ def fast_model(embedder: Embedder, settings: RuntimeSettings) -> FastModel:
         raise RuntimeUnavailable(f"the int8 runtime is for CPUs, not --device {embedder.device}")
     key = cache_key(embedder)
     folder = Path(settings.cache_dir).expanduser().resolve() / f"{embedder.name}-{key}"
-    cached = _read_cached(folder, key, settings.min_cosine)
+    cached, why = _read_cached(folder, key, settings.min_cosine)
     if cached is not None:
-        return cached
-    return _build(embedder, settings, folder, key)
+        try:
+            return cached, _verified_forward(cached)
+        except RuntimeUnavailable as exc:
+            why = str(exc)
+    fast = _rebuild(embedder, settings, folder, key, why)
+    try:
+        return fast, _verified_forward(fast)
+    except RuntimeUnavailable as exc:
+        raise RuntimeUnavailable(f"the int8 model just built in {folder} {exc}") from exc
 
 
-def session_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """Features from an ONNX model: float32 NCHW batch -> (batch, dim) float32."""
+def _rebuild(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str, why: str) -> FastModel:
+    """A build; when it replaces a cached entry that could not be used, it says why."""
+    try:
+        fast = _build(embedder, settings, folder, key)
+    except RuntimeUnavailable as exc:
+        if why:
+            raise RuntimeUnavailable(f"the cached int8 model in {folder} {why}, and rebuilding it failed: {exc}") \
+                from exc
+        raise
+    return replace(fast, rebuilt_because=f"the cached one {why}") if why else fast
+
+
+def _verified_forward(fast: FastModel) -> Callable[[np.ndarray], np.ndarray]:
+    """The forward pass of `fast`'s file, once its bytes have the digest its build recorded."""
+    try:
+        data = fast.path.read_bytes()
+    except OSError as exc:
+        raise RuntimeUnavailable(f"cannot be read ({exc.strerror or exc})") from exc
+    if hashlib.sha256(data).hexdigest() != fast.sha256:
+        raise RuntimeUnavailable("is not the file its build recorded (its sha256 differs from meta.json's)")
+    try:
+        return session_forward(data)
+    except Exception as exc:  # ONNX Runtime's InvalidProtobuf, Fail, ...: one sentence, not a traceback
+        raise RuntimeUnavailable(f"does not load ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    line = (str(exc).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
+def session_forward(model: Path | bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """Features from an ONNX model (a path or its bytes): float32 NCHW batch -> (batch, dim) float32."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3   # ORT's own warnings about unused initializers are noise here
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
     def forward(batch: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT], {INPUT: batch})[0]
@@ -166,30 +224,34 @@ def session_forward(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 # ---- building --------------------------------------------------------------------------
 
-def _read_cached(folder: Path, key: str, min_cosine: float) -> FastModel | None:
+def _read_cached(folder: Path, key: str, min_cosine: float) -> tuple[FastModel | None, str]:
+    """The cache entry in `folder`, or None and why it cannot be used ("" when there is none)."""
     meta_path, model_path = folder / "meta.json", folder / "model.onnx"
     if not (meta_path.is_file() and model_path.is_file()):
-        return None
+        return None, ""
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None   # a damaged entry is rebuilt
+        # Judged against today's threshold: the cosine was measured once, at build time.
+        cosine = float(meta["cosine"])
+        fast = FastModel(model_path, key, cosine, cosine >= min_cosine, str(meta["calibration"]),
+                         float(meta["build_seconds"]), built=False, fp32_layers=meta.get("fp32_layers", STEM),
+                         sha256=str(meta.get("sha256", "")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, "has an unreadable meta.json"
     if meta.get("key") != key:
-        return None
-    # Judged against today's threshold: the cosine was measured once, at build time.
-    cosine = float(meta["cosine"])
-    return FastModel(model_path, key, cosine, cosine >= min_cosine, meta["calibration"],
-                     float(meta["build_seconds"]), built=False, fp32_layers=meta.get("fp32_layers", STEM))
+        return None, ""
+    if not fast.sha256:
+        # Built before digests were recorded: nothing says its file is the one that was validated.
+        return None, "records no sha256 of its model.onnx"
+    return fast, ""
 
 
 def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str) -> FastModel:
     started = time.perf_counter()
     calibration, validation, source = calibration_and_validation(embedder, settings)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_builds(folder)
     # Built in a temporary folder beside the cache entry and renamed into place: a build
     # killed halfway leaves no entry that looks complete.
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    work = _work_folder(folder)
     try:
         fp32 = work / "fp32.onnx"
         try:
@@ -205,18 +267,57 @@ def _build(embedder: Embedder, settings: RuntimeSettings, folder: Path, key: str
             if leftover.name != "model.onnx":
                 leftover.unlink()
         fast = FastModel(folder / "model.onnx", key, cosine, cosine >= settings.min_cosine, source,
-                         time.perf_counter() - started, built=True, fp32_layers=kept)
-        meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(fast).items() if k != "built"}
+                         time.perf_counter() - started, built=True, fp32_layers=kept,
+                         sha256=_file_sha256(work / "model.onnx"))
+        meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(fast).items()
+                if k not in ("built", "rebuilt_because")}
         meta.update(model=embedder.name, weights=embedder.weights_id, image_size=embedder.image_size,
                     recipe=RECIPE, min_cosine=settings.min_cosine)
-        (work / "meta.json").write_text(json.dumps(meta, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(work, folder)
+        _put_in_place(work, folder, meta)
         return fast
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _put_in_place(work: Path, folder: Path, meta: dict) -> None:
+    """`work` becomes the cache entry `folder`; a full or read-only cache is one sentence."""
+    try:
+        (work / "meta.json").write_text(json.dumps(meta, indent=2))
+        for attempt in range(3):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=attempt > 0)
+            try:
+                os.replace(work, folder)
+                return
+            except OSError as exc:
+                # Another process's build of the same entry landed in between: replace it again.
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                    raise
+    except OSError as exc:
+        raise _unwritable(folder, exc) from exc
+
+
+def _work_folder(folder: Path) -> Path:
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_builds(folder)
+        return Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError as exc:
+        raise _unwritable(folder, exc) from exc
+
+
+def _unwritable(folder: Path, exc: OSError) -> RuntimeUnavailable:
+    return RuntimeUnavailable(f"cannot write the runtime cache {folder.parent} ({exc.strerror or exc}); "
+                              f"--runtime-cache names another folder")
 
 
 def _remove_abandoned_builds(folder: Path, older_than_s: float = 3600.0) -> None:
@@ -412,6 +513,6 @@ def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray],
 
 
 __all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "STEM", "FULL_RESOLUTION", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
-           "apply_runtime", "apply_runtimes", "fast_model", "session_forward", "cache_key", "onnxruntime_missing",
+           "apply_runtime", "apply_runtimes", "fast_model", "loaded_fast_model", "session_forward", "cache_key", "onnxruntime_missing",
            "export_onnx", "prepare_for_quantization", "fp32_layer_choices", "quantize", "calibration_and_validation", "generated_images",
            "mean_cosine", "readable_sample"]

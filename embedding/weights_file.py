@@ -8,7 +8,7 @@ A file is either a bare state dict of the model, or a dict with:
     train_size      the input size it was trained at (files from before serve sizes: image_size)
     head            the projection applied after pooling (a Linear's state dict), if any
     classifiers     per label its training learned: {"labels": [...], "centres": classes x dim
-                    tensor, "scale": float}, the cosine classifiers behind `LabelPrior`
+                    tensor, "scale": float}, the cosine classifiers behind `Classifiers`
     labels          the label vocabulary of its training
     start           the weights it started from
     history         per-epoch figures
@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 
 from catalog.digests import file_digest
+from catalog.errors import UserError
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """The requested weights cannot be had or do not fit the model; the message says what to do."""
 
 

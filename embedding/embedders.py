@@ -16,10 +16,10 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from vectorstore.architectures import ArchitectureError, architecture, load_imagenet
-from vectorstore.label_prior import LabelPrior
-from vectorstore.weights import DEFAULT_WEIGHTS_DIR, WeightsChoice, resolve
-from vectorstore.weights_file import WeightsError, weights_contents, weights_file_id
+from embedding.architectures import MODEL_NAMES, ArchitectureError, architecture, load_imagenet
+from embedding.classifiers import Classifiers
+from embedding.weights import DEFAULT_WEIGHTS_DIR, WeightsChoice, resolve
+from embedding.weights_file import WeightsError, weights_contents, weights_file_id
 
 
 
@@ -44,7 +44,7 @@ class Embedder:
 
     def __init__(self, name: str, network: nn.Module, transform: Callable[[Image.Image], torch.Tensor],
                  weights_id: str, dim: int, device: str = "cpu", preprocessing: str = "", image_size: int = 224,
-                 label_prior: LabelPrior | None = None):
+                 classifiers: Classifiers | None = None):
         self.name = name
         self.network = network.eval().to(device)
         self.transform = transform
@@ -55,10 +55,10 @@ class Embedder:
         self.image_size = image_size
         # The classifiers a fine-tune trained on these features (None for ImageNet or random
         # weights): what a search reorders its candidates by.
-        self.label_prior = label_prior
+        self.classifiers = classifiers
         self._compiled: nn.Module | None = None
         # Which runtime computes the features ("eager": PyTorch fp32, the reference); a collection
-        # records it. vectorstore/runtime.py swaps in a faster forward with `use_runtime`.
+        # records it. embedding/runtime.py swaps in a faster forward with `use_runtime`.
         self.runtime = "eager"
         self._fast_forward: Callable[[np.ndarray], np.ndarray] | None = None
 
@@ -130,7 +130,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
     choice = resolved.choice
     image_size = arch.image_size
     head: nn.Module | None = None
-    label_prior: LabelPrior | None = None
+    classifiers: Classifiers | None = None
     dim = arch.dim
 
     if choice.kind == "imagenet":
@@ -154,7 +154,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
         _load_state(network, contents.state_dict, name, choice.path)
         image_size = contents.image_size or image_size
         head = _head_from_state(contents.head) if contents.head else None
-        label_prior = _label_prior(contents.classifiers, choice.path)
+        classifiers = _classifiers_from(contents.classifiers, choice.path)
         weights_id = weights_file_id(choice.path)
 
     if head is not None:
@@ -166,7 +166,7 @@ def load_embedder(name: str, weights: str | WeightsChoice = "auto", device: str 
         weights_id += f"|{framing or arch.framing}@{image_size}"
     transform = arch.transform(image_size, framing)
     return Embedder(name, network, transform, weights_id, dim, device=device,
-                    preprocessing=_describe(transform), image_size=image_size, label_prior=label_prior)
+                    preprocessing=_describe(transform), image_size=image_size, classifiers=classifiers)
 
 
 def load_embedders(models: Sequence[str], weights: str | WeightsChoice = "auto", device: str = "cpu",
@@ -191,16 +191,12 @@ def load_embedders(models: Sequence[str], weights: str | WeightsChoice = "auto",
     return built
 
 
-# Which model to select when several are served, measured on held-out products (docs/embedders.md).
-PREFERENCE = ("efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet34", "resnet18")
-
-
 def best_model(embedders: Mapping[str, Embedder]) -> str:
     """The model to select at start: a fine-tuned one first (the shop trained it for its own
     catalog), then the best by measurement."""
     def rank(name: str) -> tuple[int, int]:
         tuned = embedders[name].weights_id.startswith("file:")
-        return (0 if tuned else 1, PREFERENCE.index(name) if name in PREFERENCE else len(PREFERENCE))
+        return (0 if tuned else 1, MODEL_NAMES.index(name) if name in MODEL_NAMES else len(MODEL_NAMES))
     return min(embedders, key=rank)
 
 
@@ -227,11 +223,11 @@ def _offline_message(name: str) -> str:
             "or leave --weights at auto, which uses the models this machine has weights for.")
 
 
-def _label_prior(classifiers: dict | None, path: Path) -> LabelPrior | None:
+def _classifiers_from(classifiers: dict | None, path: Path) -> Classifiers | None:
     if not classifiers:
         return None
     try:
-        return LabelPrior(classifiers)
+        return Classifiers(classifiers)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path}: its classifiers do not fit together ({exc})") from exc
 

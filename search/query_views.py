@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from catalog.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,11 @@ class QueryViews:
 
     def __post_init__(self):
         if not self.zooms:
-            raise ValueError("query views need at least one zoom")
+            raise UserError("query views need at least one zoom")
         if any(not 0.1 <= z <= 1.0 for z in self.zooms):
-            raise ValueError(f"query view zooms {self.zooms}: each must be between 0.1 and 1 (the whole photo)")
+            raise UserError(f"query view zooms {self.zooms}: each must be between 0.1 and 1 (the whole photo)")
         if not 0.0 < self.studio_share <= 1.0:
-            raise ValueError("studio_share must be above 0 and at most 1")
+            raise UserError("studio_share must be above 0 and at most 1")
 
     @property
     def zooming(self) -> bool:

@@ -28,21 +28,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from catalog import Catalog, Product
-from vectorstore.embedders import Embedder
-from vectorstore.indexing import (IndexPlan, IndexReport, finish_index, open_collections, plan_index,
+from embedding.embedders import Embedder
+from indexing.pipeline import (IndexPlan, IndexReport, finish_index, open_collections, plan_index,
                                   prepare_batch, product_metadata, unreadable)
 from vectorstore.store import ProductCollection, StoreSettings, make_client
-from vectorstore.timing import StageTimer
-from vectorstore.weights import DEFAULT_WEIGHTS_DIR, resolve
+from indexing.timing import StageTimer
+from embedding.weights import DEFAULT_WEIGHTS_DIR, resolve
+from catalog.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIRST_BATCH_STAGE = "ray: start to first batch"
 STEADY_STAGE = "ray: decode, embed, write"
 # The packages an actor imports; shipped to a remote cluster with the job (py_modules).
-ACTOR_PACKAGES = ("catalog", "vectorstore")
+ACTOR_PACKAGES = ("catalog", "embedding", "vectorstore", "indexing")
 
 
-class RayIndexError(RuntimeError):
+class RayIndexError(UserError, RuntimeError):
     """The Ray engine cannot run: Ray missing, no Chroma server, cluster unreachable, a stage failed."""
 
 
@@ -109,7 +110,7 @@ class EmbedStage:
     """Ray Data callable class: each actor loads its models once, then embeds batches."""
 
     def __init__(self, models: Sequence[str], weights: dict[str, str], device: str = "cpu"):
-        from vectorstore.embedders import load_embedder
+        from embedding.embedders import load_embedder
         self.embedders = [load_embedder(name, weights[name], device=device) for name in models]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from vectorstore.embedders import Embedder, check_model_name, load_embedder
+from embedding.embedders import Embedder, check_model_name, load_embedder
 from vectorstore.filters import Filters, resolve_filters
-from vectorstore.label_prior import LabelPrior, RerankSettings, rerank
-from vectorstore.query_views import QueryViews, mean_direction
+from embedding.classifiers import Classifiers
+from search.reorder import RerankSettings, rerank
+from search.query_views import QueryViews, mean_direction
 from vectorstore.store import NoIndex, ProductCollection, StoreError
+from catalog.errors import UserError
 
 RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                  "season", "year", "usage", "image")
@@ -46,6 +48,8 @@ class Answer:
     # The labels whose likelihood for the query reordered the nearest products (empty: by
     # cosine alone, as for models without a fine-tune's classifiers).
     reranked_by: tuple[str, ...] = ()
+    # Whether the query's colour reading (search/reorder.py) reordered them too.
+    colour_preference: bool = False
 
 
 class Searcher:
@@ -53,16 +57,23 @@ class Searcher:
 
     `embedders` already built are used as they are; `embedder_factory` builds the others
     (injected so tests and tools can build embedders their own way). `rerank` says how the
-    nearest products are reordered by what the query most likely is (vectorstore/label_prior.py);
+    nearest products are reordered by what the query most likely is (search/reorder.py);
     `query_views` which views of a shopper's photo are embedded and averaged
-    (vectorstore/query_views.py).
+    (search/query_views.py).
     """
 
     def __init__(self, client, weights: str = "auto", device: str = "cpu",
                  embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = "",
                  embedders: Mapping[str, Embedder] | None = None, rerank: RerankSettings = RerankSettings(),
-                 query_views: QueryViews = QueryViews()):
+                 query_views: QueryViews = QueryViews(), parser_factory: Callable[[], object] | None = None,
+                 colour_factory: Callable[[], object] | None = None):
         self.client = client
+        # Build the garment parser (embedding/garments.py) and the colour model on first use;
+        # None: photos are searched whole, and no colour is named.
+        self.parser_factory = parser_factory
+        self.colour_factory = colour_factory
+        self._parser = None
+        self._colours = None
         self.rerank = rerank
         self.query_views = query_views
         self.weights = weights
@@ -83,6 +94,31 @@ class Searcher:
             if model not in self._embedders:
                 self._embedders[model] = self.embedder_factory(model, self.weights, device=self.device)
             return self._embedders[model]
+
+    def colour_model(self):
+        """The colour model, built once; None when this searcher has none."""
+        if self.colour_factory is None:
+            return None
+        with self._lock:
+            if self._colours is None:
+                self._colours = self.colour_factory()
+            return self._colours
+
+    def colour_of(self, image: Image.Image, item=None) -> str | None:
+        """The colour of an item's own pixels (or of a single product's photo), in the catalog's words."""
+        model = self.colour_model()
+        if model is None:
+            return None
+        return model.name(image, item.full_mask(image.size) if item is not None else None)
+
+    def garment_parser(self):
+        """The garment parser, built once; None when this searcher has none."""
+        if self.parser_factory is None:
+            return None
+        with self._lock:
+            if self._parser is None:
+                self._parser = self.parser_factory()
+            return self._parser
 
     def collection(self, model: str, *, check_weights: bool = True) -> ProductCollection:
         """The model's collection; with `check_weights`, refuse one built with other weights
@@ -122,10 +158,10 @@ class Searcher:
         with self._forward_lock:
             return embedder.embed(images, batch_size=16)
 
-    def embed_photos(self, model: str, images: list[Image.Image]) -> np.ndarray:
-        """One query vector per shopper photo: its views (`query_views`) embedded in one batch
-        and averaged into a unit vector, in the embedder's space as `embed` gives."""
-        views = [self.query_views.of(image) for image in images]
+    def embed_photos(self, model: str, images: list[Image.Image], views: QueryViews | None = None) -> np.ndarray:
+        """One query vector per shopper photo: its views (`views`, else `query_views`) embedded
+        in one batch and averaged into a unit vector, in the embedder's space as `embed` gives."""
+        views = [(views or self.query_views).of(image) for image in images]
         vectors = self.embed(model, [view for group in views for view in group])
         out, start = [], 0
         for group in views:
@@ -134,43 +170,56 @@ class Searcher:
         return np.stack(out) if out else np.zeros((0, vectors.shape[1]), dtype=np.float32)
 
     def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
-                      exclude: tuple[str, ...] = ()) -> Answer:
-        """Nearest products to an embedder's vector (`exclude`: ids left out)."""
+                      exclude: tuple[str, ...] = (), *, colour: Mapping[str, float] | None = None) -> Answer:
+        """Nearest products to an embedder's vector (`exclude`: ids left out); `colour`: the
+        query's p over baseColour values (embedding/colour.py), a soft preference."""
         collection = self.collection(model)
-        return self._answer(model, self.embedder(model).label_prior, vector, lambda resolved, n: collection.search(
-            vector, k=n, filters=resolved, exclude=exclude), k, filters)
+        return self._answer(model, self.embedder(model).classifiers, vector, lambda resolved, n: collection.search(
+            vector, k=n, filters=resolved, exclude=exclude), k, filters, colour)
 
-    def _answer(self, model: str, prior: LabelPrior | None, vector: np.ndarray, search, k: int,
-                filters) -> Answer:
+    def _answer(self, model: str, prior: Classifiers | None, vector: np.ndarray, search, k: int,
+                filters, colour: Mapping[str, float] | None = None) -> Answer:
         """`search(filters, n)` gives the n nearest; more than k of them are reordered by what
         the query most likely is, by their labels' votes and the classifiers (`prior`, if any,
-        on `vector`, the embedder's)."""
+        on `vector`, the embedder's), and by the query's colour reading (`colour`, if any)."""
         resolved = self.resolve(model, filters)
         used = self.rerank.labels_for(prior)
+        coloured = self.rerank.uses_colour(colour)
         started = time.perf_counter()
-        if used:
-            hits = rerank(search(resolved, max(k, self.rerank.candidates)), self.rerank, prior, vector)[:k]
+        if used or coloured:
+            hits = rerank(search(resolved, max(k, self.rerank.candidates)), self.rerank, prior, vector,
+                          colour if coloured else None)[:k]
         else:
             hits = search(resolved, k)
-        answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved, reranked_by=used)
+        answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved, reranked_by=used,
+                        colour_preference=coloured)
         answer.timings["query"] = time.perf_counter() - started
         return answer
 
-    def search_images(self, model: str, images: list[Image.Image], k: int = 5, filters=None) -> list[Answer]:
+    def search_images(self, model: str, images: list[Image.Image], k: int = 5, filters: Filters | None = None,
+                      views: QueryViews | None = None, *,
+                      colour: "Sequence[Mapping[str, float] | None] | None" = None) -> list[Answer]:
+        """`views`: how each photo is looked at (default `query_views`; `AS_IS` for an item
+        already cut out of its photo); `colour`: per photo, its colour reading (or None), a
+        soft preference for products of that colour."""
+        colours = list(colour) if colour is not None else [None] * len(images)
+        if len(colours) != len(images):
+            raise UserError(f"{len(colours)} colour readings for {len(images)} images")
         self.collection(model)  # refuse a weights mismatch before any work
         resolved = self.resolve(model, filters)
         started = time.perf_counter()
-        vectors = self.embed_photos(model, images)
+        vectors = self.embed_photos(model, images, views)
         embed_seconds = (time.perf_counter() - started) / max(1, len(images))
         answers = []
-        for vector in vectors:
-            answer = self.search_vector(model, vector, k, resolved)
+        for vector, reading in zip(vectors, colours):
+            answer = self.search_vector(model, vector, k, resolved, colour=reading)
             answer.timings["embed"] = embed_seconds
             answers.append(answer)
         return answers
 
-    def search_image(self, model: str, image: Image.Image, k: int = 5, filters=None) -> Answer:
-        return self.search_images(model, [image], k, filters)[0]
+    def search_image(self, model: str, image: Image.Image, k: int = 5, filters: Filters | None = None,
+                     views: QueryViews | None = None, *, colour: Mapping[str, float] | None = None) -> Answer:
+        return self.search_images(model, [image], k, filters, views, colour=[colour])[0]
 
     def similar_to(self, model: str, product_id: str, k: int = 5, filters=None) -> Answer:
         """Products like a stored one, by its stored vector; the product itself is left out."""
@@ -184,20 +233,23 @@ class Searcher:
                             lambda resolved, n: collection.search_stored(vector, k=n, filters=resolved,
                                                                          exclude=(product_id,)), k, filters)
 
-    def _prior_of(self, model: str, collection: ProductCollection) -> LabelPrior | None:
+    def _prior_of(self, model: str, collection: ProductCollection) -> Classifiers | None:
         """The classifiers of the embedder already built for `model`, if they are those of the
         collection's vectors (a stored vector is searched whatever weights made it)."""
         with self._lock:
             embedder = self._embedders.get(model)
         if embedder is None or embedder.weights_id != collection.weights_id:
             return None
-        return embedder.label_prior
+        return embedder.classifiers
 
     def product(self, model: str, product_id: str) -> dict | None:
         return self.collection(model, check_weights=False).metadata.record(product_id)
 
     def warm_up(self, models: Iterable[str]) -> None:
         """Pay the first-call costs (model build and trace, HNSW load) before the first shopper."""
+        parser = self.garment_parser()
+        if parser is not None:
+            parser.parse(Image.new("RGB", (64, 96), (128, 128, 128)))
         for model in models:
             embedder = self.embedder(model)
             embedder.warm_up()

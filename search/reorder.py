@@ -17,6 +17,13 @@ and a search asks Chroma for more candidates than it shows and orders them by
 which keeps visual order among products of a likely kind, and lets a less likely kind through
 when it is much closer or the witnesses hesitate (docs/search.md: reordering). The query's own
 labels are never known: the classifiers see its image, the votes its neighbours.
+
+A third witness, for a shopper's photo, is the colour model's reading of the item's own pixels
+(embedding/colour.py): with `colour` (p over the catalog's colours) a candidate also gains
+
+    colour_weight x log max(p(candidate's baseColour), colour_floor),
+
+a soft preference (the floor bounds what a confident wrong reading costs), never a filter.
 """
 from __future__ import annotations
 
@@ -24,6 +31,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from embedding.classifiers import Classifiers
+from catalog.errors import UserError
 
 # Added to every probability so that log p is finite for a class a classifier all but rules out.
 _FLOOR = 1e-9
@@ -41,33 +51,42 @@ class RerankSettings:
     are reordered (at least the number asked for). `neighbours`: how many of the nearest of them
     vote on the query's labels (0: the classifiers alone); `temperature`: how fast a vote fades
     with a neighbour's cosine below the nearest one's (0.05: a neighbour 0.05 further counts
-    1/e as much)."""
+    1/e as much). `colour_weight`: how much the log-probability of a candidate's baseColour
+    under the query's colour reading counts, when a search is given one (0: ignored);
+    `colour_floor`: the smallest probability it is taken at. Chosen on real photos
+    (docs/search.md: colour)."""
     weights: Mapping[str, float] = field(default_factory=lambda: {"articleType": 0.05, "baseColour": 0.05})
     candidates: int = 50
     neighbours: int = 20
     temperature: float = 0.05
+    colour_weight: float = 0.03
+    colour_floor: float = 0.01
 
     def __post_init__(self):
         if self.candidates < 1:
-            raise ValueError("rerank candidates must be at least 1")
+            raise UserError("rerank candidates must be at least 1")
         if any(w < 0 for w in self.weights.values()):
-            raise ValueError("rerank weights must be 0 or more")
+            raise UserError("rerank weights must be 0 or more")
         if self.neighbours < 0:
-            raise ValueError("rerank neighbours must be 0 or more")
+            raise UserError("rerank neighbours must be 0 or more")
         if self.temperature <= 0:
-            raise ValueError("rerank temperature must be above 0")
+            raise UserError("rerank temperature must be above 0")
+        if self.colour_weight < 0:
+            raise UserError("the colour weight must be 0 or more")
+        if not 0 < self.colour_floor <= 1:
+            raise UserError("the colour floor must be above 0 and at most 1")
 
     @property
     def enabled(self) -> bool:
         return any(w > 0 for w in self.weights.values())
 
-    def labels_for(self, prior: "LabelPrior | None") -> tuple[str, ...]:
+    def labels_for(self, prior: "Classifiers | None") -> tuple[str, ...]:
         """The labels that reorder a search: with votes, every weighted one; else those the
         classifiers (`prior`, if any) know."""
         known = prior.targets if prior is not None else ()
         return tuple(t for t, w in self.weights.items() if w > 0 and (self.neighbours > 0 or t in known))
 
-    def witnesses(self, prior: "LabelPrior | None") -> tuple[str, ...]:
+    def witnesses(self, prior: "Classifiers | None") -> tuple[str, ...]:
         """What judges the query's labels: "neighbours" (their labels' votes), "classifiers"."""
         labels = self.labels_for(prior)
         return tuple(name for name, present in (
@@ -75,56 +94,20 @@ class RerankSettings:
             ("classifiers", prior is not None and any(t in prior.targets for t in labels))) if present)
 
 
-NO_RERANK = RerankSettings(weights={})
+    def uses_colour(self, colour: Mapping[str, float] | None) -> bool:
+        """Whether a query's colour reading (`colour`) reorders its candidates."""
+        return bool(colour) and self.colour_weight > 0
 
 
-class LabelPrior:
-    """The cosine classifiers of a weights file: per label, the class centres, their names and
-    the logit scale, applied to an embedder's unit vectors (before any collection centering)."""
-
-    def __init__(self, classifiers: Mapping[str, Mapping]):
-        self._labels: dict[str, dict[str, int]] = {}
-        self._centres: dict[str, np.ndarray] = {}
-        self._scale: dict[str, float] = {}
-        for target, head in classifiers.items():
-            centres = np.asarray(head["centres"], dtype=np.float32)
-            labels = [str(label) for label in head["labels"]]
-            if centres.ndim != 2 or centres.shape[0] != len(labels):
-                raise ValueError(f"classifier {target!r}: {len(labels)} labels but centres of shape {centres.shape}")
-            self._centres[target] = centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-            self._labels[target] = {label: i for i, label in enumerate(labels)}
-            self._scale[target] = float(head.get("scale", 16.0))
-
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return tuple(self._labels)
-
-    def probabilities(self, vector: np.ndarray, target: str) -> dict[str, float]:
-        """p(label | query) for every label the classifier knows."""
-        return dict(zip(self._labels[target], self._softmax(vector, target).tolist()))
-
-    def _softmax(self, vector: np.ndarray, target: str) -> np.ndarray:
-        unit = np.asarray(vector, dtype=np.float32)
-        unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
-        logits = self._scale[target] * (self._centres[target] @ unit)
-        logits -= logits.max()
-        p = np.exp(logits)
-        return p / p.sum()
-
-    def likelihoods(self, vector: np.ndarray, target: str, labels: Sequence[str | None]) -> np.ndarray:
-        """p(label | query) for each of `labels`; a label the classifier never learned (or none)
-        gets the uniform probability: the classifier has nothing to say about it."""
-        p = self._softmax(vector, target)
-        known = self._labels[target]
-        uniform = 1.0 / len(known)
-        return np.array([p[known[l]] if l in known else uniform for l in labels], dtype=np.float64)
+NO_RERANK = RerankSettings(weights={}, colour_weight=0.0)
 
 
-def rerank(hits: Sequence, settings: RerankSettings, prior: LabelPrior | None = None,
-           vector: np.ndarray | None = None) -> list:
+def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None = None,
+           vector: np.ndarray | None = None, colour: Mapping[str, float] | None = None) -> list:
     """`hits` (each with `.score`, the cosine, and `.metadata`) in the order of the fused score;
-    `prior` and `vector` (the embedder's, before centering) bring the classifiers in. Scores
-    themselves are left as cosines, which is what a shopper is shown."""
+    `prior` and `vector` (the embedder's, before centering) bring the classifiers in, `colour`
+    (the query's p over baseColour values) the colour preference. Scores themselves are left as
+    cosines, which is what a shopper is shown."""
     if not hits:
         return []
     cosines = np.array([h.score for h in hits], dtype=np.float64)
@@ -139,6 +122,9 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: LabelPrior | None = 
         votes = _votes(labels, say) if say is not None else None
         if classifier is not None or votes is not None:
             fused += weight * _log_posterior(labels, classifier, votes)
+    if settings.uses_colour(colour):
+        fused += settings.colour_weight * _log_colour([_label(h.metadata.get("baseColour")) for h in hits],
+                                                      colour, settings.colour_floor)
     order = np.argsort(-fused, kind="stable")
     return [hits[i] for i in order]
 
@@ -188,4 +174,11 @@ def _log_posterior(labels: list[str | None], classifier: np.ndarray | None,
     return np.log(np.array([by_label[l] / total if l is not None else even for l in labels]) + _FLOOR)
 
 
-__all__ = ["LabelPrior", "RerankSettings", "NO_RERANK", "rerank"]
+def _log_colour(labels: list[str | None], colour: Mapping[str, float], floor: float) -> np.ndarray:
+    """log p(candidate's colour) under the query's reading, at least log `floor`; a candidate
+    with no colour, or one the reading does not know, gets the even share."""
+    even = np.log(max(1.0 / len(colour), floor))
+    return np.array([np.log(max(float(colour[l]), floor)) if l in colour else even for l in labels])
+
+
+__all__ = ["RerankSettings", "NO_RERANK", "rerank"]

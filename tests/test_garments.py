@@ -1,0 +1,239 @@
+"""Shop the look: the garment parser (trained here on generated street-like photos with
+outlined garments), the items it finds, and every surface that searches them."""
+from __future__ import annotations
+
+import io
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.conftest import ROOT, draw_product
+
+pytestmark = pytest.mark.slow
+
+# value -> label in the street photos' labels.csv format; shapes drawn per label
+LABELS = {0: "null", 1: "t-shirt", 2: "jeans", 3: "shoes", 4: "skin"}
+TOP, TROUSERS, SHOES = (200, 40, 40), (40, 60, 170), (30, 30, 30)
+
+
+def draw_scene(seed: int, size=(200, 300)) -> tuple[Image.Image, Image.Image, dict]:
+    """A person-like figure on a textured street: a red top, blue trousers, two black shoes.
+    Returns the photo, its label mask and each garment's box as fractions."""
+    rnd = random.Random(seed)
+    w, h = size
+    photo = Image.new("RGB", size, tuple(rnd.randint(120, 200) for _ in range(3)))
+    draw = ImageDraw.Draw(photo)
+    for _ in range(40):  # street clutter
+        x, y = rnd.randint(0, w), rnd.randint(0, h)
+        draw.rectangle((x, y, x + rnd.randint(4, 30), y + rnd.randint(4, 30)),
+                       fill=tuple(rnd.randint(100, 230) for _ in range(3)))
+    mask = Image.new("L", size, 0)
+    paint = ImageDraw.Draw(mask)
+    cx = w // 2 + rnd.randint(-w // 8, w // 8)
+    body = rnd.randint(w // 6, w // 4)
+    top = (cx - body, int(h * 0.18), cx + body, int(h * 0.48))
+    trousers = (cx - body + 4, int(h * 0.48), cx + body - 4, int(h * 0.86))
+    shoes = (cx - body, int(h * 0.87), cx + body, int(h * 0.95))
+    draw.ellipse((cx - 14, int(h * 0.06), cx + 14, int(h * 0.17)), fill=(220, 180, 150))
+    paint.ellipse((cx - 14, int(h * 0.06), cx + 14, int(h * 0.17)), fill=4)
+    for box, rgb, value in ((top, TOP, 1), (trousers, TROUSERS, 2)):
+        colour = tuple(max(0, min(255, c + rnd.randint(-20, 20))) for c in rgb)
+        draw.rectangle(box, fill=colour)
+        paint.rectangle(box, fill=value)
+    for left in (shoes[0], cx + 3):
+        part = (left, shoes[1], left + (shoes[2] - shoes[0]) // 2 - 3, shoes[3])
+        draw.ellipse(part, fill=SHOES)
+        paint.ellipse(part, fill=3)
+    boxes = {name: (b[0] / w, b[1] / h, (b[2] + 1) / w, (b[3] + 1) / h)
+             for name, b in (("top", top), ("trousers or skirt", trousers), ("shoes", shoes))}
+    return photo, mask, boxes
+
+
+def make_street(folder, count: int):
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    (folder / "labels.csv").write_text("value,label\n" + "".join(f"{v},{l}\n" for v, l in LABELS.items()))
+    for i in range(count):
+        photo, mask, _ = draw_scene(i)
+        photo.save(folder / "images" / f"{i:04d}.jpg", quality=90)
+        mask.save(folder / "masks" / f"{i:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_parser(tmp_path_factory):
+    """A parser trained end to end by the project's command on generated photos."""
+    from training.parser import ParserSettings, train_parser
+    folder = make_street(tmp_path_factory.mktemp("street"), 14)
+    out = tmp_path_factory.mktemp("parser") / "parser.pt"
+    figures = train_parser(ParserSettings(photos=folder, out=out, epochs=30, batch_size=8, lr=5e-3,
+                                          held_out=0.2, cache_dir=out.parent / "cache"))
+    return out, figures
+
+
+def test_training_runs_end_to_end_and_reports_held_out_figures(trained_parser):
+    out, figures = trained_parser
+    state = __import__("torch").load(out, weights_only=True)
+    assert state["held_out"], "some photos were held out"
+    assert set(figures["classes"]) >= {"top", "trousers or skirt", "shoes"}
+    # Learned, not guessed: the three garments are found in photos it never saw.
+    assert figures["classes"]["top"]["iou"] > 0.5
+    assert figures["classes"]["trousers or skirt"]["iou"] > 0.5
+    assert figures["garment_recall"] >= 0.6
+
+
+def test_items_are_found_where_the_garments_are(trained_parser):
+    from embedding.garments import GarmentParser
+    from embedding.garments import box_iou
+    parser = GarmentParser.load(trained_parser[0])
+    photo, _, boxes = draw_scene(1000)
+    items = {item.kind: item for item in parser.parse(photo)}
+    for kind in ("top", "trousers or skirt"):
+        assert kind in items, f"no {kind} found among {list(items)}"
+        assert box_iou(items[kind].box, boxes[kind]) >= 0.4
+        assert 0 < items[kind].score <= 1
+    assert items["top"].label == "Topwear" and items["trousers or skirt"].label == "Bottomwear"
+
+
+def test_an_item_is_cut_out_on_white(trained_parser):
+    from embedding.garments import GarmentParser
+    parser = GarmentParser.load(trained_parser[0])
+    photo, _, _ = draw_scene(1001)
+    top = next(i for i in parser.parse(photo) if i.kind == "top")
+    cut = np.asarray(top.cut_out(photo), dtype=np.int16)
+    # mostly the top's red, and white around it: the street is gone
+    red = (cut[..., 0] > 150) & (cut[..., 1] < 90)
+    white = cut.min(axis=2) > 245
+    assert red.mean() > 0.4 and (red | white).mean() > 0.85
+
+
+def test_the_shipped_parser_loads_offline_and_gives_identical_masks_in_two_processes(tmp_path):
+    from embedding.garments import SHIPPED_FILE
+    assert SHIPPED_FILE.is_file(), "the garment parser ships with the project"
+    photo, _, _ = draw_scene(7, size=(300, 450))
+    photo.save(tmp_path / "scene.png")
+    script = ("import hashlib, sys; from PIL import Image; from embedding.garments import GarmentParser; "
+              "items = GarmentParser.load().parse(Image.open(sys.argv[1])); "
+              "print(hashlib.sha256(b''.join(i.mask.tobytes() + i.kind.encode() for i in items)).hexdigest(), len(items))")
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    outs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "scene.png")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300) for _ in range(2)]
+    assert all(o.returncode == 0 for o in outs), outs[0].stderr
+    assert outs[0].stdout == outs[1].stdout
+
+
+@pytest.fixture(scope="module")
+def look_searcher(indexed_db, embedders, trained_parser):
+    from embedding.garments import GarmentParser
+    from search import Searcher
+    from vectorstore import StoreSettings, make_client
+    return Searcher(make_client(StoreSettings(path=indexed_db)), weights="random", embedders=embedders,
+                    parser_factory=lambda: GarmentParser.load(trained_parser[0]))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_each_item_is_searched_within_its_category(look_searcher):
+    from operations import SearchPolicy, find_the_look
+    policy = SearchPolicy(models=("resnet18",), default_model="resnet18")
+    look = find_the_look(look_searcher, policy, _png(draw_scene(1002)[0]), k=4)
+    kinds = [found.kind for found in look.items]
+    assert "top" in kinds
+    top = look.items[kinds.index("top")]
+    assert top.answer.results and all(r.get("subCategory") == "Topwear" for r in top.answer.results)
+    if "shoes" in kinds:
+        shoes = look.items[kinds.index("shoes")]
+        assert all(r.get("masterCategory") == "Footwear" for r in shoes.answer.results)
+    assert look.first is look.items[0].answer
+
+
+def test_a_studio_shot_is_one_item_searched_as_before(look_searcher, searcher):
+    from operations import SearchPolicy, find_by_photo, find_the_look
+    policy = SearchPolicy(models=("resnet18",), default_model="resnet18")
+    shot = _png(draw_product(5, (20, 30, 110), "rectangle"))
+    look = find_the_look(look_searcher, policy, shot)
+    before = find_by_photo(searcher, policy, shot)
+    assert len(look.items) == 1 and look.items[0].item is None
+    assert [r.id for r in look.first.results] == [r.id for r in before.results]
+
+
+@pytest.mark.parametrize("image", [Image.new("RGB", (1, 1), (200, 10, 10)), Image.new("RGB", (4000, 30), (9, 9, 9)),
+                                   Image.new("RGB", (300, 400), (255, 255, 255))])
+def test_a_photo_showing_nothing_is_told_so(look_searcher, image):
+    from operations import Refused, SearchPolicy, find_the_look
+    policy = SearchPolicy(models=("resnet18",), default_model="resnet18")
+    with pytest.raises(Refused) as refused:
+        find_the_look(look_searcher, policy, _png(image))
+    assert refused.value.reason == "nothing_found" and "can't find a product" in str(refused.value)
+
+
+def test_the_api_returns_items_and_items_false_gives_the_old_answer(look_searcher):
+    from fastapi.testclient import TestClient
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
+    app = build_app(look_searcher, ShopSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18")))
+    client = TestClient(app)
+    files = {"image": ("look.png", _png(draw_scene(1003)[0]), "image/png")}
+    body = client.post("/api/recommend", files=files).json()
+    assert body["items"] and body["results"] == body["items"][0]["results"]
+    for item in body["items"]:
+        assert set(item) >= {"label", "box", "score", "results"}
+        x0, y0, x1, y1 = item["box"]
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    old = client.post("/api/recommend", files=files, data={"items": "false"}).json()
+    assert "items" not in old and old["results"]
+    blank = client.post("/api/recommend", files={"image": ("b.png", _png(Image.new("RGB", (1, 1))), "image/png")})
+    assert blank.status_code == 422 and "can't find a product" in blank.json()["detail"]
+    assert "items" in client.get("/openapi.json").text
+
+
+def test_search_json_carries_items_and_items_off_keeps_todays_lines(indexed_db, trained_parser, tmp_path):
+    photo = tmp_path / "look.png"
+    draw_scene(1004)[0].save(photo)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (1, 1)).save(blank)
+    base = [sys.executable, str(ROOT / "app.py"), "search", "--db", str(indexed_db), "--model", "resnet18",
+            "--weights", "random", "--runtime", "eager", "--json", "--parser", str(trained_parser[0])]
+    on = subprocess.run(base + [str(photo), str(blank)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    lines = [json.loads(line) for line in on.stdout.splitlines()]
+    assert on.returncode == 1, "the blank photo is an error line, the exit status says so"
+    assert lines[0]["items"] and lines[0]["results"] == lines[0]["items"][0]["results"]
+    assert "can't find a product" in lines[1]["error"]
+    off = subprocess.run(base + ["--items", "off", str(photo)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert off.returncode == 0, off.stderr
+    line = json.loads(off.stdout)
+    assert "items" not in line and line["results"]
+
+
+def test_the_chat_names_the_items_and_a_tap_searches_another(look_searcher, tmp_path):
+    from assistant.chat import Assistant
+    from assistant.settings import AssistantSettings
+    from operations import SearchPolicy
+    assistant = Assistant(look_searcher, AssistantSettings(policy=SearchPolicy(models=("resnet18",),
+                                                                               default_model="resnet18")))
+    photo = tmp_path / "look.png"
+    draw_scene(1005)[0].save(photo)
+    reply, state = assistant.handle_turn(assistant.new_state(), "", [str(photo)])
+    assert reply.kind == "results" and reply.items_line.startswith("I see ")
+    kinds = [item.kind for item in state.query.items]
+    assert "top" in kinds and "trousers or skirt" in kinds
+    assert f"the {kinds[0]} in your photo" in reply.headline
+    other = kinds.index("top") if kinds[0] != "top" else kinds.index("trousers or skirt")
+    reply, state = assistant.search_item(state, other)
+    assert reply.kind == "results" and f"the {kinds[other]} in your photo" in reply.headline
+    expected = "Topwear" if kinds[other] == "top" else None
+    if expected:
+        assert all(r.get("subCategory") == expected for r in reply.results)
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (1, 1)).save(blank)
+    reply, _ = assistant.handle_turn(state, "", [str(blank)])
+    assert reply.kind == "error" and "can't find a product" in reply.headline
