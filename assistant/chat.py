@@ -27,9 +27,11 @@ from operations import LookSettings, Refused
 from operations.find_the_look import (NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing,
                                       with_gender)
 from vectorstore import CATEGORY, Filters, NoIndex, StoreError, UnknownFilterValue, WeightsMismatch
+from vectorstore.errors import NoProduct
 from search import Answer, Result, Searcher
 from embedding import WeightsError
 from catalog.errors import UserError
+from catalog.text import clipped, shown_text
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +109,25 @@ _MARKDOWN_PUNCTUATION = re.compile(r"([!-%'-/:;=?@\[-`{-~])")
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
+# A message is a few words; more is pasted text or a client's flood, kept, echoed and parsed
+# word by word for nothing.
+MAX_MESSAGE_CHARS = 2000
+
+
 def as_text(text: str) -> str:
-    """`text` as Markdown that renders to exactly that text, whatever it holds."""
-    escaped = _MARKDOWN_PUNCTUATION.sub(r"\\\1", str(text))
+    """`text` as Markdown that renders to exactly that text, whatever it holds (bidi controls
+    aside: they would reorder what is shown around them)."""
+    escaped = _MARKDOWN_PUNCTUATION.sub(r"\\\1", shown_text(text))
     escaped = re.sub(r"[&<>]", lambda m: _ENTITIES[m.group()], escaped)
     # A line break would end the paragraph (or open a list or heading on the next line), and
     # leading spaces or a tab would make a code block.
     return re.sub(r"\s*\n\s*", " ", escaped).strip()
+
+
+def bounded_message(text: str | None) -> str:
+    """A shopper's message as the chat keeps it: at most MAX_MESSAGE_CHARS characters."""
+    text = text or ""
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
 
 
 def filters_line(filters: Filters) -> str:
@@ -146,7 +160,8 @@ def rank_label(rank: int) -> str:
 def caption(result: Result, rank: int = 1) -> str:
     details = " · ".join(str(v) for v in (result.get("articleType"), result.get("gender"),
                                           result.get("baseColour")) if v)
-    return f"{result.get('name') or result.id}\n{details}\n{rank_label(rank)}"
+    # Shown as plain text under the picture, not through as_text.
+    return shown_text(f"{result.get('name') or result.id}\n{details}\n{rank_label(rank)}")
 
 
 def filter_chips(filters: Filters) -> list[str]:
@@ -208,7 +223,7 @@ class Assistant:
         to one garment (fractions of its size) before it is searched; `label` names the photo in
         the reply ("your cropped photo" when the UI cropped it already)."""
         try:
-            return self._turn(state, text or "", [str(p) for p in image_paths or () if p], crop, label)
+            return self._turn(state, bounded_message(text), [str(p) for p in image_paths or () if p], crop, label)
         except Exception as exc:  # every failure is a message in the chat, never a stack trace
             return self._failure(exc, state), state
 
@@ -383,9 +398,12 @@ class Assistant:
             query = replace(query, vectors={**query.vectors, state.model: vector})
             state = replace(state, query=query)
         within = item_filters(self.searcher, state.model, item, filters)
+        gendered = within
         if item is not None and not filters.get("gender"):
-            within = with_gender(self.searcher, state.model, within, query.gender)
-        answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=within)
+            gendered = with_gender(self.searcher, state.model, within, query.gender)
+        answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=gendered)
+        if not answer.results and gendered != within:  # none of the photo's gender in this category
+            answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=within)
         if item is not None and query.gender is None and query.item == 0:
             state = replace(state, query=replace(state.query, gender=photo_gender(answer.results)))
         return answer, state
@@ -438,6 +456,7 @@ class Assistant:
         spelled most like it."""
         parts = []
         for phrase, closest in unknown:
+            phrase = clipped(phrase)
             parts.append(f"“{phrase}” (closest: {', '.join(closest)})" if closest else f"“{phrase}”")
         return f"I didn't understand {', '.join(parts)}, so I left it out."
 
@@ -460,6 +479,8 @@ class Assistant:
                     if exc.hint else f"There is no product index for {model_label(exc.model)} yet.")
         if isinstance(exc, (WeightsMismatch, WeightsError, UnknownFilterValue)):
             return str(exc)
+        if isinstance(exc, NoProduct):
+            return f"Product {exc.product_id} is not in the catalog any more."
         if isinstance(exc, StoreError):
             return f"The product index cannot answer right now: {exc}"
         if _is_connection_error(exc):
@@ -489,6 +510,6 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["Assistant", "ChatProblem", "ChatState", "Query", "Reply", "as_text", "caption", "describe_results",
+__all__ = ["Assistant", "ChatProblem", "ChatState", "Query", "Reply", "MAX_MESSAGE_CHARS", "bounded_message", "as_text", "caption", "describe_results",
            "filter_chips", "without_chips", "rank_label",
            "filters_line", "pick_result", "CONTROL_FIELDS", "HELP"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Callable
 from urllib.parse import quote
 
 import gradio as gr
 
-from assistant.chat import Assistant, ChatState, Reply, as_text, filter_chips, without_chips
+from assistant.chat import Assistant, ChatState, Reply, as_text, bounded_message, filter_chips, without_chips
 from assistant.crop import (CROP_HELP, CropFiles, ItemThumbnails, crop_fractions, crop_preview, crop_status,
                             draw_items, mark_corner, new_crop)
 from assistant.filters import stem, words
@@ -125,7 +126,7 @@ class ChatEvents:
 
     def post_user(self, message: dict | None, history: list):
         message = message or {}
-        text = (message.get("text") or "").strip()
+        text = bounded_message((message.get("text") or "").strip())
         files = [f for f in message.get("files") or [] if f]
         if not text and not files:
             return history, history, gr.update(), None
@@ -258,18 +259,27 @@ class ChatEvents:
         return recommend_json(self.assistant, image, model, k, gender, category)
 
 
+def public_result(result) -> dict:
+    """`search --json`'s result with its image as a file name, not a path on this server."""
+    out = result.to_json()
+    if out.get("image"):
+        out["image"] = Path(str(out["image"])).name
+    return out
+
+
 def recommend_json(assistant: Assistant, image: str | None, model: str | None = None, k: float | None = None,
                    gender: str | None = None, category: str | None = None) -> dict:
     """The chat's one API event: `search --json`'s schema (with `items`), or {"query", "error"}
     in the chat's words."""
-    query = str(image) if image else None
+    # Public: names files, never where this server keeps them.
+    query = Path(str(image)).name if image else None
     try:
         look = find_the_look(assistant.searcher, assistant.settings.policy, image, model=model or None,
                              k=None if k in (None, "") else int(k),
                              filters=FilterRequest(gender=gender or None, category=category or None),
                              settings=assistant.look)
         answer = look.first
-        return {"query": query, "model": answer.model, "results": [r.to_json() for r in answer.results],
-                "items": [found.to_json(lambda r: r.to_json()) for found in look.items]}
+        return {"query": query, "model": answer.model, "results": [public_result(r) for r in answer.results],
+                "items": [found.to_json(public_result) for found in look.items]}
     except Exception as exc:
         return {"query": query, "error": assistant.explain(exc, model or assistant.settings.policy.default_model)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -137,8 +138,10 @@ def stem(word: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lower-case words, possessives dropped ("men's" -> "men"), split at anything not a letter or digit."""
-    text = str(text).casefold().replace("\u2019", "'").replace("`", "'")
+    """Lower-case words, possessives dropped ("men's" -> "men"), split at anything not a letter or digit.
+
+    NFKC first: full-width and other compatibility forms ("ｗｏｍｅｎ", "ﬁt") are the words they look like."""
+    text = unicodedata.normalize("NFKC", str(text)).casefold().replace("\u2019", "'").replace("`", "'")
     text = re.sub(r"(\w)'s?\b", r"\1", text)
     return re.findall(r"[^\W_]+", text)
 

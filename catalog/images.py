@@ -18,6 +18,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from catalog.errors import UserError
+from catalog.text import clipped  # a file's name is the sender's choice
 
 SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
 
@@ -101,7 +102,7 @@ def _reduce(image: Image.Image, limits: ImageLimits) -> Image.Image:
 def too_large(name: str, size: int, limits: ImageLimits) -> ImageError:
     """The one wording for a file over the size limit, wherever it is caught (here, or in the
     browser before the upload)."""
-    return ImageError(f"{name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB")
+    return ImageError(f"{clipped(name)} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.0f} MB")
 
 
 def _read_bytes(source: str | Path | bytes | BinaryIO, limits: ImageLimits) -> bytes:
@@ -112,7 +113,7 @@ def _read_bytes(source: str | Path | bytes | BinaryIO, limits: ImageLimits) -> b
         try:
             size = path.stat().st_size
         except OSError as exc:
-            raise ImageError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+            raise ImageError(f"cannot read {clipped(path.name)}: {exc.strerror or exc}") from exc
         if size > limits.max_bytes:
             raise too_large(path.name, size, limits)
         data = path.read_bytes()

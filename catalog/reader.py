@@ -143,6 +143,7 @@ class Record:
     line: int                      # the first line of the record (the header is line 1)
     fields: list[str] | None       # None: unreadable, see `problem`
     problem: str = ""
+    head: str = ""                 # the start of an unreadable record's text, to find its id in
 
 
 def _records(lines: list[str], width: int) -> Iterator[Record]:
@@ -166,11 +167,29 @@ def _records(lines: list[str], width: int) -> Iterator[Record]:
             continue
         joined = _join_quoted(lines, number - 1, width)
         if joined is None:
-            yield Record(first, None, "malformed row: a quote opens a field and never closes it")
+            yield Record(first, None, "malformed row: a quote opens a field and never closes it", text[:HEAD_CHARS])
             continue
         fields, used = joined
         number += used
         yield Record(first, fields)
+
+
+# Enough of an unreadable record to read the fields before its id (ids are short).
+HEAD_CHARS = 4096
+
+
+def _readable_id(head: str, header: list[str]) -> str | None:
+    """The id of a record that cannot be read whole (a 10 MB name, a quote left open), when the
+    fields up to it read and it is a valid id: the report then names the product."""
+    at = header.index("id")
+    try:
+        fields = next(csv.reader([head], strict=False), [])
+    except csv.Error:
+        return None
+    if len(fields) <= at + 1:   # the id field may be the one the head cut short
+        return None
+    pid = _clean(fields[at].strip())
+    return pid if pid is not None and id_problem(pid) is None else None
 
 
 def _only_a_quote_left_open(text: str) -> bool:
@@ -187,7 +206,7 @@ def _lenient(line: int, text: str) -> Record:
     try:
         return Record(line, next(csv.reader([text], strict=False), []))
     except csv.Error as exc:  # a field over the csv module's size limit
-        return Record(line, None, f"malformed row: {exc}")
+        return Record(line, None, f"malformed row: {exc}", text[:HEAD_CHARS])
 
 
 def _join_quoted(lines: list[str], index: int, width: int) -> tuple[list[str], int] | None:
@@ -306,7 +325,7 @@ def read_catalog(folder: str | Path, *, check_images: bool = True) -> Catalog:
     for record in _records(lines, len(header)):
         records += 1
         if record.fields is None:
-            skipped.append(Skipped(None, record.line, record.problem))
+            skipped.append(Skipped(_readable_id(record.head, header), record.line, record.problem))
             continue
         row = _row(record.fields, header, name_at)
         raw_id = (row.get("id") or "").strip()

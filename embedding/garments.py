@@ -87,21 +87,35 @@ def street_label_table(labels: dict[int, str]) -> np.ndarray:
 
 
 class GarmentHead(nn.Module):
-    """torchvision's LR-ASPP head on three of the backbone's stages: the stride-8 features for
-    edges, the stride-16 and (upsampled) stride-32 ones for what the pixel is."""
+    """The backbone's last block, trained, then torchvision's LR-ASPP head on three stages:
+    the stride-8 features for edges, the stride-16 and (upsampled) stride-32 ones for what the
+    pixel is. `top` starts from the ImageNet block when `init` (the backbone's) is given."""
 
-    def __init__(self, low: int, mid: int, high: int, classes: int, inter: int = 128):
+    def __init__(self, low: int, mid: int, high_in: int, classes: int, inter: int = 128,
+                 init: nn.Module | None = None):
         super().__init__()
-        from torchvision.models.segmentation.lraspp import LRASPPHead
-        self.head = LRASPPHead(low, mid + high, classes, inter)
+        import copy
 
-    def forward(self, s8: torch.Tensor, s16: torch.Tensor, s32: torch.Tensor) -> torch.Tensor:
+        from torchvision.models.segmentation.lraspp import LRASPPHead
+        self.top = copy.deepcopy(init) if init is not None else _lite_block(GARMENT_PARSER.tuned_block)
+        self.top.requires_grad_(True)
+        self.head = LRASPPHead(low, mid + GARMENT_PARSER.tuned_channels, classes, inter)
+
+    def forward(self, s8: torch.Tensor, s16: torch.Tensor, s32_in: torch.Tensor) -> torch.Tensor:
+        s32 = self.top(s32_in)
         high = torch.cat([s16, F.interpolate(s32, size=s16.shape[-2:], mode="bilinear", align_corners=False)], 1)
         return self.head({"low": s8, "high": high})
 
 
+def _lite_block(index: int) -> nn.Module:
+    """One block of the backbone's architecture, weights to be loaded."""
+    import timm
+    return timm.create_model(f"tf_{GARMENT_PARSER.backbone}", pretrained=False, num_classes=0).blocks[index]
+
+
 class Backbone(nn.Module):
-    """The frozen Lite0 ImageNet features at strides 8, 16 and 32."""
+    """The frozen Lite0 ImageNet layers up to the tuned block: the outputs of the blocks the
+    parser reads (strides 8, 16 and the tuned block's input at 32)."""
 
     def __init__(self):
         super().__init__()
@@ -115,11 +129,20 @@ class Backbone(nn.Module):
         self.mean = torch.tensor(arch.mean).view(1, 3, 1, 1)
         self.std = torch.tensor(arch.std).view(1, 3, 1, 1)
 
+    @property
+    def tuned_block(self) -> nn.Module:
+        """The ImageNet weights of the block the parser trains (its starting point)."""
+        return self.network.blocks[GARMENT_PARSER.tuned_block]
+
     def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """`pixels`: N x 3 x H x W in [0, 1]."""
-        x = (pixels - self.mean) / self.std
-        return self.network.forward_intermediates(x, indices=list(GARMENT_PARSER.feature_stages),
-                                                  intermediates_only=True)
+        x = self.network.bn1(self.network.conv_stem((pixels - self.mean) / self.std))
+        out = []
+        for index, block in enumerate(self.network.blocks[:GARMENT_PARSER.tuned_block]):
+            x = block(x)
+            if index in GARMENT_PARSER.feature_blocks:
+                out.append(x)
+        return out
 
 
 def parser_input(image: Image.Image, size: tuple[int, int] = GARMENT_PARSER.input_size) -> torch.Tensor:
@@ -180,7 +203,11 @@ class GarmentParser:
         if list(state.get("classes", [])) != list(CLASS_NAMES):
             raise UserError(f"{path} was trained for other classes ({state.get('classes')}); retrain it")
         head = new_head()
-        head.load_state_dict(state["head"])
+        try:
+            head.load_state_dict(state["head"])
+        except RuntimeError as exc:
+            raise UserError(f"{path} was trained for another parser layout; retrain it with "
+                            f"`python app.py train-parser` ({str(exc).splitlines()[0]})") from exc
         return cls(head)
 
     @torch.inference_mode()
@@ -196,8 +223,10 @@ class GarmentParser:
         return items_from(self.probabilities(image), self.min_score)
 
 
-def new_head() -> GarmentHead:
-    return GarmentHead(*GARMENT_PARSER.feature_channels, classes=len(GARMENT_CLASSES))
+def new_head(backbone: Backbone | None = None) -> GarmentHead:
+    """A head to train (from the backbone's ImageNet block) or to load a state into."""
+    return GarmentHead(*GARMENT_PARSER.feature_channels, classes=len(GARMENT_CLASSES),
+                       init=backbone.tuned_block if backbone is not None else None)
 
 
 def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Item]:

@@ -128,14 +128,20 @@ def architecture(name: str) -> Architecture:
 @dataclass(frozen=True)
 class ParserSpec:
     """The garment parser (embedding/garments.py): its backbone (a registered model, its ImageNet
-    weights frozen), the stages it reads, their channels, and its input size (height, width)."""
+    weights frozen up to `tuned_block`), the blocks whose outputs it reads (strides 8, 16, and
+    the input of the tuned block at stride 32), their channels, the tuned block's output
+    channels, and its input size (height, width)."""
     name: str
     backbone: str
-    feature_stages: tuple[int, ...]
+    feature_blocks: tuple[int, ...]
     feature_channels: tuple[int, ...]
+    tuned_block: int
+    tuned_channels: int
     input_size: tuple[int, int]
 
 
-# Lite0's stages 2, 3 and 4 in timm's feature_info: strides 8, 16 and 32. 448 x 288 keeps the
-# street photos' 2:3 and finds a watch at a few percent of the frame.
-GARMENT_PARSER = ParserSpec("garments_lite0", "efficientnet_lite0", (2, 3, 4), (40, 112, 320), (448, 288))
+# Lite0's blocks 2 (stride 8, 40 channels) and 4 (stride 16, 112) as they are, and its last
+# block (stride 32, 192 -> 320) trained with the head: the semantic stage learns garments, the
+# edges stay ImageNet's. 448 x 288 keeps the street photos' 2:3 and finds a watch at a few
+# percent of the frame.
+GARMENT_PARSER = ParserSpec("garments_lite0", "efficientnet_lite0", (2, 4, 5), (40, 112, 192), 6, 320, (448, 288))

@@ -310,8 +310,8 @@ def _ask_photos(run: _Run, searcher: Searcher, model: str, photos: list[Labelled
 
 
 def _colour_model(settings: EvaluationSettings) -> ColourModel | None:
-    """The colour model photos are read with; without the shipped file and without one named,
-    none (said in the report), unless the preference was asked for by naming a file."""
+    """The colour model photos are read with: the one named, else the shipped file; none when
+    the shipped file is missing (the report says photos were not read)."""
     try:
         return ColourModel.load(settings.colour_model)
     except FileNotFoundError:

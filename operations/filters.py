@@ -37,10 +37,6 @@ class FilterRequest:
             target.setdefault(key.strip(), []).append(value.strip())
         return wanted, excluded
 
-    def is_empty(self) -> bool:
-        wanted, excluded = self.raw()
-        return not wanted and not excluded
-
     def resolve(self, vocabulary: Mapping[str, list]) -> Filters:
         """Typed filters; `UnknownFilterValue` (with the closest values) for one no product has."""
         wanted, excluded = self.raw()

@@ -106,7 +106,8 @@ def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str |
     # The rest within the photo's gender when the first item's products agree on one (a
     # woman's outfit: her bag among women's and unisex bags), unless the shopper said one.
     rest = wanted if wanted.get("gender") else with_gender(searcher, model, wanted, photo_gender(first.answer.results))
-    return Look([first] + [search_item(searcher, model, image, item, k, rest, colours) for item in items[1:]], image)
+    return Look([first] + [search_item(searcher, model, image, item, k, rest, colours, shopper=wanted)
+                            for item in items[1:]], image)
 
 
 def photo_gender(results, share: float = 0.8, votes: int = 3) -> str | None:
@@ -126,11 +127,19 @@ def with_gender(searcher: Searcher, model: str, wanted: Filters, gender: str | N
 
 
 def search_item(searcher: Searcher, model: str, image: Image.Image, item: Item, k: int, wanted: Filters,
-                colours: ColourNamer | None = None) -> FoundItem:
-    """The item cut out and searched within its category (unless the shopper named one)."""
-    filters = item_filters(searcher, model, item, wanted)
+                colours: ColourNamer | None = None, shopper: Filters | None = None) -> FoundItem:
+    """The item cut out and searched within its category (unless the shopper named one).
+    `wanted`: the filters to search with; `shopper`: the shopper's own among them."""
+    shopper = wanted if shopper is None else shopper
     colour = _colour(colours, image, item)
-    answer = searcher.search_image(model, item.cut_out(image), k=k, filters=filters, views=AS_IS)
+    picture = item.cut_out(image)
+    # Within the item's category (and the photo's gender, in `wanted`), unless no product is
+    # there: then within the shopper's own filters alone.
+    answer = searcher.search_image(model, picture, k=k, filters=item_filters(searcher, model, item, wanted),
+                                   views=AS_IS)
+    if not answer.results and wanted != shopper:
+        answer = searcher.search_image(model, picture, k=k, filters=item_filters(searcher, model, item, shopper),
+                                       views=AS_IS)
     return FoundItem(item, answer, colour)
 
 

@@ -59,7 +59,7 @@ class RerankSettings:
     candidates: int = 50
     neighbours: int = 20
     temperature: float = 0.05
-    colour_weight: float = 0.03
+    colour_weight: float = 0.05
     colour_floor: float = 0.01
 
     def __post_init__(self):

@@ -15,6 +15,7 @@ from vectorstore.filters import Filters, resolve_filters
 from embedding.classifiers import Classifiers
 from search.reorder import RerankSettings, rerank
 from search.query_views import QueryViews, mean_direction
+from vectorstore.errors import NoProduct
 from vectorstore.store import NoIndex, ProductCollection, StoreError
 from catalog.errors import UserError
 
@@ -226,7 +227,7 @@ class Searcher:
         collection = self.collection(model, check_weights=False)
         vector = collection.vector_of(product_id)
         if vector is None:
-            raise KeyError(f"no product {product_id!r} in the {model} index")
+            raise NoProduct(model, product_id)
         # A stored vector is in the collection's space already, whatever weights built it; the
         # classifiers see the embedder's vector it was made from.
         return self._answer(model, self._prior_of(model, collection), collection.unprepare(vector),

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from operations import Refused, SearchPolicy
 from vectorstore import StoreError, UnknownFilterValue
+from vectorstore.errors import NoProduct
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ def install_error_handlers(app: FastAPI, policy: SearchPolicy) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException):
         detail = too_large_text(policy) if exc.status_code == 413 else exc.detail
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(NoProduct)
+    async def _no_product(request: Request, exc: NoProduct):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError):

@@ -5,11 +5,13 @@ from pathlib import Path
 from typing import Annotated
 
 import jinja2
+from markupsafe import Markup
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from operations import Refused, find_similar
+from catalog.text import shown_text
 from shop.context import ShopContext, id_url, shop_context
 from vectorstore import StoreError, UnknownFilterValue
 
@@ -23,10 +25,19 @@ Context = Annotated[ShopContext, Depends(shop_context)]
 
 
 def shop_templates() -> Jinja2Templates:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SHOP_DIR / "templates"), autoescape=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SHOP_DIR / "templates"), autoescape=True,
+                             finalize=_shown)
     env.globals["product_url"] = jinja2.pass_context(
         lambda context, route, product_id: id_url(context["request"], route, product_id))
     return Jinja2Templates(env=env)
+
+
+def _shown(value):
+    """Every value a page prints, without bidi controls (catalog names, ids, filter values);
+    the templates' own markup (macros, Markup) is left as it is."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return shown_text(value)
+    return value
 
 
 def render(shop: ShopContext, request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:

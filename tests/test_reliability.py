@@ -326,3 +326,109 @@ def test_a_pixel_flood_is_bounded_by_one_gate_and_memory_comes_back(indexed_db, 
     assert DECODE_GATE.peak <= DECODE_GATE.budget
     # What the burst took is handed back (one decode's worth of slack).
     assert after - before < 400 * 2**20, (before, after)
+
+
+# -- an operator's damaged files ------------------------------------------------------------------------
+def test_a_damaged_head_only_features_cache_is_computed_again(tmp_path):
+    from training import FinetuneSettings, finetune
+    catalog = make_catalog(tmp_path / "catalog", per_kind=4)
+    def head_only(epochs: int) -> FinetuneSettings:
+        return FinetuneSettings(catalog=catalog, model=MODEL, out=tmp_path / "head.pt", epochs=epochs, image_size=64,
+                                batch_size=16, device="cpu", weights="random", seed=3, val_fraction=0.25,
+                                workers=0, threads=1, progress=False, head_only=True)
+    finetune(head_only(1), log=lambda line: None)
+    features = head_only(1).features_path
+    stored = features.read_bytes()
+    features.write_bytes(stored[:len(stored) // 2])   # a copy cut short
+    messages: list[str] = []
+    resumed = finetune(head_only(2), log=messages.append)   # resumes from the checkpoint, needs the features
+    assert resumed.resumed_from == 1 and [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    damaged = [m for m in messages if "unreadable" in m]
+    assert len(damaged) == 1 and str(features) in damaged[0] and "computing them again" in damaged[0]
+    assert not any(m.startswith("frozen features from") for m in messages)
+    import torch
+    assert len(torch.load(features, weights_only=True)["rows"]) > 0   # stored again, whole
+    messages.clear()
+    finetune(head_only(3), log=messages.append)
+    assert any(m.startswith("frozen features from") for m in messages)
+
+
+# -- what a client sends and what answers repeat of it ---------------------------------------------------
+BIDI = "\u202e\u2066\u200f"
+
+
+@pytest.fixture(scope="module")
+def chat(searcher):
+    from assistant.chat import Assistant
+    from assistant.events import ChatEvents
+    from assistant.settings import AssistantSettings
+    from operations import SearchPolicy
+    settings = AssistantSettings(policy=SearchPolicy(models=(MODEL,), default_model=MODEL, k=3, max_k=12))
+    return ChatEvents(Assistant(searcher, settings), settings)
+
+
+def test_a_huge_chat_message_is_cut_before_it_is_kept_or_answered(chat):
+    from assistant.chat import MAX_MESSAGE_CHARS
+    flood = "zqxv " * 200_000   # a megabyte of words nobody knows
+    history, _, _, pending = chat.post_user({"text": flood, "files": []}, [])
+    assert len(pending["text"]) <= MAX_MESSAGE_CHARS + 1 and pending["text"].endswith("…")
+    assert sum(len(m["content"]) for m in history) < 2 * MAX_MESSAGE_CHARS   # the echo, escaped
+    reply, _ = chat.assistant.handle_turn(chat.assistant.new_state(), flood)
+    assert len(reply.markdown()) < 2 * MAX_MESSAGE_CHARS
+
+
+def test_the_chat_api_names_files_never_server_paths(chat, tmp_path):
+    from assistant.events import recommend_json
+    from tests.conftest import KINDS, draw_product
+    photo = tmp_path / "uploads" / "heel.jpg"
+    photo.parent.mkdir()
+    draw_product(999_001, KINDS[0][5], KINDS[0][6], size=(120, 160)).save(photo)
+    out = recommend_json(chat.assistant, str(photo), k=3)
+    assert out["query"] == "heel.jpg" and len(out["results"]) == 3
+    images = [r["image"] for r in out["results"]] + [r["image"] for item in out["items"] for r in item["results"]]
+    assert images and all(image and "/" not in image and image.startswith(r["id"])
+                          for image, r in zip(images, out["results"] + [r for i in out["items"] for r in i["results"]]))
+    assert str(tmp_path) not in str(out)
+
+
+def test_echoed_values_are_cut_short(tmp_path):
+    from catalog import ImageError, open_image
+    from vectorstore import UnknownFilterValue
+    from vectorstore.filters import canonical_value
+    with pytest.raises(UnknownFilterValue) as unknown:
+        canonical_value("gender", "W" * 100_000 + BIDI, {"gender": ["Women", "Men"]})
+    assert len(str(unknown.value)) < 200 and "…" in str(unknown.value)
+    with pytest.raises(ImageError) as unreadable:
+        open_image(tmp_path / ("n" * 240 + ".jpg"))
+    assert "cannot read nnn" in str(unreadable.value) and len(str(unreadable.value)) < 160
+
+
+def test_full_width_words_are_understood():
+    from assistant.filters import words
+    assert words("ｗｏｍｅｎ's ＨＥＥＬＳ, ﬁt") == ["women", "heels", "fit"]
+
+
+def test_bidi_controls_never_reach_the_chat_or_the_shop_pages(indexed_db, embedders):
+    from assistant.chat import as_text, caption
+    from search import Result
+    named = Result("1001", 0.9, {"name": f"Heel{BIDI}s 99{BIDI}", "articleType": f"Heels{BIDI}", "gender": "Women"})
+    for shown in (caption(named), as_text(named.get("name"))):
+        assert not set(BIDI) & set(shown) and "Heels 99" in shown
+    app, _ = shop_over(indexed_db, embedders)
+    with TestClient(app) as client:
+        missing = client.get("/products/ab%E2%80%AEcd")
+        filtered = client.get("/", params={"gender": f"Wo{BIDI}men" + "x" * 5000})
+        grid = client.get("/")
+    assert missing.status_code == 404 and "abcd" in missing.text and not set(BIDI) & set(missing.text)
+    assert filtered.status_code == 400 and not set(BIDI) & set(filtered.text) and "x" * 200 not in filtered.text
+    assert grid.status_code == 200 and "&lt;a" not in grid.text and 'class="card"' in grid.text  # markup intact
+
+
+def test_a_skipped_catalog_row_is_named_by_its_id(tmp_path):
+    from catalog import read_catalog
+    rows = ("9998,Men,Apparel,Topwear,Tshirts,Blue,Summer,2012,Casual," + "x" * 10_000_000 + "\n"
+            '9999,Men,Apparel,Topwear,Tshirts,Blue,Summer,2012,Casual,"a quote left open\n')
+    catalog = read_catalog(make_catalog(tmp_path, per_kind=1, extra_rows=rows))
+    skipped = {s.id: s.reason for s in catalog.skipped}
+    assert set(skipped) >= {"9998", "9999"} and None not in skipped
+    assert "field larger than field limit" in skipped["9998"] and "quote" in skipped["9999"]

@@ -256,6 +256,8 @@ def test_a_damaged_cached_model_is_one_sentence_when_it_cannot_be_rebuilt(cache_
     with pytest.raises(RuntimeUnavailable, match=why) as refused:
         apply_runtime(embedder, settings(copy, runtime=ONNX_INT8))
     assert "\n" not in str(refused.value)
+    if damage != "truncated":
+        return
     monkeypatch.undo()   # with the exporter back, the same entry is rebuilt and used
     assert apply_runtime(embedder, settings(copy, runtime=ONNX_INT8), lines.append) == ONNX_INT8
     assert "rebuilt" in lines[-1]

@@ -1,5 +1,8 @@
-"""Fine-tuning the embedders on a catalog's own labels. May import `catalog` and
-`vectorstore` only; app.py wires it to the command line (`python app.py finetune`)."""
+"""Training what the project ships or serves: fine-tuning the embedders on a catalog's own
+labels (`app.py finetune`), the garment parser's head (`app.py train-parser`) and the colour
+model. May import the layers below the surfaces (catalog, embedding, vectorstore, search) and
+the one P@k of `evaluation.metrics` (training validates as evaluation scores),
+never `operations`, `assistant` or `shop`."""
 from training.checkpoint import CheckpointMismatch
 from training.settings import FinetuneSettings
 from training.trainer import FinetuneResult, finetune

@@ -66,10 +66,6 @@ class LabelVocab:
     def from_products(cls, products: Sequence[Product], targets: Sequence[str] = TARGETS) -> "LabelVocab":
         return cls({t: tuple(sorted({getattr(p, t) for p in products if getattr(p, t)})) for t in targets})
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Sequence[str]]) -> "LabelVocab":
-        return cls({t: tuple(v) for t, v in values.items()})
-
     def as_dict(self) -> dict[str, list[str]]:
         return {t: list(v) for t, v in self.values.items()}
 
@@ -198,9 +194,5 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return batches
 
 
-def primary_labels(products: Sequence[Product]) -> list[str | None]:
-    return [getattr(p, PRIMARY) for p in products]
-
-
 __all__ = ["IGNORE", "Split", "sample_products", "split_products", "LabelVocab", "short_side_size",
-           "downsize", "map_in_processes", "DecodedImages", "AugmentedProducts", "epoch_batches", "primary_labels"]
+           "downsize", "map_in_processes", "DecodedImages", "AugmentedProducts", "epoch_batches"]

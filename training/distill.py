@@ -41,13 +41,9 @@ class Teacher(nn.Module):
             return nn.functional.normalize(self.network(images * self.scale + self.shift).float(), dim=1)
 
 
-def distill_map(student_dim: int, teacher_dim: int) -> nn.Linear:
-    return nn.Linear(student_dim, teacher_dim, bias=False)
-
-
 def distill_cosine(mapped: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Per-image cosine between the mapped student features and the teacher's unit vectors."""
     return nn.functional.cosine_similarity(mapped.float(), teacher, dim=1)
 
 
-__all__ = ["Teacher", "distill_map", "distill_cosine"]
+__all__ = ["Teacher", "distill_cosine"]

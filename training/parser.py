@@ -36,6 +36,7 @@ class ParserSettings:
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    block_lr: float = 0.2         # the tuned backbone block's learning rate, as a share of lr
     held_out: float = 0.15       # share of photos never trained on
     seed: int = 0
     limit: int | None = None     # the first N photos only (tests)
@@ -56,7 +57,7 @@ class ParserSettings:
     def identity(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "threads": self.threads,
                 "composites": self.composites if self.catalog else 0,
-                "weight_decay": self.weight_decay, "held_out": self.held_out, "seed": self.seed, "limit": self.limit}
+                "weight_decay": self.weight_decay, "block_lr": self.block_lr, "held_out": self.held_out, "seed": self.seed, "limit": self.limit}
 
 
 def split(photos: list[Photo], held_out: float, seed: int) -> tuple[list[Photo], list[Photo]]:
@@ -149,10 +150,14 @@ def train_parser(settings: ParserSettings) -> dict:
     print(f"garment parser: {len(train)} photos to train on, {len(held)} held out")
     backbone = Backbone()
     data = training_features(train, table, backbone, settings)
-    head = new_head().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    head = new_head(backbone).to(memory_format=torch.channels_last)
+    # The ImageNet block learns slower than the new head: it starts from something good.
+    optimizer = torch.optim.AdamW([{"params": head.head.parameters(), "lr": settings.lr},
+                                   {"params": head.top.parameters(), "lr": settings.lr * settings.block_lr}],
+                                  weight_decay=settings.weight_decay)
     steps = settings.epochs * -(-len(data["target"]) // settings.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, [settings.lr, settings.lr * settings.block_lr],
+                                                   total_steps=steps, pct_start=0.1)
     checkpoint = settings.out.with_suffix(".ckpt")
     start, history = _resume(checkpoint, settings, head, optimizer, schedule)
     weights = class_weights(data["target"])

@@ -475,14 +475,35 @@ class _HeadOnly:
     def __init__(self, run: _Run, val: ValidationImages):
         self.run = run
         path = run.settings.features_path
-        cached = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
-        if cached is not None and cached.get("identity") == run.identity:
+        cached = self._read_cache(run, path)
+        if cached is not None:
             run.log(f"frozen features from {path}")
         else:
             cached = self._compute(run, val)
             atomic_save(cached, path)
         self.rows, self.targets = cached["rows"], cached["targets"]
         self.val_clean, self.val_photo = cached["val_clean"], cached["val_photo"]
+
+    @staticmethod
+    def _read_cache(run: _Run, path) -> dict | None:
+        """The stored features of this run, or None when there are none, they are another
+        run's, or the file is damaged (a disk that filled, a copy cut short): they are only a
+        cache, so they are computed again rather than stopping the run."""
+        if not path.is_file():
+            return None
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(cached, dict) or cached.get("identity") != run.identity:
+                return None
+            rows, targets = cached["rows"], cached["targets"]
+            if not (isinstance(rows, torch.Tensor) and isinstance(targets, torch.Tensor) and len(rows) == len(targets)
+                    and all(isinstance(cached[k], torch.Tensor) for k in ("val_clean", "val_photo"))):
+                raise ValueError("its tensors do not fit together")
+            return cached
+        except Exception as exc:  # torch.load's errors on a damaged file are of many kinds
+            run.log(f"frozen features in {path} unreadable ({type(exc).__name__}: "
+                    f"{(str(exc).splitlines() or [''])[0][:120]}); computing them again")
+            return None
 
     @staticmethod
     def _compute(run: _Run, val: ValidationImages) -> dict:

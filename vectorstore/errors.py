@@ -18,6 +18,14 @@ class NoIndex(StoreError):
         super().__init__(f"no index for {model} yet" + (f". Build it first: {hint}" if hint else ""))
 
 
+class NoProduct(StoreError):
+    """The product is not in the index (any more: a rebuild or an update removed it)."""
+
+    def __init__(self, model: str, product_id: str):
+        self.model, self.product_id = model, product_id
+        super().__init__(f"no product {product_id!r} in the {model} index")
+
+
 class WeightsMismatch(StoreError):
     pass
 

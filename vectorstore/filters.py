@@ -15,6 +15,7 @@ import pandas as pd
 
 from catalog.products import CATEGORY_FIELDS, METADATA_FIELDS
 from catalog.errors import UserError
+from catalog.text import clipped
 
 CATEGORY = "category"  # pseudo-field: any of masterCategory, subCategory, articleType
 
@@ -25,7 +26,8 @@ class UnknownFilterValue(UserError):
         self.value = value
         self.suggestions = suggestions
         hint = f"; closest known: {', '.join(suggestions)}" if suggestions else ""
-        super().__init__(f"no product has {field_name} = {value!r}{hint}")
+        # The value is whatever a client typed: repeated in part, never whole.
+        super().__init__(f"no product has {clipped(field_name)} = {clipped(value)!r}{hint}")
 
 
 ORDER = ("gender", CATEGORY, *CATEGORY_FIELDS, "baseColour", "season", "usage", "year")
