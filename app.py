@@ -62,6 +62,22 @@ def _add_items(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parser", help="a garment parser file (default: the one shipped in embedding/)")
 
 
+def _add_colour(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--colour", choices=("on", "off"), default="on",
+                   help="on (default): read the colour of a photo's item from its own pixels, name it, and prefer "
+                        "products of that colour (softly: never a filter); off: no colour reading")
+    p.add_argument("--colour-model", help="a colour model file (default: embedding/colour_model.npz)")
+
+
+def _colour_factory(args):
+    """The colour model, built on first use, unless colour is off."""
+    if getattr(args, "colour", "on") == "off":
+        return None
+    from embedding.colour import ColourModel
+    path = getattr(args, "colour_model", None)
+    return lambda: ColourModel.load(Path(path) if path else None)
+
+
 def _rerank_settings(args):
     from search import NO_RERANK, RerankSettings
     return RerankSettings() if getattr(args, "rerank", "on") == "on" else NO_RERANK
@@ -156,7 +172,7 @@ def cmd_search(args) -> int:
     searcher = Searcher(make_client(_store_settings(args)), weights=args.weights, device=args.device,
                         index_hint=_index_hint(args), embedder_factory=_builder(args),
                         rerank=_rerank_settings(args), query_views=_query_views(args),
-                        parser_factory=_parser_factory(args))
+                        parser_factory=_parser_factory(args), colour_factory=_colour_factory(args))
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k, max_k=max(args.k, 50))
     request = FilterRequest(gender=args.gender, category=args.category, where=tuple(args.where or ()))
     look_settings = LookSettings(items=args.items == "on")
@@ -252,7 +268,7 @@ def _assistant_parts(args):
     searcher = Searcher(client, weights=args.weights, device=args.device, index_hint=_index_hint(args),
                         embedders=embedders, embedder_factory=_builder(args),
                         rerank=_rerank_settings(args), query_views=_query_views(args),
-                        parser_factory=_parser_factory(args))
+                        parser_factory=_parser_factory(args), colour_factory=_colour_factory(args))
     indexer = _start_background_index(args, client, catalog, embedders, searcher) \
         if catalog is not None and args.background else None
     images_dir = (Path(args.catalog) / "images").resolve() if args.catalog else None
@@ -311,7 +327,11 @@ def cmd_evaluate(args) -> int:
     from evaluation import EvaluationSettings, run_evaluation
     from evaluation.report import write_report
     from embedding import held_out_ids
-    held_out = held_out_ids(args.held_out) if args.held_out else ()
+    from embedding.colour import ColourModel
+    # The colour model's file holds out products too (those it never trained on).
+    held_out = (tuple(ColourModel.load(Path(args.held_out)).facts["held_out_ids"])
+                if args.held_out and args.held_out.endswith(".npz")
+                else held_out_ids(args.held_out) if args.held_out else ())
     embedders = _embedders(args, _models(args.models))
     settings = EvaluationSettings(
         catalog=Path(args.catalog), store=_store_settings(args), models=tuple(embedders),
@@ -323,6 +343,8 @@ def cmd_evaluate(args) -> int:
         variant_dir=Path(args.variant_dir) if args.variant_dir else Path(args.out) / "catalog-variant",
         input_size=args.input_size, framing=args.framing, rerank=_rerank_settings(args),
         query_views=_query_views(args),
+        photos=Path(args.photos) if args.photos else None, colour_preference=args.colour == "on",
+        colour_model=Path(args.colour_model) if args.colour_model else None,
         show_progress=not args.quiet)
     evaluation = run_evaluation(settings, embedders=embedders)
     paths = write_report(evaluation, Path(args.out))
@@ -404,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_command(sub)
     _add_train_parser_command(sub)
     _add_evaluate_look_command(sub)
+    _add_train_colour_command(sub)
     return parser
 
 
@@ -440,6 +463,7 @@ def _add_search_command(sub) -> None:
                    help="a metadata condition, repeatable: baseColour=Black, or baseColour!=Black to leave out")
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     _add_items(p)
+    _add_colour(p)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_search)
 
@@ -461,6 +485,7 @@ def _add_serving_commands(sub) -> None:
         p.add_argument("--port", type=int, default=port)
         p.add_argument("--quiet", action="store_true")
         _add_items(p)
+        _add_colour(p)
         p.add_argument("--product-url", help="where a result's \"View product\" leads, {id} standing for the "
                        "product id, e.g. https://shop.example/p/{id} (shop: its own product pages; "
                        "serve: the product's picture when not given)")
@@ -504,6 +529,9 @@ def _add_evaluate_command(sub) -> None:
                        help="crop: resize the short side and centre crop (torchvision's ImageNet "
                             "transforms); pad: pad to a square on white (default: each model's own)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--photos", help="a folder of labelled real photos (DIR/<class>/*.jpg, optional DIR/colours.csv "
+                   "of path,baseColour): P@k by kind, colour and type+colour, leniently (catalog/photo_labels.py)")
+    _add_colour(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -604,6 +632,23 @@ def _add_evaluate_look_command(sub) -> None:
     p.add_argument("--parser", help="the parser file whose held-out photos are used (default: the shipped one)")
     p.add_argument("--out", default="eval-look")
     p.set_defaults(func=cmd_evaluate_look)
+
+
+def cmd_train_colour(args) -> int:
+    from training.colour import ColourTrainingSettings, train_colour_model
+    train_colour_model(Path(args.catalog), Path(args.out), args.seed, ColourTrainingSettings(workers=args.workers),
+                       log=lambda m: print(m, file=sys.stderr))
+    print(args.out)
+    return 0
+
+
+def _add_train_colour_command(sub) -> None:
+    p = sub.add_parser("train-colour", help="learn the colour model from the catalog's shots and baseColour labels")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--out", default="embedding/colour_model.npz", help="default: %(default)s (the shipped file)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_train_colour)
 
 
 def _add_train_parser_command(sub) -> None:

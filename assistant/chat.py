@@ -61,6 +61,9 @@ class Query:
     items: tuple[Item, ...] = ()
     item: int | None = None
     colours: tuple[str | None, ...] = ()    # each item's colour as seen, when a colour model is given
+    # The colour read from the searched item's (or the whole photo's) pixels: p over the
+    # catalog's colours, a soft preference of the search; None until read, or without a model.
+    reading: Mapping[str, float] | None = None
     gender: str | None = None               # the gender the first item's products agreed on
 
     @property
@@ -365,13 +368,19 @@ class Assistant:
         return Query("photo", label or "your photo", path=path, items=items, item=0 if items else None,
                      colours=colours)
 
+    def _colour_reading(self, photo: Image.Image, item: Item | None) -> Mapping[str, float] | None:
+        model = self.searcher.colour_model()
+        if model is None:
+            return None
+        return model.probabilities(photo, item.full_mask(photo.size) if item is not None else None)
+
     def search_item(self, state: ChatState, index: int) -> tuple[Reply, ChatState]:
         """Another item of the photo (a tap on it), searched with the conversation's filters."""
         try:
             query = state.query
             if query is None or not 0 <= index < len(query.items):
                 raise ChatProblem("That item is not in the last photo; send the photo again.")
-            state = replace(state, query=replace(query, item=index, vectors={}))
+            state = replace(state, query=replace(query, item=index, vectors={}, reading=None))
             return self._search(state, [])
         except Exception as exc:
             return self._failure(exc, state), state
@@ -391,19 +400,22 @@ class Assistant:
             photo = self._open_photo(query.path, query.crop)
             # A shopper's crop, or an item the parser cut out, is framed already: searched as it
             # is. A whole photo is searched with its zoomed views too (search/query_views.py).
+            reading = query.reading if query.reading is not None else self._colour_reading(photo, item)
             if item is not None:
                 photo = item.cut_out(photo)
             embed = self.searcher.embed if query.crop or item is not None else self.searcher.embed_photos
             vector = embed(state.model, [photo])[0]
-            query = replace(query, vectors={**query.vectors, state.model: vector})
+            query = replace(query, vectors={**query.vectors, state.model: vector}, reading=reading)
             state = replace(state, query=query)
         within = item_filters(self.searcher, state.model, item, filters)
         gendered = within
         if item is not None and not filters.get("gender"):
             gendered = with_gender(self.searcher, state.model, within, query.gender)
-        answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=gendered)
+        # A colour the shopper named (a filter) says more than the one read from the pixels.
+        reading = None if filters.get("baseColour") else state.query.reading
+        answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=gendered, colour=reading)
         if not answer.results and gendered != within:  # none of the photo's gender in this category
-            answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=within)
+            answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=within, colour=reading)
         if item is not None and query.gender is None and query.item == 0:
             state = replace(state, query=replace(state.query, gender=photo_gender(answer.results)))
         return answer, state
@@ -442,6 +454,9 @@ class Assistant:
         else:
             headline = f"No products found like {label}, by {model_label(state.model)}: the index is empty."
         items_line = _items_line(query) if announce and item is not None else ""
+        if announce and item is None and query.kind == "photo" and query.reading and not asked.get("baseColour"):
+            seen = max(query.reading, key=query.reading.get)
+            items_line = f"The colour I see is {seen.lower()}: say another colour (or “not {seen.lower()}”) to change it."
         return Reply("results", headline, filters_line(filters), results, tuple(notes), items_line), state
 
     # -- helpers -----------------------------------------------------------------------

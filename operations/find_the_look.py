@@ -88,7 +88,7 @@ class LookSettings:
 def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str | Path | None, *,
                   name: str | None = None, model: str | None = None,
                   k: int | None = None, filters: FilterRequest | Filters = FilterRequest(),
-                  settings: LookSettings = LookSettings(), colours: ColourNamer | None = None) -> Look:
+                  settings: LookSettings = LookSettings()) -> Look:
     """Check the request, open the photo, find its items, search each. Raises `Refused` (with
     reason "nothing_found" for a photo that shows nothing), `UnknownFilterValue`, `ImageError`
     or the store's errors."""
@@ -100,8 +100,11 @@ def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str |
     if shows_nothing(image, settings):
         raise Refused("nothing_found", NOTHING_FOUND)
     items = items_in(searcher, image, settings)
+    colours = searcher.colour_model()
     if not items:
-        return Look([FoundItem(None, searcher.search_image(model, image, k=k, filters=wanted))], image)
+        reading = colours.probabilities(image) if colours is not None else None
+        answer = searcher.search_image(model, image, k=k, filters=wanted, colour=reading)
+        return Look([FoundItem(None, answer, _most_likely(reading))], image)
     first = search_item(searcher, model, image, items[0], k, wanted, colours)
     # The rest within the photo's gender when the first item's products agree on one (a
     # woman's outfit: her bag among women's and unisex bags), unless the shopper said one.
@@ -131,16 +134,17 @@ def search_item(searcher: Searcher, model: str, image: Image.Image, item: Item, 
     """The item cut out and searched within its category (unless the shopper named one).
     `wanted`: the filters to search with; `shopper`: the shopper's own among them."""
     shopper = wanted if shopper is None else shopper
-    colour = _colour(colours, image, item)
+    reading = colours.probabilities(image, item.full_mask(image.size)) if colours is not None else None
     picture = item.cut_out(image)
     # Within the item's category (and the photo's gender, in `wanted`), unless no product is
-    # there: then within the shopper's own filters alone.
+    # there: then within the shopper's own filters alone. The colour of the item's own pixels
+    # is a soft preference, never a filter.
     answer = searcher.search_image(model, picture, k=k, filters=item_filters(searcher, model, item, wanted),
-                                   views=AS_IS)
+                                   views=AS_IS, colour=reading)
     if not answer.results and wanted != shopper:
         answer = searcher.search_image(model, picture, k=k, filters=item_filters(searcher, model, item, shopper),
-                                       views=AS_IS)
-    return FoundItem(item, answer, colour)
+                                       views=AS_IS, colour=reading)
+    return FoundItem(item, answer, _most_likely(reading))
 
 
 def shows_nothing(image: Image.Image, settings: LookSettings) -> bool:
@@ -181,11 +185,8 @@ def item_filters(searcher: Searcher, model: str, item: Item | None, wanted: Filt
     return wanted.with_values(CATEGORY, [c for c in item.search_categories if c in known])
 
 
-def _colour(colours: ColourNamer | None, image: Image.Image, item: Item) -> str | None:
-    if colours is None:
-        return None
-    probabilities = colours.probabilities(image, item.full_mask(image.size))
-    return max(probabilities, key=probabilities.get) if probabilities else None
+def _most_likely(reading: dict[str, float] | None) -> str | None:
+    return max(reading, key=reading.get) if reading else None
 
 
 __all__ = ["FoundItem", "Look", "LookSettings", "NOTHING_FOUND", "find_the_look", "item_filters", "items_in",

@@ -276,7 +276,7 @@ def test_controls_set_filters_model_and_k(assistant, first):
 def test_the_chat_api_returns_the_search_json_schema(assistant, photo, tmp_path):
     from assistant.events import recommend_json
     out = recommend_json(assistant, str(photo), model="resnet18", k=3, gender="women", category="footwear")
-    assert out["model"] == "resnet18" and out["query"] == str(photo) and len(out["results"]) == 3
+    assert out["model"] == "resnet18" and out["query"] == photo.name and len(out["results"]) == 3
     for row in out["results"]:
         assert set(row) == {"id", "score", "name", "gender", "masterCategory", "subCategory", "articleType",
                             "baseColour", "season", "year", "usage", "image"}
