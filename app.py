@@ -8,8 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from embedding import registry
 from catalog.errors import UserError
+from embedding import registry
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -306,8 +306,10 @@ def cmd_serve(args) -> int:
 
 
 def cmd_shop(args) -> int:
-    import uvicorn
     from functools import partial
+
+    import uvicorn
+
     from assistant.mount import mount_assistant
     from shop import ShopSettings, build_app
     models, searcher, assistant, images_dir, indexer = _assistant_parts(args)
@@ -324,10 +326,10 @@ def cmd_shop(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from evaluation import EvaluationSettings, run_evaluation
-    from evaluation.report import write_report
     from embedding import held_out_ids
     from embedding.colour import ColourModel
+    from evaluation import EvaluationSettings, run_evaluation
+    from evaluation.report import write_report
     # The colour model's file holds out products too (those it never trained on).
     held_out = (tuple(ColourModel.load(Path(args.held_out)).facts["held_out_ids"])
                 if args.held_out and args.held_out.endswith(".npz")
@@ -381,9 +383,9 @@ def _image_variant(args):
 
 
 def cmd_finetune(args) -> int:
+    from embedding import tuned_file
     from training import finetune
     from training.recipes import on_gpu, recipe_settings
-    from embedding import tuned_file
     out = Path(args.out) if args.out else tuned_file(args.model, Path(args.weights_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     aux = tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()) if args.aux_targets else None

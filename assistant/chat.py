@@ -11,27 +11,26 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from assistant.crop import cut
-from assistant.filters import Understanding, Vocabulary, understand
 from assistant.settings import AssistantSettings, model_label
+from assistant.words import Understanding, Vocabulary, understand
 from catalog import ImageError, open_image
+from catalog.errors import UserError
 from catalog.images import SUPPORTED, too_large
+from catalog.text import clipped, shown_text
+from embedding import WeightsError
 from embedding.garments import Item, describe_items
 from operations import LookSettings, Refused
-from operations.find_the_look import (NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing,
-                                      with_gender)
+from operations.find_the_look import NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing, with_gender
+from search import Answer, Result, Searcher
 from vectorstore import CATEGORY, Filters, NoIndex, StoreError, UnknownFilterValue, WeightsMismatch
 from vectorstore.errors import NoProduct
-from search import Answer, Result, Searcher
-from embedding import WeightsError
-from catalog.errors import UserError
-from catalog.text import clipped, shown_text
 
 log = logging.getLogger(__name__)
 

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 import gradio as gr
 
 from assistant.chat import Assistant, ChatState, Reply, as_text, bounded_message, filter_chips, without_chips
-from assistant.crop import (CROP_HELP, CropFiles, ItemThumbnails, crop_fractions, crop_preview, crop_status,
-                            draw_items, mark_corner, new_crop)
-from assistant.filters import stem, words
+from assistant.crop import (
+    CROP_HELP,
+    CropFiles,
+    ItemThumbnails,
+    crop_fractions,
+    crop_preview,
+    crop_status,
+    draw_items,
+    mark_corner,
+    new_crop,
+)
 from assistant.messages import keep_recent_galleries, reply_messages, shown_file
 from assistant.pictures import picture_name
 from assistant.settings import AssistantSettings
+from assistant.words import stem, words
 from catalog.products import CATEGORY_FIELDS
 from operations import FilterRequest, find_the_look
 from vectorstore import CATEGORY, StoreError

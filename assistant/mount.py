@@ -4,9 +4,9 @@ Imported only where the chat is served: the shop and its API work (and test) wit
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 from fastapi import FastAPI

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from operations.policy import SearchPolicy, model_label
 from catalog.errors import UserError
+from operations.policy import SearchPolicy, model_label
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ searches run at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import gradio as gr
 

@@ -28,12 +28,13 @@ from bench.common import DEFAULT_CATALOG, free_port, pct, table  # noqa: E402
 
 def serve(db: str, weights: str, models: tuple[str, ...], port: int, images_dir: str | None, runtime: str) -> None:
     import uvicorn
-    from operations import SearchPolicy
-    from shop import ShopSettings, build_app
-    from search import Searcher
-    from vectorstore import StoreSettings, make_client
+
     from embedding import load_embedder
     from embedding.runtime import RuntimeSettings, apply_runtime
+    from operations import SearchPolicy
+    from search import Searcher
+    from shop import ShopSettings, build_app
+    from vectorstore import StoreSettings, make_client
     embedders = {m: load_embedder(m, weights) for m in models}
     for embedder in embedders.values():
         apply_runtime(embedder, RuntimeSettings(runtime=runtime))

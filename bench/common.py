@@ -26,6 +26,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def add_search_arguments(parser) -> None:
+    """The options every search benchmark takes: the store, the model and its weights."""
+    parser.add_argument("--db", default="data/chroma")
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="auto")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

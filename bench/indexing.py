@@ -17,8 +17,8 @@ import torch
 from bench.common import DEFAULT_CATALOG, table
 from catalog import open_image, read_catalog
 from embedding import MODEL_NAMES, load_embedder
-from vectorstore import StoreSettings, make_client
 from indexing import index_catalog
+from vectorstore import StoreSettings, make_client
 
 
 def main() -> None:

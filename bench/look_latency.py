@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.common import ROOT, pct, table
+from bench.common import ROOT, add_search_arguments, pct, table
 from catalog import open_image
 from embedding.garments import GarmentParser
 from operations import LookSettings, SearchPolicy, find_the_look
@@ -23,9 +23,7 @@ DEFAULT_PHOTOS = ROOT.parent / "shared" / "photos" / "street" / "images"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--db", default="data/chroma")
-    parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--weights", default="auto")
+    add_search_arguments(parser)
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS))
     parser.add_argument("--n", type=int, default=40)
     args = parser.parse_args()

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from bench.common import DEFAULT_CATALOG, table
 from catalog import read_catalog
+from embedding import load_embedder
+from indexing import index_catalog
+from indexing.ray_engine import FIRST_BATCH_STAGE, STEADY_STAGE, RaySettings, index_catalog_ray
 from tests.conftest import free_port, start_chroma
 from vectorstore import StoreSettings, make_client
-from indexing import index_catalog
-from embedding import load_embedder
-from indexing.ray_engine import FIRST_BATCH_STAGE, STEADY_STAGE, RaySettings, index_catalog_ray
 
 
 def main() -> None:

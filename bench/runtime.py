@@ -30,8 +30,8 @@ from bench.common import DEFAULT_CATALOG, table
 from catalog import read_catalog
 from catalog.photolike import shopper_photo
 from embedding import MODEL_NAMES, load_embedder, resolve_weights
-from embedding.weights import DEFAULT_WEIGHTS_DIR
 from embedding.runtime import DEFAULT_CACHE_DIR, RuntimeSettings, fast_model, readable_sample, session_forward
+from embedding.weights import DEFAULT_WEIGHTS_DIR
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ import numpy as np
 from bench.common import DEFAULT_CATALOG, pct, table
 from catalog import open_image, read_catalog
 from catalog.handheld import handheld_photo
-from search import AS_IS, Searcher
 from embedding import MODEL_NAMES
+from search import AS_IS, Searcher
 from vectorstore import StoreSettings, make_client
 
 

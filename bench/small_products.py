@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import DEFAULT_CATALOG, ROOT, table
-from embedding.garments import SHIPPED_FILE, GarmentParser
-from embedding.garments import box_iou
+from bench.common import DEFAULT_CATALOG, ROOT, add_search_arguments, table
+from catalog.street import street_photos
+from embedding.garments import SHIPPED_FILE, GarmentParser, box_iou
 from evaluation.street import held_out_of
 from operations import LookSettings, SearchPolicy, find_the_look
 from search import Searcher
 from training.composites import eligible_products, paste
-from catalog.street import street_photos
 from vectorstore import StoreSettings, make_client
 
 DEFAULT_STREET = ROOT.parent / "shared" / "photos" / "street"
@@ -28,9 +27,7 @@ DEFAULT_STREET = ROOT.parent / "shared" / "photos" / "street"
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--db", default="data/chroma")
-    parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--weights", default="auto")
+    add_search_arguments(parser)
     parser.add_argument("--catalog", default=str(DEFAULT_CATALOG))
     parser.add_argument("--street", default=str(DEFAULT_STREET))
     parser.add_argument("--parser", default=str(SHIPPED_FILE))

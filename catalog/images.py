@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from catalog.errors import UserError
 from catalog.text import clipped  # a file's name is the sender's choice
 

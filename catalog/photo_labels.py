@@ -13,9 +13,10 @@ handheld/{train,validation}); a colour is known for the photos listed in an opti
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+
 from catalog.errors import UserError
 
 # Photo class -> the catalog articleTypes that count as that kind.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
+
 from catalog.errors import UserError
 
 BACKGROUNDS = ("gradient", "clouds", "stripes", "tiles")

@@ -5,12 +5,12 @@ import codecs
 import csv
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from catalog.products import Product
 from catalog.errors import UserError
+from catalog.products import Product
 
 CSV_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                "season", "year", "usage", "productDisplayName")
@@ -42,7 +42,7 @@ class Catalog:
     folder: Path
     products: list[Product]
     skipped: list[Skipped] = field(default_factory=list)
-    layout: "TextLayout | None" = None
+    layout: TextLayout | None = None
     # Records read after the header: each is a product or a skipped row.
     rows: int = 0
 

@@ -9,17 +9,17 @@ import csv
 import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 from PIL import Image, ImageOps
 
+from catalog.errors import UserError
 from catalog.images import ImageError, open_image
 from catalog.photolike import background, product_mask
 from catalog.products import Product
 from catalog.reader import CSV_COLUMNS, Catalog, read_catalog
-from catalog.errors import UserError
 
 BACKGROUNDS = ("white", "textured")
 # The quality a copy is written at when no JPEG quality is asked for: near lossless.

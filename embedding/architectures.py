@@ -15,7 +15,6 @@ import importlib
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image, ImageOps
@@ -23,9 +22,19 @@ from torch import nn
 from torchvision import models
 from torchvision.transforms.v2 import functional as F
 
-from embedding.registry import (ARCHITECTURES, DEFAULT_MODELS, FRAMINGS, IMAGENET_MEAN, IMAGENET_STD, MODEL_NAMES,
-                                TF_LITE_MEAN, TF_LITE_STD, WHITE, Architecture, ArchitectureError, architecture,
-                                model_label, model_words, short_side_size)
+from embedding.registry import (
+    ARCHITECTURES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MODEL_NAMES,
+    TF_LITE_MEAN,
+    TF_LITE_STD,
+    WHITE,
+    Architecture,
+    ArchitectureError,
+    architecture,
+    short_side_size,
+)
 
 
 class PadSquare:

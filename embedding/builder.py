@@ -3,9 +3,9 @@
 and evaluation. A `Searcher` takes the builder itself as its factory."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from embedding.embedders import Embedder, load_embedder, load_embedders
 from embedding.runtime import RuntimeSettings, apply_runtime

@@ -3,9 +3,10 @@ targets): what the query most likely is, from its own features. `search.reorder`
 the nearest products' label votes."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from catalog.errors import UserError
 
 

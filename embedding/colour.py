@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from catalog.errors import UserError
 
 DEFAULT_PATH = Path(__file__).with_name("colour_model.npz")
@@ -189,7 +190,7 @@ class ColourModel:
         self.facts = dict(facts or {})
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "ColourModel":
+    def load(cls, path: Path | None = None) -> ColourModel:
         """The model in `path` (default: the shipped file, embedding/colour_model.npz)."""
         path = Path(path) if path is not None else DEFAULT_PATH
         if not path.is_file():

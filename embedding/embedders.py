@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from embedding.architectures import MODEL_NAMES, ArchitectureError, architecture
 from embedding.classifiers import Classifiers
 from embedding.weights import DEFAULT_WEIGHTS_DIR, WeightsChoice, resolve
 from embedding.weights_file import WeightsError, weights_contents, weights_file_id
-
 
 
 def check_model_name(name: str) -> str:

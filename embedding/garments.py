@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from embedding.registry import GARMENT_PARSER, architecture
 from catalog.errors import UserError
+from embedding.registry import GARMENT_PARSER, architecture
 
 SHIPPED_FILE = Path(__file__).with_name("garment_parser.pt")
 
@@ -195,7 +195,7 @@ class GarmentParser:
         self.min_score = min_score
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "GarmentParser":
+    def load(cls, path: Path | None = None) -> GarmentParser:
         path = Path(path or SHIPPED_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"no garment parser at {path}: train one with `python app.py train-parser`")

@@ -8,8 +8,10 @@ Importing it costs no torch: the command line reads it to build its help.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+
 from catalog.errors import UserError
 
 if TYPE_CHECKING:

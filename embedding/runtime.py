@@ -25,16 +25,16 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from embedding.embedders import Embedder
 from catalog.errors import UserError
+from embedding.embedders import Embedder
 
 EAGER = "eager"
 ONNX_INT8 = "onnx-int8"

@@ -15,7 +15,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from embedding.architectures import architecture, imagenet_file
 from embedding.weights_file import WeightsError
 
@@ -31,7 +30,7 @@ class WeightsChoice:
     seed: int = RANDOM_SEED
 
     @classmethod
-    def parse(cls, text: str) -> "WeightsChoice":
+    def parse(cls, text: str) -> WeightsChoice:
         if text in ("auto", "imagenet"):
             return cls(text)
         if text == "random" or text.startswith("random:"):

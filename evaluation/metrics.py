@@ -17,8 +17,9 @@ Conventions (the ones a shopper's view suggests):
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
+
 from catalog.errors import UserError
 
 # "type+colour": articleType and baseColour both match, what makes two products look alike to a

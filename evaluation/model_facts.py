@@ -5,18 +5,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image
 
 from catalog import Product, open_image
+from catalog.errors import UserError
 from embedding import Embedder
 from indexing import IndexReport
 from vectorstore.store import collection_name
-from catalog.errors import UserError
 
 
 def parameter_count(embedder: Embedder) -> int:

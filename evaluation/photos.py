@@ -8,8 +8,8 @@ computed.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
 
 from catalog.photo_labels import LabelledPhoto, colour_matches, kind_matches
 

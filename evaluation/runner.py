@@ -14,30 +14,38 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, open_image, read_catalog
+from catalog.errors import UserError
 from catalog.handheld import handheld_photo
+from catalog.photo_labels import LabelledPhoto, read_photo_folder
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from catalog.variants import ImageVariant, write_variant
-from catalog.photo_labels import LabelledPhoto, read_photo_folder
 from embedding import MODEL_NAMES, Embedder, load_embedder
 from embedding.colour import ColourModel
-from evaluation.photos import PhotoScores, outcome_of, score_photos
-from search import QueryViews, RerankSettings, Searcher
-from indexing import IndexReport, index_catalog
-from vectorstore import StoreSettings, make_client
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
-from evaluation.model_facts import (EmbedRate, IndexSize, forward_flops, index_size, parameter_count,
-                                    preprocessing_fit, rate_from_index, timed_rate, typical_size)
-from catalog.errors import UserError
-
+from evaluation.model_facts import (
+    EmbedRate,
+    IndexSize,
+    forward_flops,
+    index_size,
+    parameter_count,
+    preprocessing_fit,
+    rate_from_index,
+    timed_rate,
+    typical_size,
+)
+from evaluation.photos import PhotoScores, outcome_of, score_photos
+from indexing import IndexReport, index_catalog
+from search import QueryViews, RerankSettings, Searcher
+from vectorstore import StoreSettings, make_client
 
 PHOTO_STYLES = ("cutout", "handheld")
 
@@ -128,7 +136,7 @@ class Latency:
     measured_on: str
 
     @classmethod
-    def of(cls, seconds: Sequence[float], measured_on: str) -> "Latency":
+    def of(cls, seconds: Sequence[float], measured_on: str) -> Latency:
         if not seconds:
             return cls(None, None, None, 0, measured_on)
         ms = np.asarray(seconds) * 1000
@@ -316,7 +324,7 @@ def _colour_model(settings: EvaluationSettings) -> ColourModel | None:
         return ColourModel.load(settings.colour_model)
     except FileNotFoundError:
         if settings.colour_model is not None:
-            raise UserError(f"--colour-model {settings.colour_model}: no such file")
+            raise UserError(f"--colour-model {settings.colour_model}: no such file") from None
         return None
 
 
@@ -411,7 +419,7 @@ def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]
     return searcher, report
 
 
-def _queries(settings: EvaluationSettings, catalog, stored: set[str]) -> tuple[list["Query"], list[str], str]:
+def _queries(settings: EvaluationSettings, catalog, stored: set[str]) -> tuple[list[Query], list[str], str]:
     """The queries (a folder of photos, or catalog products left out one at a time), the
     files skipped, and the mode's name."""
     if settings.queries:
@@ -420,7 +428,7 @@ def _queries(settings: EvaluationSettings, catalog, stored: set[str]) -> tuple[l
     return _leave_one_out(catalog, stored, settings), [], "leave-one-out"
 
 
-def _photo_like(run: "_Run", settings: EvaluationSettings, queries) -> list[Image.Image]:
+def _photo_like(run: _Run, settings: EvaluationSettings, queries) -> list[Image.Image]:
     if not settings.photo_like:
         return []
     # One generator per query, seeded by the run's seed and the query's id: the same photo for
@@ -432,7 +440,7 @@ def _photo_like(run: "_Run", settings: EvaluationSettings, queries) -> list[Imag
             for query in run.bar(queries, "making photo-like queries")]
 
 
-def _evaluate_model(run: "_Run", searcher: Searcher, embedder: Embedder, report, catalog, stored: set[str],
+def _evaluate_model(run: _Run, searcher: Searcher, embedder: Embedder, report, catalog, stored: set[str],
                     table, queries, photos, mode: str, image_size,
                     real_photos: list[LabelledPhoto] = ()) -> ModelEvaluation:
     settings, model = run.settings, embedder.name

@@ -10,17 +10,18 @@ data-quality variant). Rows named `M-trained` and `M-untrained` are paired for t
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from catalog.errors import UserError
 from evaluation.metrics import LABEL_LEVELS, PRIMARY_LEVEL  # noqa: E402
 from evaluation.report import _num as _f  # noqa: E402  (one number format for both reports)
-from catalog.errors import UserError
 
 TYPE_COLOUR = "type+colour"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from embedding.embedders import Embedder
 from indexing.pipeline import IndexReport, index_catalog
@@ -100,7 +100,7 @@ class BackgroundIndexer:
         self.progress = IndexProgress(total=len(catalog.products))
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "BackgroundIndexer":
+    def start(self) -> BackgroundIndexer:
         """Create the missing collections now (a search right after this finds them, empty),
         then index in the thread."""
         from vectorstore.store import ProductCollection

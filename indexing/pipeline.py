@@ -11,20 +11,20 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from catalog import Catalog, ImageError, ImageLimits, Product, Skipped, count_reasons, open_image
-from embedding.embedders import Embedder
 from catalog.digests import file_digest
-from vectorstore.guard import IndexLock, bump_generation, check_free_space, persist_folder
-from vectorstore.store import DIGEST_KEY, NoIndex, ProductCollection
-from indexing.timing import StageTimer
 from catalog.errors import UserError
-
+from embedding.embedders import Embedder
+from indexing.timing import StageTimer
+from vectorstore.errors import NoIndex
+from vectorstore.guard import IndexLock, bump_generation, check_free_space, persist_folder
+from vectorstore.store import DIGEST_KEY, ProductCollection
 
 # An index run that would remove more than this share of a collection's products is refused
 # unless the caller allows it: a catalog that reads wrong must not silently wipe a shop's index.
@@ -386,7 +386,7 @@ def read_batches(plan: IndexPlan, embedders: Sequence[Embedder], batch_size: int
 
 # -- embedders and writer ---------------------------------------------------------------------
 def _embed_and_write(batch: DecodedBatch, embedders: Sequence[Embedder], collections, digests: dict[str, str],
-                     writer: "_Writer", report: IndexReport) -> None:
+                     writer: _Writer, report: IndexReport) -> None:
     for embedder in embedders:
         if embedder.name not in batch.tensors:
             continue
@@ -398,7 +398,7 @@ def _embed_and_write(batch: DecodedBatch, embedders: Sequence[Embedder], collect
         report.indexed[embedder.name] += len(items)
 
 
-def _forget_unreadable(batch: DecodedBatch, collections, writer: "_Writer", report: IndexReport) -> None:
+def _forget_unreadable(batch: DecodedBatch, collections, writer: _Writer, report: IndexReport) -> None:
     """An image that no longer decodes takes its product's old vector with it."""
     for product, why in batch.failed:
         report.skipped.append(unreadable(product.id, why))
@@ -417,7 +417,7 @@ class _Writer:
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "_Writer":
+    def __enter__(self) -> _Writer:
         self.thread.start()
         return self
 

@@ -19,22 +19,30 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from catalog import Catalog, Product
-from embedding.embedders import Embedder
-from indexing.pipeline import (IndexPlan, IndexReport, finish_index, open_collections, plan_index,
-                                  prepare_batch, product_metadata, unreadable)
-from vectorstore.store import ProductCollection, StoreSettings, make_client
-from indexing.timing import StageTimer
-from embedding.weights import DEFAULT_WEIGHTS_DIR, resolve
 from catalog.errors import UserError
+from embedding.embedders import Embedder
+from embedding.weights import DEFAULT_WEIGHTS_DIR, resolve
+from indexing.pipeline import (
+    IndexPlan,
+    IndexReport,
+    finish_index,
+    open_collections,
+    plan_index,
+    prepare_batch,
+    product_metadata,
+    unreadable,
+)
+from indexing.timing import StageTimer
+from vectorstore.store import ProductCollection, StoreSettings, make_client
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIRST_BATCH_STAGE = "ray: start to first batch"

@@ -6,7 +6,7 @@ errors (`Refused`, and the store's and catalog's own); the surfaces only transla
 their own words (an HTTP status, a chat message, a line on stderr).
 """
 from operations.errors import Refused
-from operations.filters import FilterRequest
+from operations.filter_request import FilterRequest
 from operations.find_by_photo import find_by_photo
 from operations.find_similar import find_similar
 from operations.find_the_look import FoundItem, Look, LookSettings, find_the_look

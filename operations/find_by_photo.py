@@ -6,7 +6,7 @@ from pathlib import Path
 from catalog import open_image
 from catalog.images import too_large
 from operations.errors import Refused
-from operations.filters import FilterRequest
+from operations.filter_request import FilterRequest
 from operations.policy import SearchPolicy
 from search.searcher import Answer, Searcher
 

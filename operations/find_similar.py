@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from operations.errors import Refused
-from operations.filters import FilterRequest
+from operations.filter_request import FilterRequest
 from operations.policy import SearchPolicy
 from search.searcher import Answer, Searcher
 

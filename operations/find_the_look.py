@@ -8,9 +8,10 @@ before; one with nothing in it at all (blank, a sliver, a few pixels) is refused
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -18,7 +19,7 @@ from PIL import Image
 from catalog import open_image
 from embedding.garments import Item
 from operations.errors import Refused
-from operations.filters import FilterRequest
+from operations.filter_request import FilterRequest
 from operations.find_by_photo import check_size
 from operations.policy import SearchPolicy
 from search.query_views import AS_IS

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from catalog import ImageLimits
+from catalog.errors import UserError
 from embedding.registry import DEFAULT_MODELS, model_label
 from operations.errors import Refused
-from catalog.errors import UserError
 
 MB = 1024 * 1024
 

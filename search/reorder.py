@@ -27,13 +27,13 @@ a soft preference (the floor bounds what a confident wrong reading costs), never
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from embedding.classifiers import Classifiers
 from catalog.errors import UserError
+from embedding.classifiers import Classifiers
 
 # Added to every probability so that log p is finite for a class a classifier all but rules out.
 _FLOOR = 1e-9
@@ -80,13 +80,13 @@ class RerankSettings:
     def enabled(self) -> bool:
         return any(w > 0 for w in self.weights.values())
 
-    def labels_for(self, prior: "Classifiers | None") -> tuple[str, ...]:
+    def labels_for(self, prior: Classifiers | None) -> tuple[str, ...]:
         """The labels that reorder a search: with votes, every weighted one; else those the
         classifiers (`prior`, if any) know."""
         known = prior.targets if prior is not None else ()
         return tuple(t for t, w in self.weights.items() if w > 0 and (self.neighbours > 0 or t in known))
 
-    def witnesses(self, prior: "Classifiers | None") -> tuple[str, ...]:
+    def witnesses(self, prior: Classifiers | None) -> tuple[str, ...]:
         """What judges the query's labels: "neighbours" (their labels' votes), "classifiers"."""
         labels = self.labels_for(prior)
         return tuple(name for name, present in (

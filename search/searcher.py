@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from embedding.embedders import Embedder, check_model_name, load_embedder
-from vectorstore.filters import Filters, resolve_filters
-from embedding.classifiers import Classifiers
-from search.reorder import RerankSettings, rerank
-from search.query_views import QueryViews, mean_direction
-from vectorstore.errors import NoProduct
-from vectorstore.store import NoIndex, ProductCollection, StoreError
 from catalog.errors import UserError
+from embedding.classifiers import Classifiers
+from embedding.embedders import Embedder, check_model_name, load_embedder
+from search.query_views import QueryViews, mean_direction
+from search.reorder import RerankSettings, rerank
+from vectorstore.errors import NoProduct
+from vectorstore.filters import Filters, resolve_filters
+from vectorstore.store import NoIndex, ProductCollection, StoreError
 
 RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                  "season", "year", "usage", "image")
@@ -98,12 +98,7 @@ class Searcher:
 
     def colour_model(self):
         """The colour model, built once; None when this searcher has none."""
-        if self.colour_factory is None:
-            return None
-        with self._lock:
-            if self._colours is None:
-                self._colours = self.colour_factory()
-            return self._colours
+        return self._built("_colours", self.colour_factory)
 
     def colour_of(self, image: Image.Image, item=None) -> str | None:
         """The colour of an item's own pixels (or of a single product's photo), in the catalog's words."""
@@ -114,12 +109,15 @@ class Searcher:
 
     def garment_parser(self):
         """The garment parser, built once; None when this searcher has none."""
-        if self.parser_factory is None:
+        return self._built("_parser", self.parser_factory)
+
+    def _built(self, slot: str, factory):
+        if factory is None:
             return None
         with self._lock:
-            if self._parser is None:
-                self._parser = self.parser_factory()
-            return self._parser
+            if getattr(self, slot) is None:
+                setattr(self, slot, factory())
+            return getattr(self, slot)
 
     def collection(self, model: str, *, check_weights: bool = True) -> ProductCollection:
         """The model's collection; with `check_weights`, refuse one built with other weights
@@ -199,7 +197,7 @@ class Searcher:
 
     def search_images(self, model: str, images: list[Image.Image], k: int = 5, filters: Filters | None = None,
                       views: QueryViews | None = None, *,
-                      colour: "Sequence[Mapping[str, float] | None] | None" = None) -> list[Answer]:
+                      colour: Sequence[Mapping[str, float] | None] | None = None) -> list[Answer]:
         """`views`: how each photo is looked at (default `query_views`; `AS_IS` for an item
         already cut out of its photo); `colour`: per photo, its colour reading (or None), a
         soft preference for products of that colour."""

@@ -8,11 +8,11 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from catalog import ImageError
 from operations import FilterRequest, LookSettings, Refused, find_similar, find_the_look
+from search.searcher import RESULT_FIELDS, Result
 from shop.context import ShopContext, id_url, shop_context
 from shop.errors import FORM_OVERHEAD, ApiError
 from shop.settings import ShopSettings
 from vectorstore import StoreError
-from search.searcher import RESULT_FIELDS, Result
 
 # One product's fields as `search --json` writes them; `image` is the URL of its picture here.
 _PRODUCT_FIELDS = {name: ((int if name == "year" else str) | None, None) for name in RESULT_FIELDS}

@@ -1,13 +1,14 @@
 """build_app: the shop's routers, its error handlers and its context, put together."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from search import Searcher
 from shop.api import api_router
 from shop.browse import CatalogBrowser
 from shop.context import ShopContext
@@ -15,7 +16,6 @@ from shop.errors import FORM_OVERHEAD, UploadSizeLimit, install_error_handlers, 
 from shop.images import images_router
 from shop.pages import SHOP_DIR, pages_router, shop_templates
 from shop.settings import ShopSettings
-from search import Searcher
 
 # Mounts the chat into the shop at settings.assistant_path; given the app and the images
 # folder the chat may show pictures from. app.py passes assistant.mount.mount_assistant, so

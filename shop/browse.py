@@ -5,8 +5,8 @@ planning), so browsing costs no vector work and stays in step with what search c
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import pandas as pd
 

@@ -3,17 +3,17 @@ FastAPI's `Depends(shop_context)` (no module globals, no mutable dict inside a c
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
+from search import Searcher
 from shop.browse import CatalogBrowser
 from shop.settings import ShopSettings
-from search import Searcher
 
 
 @dataclass

@@ -5,13 +5,13 @@ from pathlib import Path
 from typing import Annotated
 
 import jinja2
-from markupsafe import Markup
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
-from operations import Refused, find_similar
 from catalog.text import shown_text
+from operations import Refused, find_similar
 from shop.context import ShopContext, id_url, shop_context
 from vectorstore import StoreError, UnknownFilterValue
 

@@ -56,7 +56,7 @@ def make_catalog(folder: Path, per_kind: int = 4, extra_rows: str = "") -> Path:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     lines = [HEADER]
     pid = 1000
-    for k, (gender, master, sub, article, colour, rgb, shape) in enumerate(KINDS):
+    for gender, master, sub, article, colour, rgb, shape in KINDS:
         for i in range(per_kind):
             pid += 1
             name = f"Brand{i} {gender} {colour} {article}"
@@ -100,8 +100,8 @@ def embedders():
 def indexed_db(tmp_path_factory, catalog_dir, embedders) -> Path:
     """An embedded Chroma folder holding the session catalog for resnet18 and resnet50."""
     from catalog import read_catalog
-    from vectorstore import StoreSettings, make_client
     from indexing import index_catalog
+    from vectorstore import StoreSettings, make_client
     db = tmp_path_factory.mktemp("chroma")
     client = make_client(StoreSettings(path=db))
     index_catalog(read_catalog(catalog_dir), client, list(embedders.values()), batch_size=8,
@@ -194,8 +194,9 @@ def axe_serious(page) -> list:
 def running_shop(app, wait_s: float = 120):
     """A FastAPI shop app served by uvicorn on a free loopback port, from a thread; yields its
     base URL once /api/health says the assistant is up."""
-    import httpx
     import threading
+
+    import httpx
     import uvicorn
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

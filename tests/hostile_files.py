@@ -41,7 +41,7 @@ def hostile_files() -> dict[str, tuple[bytes, str]]:
         "page.jpg": (b"<html><body><script>alert(1)</script></body></html>", "error"),
         "vector.svg": (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><script>alert(1)</script></svg>', "error"),
         "bomb.png": (_png_bomb(), "error"),
-        "sixteen-bit.png": (_save(Image.fromarray((np.arange(4800, dtype=np.uint16).reshape(60, 80) * 13)), "PNG"), "results"),
+        "sixteen-bit.png": (_save(Image.fromarray(np.arange(4800, dtype=np.uint16).reshape(60, 80) * 13), "PNG"), "results"),
         "cmyk.jpg": (_save(Image.new("CMYK", (40, 50), (0, 200, 200, 10)), "JPEG"), "nothing"),
         "palette-transparent.png": (_save(palette, "PNG", transparency=0), "nothing"),
         "animated.gif": (gif.getvalue(), "nothing"),

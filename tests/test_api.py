@@ -50,9 +50,9 @@ def client(searcher, catalog_dir):
 def make_hostile_shop(root: Path, embedders):
     """A catalog holding a product named like markup and a product whose image is a link to a
     file outside the images folder, indexed for resnet18; returns (images folder, searcher)."""
+    from indexing import index_catalog
     from search import Searcher
     from vectorstore import StoreSettings, make_client
-    from indexing import index_catalog
     folder = make_catalog(root / "catalog", per_kind=2, extra_rows=(
         f'{HOSTILE_ID},Women,Apparel,Topwear,Tops,Red,Summer,2012,Casual,"{HOSTILE}"\n'
         f"{LINKED_ID},Men,Apparel,Topwear,Shirts,Blue,Summer,2012,Casual,Linked Shirt\n"

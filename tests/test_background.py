@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 from catalog import open_image, read_catalog
-from vectorstore import ProductCollection, StoreSettings, make_client
-from search import Searcher
 from indexing import index_catalog
 from indexing.background import BackgroundIndexer
+from search import Searcher
+from vectorstore import ProductCollection, StoreSettings, make_client
 
 
 class Stop(Exception):

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import KINDS, draw_product
-
 from assistant.chat import Assistant, caption, describe_results
 from assistant.settings import AssistantSettings
 from operations import SearchPolicy
-from vectorstore import CATEGORY, StoreSettings, make_client
 from search import Searcher
+from tests.conftest import KINDS, draw_product
+from vectorstore import CATEGORY, StoreSettings, make_client
 
 SETTINGS = AssistantSettings(policy=SearchPolicy(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12),
                              index_hint="python app.py index --catalog SHOP --db DB --weights random")
@@ -295,6 +294,7 @@ def test_the_chat_api_returns_the_search_json_schema(assistant, photo, tmp_path)
 
 def test_chat_keeps_a_bounded_number_of_galleries(first):
     import gradio as gr
+
     from assistant.messages import keep_recent_galleries, reply_messages
     reply, _ = first
     history = []
@@ -352,6 +352,7 @@ def test_words_not_understood_are_named_with_the_closest_values(assistant, first
 
 def test_product_links_quote_the_id_into_the_template(first):
     import json
+
     from assistant.chat import ChatState
     from assistant.events import product_links
     from assistant.pictures import picture_name

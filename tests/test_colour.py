@@ -11,11 +11,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 from catalog.photo_labels import colour_matches, kind_matches, read_photo_folder
-from tests.conftest import HEADER, draw_product, make_catalog
 from embedding.colour import DEFAULT_PATH, ColourFeatureSettings, ColourModel, image_features, rgb_to_lab
 from evaluation import EvaluationSettings, run_evaluation
 from evaluation.photos import PhotoOutcome, score_photos
 from search import NO_RERANK, RerankSettings, Searcher, rerank
+from tests.conftest import HEADER, draw_product, make_catalog
 from training.colour import ColourTrainingSettings, LightSettings, relight, train_colour_model
 from vectorstore import StoreSettings, make_client
 from vectorstore.store import Hit
@@ -136,7 +136,7 @@ def test_relight_is_seeded_and_changes_the_light():
 def test_training_learns_a_generated_catalog_and_reproduces_its_file_exactly(tmp_path):
     catalog = make_catalog(tmp_path / "catalog", per_kind=6)
     settings = ColourTrainingSettings(epochs=60, workers=1, held_out=0.2)
-    first = train_colour_model(catalog, tmp_path / "a.npz", seed=3, settings=settings, log=lambda m: None)
+    train_colour_model(catalog, tmp_path / "a.npz", seed=3, settings=settings, log=lambda m: None)
     train_colour_model(catalog, tmp_path / "b.npz", seed=3, settings=settings, log=lambda m: None)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     loaded = ColourModel.load(tmp_path / "a.npz")
@@ -306,6 +306,7 @@ def test_through_chroma_the_reading_of_a_red_photo_brings_red_products_above_nea
     """Hand-made vectors in a real embedded Chroma: three black products nearer the query
     than three red ones; the colour model reads a red photo."""
     from torch import nn
+
     from embedding.embedders import Embedder
     from vectorstore.store import ProductCollection
     dim = 64

@@ -11,10 +11,10 @@ from PIL import Image, ImageDraw
 
 import app
 from catalog.photolike import BACKGROUNDS, PhotoLikeSettings, background, cut_out, product_mask, shopper_photo
-from tests.conftest import draw_product, make_catalog
 from evaluation import EvaluationSettings, QueryOutcome, run_evaluation, score
 from evaluation.metrics import average_precision_at_k, hit_at_k, precision_at_k, worst_article_types
 from evaluation.model_facts import preprocessing_fit
+from tests.conftest import draw_product, make_catalog
 from vectorstore import StoreSettings
 
 LEVELS = ("articleType", "subCategory", "masterCategory", "gender", "baseColour")
@@ -311,6 +311,7 @@ def test_evaluate_refuses_a_bad_sample_with_a_message(tmp_path, catalog_dir, cap
 
 def test_handheld_photos_are_seeded_keep_the_shot_and_differ_from_the_cutout_kind(catalog_dir):
     import random
+
     from catalog import open_image
     from catalog.handheld import WALLS, handheld_photo
     image = open_image(sorted((catalog_dir / "images").glob("*.jpg"))[0])

@@ -1,12 +1,12 @@
 """Faults: `index` killed with SIGKILL at random points, three times, then run to the end."""
 import os
-
-import pytest
 import random
 import re
 import signal
 import subprocess
 import sys
+
+import pytest
 
 from catalog import read_catalog
 from tests.conftest import ROOT, make_catalog

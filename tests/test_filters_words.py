@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from assistant.filters import Vocabulary, stem, understand, words
+from assistant.words import Vocabulary, stem, understand, words
 from vectorstore import CATEGORY, Filters
 
 # A vocabulary as `Searcher.vocabulary()` returns it (a slice of the Kaggle catalog's values).

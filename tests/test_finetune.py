@@ -98,6 +98,7 @@ def test_learning_rate_warms_up_then_decays():
 
 def test_margin_makes_the_true_class_win_by_a_cosine():
     from torch import nn
+
     from training.data import IGNORE
     from training.model import COSINE_SCALE
     from training.trainer import _loss
@@ -167,6 +168,7 @@ def test_cpu_threads_follow_the_setting_and_the_device():
 
 def test_cpu_threads_drop_to_one_while_other_work_keeps_every_core_busy(monkeypatch):
     import subprocess
+
     from training import trainer
     auto = settings_for(Path("."), Path("x.pt"), threads=None)
     monkeypatch.setattr(trainer, "busy_cores", lambda: 0.1)
@@ -225,12 +227,14 @@ def test_augmentation_is_seeded_and_sized(small_catalog):
 def test_images_prepared_in_processes_match_those_prepared_here(small_catalog, tmp_path):
     """Decoding, cutting out and the validation queries spread over loader processes give the
     same pixels, in the same order, and still report a broken image instead of failing."""
+    from dataclasses import replace
+
     import numpy as np
+
     from catalog import read_catalog
     from training.augment import eval_transform
     from training.data import DecodedImages
     from training.validate import ValidationImages
-    from dataclasses import replace
     products = read_catalog(small_catalog).products[:9]
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
     products[4] = replace(products[4], image=tmp_path / "broken.jpg")
@@ -296,9 +300,9 @@ def test_weights_file_carries_the_classifiers_that_rerank_its_searches(tuned, sm
     them, and a search reorders by articleType and colour unless told `--rerank off`."""
     import app
     from catalog import open_image, read_catalog
+    from embedding import load_embedder
     from search import Searcher
     from vectorstore import StoreSettings, make_client
-    from embedding import load_embedder
     payload = torch.load(tuned, map_location="cpu", weights_only=True)
     checkpoint = torch.load(str(tuned) + ".ckpt", map_location="cpu", weights_only=False)
     assert list(payload["classifiers"]) == ["articleType", "gender", "baseColour"]
@@ -345,8 +349,8 @@ def test_embedder_from_the_file_scores_like_validation(tuned, small_catalog):
     """`load_embedder(FILE)` preprocesses at the recorded size and gives the vectors the run
     validated with: its own P@5 on the held-out products matches the last epoch's."""
     from catalog import open_image, read_catalog
-    from training.validate import precision_at_k
     from embedding import load_embedder
+    from training.validate import precision_at_k
     payload = torch.load(tuned, map_location="cpu", weights_only=True)
     embedder = load_embedder("resnet18", str(tuned))
     by_id = read_catalog(small_catalog).by_id()
@@ -374,9 +378,9 @@ def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_cat
     """`evaluate --held-out FILE`: leave-one-out over the run's validation products only,
     each against the whole index (training products included), itself left out."""
     import app
+    from embedding import held_out_ids, load_embedder
     from evaluation import EvaluationSettings, run_evaluation
     from vectorstore import StoreSettings
-    from embedding import held_out_ids, load_embedder
     payload = torch.load(tuned, map_location="cpu", weights_only=True)
     assert held_out_ids(tuned) == tuple(payload["validation_ids"])
     db, out = tmp_path / "db", tmp_path / "out"
@@ -411,8 +415,9 @@ def test_evaluate_queries_exactly_the_products_the_run_held_out(tuned, small_cat
 
 
 def test_evaluate_held_out_is_refused_for_a_file_without_a_split(small_catalog, tuned, tmp_path, capsys):
-    import app
     from torchvision import models
+
+    import app
     plain = tmp_path / "resnet18-plain.pth"
     torch.save(models.resnet18().state_dict(), plain)
     common = ["--catalog", str(small_catalog), "--db", str(tmp_path / "db"), "--weights", "random",
@@ -488,8 +493,8 @@ def test_checkpoint_from_before_a_setting_existed_resumes_at_its_default(small_c
 # --- head-only ----------------------------------------------------------------------------
 
 def test_head_only_trains_a_projection_on_a_frozen_backbone(small_catalog, tmp_path):
-    from training import finetune
     from embedding import load_embedder
+    from training import finetune
     out = tmp_path / "head.pt"
     threads = torch.get_num_threads()
     result = finetune(settings_for(small_catalog, out, epochs=2, head_only=True, batch_size=16))
@@ -516,6 +521,7 @@ def test_head_only_trains_a_projection_on_a_frozen_backbone(small_catalog, tmp_p
 def test_training_step_benchmark_runs_and_compares(capsys, monkeypatch, tmp_path):
     """The benchmark behind the precision and cut-out figures: a tiny run on synthetic shots."""
     import sys
+
     from bench import training_step
     monkeypatch.setattr(sys, "argv", ["training_step", "--catalog", str(tmp_path / "none"), "--image-size", "32",
                                       "--batch-size", "2", "--steps", "1", "--views", "3", "--prepare", "4"])
@@ -615,8 +621,8 @@ def test_a_gpu_run_gets_the_gpu_recipe_and_flags_still_win(tmp_path):
 
 
 def test_file_is_served_at_its_serve_size_and_a_resume_may_change_it(small_catalog, tmp_path):
-    from training import finetune
     from embedding import load_embedder
+    from training import finetune
     out = tmp_path / "served.pt"
     settings = settings_for(small_catalog, out, epochs=2, serve_size=96)
     with pytest.raises(Interrupted):
@@ -632,9 +638,9 @@ def test_file_is_served_at_its_serve_size_and_a_resume_may_change_it(small_catal
 
 
 def test_frozen_stages_keep_their_starting_weights(small_catalog, tmp_path):
+    from embedding.architectures import architecture
     from training import finetune
     from training.model import early_layers
-    from embedding.architectures import architecture
     result = finetune(settings_for(small_catalog, tmp_path / "frozen.pt", model="efficientnet_lite0",
                                    weights="imagenet", freeze=2, epochs=1))
     tuned = architecture("efficientnet_lite0").backbone()

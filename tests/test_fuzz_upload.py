@@ -1,7 +1,8 @@
 """Fuzzing the upload path: whatever bytes arrive, the answer is an RGB image or an ImageError."""
 import io
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from catalog import ImageError, ImageLimits, open_image

@@ -88,8 +88,7 @@ def test_training_runs_end_to_end_and_reports_held_out_figures(trained_parser):
 
 
 def test_items_are_found_where_the_garments_are(trained_parser):
-    from embedding.garments import GarmentParser
-    from embedding.garments import box_iou
+    from embedding.garments import GarmentParser, box_iou
     parser = GarmentParser.load(trained_parser[0])
     photo, _, boxes = draw_scene(1000)
     items = {item.kind: item for item in parser.parse(photo)}
@@ -178,6 +177,7 @@ def test_a_photo_showing_nothing_is_told_so(look_searcher, image):
 
 def test_the_api_returns_items_and_items_false_gives_the_old_answer(look_searcher):
     from fastapi.testclient import TestClient
+
     from operations import SearchPolicy
     from shop import ShopSettings, build_app
     app = build_app(look_searcher, ShopSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18")))

@@ -6,25 +6,26 @@ import subprocess
 import sys
 import urllib.parse
 import uuid
+from functools import partial
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
-
-from functools import partial
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from assistant.chat import Assistant
 from assistant.mount import mount_assistant
 from assistant.settings import AssistantSettings
-from operations import SearchPolicy
-from shop import ShopSettings, build_app
 from catalog import read_catalog
+from indexing import index_catalog
+from operations import SearchPolicy
+from search import Searcher
+from shop import ShopSettings, build_app
 from tests.conftest import ROOT, draw_product, free_port, make_catalog, running_shop, start_chroma
 from tests.hostile_files import hostile_files
-from search import Searcher
 from vectorstore import StoreSettings, make_client
-from indexing import index_catalog
 
 RESNET18 = SearchPolicy(models=("resnet18",), default_model="resnet18")
 
@@ -223,9 +224,10 @@ def test_an_oversized_catalog_image_is_skipped_unread(tmp_path, embedders):
 
 
 def test_file_digest_reads_in_chunks(tmp_path):
-    import tracemalloc
-    from catalog.digests import file_digest
     import hashlib
+    import tracemalloc
+
+    from catalog.digests import file_digest
     path = tmp_path / "sparse.bin"
     with open(path, "wb") as handle:
         handle.truncate(64 << 20)
@@ -250,8 +252,9 @@ MARKUP_TYPE = "<b>Tops</b>"
 
 def _call(base: str, api_name: str, data: list, *, prefix: str = "/assistant") -> tuple[str, object]:
     """Gradio's plain-HTTP API: POST the inputs, then read the event stream's last message."""
-    import httpx
     import json
+
+    import httpx
     started = httpx.post(f"{base}{prefix}/gradio_api/call/{api_name}", json={"data": data}, timeout=60)
     if started.status_code != 200:
         return f"http {started.status_code}", started.text
@@ -436,6 +439,7 @@ def _rendered(markdown: str) -> tuple[str, list[str]]:
     """What a CommonMark renderer (with GFM tables and strikethrough) shows: text and tags."""
     import html
     import re
+
     from markdown_it import MarkdownIt
     out = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
     return html.unescape(re.sub(r"<[^>]+>", "", out)).strip(), re.findall(r"<(\w+)", out)
@@ -445,6 +449,7 @@ def _rendered(markdown: str) -> tuple[str, list[str]]:
 @given(st.text(alphabet=st.sampled_from(list("ab <>&\"'!#$%()*+-./:;=?@[\\]^_`{|}~\n\t0123456789")), max_size=40))
 def test_as_text_renders_to_exactly_its_text(text):
     import re
+
     from assistant.chat import as_text
     shown, tags = _rendered(as_text(text))
     assert shown == re.sub(r"\s*\n\s*", " ", text).strip(" \t\n")
@@ -539,6 +544,7 @@ def test_strips_and_bad_numbers_in_a_catalog_index_like_any_product(tmp_path, em
 
 def test_serve_is_as_strict_as_the_mounted_chat(live_shop):
     import httpx
+
     from assistant.ui import launch
     settings = AssistantSettings(policy=RESNET18, allowed_paths=(live_shop["folder"] / "images",))
     port = free_port()

@@ -6,11 +6,19 @@ import sys
 import numpy as np
 import pytest
 
-from catalog import read_catalog, open_image
-from tests.conftest import ROOT, make_catalog, draw_product
-from search import NO_RERANK, Searcher
-from vectorstore import Filters, NoIndex, ProductCollection, StoreSettings, UnknownFilterValue, WeightsMismatch, make_client
+from catalog import open_image, read_catalog
 from indexing import index_catalog
+from search import NO_RERANK, Searcher
+from tests.conftest import ROOT, draw_product, make_catalog
+from vectorstore import (
+    Filters,
+    NoIndex,
+    ProductCollection,
+    StoreSettings,
+    UnknownFilterValue,
+    WeightsMismatch,
+    make_client,
+)
 
 
 def test_every_indexed_image_finds_itself_first(searcher, indexed_db, embedders, catalog_dir):

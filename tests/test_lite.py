@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, draw_product, free_port, make_catalog
-from embedding import WeightsError, best_model, load_embedder, load_embedders, resolve_weights
-from embedding import architectures
+from embedding import WeightsError, architectures, best_model, load_embedder, load_embedders, resolve_weights
 from embedding.architectures import PadSquare, architecture, lite_classifier
+from tests.conftest import ROOT, draw_product, free_port, make_catalog
 
 
 @pytest.fixture(scope="module")
@@ -185,9 +184,9 @@ def test_an_index_built_with_other_weights_is_dropped_for_auto_to_rebuild(tmp_pa
     # A newly fine-tuned file replaces the weights an index was built with: `serve` under
     # `--weights auto` drops that model's collection and indexes it again, instead of refusing.
     from catalog import read_catalog
-    from vectorstore import ProductCollection, StoreSettings, make_client
     from indexing import index_catalog
     from indexing.pipeline import drop_stale
+    from vectorstore import ProductCollection, StoreSettings, make_client
     client = make_client(StoreSettings(path=tmp_path / "db"))
     before, after = load_embedder("resnet18", "random:0"), load_embedder("resnet18", "random:1")
     index_catalog(read_catalog(catalog_dir), client, [before], batch_size=8, show_progress_bar=False)

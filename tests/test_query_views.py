@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import KINDS, ROOT, draw_product
-
 from assistant.chat import Assistant
 from assistant.settings import AssistantSettings
 from operations import SearchPolicy
 from search import AS_IS, QueryViews, Searcher
-from vectorstore import StoreSettings, make_client
 from search.query_views import centre_crop, mean_direction
+from tests.conftest import KINDS, ROOT, draw_product
+from vectorstore import StoreSettings, make_client
 
 WALL = (200, 190, 170)
 

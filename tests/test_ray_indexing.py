@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from catalog import read_catalog
+from indexing import index_catalog
 from tests.conftest import ROOT, draw_product, make_catalog
 from vectorstore import ProductCollection, StoreSettings, make_client
-from indexing import index_catalog
 from vectorstore.store import CENTER_KEY
 
 ray = pytest.importorskip("ray", reason="the Ray engine's tests need requirements-ray.txt")

@@ -2,7 +2,9 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from catalog import CatalogError, read_catalog
 from tests.conftest import make_catalog
@@ -141,7 +143,7 @@ UTF8_NAME, LATIN_NAME = "Stiletto \u00c9t\u00e9 \u2713", "Caf\u00e9 Top"
 
 @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["no-BOM", "BOM"])
 def test_one_legacy_byte_spoils_neither_the_header_nor_the_utf8_names(tmp_path, bom):
-    data = (bom + f"{HEADER_LINE}\n{_line('2001', 'Women', 'Heels', UTF8_NAME)}\n".encode("utf-8")
+    data = (bom + f"{HEADER_LINE}\n{_line('2001', 'Women', 'Heels', UTF8_NAME)}\n".encode()
             + f"{_line('2002', 'Women', 'Tops', LATIN_NAME)}\n".encode("cp1252"))
     catalog = read_catalog(_write(tmp_path, data, ["2001", "2002"]))
     assert catalog.by_id()["2001"].name == UTF8_NAME

@@ -9,7 +9,6 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -220,7 +219,6 @@ except StoreError as exc:
 
 
 def test_damaged_hnsw_files_are_named_with_the_way_back(tmp_path):
-    import numpy as np
     db = tmp_path / "db"
     writer = subprocess.run([PY, "-c", f"""
 import sys, numpy as np
@@ -404,7 +402,7 @@ def test_echoed_values_are_cut_short(tmp_path):
 
 
 def test_full_width_words_are_understood():
-    from assistant.filters import words
+    from assistant.words import words
     assert words("ｗｏｍｅｎ's ＨＥＥＬＳ, ﬁt") == ["women", "heels", "fit"]
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from torch import nn
 
-from search import NO_RERANK, RerankSettings, Searcher, rerank
 from embedding import Classifiers
-from vectorstore import StoreSettings, make_client
 from embedding.embedders import Embedder, model_dim
+from search import NO_RERANK, RerankSettings, Searcher, rerank
+from vectorstore import StoreSettings, make_client
 from vectorstore.store import Hit, ProductCollection
 
 MODEL = "resnet18"

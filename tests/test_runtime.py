@@ -9,15 +9,22 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+import app
 from catalog import open_image, read_catalog
+from embedding import load_embedder
+from embedding.runtime import (
+    EAGER,
+    ONNX_INT8,
+    RuntimeSettings,
+    RuntimeUnavailable,
+    apply_runtime,
+    fast_model,
+    onnxruntime_missing,
+)
+from indexing import index_catalog
+from search import Searcher
 from tests.conftest import KINDS, draw_product
 from vectorstore import ProductCollection, StoreSettings, make_client
-from search import Searcher
-from indexing import index_catalog
-from embedding import load_embedder
-from embedding.runtime import (EAGER, ONNX_INT8, RuntimeSettings, RuntimeUnavailable, apply_runtime, fast_model,
-                                 onnxruntime_missing)
-import app
 
 MISSING = onnxruntime_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"the int8 runtime cannot run here: {MISSING}")

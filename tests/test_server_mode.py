@@ -5,10 +5,10 @@ import sys
 import pytest
 
 from catalog import open_image, read_catalog
-from tests.conftest import ROOT, free_port
-from search import Searcher
-from vectorstore import StoreSettings, make_client
 from indexing import index_catalog
+from search import Searcher
+from tests.conftest import ROOT, free_port
+from vectorstore import StoreSettings, make_client
 
 
 def test_index_and_search_through_the_server(chroma_server, catalog_dir, embedders):
@@ -52,6 +52,7 @@ def test_server_down_is_a_clear_error(embedders):
 def test_large_writes_fit_the_servers_request_limit(chroma_server):
     """4,000 x 2048-d is within Chroma's batch size but over its server's 32 MiB body limit."""
     import numpy as np
+
     from vectorstore import ProductCollection
     host, port = chroma_server.host, chroma_server.port
     coll = ProductCollection.open(make_client(StoreSettings(host=host, port=port)), "wide", dim=2048, create=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from test_api import HOSTILE, HOSTILE_ID, make_hostile_shop
 
 from tests.conftest import axe_serious, draw_product, running_shop
-from test_api import HOSTILE, HOSTILE_ID, make_hostile_shop
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -20,6 +20,7 @@ SLOW = 120_000  # ms: Gradio's first load on two shared cores
 def shop(tmp_path_factory, embedders):
     """The whole shop process (shop pages, API, the assistant mounted) on a free port."""
     from functools import partial
+
     from assistant.mount import mount_assistant
     from assistant.settings import AssistantSettings
     from operations import SearchPolicy

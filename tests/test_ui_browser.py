@@ -117,6 +117,7 @@ def dominant_colour(png: bytes) -> str:
     """"blank" for a picture with almost nothing on white, else "dark", "red", "green",
     "blue" or "light" for the median of its non-white pixels."""
     import io
+
     import numpy as np
     from PIL import Image
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int).reshape(-1, 3)

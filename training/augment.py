@@ -49,7 +49,7 @@ class ShopperAugment:
     pad_square: bool = False       # frame clean shots as the embedder does: padded to a square on white
 
     @classmethod
-    def for_settings(cls, settings) -> "ShopperAugment":
+    def for_settings(cls, settings) -> ShopperAugment:
         """The views a fine-tuning run's `FinetuneSettings` ask for."""
         # A grey view would teach a wrong colour when colour is a target.
         grey = 0.0 if "baseColour" in settings.targets else cls.grey_probability

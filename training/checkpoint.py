@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from embedding.weights_file import save_atomically as atomic_save
 from catalog.errors import UserError
+from embedding.weights_file import save_atomically as atomic_save
 
 
 class CheckpointMismatch(UserError):

@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from catalog import open_image, read_catalog
+from catalog.errors import UserError
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from embedding.colour import ColourFeatureSettings, ColourModel, image_features
-from catalog.errors import UserError
 
 
 @dataclass(frozen=True)

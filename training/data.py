@@ -3,9 +3,9 @@ decoded once into memory, and the datasets the loops read from."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 from catalog import ImageError, Product, open_image
 from catalog.photolike import CutOut, cut_out
-from training.settings import PRIMARY, TARGETS
 from embedding.architectures import short_side_size
+from training.settings import TARGETS
 
 IGNORE = -100  # cross-entropy's ignore_index: a product without this label teaches nothing here
 
@@ -63,7 +63,7 @@ class LabelVocab:
     values: dict[str, tuple[str, ...]]
 
     @classmethod
-    def from_products(cls, products: Sequence[Product], targets: Sequence[str] = TARGETS) -> "LabelVocab":
+    def from_products(cls, products: Sequence[Product], targets: Sequence[str] = TARGETS) -> LabelVocab:
         return cls({t: tuple(sorted({getattr(p, t) for p in products if getattr(p, t)})) for t in targets})
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -137,7 +137,7 @@ class DecodedImages:
 
     @classmethod
     def load(cls, products: Sequence[Product], short_side: int, progress: bool = True,
-             decode: Callable = open_image, cut_outs: bool = False, workers: int = 0) -> "DecodedImages":
+             decode: Callable = open_image, cut_outs: bool = False, workers: int = 0) -> DecodedImages:
         what = "decoding and cutting out images" if cut_outs else "decoding images"
         done = map_in_processes(partial(_decoded, short_side=short_side, decode=decode, cut_outs=cut_outs),
                                 products, workers, what, progress)

@@ -33,7 +33,7 @@ class Teacher(nn.Module):
         self.register_buffer("scale", (std_s / std_t).view(1, 3, 1, 1))
         self.register_buffer("shift", ((mean_s - mean_t) / std_t).view(1, 3, 1, 1))
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         return super().train(False)  # frozen, batch-norm statistics included
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

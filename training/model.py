@@ -2,16 +2,15 @@
 them), an optional projection head, and one classifier per target label."""
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from catalog.errors import UserError
 from embedding.architectures import architecture
 from embedding.embedders import load_embedder, model_dim
 from embedding.weights import WeightsError, resolve
-from catalog.errors import UserError
-
 
 # Logits are this times a cosine: large enough that a confident softmax is reachable (cosines
 # live in [-1, 1]), small enough that early gradients do not vanish.
@@ -75,7 +74,7 @@ class RetrievalNet(nn.Module):
         for module in self._frozen:
             module.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "RetrievalNet":
+    def train(self, mode: bool = True) -> RetrievalNet:
         super().train(mode)
         for module in self._frozen:
             module.eval()  # frozen layers keep ImageNet's batch-norm statistics too

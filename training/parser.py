@@ -20,12 +20,21 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from embedding.garments import (CLASS_NAMES, GARMENT_CLASSES, Backbone, box_iou, items_from, mask_box, new_head,
-                                parser_input, street_label_table)
-from embedding.registry import GARMENT_PARSER
-from catalog.street import Photo, read_labels, street_photos
-from training.checkpoint import atomic_save, load_checkpoint
 from catalog.errors import UserError
+from catalog.street import Photo, read_labels, street_photos
+from embedding.garments import (
+    CLASS_NAMES,
+    GARMENT_CLASSES,
+    Backbone,
+    box_iou,
+    items_from,
+    mask_box,
+    new_head,
+    parser_input,
+    street_label_table,
+)
+from embedding.registry import GARMENT_PARSER
+from training.checkpoint import atomic_save, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ def street_pairs(photos: list[Photo], table: np.ndarray):
         yield Image.open(photo.image), target_of(photo, table)
 
 
-def composite_pairs(photos: list[Photo], table: np.ndarray, settings: "ParserSettings"):
+def composite_pairs(photos: list[Photo], table: np.ndarray, settings: ParserSettings):
     from training.composites import CompositeSettings, eligible_products, make_composites
     train_products, _ = eligible_products(settings.catalog, CompositeSettings.held_out, settings.seed)
     height, width = GARMENT_PARSER.input_size
@@ -117,7 +126,7 @@ def features_of(pairs, count: int, key: str, backbone: Backbone, cache: Path) ->
     return data
 
 
-def training_features(train: list[Photo], table: np.ndarray, backbone: Backbone, settings: "ParserSettings") -> dict:
+def training_features(train: list[Photo], table: np.ndarray, backbone: Backbone, settings: ParserSettings) -> dict:
     """The street photos' features, and the composites' beside them when a catalog is given."""
     names = "|".join(p.stem for p in train)
     data = features_of(street_pairs(train, table), len(train), names, backbone, settings.cache_dir)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
+
 from catalog.errors import UserError
 
 # Labels the model learns: the first is the one retrieval is judged on, the others help it
@@ -143,7 +144,7 @@ class FinetuneSettings:
         values["aux_targets"] = list(values["aux_targets"])
         return values
 
-    def with_changes(self, **changes) -> "FinetuneSettings":
+    def with_changes(self, **changes) -> FinetuneSettings:
         return replace(self, **changes)
 
 

@@ -18,9 +18,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,18 +29,26 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from catalog import open_image, read_catalog
+from catalog.errors import UserError
 from embedding.embedders import check_model_name, load_embedder
-from training.augment import ShopperAugment, eval_transform
-from training.checkpoint import (CheckpointMismatch, atomic_save, cpu_state, load_checkpoint, rng_state,
-                                 set_rng_state)
 from embedding.weights_file import weights_payload
-from training.data import (IGNORE, AugmentedProducts, DecodedImages, LabelVocab, Split, epoch_batches,
-                           sample_products, short_side_size, split_products)
+from training.augment import ShopperAugment, eval_transform
+from training.checkpoint import CheckpointMismatch, atomic_save, cpu_state, load_checkpoint, rng_state, set_rng_state
+from training.data import (
+    IGNORE,
+    AugmentedProducts,
+    DecodedImages,
+    LabelVocab,
+    Split,
+    epoch_batches,
+    sample_products,
+    short_side_size,
+    split_products,
+)
 from training.distill import Teacher, distill_cosine
 from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
 from training.settings import FinetuneSettings
 from training.validate import ValidationImages, ValidationScores, embed_tensors, score
-from catalog.errors import UserError
 
 
 @dataclass

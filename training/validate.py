@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Sequence
 
 import torch
 
 from catalog import ImageError, Product, open_image
+from catalog.errors import UserError
 from catalog.photolike import shopper_photo
 from evaluation.metrics import precision_at_k as precision_of
 from training.data import map_in_processes
-from catalog.errors import UserError
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ValidationImages:
 
     @classmethod
     def build(cls, products: Sequence[Product], transform, seed: int, progress: bool = True,
-              decode: Callable = open_image, workers: int = 0) -> "ValidationImages":
+              decode: Callable = open_image, workers: int = 0) -> ValidationImages:
         done = map_in_processes(partial(_query_pair, transform=transform, seed=seed, decode=decode),
                                 products, workers, "validation queries", progress)
         kept = [(product, pair) for product, pair in zip(products, done) if pair is not None]

@@ -1,10 +1,19 @@
 """Chroma storage and the filtered-search plan: collections of unit vectors with the products'
 metadata, filters as data, and the nearest products under a filter. May import `catalog`."""
+from vectorstore.errors import (
+                                DamagedIndex,
+                                DiskFull,
+                                IndexLocked,
+                                NoIndex,
+                                NoProduct,
+                                ReadOnlyStore,
+                                StoreError,
+                                StoreUnreachable,
+                                WeightsMismatch,
+)
 from vectorstore.filters import CATEGORY, Filters, UnknownFilterValue, resolve_filters
-from vectorstore.errors import (DamagedIndex, DiskFull, IndexLocked, NoIndex, ReadOnlyStore, StoreError,
-                                StoreUnreachable, WeightsMismatch)
 from vectorstore.store import Hit, ProductCollection, StoreSettings, make_client
 
 __all__ = ["CATEGORY", "Filters", "UnknownFilterValue", "resolve_filters", "Hit", "NoIndex", "ProductCollection",
            "StoreError", "StoreSettings", "WeightsMismatch", "make_client", "DamagedIndex", "DiskFull", "IndexLocked",
-           "ReadOnlyStore", "StoreUnreachable"]
+           "NoProduct", "ReadOnlyStore", "StoreUnreachable"]

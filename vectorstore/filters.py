@@ -7,14 +7,14 @@ value is an error that names the closest known ones instead of an empty answer.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from catalog.products import CATEGORY_FIELDS, METADATA_FIELDS
 from catalog.errors import UserError
+from catalog.products import CATEGORY_FIELDS, METADATA_FIELDS
 from catalog.text import clipped
 
 CATEGORY = "category"  # pseudo-field: any of masterCategory, subCategory, articleType
@@ -54,26 +54,26 @@ class Filters:
         return list(dict.fromkeys([n for n, v in self.fields.items() if v] +
                                   [n for n, v in self.excluded.items() if v]))
 
-    def with_values(self, name: str, values: Iterable) -> "Filters":
+    def with_values(self, name: str, values: Iterable) -> Filters:
         values = tuple(dict.fromkeys(values))
         return replace(self, fields=_set(self.fields, name, values),
                        excluded=_set(self.excluded, name, [v for v in self.get_excluded(name) if v not in values]))
 
-    def with_excluded(self, name: str, values: Iterable) -> "Filters":
+    def with_excluded(self, name: str, values: Iterable) -> Filters:
         """Also leave out products whose `name` is one of `values` (added to any exclusions)."""
         values = tuple(dict.fromkeys([*self.get_excluded(name), *values]))
         return replace(self, excluded=_set(self.excluded, name, values),
                        fields=_set(self.fields, name, [v for v in self.get(name) if v not in values]))
 
-    def without(self, name: str) -> "Filters":
+    def without(self, name: str) -> Filters:
         return replace(self, fields=_set(self.fields, name, ()), excluded=_set(self.excluded, name, ()))
 
-    def only(self, name: str) -> "Filters":
+    def only(self, name: str) -> Filters:
         """The conditions on one field alone."""
         return Filters({name: self.get(name)} if self.get(name) else {},
                        {name: self.get_excluded(name)} if self.get_excluded(name) else {})
 
-    def merged(self, other: "Filters") -> "Filters":
+    def merged(self, other: Filters) -> Filters:
         out = self
         for name, values in other.fields.items():
             out = out.with_values(name, values)

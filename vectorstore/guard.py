@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vectorstore.errors import (DamagedIndex, DiskFull, IndexLocked, NoIndex, ReadOnlyStore, StoreError,
-                                StoreUnreachable)
+from vectorstore.errors import DamagedIndex, DiskFull, IndexLocked, NoIndex, ReadOnlyStore, StoreError, StoreUnreachable
 
 LOCK_NAME = "index.lock"
 GENERATION_NAME = "index-generation.json"
@@ -97,10 +96,10 @@ class IndexLock:
     _fd: int | None = None
 
     @classmethod
-    def of(cls, client) -> "IndexLock":
+    def of(cls, client) -> IndexLock:
         return cls(persist_folder(client))
 
-    def acquire(self) -> "IndexLock":
+    def acquire(self) -> IndexLock:
         """Take the lock now or raise `IndexLocked` naming the holder."""
         if self.folder is None:
             return self
@@ -126,7 +125,7 @@ class IndexLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "IndexLock":
+    def __enter__(self) -> IndexLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd

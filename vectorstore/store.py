@@ -16,15 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import chromadb
 import numpy as np
 import pandas as pd
-import chromadb
 from chromadb.config import Settings
 
 from vectorstore import planner
+from vectorstore.errors import NoIndex, StoreError, WeightsMismatch
 from vectorstore.filters import Filters
-from vectorstore.errors import (DamagedIndex, DiskFull, IndexLocked, NoIndex, ReadOnlyStore, StoreError,  # noqa: F401
-                                 StoreUnreachable, WeightsMismatch)
 from vectorstore.guard import generation, persist_folder, store_error
 from vectorstore.metadata import MetadataTable
 
@@ -222,7 +221,7 @@ class ProductCollection:
     # -- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, client, model: str, *, weights_id: str | None = None, dim: int | None = None,
-             create: bool = False, runtime: str | None = None) -> "ProductCollection":
+             create: bool = False, runtime: str | None = None) -> ProductCollection:
         """Open the collection of `model`; with `create`, make it when missing.
 
         `weights_id` is checked against what the collection was built with: vectors of one

@@ -2,11 +2,11 @@
 typed filters in the catalog's own spelling."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
-from vectorstore.filters import CATEGORY, Filters, resolve_filters
 from catalog.errors import UserError
+from vectorstore.filters import CATEGORY, Filters, resolve_filters
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from catalog.products import CATEGORY_FIELDS
 from embedding.registry import model_words

@@ -1,0 +1,50 @@
+"""Labelled real photos (folders by class, e.g. ../shared/photos/handheld/validation) searched
+with items on (the parser's most prominent item, cut out, within its category) and off (the
+whole photo), side by side on the same photos: P@5 by kind (lenient, catalog/photo_labels.py),
+and by colour where a colours.csv labels them.
+
+    python -m bench.real_photos --db DB --model efficientnet_lite0 --weights imagenet [--photos DIR]
+"""
+from __future__ import annotations
+
+import argparse
+
+from bench.common import ROOT, add_search_arguments, table
+from catalog.photo_labels import read_photo_folder
+from embedding.colour import ColourModel
+from embedding.garments import GarmentParser
+from evaluation.photos import outcome_of, score_photos
+from operations import LookSettings, SearchPolicy, find_the_look
+from search import Searcher
+from vectorstore import StoreSettings, make_client
+
+DEFAULT_PHOTOS = ROOT.parent / "shared" / "photos" / "handheld" / "validation"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    add_search_arguments(parser)
+    parser.add_argument("--photos", default=str(DEFAULT_PHOTOS))
+    parser.add_argument("--k", type=int, default=5)
+    args = parser.parse_args()
+    photos = read_photo_folder(args.photos)
+    searcher = Searcher(make_client(StoreSettings(path=args.db)), weights=args.weights,
+                        parser_factory=GarmentParser.load, colour_factory=ColourModel.load)
+    policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k)
+    rows = []
+    for name, settings in (("items on", LookSettings()), ("items off (whole photo)", LookSettings(items=False))):
+        outcomes = []
+        for photo in photos:
+            look = find_the_look(searcher, policy, str(photo.path), settings=settings)
+            found = look.items[0]
+            outcomes.append(outcome_of(photo, [r.metadata for r in found.answer.results], found.colour))
+        scores = score_photos(outcomes, args.k).to_json()
+        rows.append({"search": name, **{f"P@{args.k} {level}": None if v is None else round(v, 3)
+                                        for level, v in scores["precision"].items()},
+                     "colour read right": scores["colour_reading"] and round(scores["colour_reading"], 3)})
+    print(f"{len(photos)} photos from {args.photos}, {args.model}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
