@@ -658,10 +658,9 @@ def _add_train_parser_command(sub) -> None:
     p.add_argument("--photos", default="../shared/photos/street",
                    help="images/, masks/ and labels.csv (default: %(default)s)")
     p.add_argument("--out", default="embedding/garment_parser.pt", help="default: %(default)s (the shipped file)")
-    p.add_argument("--catalog", default=DEFAULT_CATALOG if Path(DEFAULT_CATALOG).is_dir() else None,
-                   help="catalog whose bags, shoes, watches... are pasted small onto the street scenes as "
-                        "extra training photos (default: %(default)s; '' for none)")
-    p.add_argument("--composites", type=int, default=500, help="how many such photos (default: %(default)s)")
+    p.add_argument("--catalog", help="a catalog whose bags, shoes, watches... are pasted small onto the street "
+                                     "scenes as extra training photos (default: none; measured in docs/figures.md)")
+    p.add_argument("--composites", type=int, default=500, help="with --catalog: how many (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)

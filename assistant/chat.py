@@ -30,7 +30,7 @@ from operations import LookSettings, Refused
 from operations.find_the_look import NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing, with_gender
 from search import Answer, Result, Searcher
 from vectorstore import CATEGORY, Filters, NoIndex, StoreError, UnknownFilterValue, WeightsMismatch
-from vectorstore.errors import NoProduct
+from vectorstore.errors import NoProduct, StoreUnreachable
 
 log = logging.getLogger(__name__)
 
@@ -493,6 +493,9 @@ class Assistant:
                     if exc.hint else f"There is no product index for {model_label(exc.model)} yet.")
         if isinstance(exc, (WeightsMismatch, WeightsError, UnknownFilterValue)):
             return str(exc)
+        if isinstance(exc, StoreUnreachable) or _is_connection_error(exc):
+            self.searcher.forget_connection()  # the next message reconnects
+            return (f"The product index (Chroma) is not reachable right now ({exc}). Try again in a moment.")
         if isinstance(exc, NoProduct):
             return f"Product {exc.product_id} is not in the catalog any more."
         if isinstance(exc, StoreError):

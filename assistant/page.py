@@ -260,6 +260,15 @@ CSS = """
 /* Gradio's light grey for empty boxes and the slider's ends is below WCAG AA contrast. */
 #controls input.subdued, #active-filters input.subdued, #k .min_value, #k .max_value { color: #4b5563 !important; }
 #active-filters { flex-grow: 1; }
+/* The items found in a photo: small whole pictures with their names, one row. */
+#items .grid-wrap { height: auto !important; max-height: none !important; overflow: visible !important; }
+#items .grid-container { grid-template-columns: repeat(auto-fill, 112px) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important; }
+#items .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex;
+  flex-direction: column; }
+#items .thumbnail-item > img { height: 96px !important; object-fit: contain !important; flex: none; }
+#items .caption-label { position: static !important; max-width: 100% !important; background: transparent !important;
+  color: var(--body-text-color) !important; border: none !important; font-size: 13px; white-space: normal; }
 @media (max-width: 640px) {
   #chat { height: min(620px, 58vh) !important; }
   #chat .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }

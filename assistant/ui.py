@@ -74,7 +74,7 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
                                placeholder="Drop or paste a photo, add words, press Enter")
             # The items found in an outfit photo: tap one to search it.
             items = gr.Gallery([], label="Items in your photo: tap one to search it", visible=False,
-                               columns=6, height=150, allow_preview=False, object_fit="contain",
+                               columns=8, height=150, allow_preview=False, object_fit="contain",
                                elem_id="items", interactive=False)
             with gr.Row(equal_height=True):
                 # The active filters as chips: the × on one removes that filter.

@@ -13,6 +13,7 @@ from tests.conftest import ROOT, draw_product, make_catalog
 from vectorstore import (
     Filters,
     NoIndex,
+    NoProduct,
     ProductCollection,
     StoreSettings,
     UnknownFilterValue,
@@ -100,7 +101,7 @@ def test_filtered_search_matches_exact_search_at_every_selectivity(searcher, ind
 def test_similar_to_excludes_the_product(searcher):
     answer = searcher.similar_to("resnet18", "1001", k=5)
     assert len(answer.results) == 5 and "1001" not in [r.id for r in answer.results]
-    with pytest.raises(KeyError):
+    with pytest.raises(NoProduct):  # a structured store error: 404 in the shop, a sentence in the chat
         searcher.similar_to("resnet18", "nope")
 
 

@@ -68,6 +68,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 # -- a rebuild under a serving process -------------------------------------------------------------
+@pytest.mark.slow
 def test_a_shop_keeps_serving_through_a_rebuild_by_another_process(tmp_path, big_catalog, embedders):
     db = tmp_path / "db"
     assert index_cli(big_catalog, db).returncode == 0
@@ -102,6 +103,7 @@ def test_a_shop_keeps_serving_through_a_rebuild_by_another_process(tmp_path, big
         wait_for(finds_itself, "the rebuilt vectors to be searched")
 
 
+@pytest.mark.slow
 def test_a_removed_collection_answers_503_then_comes_back(tmp_path, catalog_dir, embedders):
     from vectorstore import ProductCollection, StoreSettings, make_client
     db = tmp_path / "db"
@@ -121,6 +123,7 @@ def test_a_removed_collection_answers_503_then_comes_back(tmp_path, catalog_dir,
 
 
 # -- one indexer at a time ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_indexer_is_refused_with_the_holder_named(tmp_path, catalog_dir):
     from vectorstore.guard import IndexLock
     db = tmp_path / "db"
@@ -176,6 +179,7 @@ def remount(folder: Path, options: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{options}", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_indexing_whole_and_the_same_command_resumes(tmp_path, catalog_dir):
     with small_disk(tmp_path / "disk", 16) as disk:
         db = disk / "db"
@@ -193,6 +197,7 @@ def test_a_full_disk_stops_indexing_whole_and_the_same_command_resumes(tmp_path,
         assert f'"id": "{image.stem}"' in found.stdout.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_a_read_only_store_is_said_in_one_sentence(tmp_path, catalog_dir):
     with small_disk(tmp_path / "disk", 64) as disk:
         db = disk / "db"
