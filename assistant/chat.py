@@ -63,6 +63,7 @@ class Query:
     # The colour read from the searched item's (or the whole photo's) pixels: p over the
     # catalog's colours, a soft preference of the search; None until read, or without a model.
     reading: Mapping[str, float] | None = None
+    readings: tuple[Mapping[str, float] | None, ...] = ()  # each item's, read when the photo came
     gender: str | None = None               # the gender the first item's products agreed on
 
     @property
@@ -363,9 +364,11 @@ class Assistant:
         if shows_nothing(photo, self.look):
             raise ChatProblem(NOTHING_FOUND)
         items = tuple(items_in(self.searcher, photo, self.look))
-        colours = tuple(self.searcher.colour_of(photo, item) for item in items)
+        # Each item's colour read once: named in the reply, and the preference of its search.
+        readings = tuple(self._colour_reading(photo, item) for item in items)
+        colours = tuple(max(r, key=r.get) if r else None for r in readings)
         return Query("photo", label or "your photo", path=path, items=items, item=0 if items else None,
-                     colours=colours)
+                     colours=colours, readings=readings, reading=readings[0] if readings else None)
 
     def _colour_reading(self, photo: Image.Image, item: Item | None) -> Mapping[str, float] | None:
         model = self.searcher.colour_model()
@@ -379,7 +382,8 @@ class Assistant:
             query = state.query
             if query is None or not 0 <= index < len(query.items):
                 raise ChatProblem("That item is not in the last photo; send the photo again.")
-            state = replace(state, query=replace(query, item=index, vectors={}, reading=None))
+            reading = query.readings[index] if index < len(query.readings) else None
+            state = replace(state, query=replace(query, item=index, vectors={}, reading=reading))
             return self._search(state, [])
         except Exception as exc:
             return self._failure(exc, state), state

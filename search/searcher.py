@@ -100,13 +100,6 @@ class Searcher:
         """The colour model, built once; None when this searcher has none."""
         return self._built("_colours", self.colour_factory)
 
-    def colour_of(self, image: Image.Image, item=None) -> str | None:
-        """The colour of an item's own pixels (or of a single product's photo), in the catalog's words."""
-        model = self.colour_model()
-        if model is None:
-            return None
-        return model.name(image, item.full_mask(image.size) if item is not None else None)
-
     def garment_parser(self):
         """The garment parser, built once; None when this searcher has none."""
         return self._built("_parser", self.parser_factory)
