@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from assistant.crop import cut
@@ -28,7 +29,9 @@ from embedding import WeightsError
 from embedding.garments import Item, describe_items
 from operations import LookSettings, Refused
 from operations.find_the_look import NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing, with_gender
-from search import Answer, Result, Searcher
+from operations.keep_kind import search_keeping_kind
+from search import AS_IS, Answer, Result, Searcher
+from search.searcher import names_hold
 from vectorstore import CATEGORY, Filters, NoIndex, StoreError, UnknownFilterValue, WeightsMismatch
 from vectorstore.errors import NoProduct, StoreUnreachable
 
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 HELP = ("I can narrow or change the search: try “only black ones”, “not black”, “show men instead”, "
         "“more like the second one”, “show 10”, “use resnet18” (or any model offered), “clear filters”.")
 ASK_PHOTO = ("Send me a photo of a product or an outfit ({supported}) and I'll find the most similar "
-             "products in the catalog.")
+             "products in the catalog, or tell me what you are looking for (“black leather bag”).")
 # Control name -> filter field, shared with the UI.
 CONTROL_FIELDS = {"gender": "gender", "category": CATEGORY, "colour": "baseColour"}
 
@@ -49,8 +52,8 @@ class ChatProblem(UserError):
 @dataclass(frozen=True)
 class Query:
     """What the shopper is searching "like": their photo, or a product from the catalog."""
-    kind: str                               # "photo" or "product"
-    label: str                              # "your photo", "“Brand1 Women Black Heels”"
+    kind: str                               # "photo", "product" or "words"
+    label: str                              # "your photo", "“Brand1 Women Black Heels”", "“red dress”"
     path: str | None = None                 # the photo's file, to embed it again for another model
     crop: tuple[float, float, float, float] | None = None  # fractions (left, top, right, bottom)
     product_id: str | None = None
@@ -65,6 +68,7 @@ class Query:
     reading: Mapping[str, float] | None = None
     readings: tuple[Mapping[str, float] | None, ...] = ()  # each item's, read when the photo came
     gender: str | None = None               # the gender the first item's products agreed on
+    words: tuple[str, ...] = ()             # words alone: those looked for in product names
 
     @property
     def searched_item(self) -> Item | None:
@@ -160,11 +164,16 @@ def rank_label(rank: int) -> str:
     return "Best match" if rank == 1 else f"Match #{rank}"
 
 
+CAPTION_NAME_CHARS = 48
+
+
 def caption(result: Result, rank: int = 1) -> str:
     details = " · ".join(str(v) for v in (result.get("articleType"), result.get("gender"),
                                           result.get("baseColour")) if v)
-    # Shown as plain text under the picture, not through as_text.
-    return shown_text(f"{result.get('name') or result.id}\n{details}\n{rank_label(rank)}")
+    # Shown as plain text under the picture, not through as_text; the name cut short, so that on
+    # a phone's narrow card the details and the rank line stay within the caption's lines.
+    name = clipped(result.get("name") or result.id, CAPTION_NAME_CHARS)
+    return shown_text(f"{name}\n{details}\n{rank_label(rank)}")
 
 
 def filter_chips(filters: Filters) -> list[str]:
@@ -263,7 +272,7 @@ class Assistant:
         try:
             state = replace(state, filters=filters)
             if state.query is None:
-                return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters)), state
+                return self._words_or_ask(state, [])
             return self._search(state, [])
         except Exception as exc:
             return self._failure(exc, state), state
@@ -288,7 +297,7 @@ class Assistant:
                                               resolved.get(CONTROL_FIELDS[name]) if resolved else [])
             state = replace(state, model=new_model, k=new_k, filters=filters)
             if state.query is None:
-                return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters)), state
+                return self._words_or_ask(state, notes)
             return self._search(state, notes)
         except Exception as exc:
             return self._failure(exc, state), state
@@ -318,42 +327,70 @@ class Assistant:
                 notes.append(exc.message)
         k = state.k if understood.k is None else self._clamp_k(understood.k, notes)
         filters = Filters() if understood.clear else state.filters
-        previous = state.previous_filters
+        # "Re-apply" is offered right after the new photo that turned the filters off, not later.
+        previous = Filters()
         query = state.query
         if image_paths:
             query = self._photo_query(image_paths[0], crop, label)  # a bad file changes nothing
             if len(image_paths) > 1:
                 notes.append("I searched with the first photo; send one photo per message.")
-        if image_paths and image_paths[0] != (state.query.path if state.query else None):
-            # A new photo (not a crop of the one shown) is a new search: the earlier filters
-            # are offered back, not applied.
+        if image_paths and state.query is not None and state.query.kind != "words" \
+                and image_paths[0] != state.query.path:
+            # A new photo after another search (not a crop of the photo shown) is a new search:
+            # the earlier filters are offered back, not applied. Words said before it (alone,
+            # or before any photo) were said for it, and stay.
             if not filters.is_empty():
                 previous = filters
             filters = Filters()
         for name in understood.cleared_fields:
             filters = filters.without(name)
         filters = filters.merged(understood.filters)
-        if understood.clear:
-            previous = Filters()
-        if understood.unknown:
-            notes.append(self._not_understood(understood.unknown))
+        names, unknown = self._name_words(model, filters, understood.unknown)
+        if unknown:
+            notes.append(self._not_understood(unknown))
 
         if image_paths:
             pass
         elif understood.more_like is not None:
             rank, picked = pick_result(state.results, understood.more_like)
             query = Query("product", f"#{rank} “{picked.get('name') or picked.id}”", product_id=picked.id)
+        elif (query is None or query.kind == "words") and (names or not understood.filters.is_empty()):
+            # Words alone are a query: what they name, the most typical looking first.
+            query = Query("words", "your words", words=names or (query.words if query else ()))
+        if names and query is not None and query.kind == "photo":
+            query = replace(query, words=names)  # "like this but striped": named ones first
 
         state = replace(state, model=model, k=k, filters=filters, query=query, previous_filters=previous)
         if query is None:
             self.vocabulary(model)  # no index for this model: say so (with the command) before asking for a photo
-            return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), filters_line(filters),
-                         notes=tuple(notes)), state
+            return self._words_or_ask(state, notes)
         if understood.clear and filters.is_empty():
             notes.insert(0, "Filters cleared.")
         if not image_paths and understood.is_empty():
             return Reply("info", HELP, filters_line(filters), notes=tuple(notes)), state
         return self._search(state, notes, plain=understood.clear and filters.is_empty(), announce=bool(image_paths))
+
+    def _words_or_ask(self, state: ChatState, notes: list[str]) -> tuple[Reply, ChatState]:
+        """No photo yet: the products the filters name, if any; else ask for a photo."""
+        if state.filters.is_empty():
+            return Reply("ask_photo", ASK_PHOTO.format(supported=SUPPORTED), notes=tuple(notes)), state
+        return self._search(replace(state, query=Query("words", "your filters")), notes)
+
+    def _name_words(self, model: str, filters: Filters, unknown) -> tuple[tuple[str, ...], tuple]:
+        """Of the phrases no catalog field holds ("leather", "floral"), those some product's
+        name holds within `filters` (then they are a query), and the others (not understood)."""
+        if not unknown:
+            return (), ()
+        try:
+            table = self.searcher.collection(model, check_weights=False).metadata.frame()
+        except StoreError:
+            return (), unknown
+        within = table[filters.mask(table)]
+        named, rest = [], []
+        for phrase, closest in unknown:
+            words = phrase.split()
+            (named if names_hold(within, words).any() else rest).append((phrase, closest))
+        return tuple(w for phrase, _ in named for w in phrase.split()), tuple(rest)
 
     def _photo_query(self, path: str, crop, label: str | None = None) -> Query:
         """Opened now so a bad file is reported before the state changes; a whole photo's items
@@ -396,6 +433,8 @@ class Assistant:
         query = state.query
         if query.kind == "product":
             return self.searcher.similar_to(state.model, query.product_id, k=state.k, filters=filters), state
+        if query.kind == "words":
+            return self.searcher.typical(state.model, filters, query.words, k=state.k), state
         vector = query.vectors.get(state.model)
         item = query.searched_item
         if vector is None:
@@ -406,8 +445,7 @@ class Assistant:
             reading = query.reading if query.reading is not None else self._colour_reading(photo, item)
             if item is not None:
                 photo = item.cut_out(photo)
-            embed = self.searcher.embed if query.crop or item is not None else self.searcher.embed_photos
-            vector = embed(state.model, [photo])[0]
+            vector = self.searcher.embed(state.model, [photo], AS_IS if query.crop or item is not None else None)[0]
             query = replace(query, vectors={**query.vectors, state.model: vector}, reading=reading)
             state = replace(state, query=query)
         within = item_filters(self.searcher, state.model, item, filters)
@@ -416,9 +454,17 @@ class Assistant:
             gendered = with_gender(self.searcher, state.model, within, query.gender)
         # A colour the shopper named (a filter) says more than the one read from the pixels.
         reading = None if filters.get("baseColour") else state.query.reading
-        answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=gendered, colour=reading)
+        # Words a product name holds ("striped"): the nearest so named come first.
+        wide = max(state.k, NAMED_CANDIDATES) if query.words else state.k
+        # A colour or gender word keeps the photo's kind (operations/keep_kind.py).
+        kind_scope = item_filters(self.searcher, state.model, item, Filters())
+        answer = search_keeping_kind(self.searcher, state.model, vector, wide, gendered, within=kind_scope,
+                                     colour=reading)
         if not answer.results and gendered != within:  # none of the photo's gender in this category
-            answer = self.searcher.search_vector(state.model, vector, k=state.k, filters=within, colour=reading)
+            answer = search_keeping_kind(self.searcher, state.model, vector, wide, within, within=kind_scope,
+                                         colour=reading)
+        if query.words:
+            answer = named_first(answer, query.words, state.k)
         if item is not None and query.gender is None and query.item == 0:
             state = replace(state, query=replace(state.query, gender=photo_gender(answer.results)))
         return answer, state
@@ -451,7 +497,11 @@ class Assistant:
         query = state.query
         item = query.searched_item if query.kind == "photo" else None
         label = f"the {item.kind} in {query.label}" if item is not None else query.label
-        if results:
+        if results and query.kind == "words":
+            described = f"{len(results)} products" if plain else describe_results(results)
+            named = f" (“{' '.join(query.words)}” in their names first)" if query.words else ""
+            headline = f"{described} for {label}{named}, the most typical looking first"
+        elif results:
             described = f"{len(results)} products" if plain else describe_results(results)
             headline = f"{described} like {label}, by {model_label(state.model)}"
         else:
@@ -510,6 +560,18 @@ class Assistant:
                     "Try again in a moment.")
         log.exception("chat turn failed", exc_info=exc)
         return f"Sorry, something went wrong on our side ({type(exc).__name__}: {exc}). Please try again."
+
+
+# How many of a photo's nearest products are looked through for those named with its words.
+NAMED_CANDIDATES = 50
+
+
+def named_first(answer: Answer, words: Sequence[str], k: int) -> Answer:
+    """The answer's products whose names hold `words` first, each part in its order, cut to k."""
+    table = pd.DataFrame({"name": [r.get("name") for r in answer.results]})
+    named = names_hold(table, words) if len(table) else np.zeros(0, dtype=bool)
+    ordered = [r for r, n in zip(answer.results, named) if n] + [r for r, n in zip(answer.results, named) if not n]
+    return replace(answer, results=ordered[:k])
 
 
 def _items_line(query: Query) -> str:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import gradio as gr
 
 from assistant.chat import Assistant, ChatState, Reply, as_text, bounded_message, filter_chips, without_chips
+from assistant.conversations import Conversations
 from assistant.crop import (
     CROP_HELP,
     CropFiles,
@@ -126,6 +127,19 @@ class ChatEvents:
         self.crops = CropFiles()
         self.thumbnails = ItemThumbnails()
         self.choices = _control_choices(assistant, settings.policy.default_model)
+        self.conversations = Conversations()
+
+    def restore(self, key: str | None) -> tuple:
+        """On page load: the browser's conversation as it was (after a reload, or back from a
+        product page), or a new one under a new key."""
+        saved = self.conversations.get(key)
+        if saved is None:
+            return (self.conversations.new_key(), *self.finish([], self.assistant.new_state()))
+        return (key, *self.finish(saved.history, saved.state))
+
+    def save(self, key: str | None, history: list, state: ChatState) -> None:
+        """After each turn: the conversation, kept for the browser that holds `key`."""
+        self.conversations.save(key, history, state)
 
     def index_status(self):
         """The status line and its timer: shown and ticking while there is something to say."""

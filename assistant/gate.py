@@ -126,7 +126,7 @@ class ChatGate:
 
 def sweep_folder(folder: Path, max_age_s: float, max_bytes: int) -> int:
     """Files under `folder` older than `max_age_s` deleted, then the oldest until the rest fit in
-    `max_bytes`; returns how many were deleted."""
+    `max_bytes`, then the empty folders left behind; returns how many files were deleted."""
     files = []
     for root, _, names in os.walk(folder):
         for name in names:
@@ -148,7 +148,25 @@ def sweep_folder(folder: Path, max_age_s: float, max_bytes: int) -> int:
             total -= size
         except OSError:
             pass
+    _remove_empty_folders(folder, time.time() - EMPTY_FOLDER_GRACE_S)
     return deleted
+
+
+# Gradio makes a folder per upload before it writes the file: a folder this young may be about to
+# receive one, so only older empty folders go.
+EMPTY_FOLDER_GRACE_S = 60.0
+
+
+def _remove_empty_folders(folder: Path, older_than: float) -> None:
+    for root, _, names in os.walk(folder, topdown=False):
+        path = Path(root)
+        if path == folder or names:
+            continue
+        try:
+            if path.stat().st_mtime < older_than and not any(path.iterdir()):
+                path.rmdir()
+        except OSError:
+            pass
 
 
 def _local_path(scope) -> str:

@@ -90,10 +90,32 @@ PAGE_JS = """
       attr(bar.querySelector(".vsa-more"), "aria-label", `More like ${lines[0]}`);
     }
   };
+  // A new reply is shown from its first line: the chat scrolls (and, on a phone, the page) to
+  // its headline, so the best results are in view, not the last ones; the crop panel's search
+  // brings the shopper back up to them. Focus that fell to the page while the box was disabled
+  // goes to the reply, two Tabs from its first "View product".
+  const replies = () => [...document.querySelectorAll('#chat [data-testid="bot"]')]
+    .filter((part) => !part.querySelector(".grid-container"));
+  let shownReplies = -1;
+  const revealNewest = () => {
+    const all = replies();
+    if (all.length < shownReplies) shownReplies = all.length;  // a new chat
+    const newest = all[all.length - 1];
+    if (!newest || all.length === shownReplies || !newest.innerText.trim()) return;  // none new, or not drawn yet
+    shownReplies = all.length;
+    requestAnimationFrame(() => {
+      newest.scrollIntoView({ block: "start" });
+      if (!document.activeElement || document.activeElement === document.body) {
+        newest.setAttribute("tabindex", "-1");
+        newest.focus({ preventScroll: true });
+      }
+    });
+  };
   // Again a moment later: the #links box may be updated just after the chat it belongs to.
   let later = null;
-  new MutationObserver(() => { decorate(); clearTimeout(later); later = setTimeout(decorate, 400); })
-    .observe(document.body, { childList: true, subtree: true });
+  new MutationObserver(() => {
+    decorate(); revealNewest(); clearTimeout(later); later = setTimeout(decorate, 400);
+  }).observe(document.body, { childList: true, subtree: true });
   decorate();
   document.addEventListener("click", (event) => {
     const more = event.target.closest("#chat .vsa-more");
@@ -245,7 +267,7 @@ CSS = """
 #chat .thumbnail-lg > img { height: 150px !important; flex: none; }
 #chat .caption-label { position: static !important; max-width: 100% !important; border: none !important;
   white-space: pre-line !important; font-size: 14px; line-height: 1.35; display: -webkit-box;
-  -webkit-line-clamp: 5; -webkit-box-orient: vertical; overflow: hidden; background: transparent !important;
+  -webkit-line-clamp: 7; -webkit-box-orient: vertical; overflow: hidden; background: transparent !important;
   color: var(--body-text-color) !important; }
 #chat .vsa-actions { display: flex; flex-wrap: wrap; gap: 4px 8px; justify-content: space-between;
   padding: 4px 2px 2px; font-size: 14px; }

@@ -47,6 +47,8 @@ def build_demo(searcher: Searcher, settings: AssistantSettings,
         page = _layout(events, settings)
         _wire(page, events)
         demo.load(None, js=page_js(settings.policy.max_upload_bytes))
+        demo.load(events.restore, [page.browser_key], [page.browser_key, *_turn_outputs(page)],
+                  api_visibility="private", show_progress="hidden")
         demo.load(events.index_status, None, [page.index_status, page.index_timer], api_visibility="private")
     return demo
 
@@ -56,9 +58,12 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
     choices, policy = events.choices, settings.policy
     session = gr.State(events.assistant.new_state())
     history = gr.State([])
+    # The browser's conversation key (assistant/conversations.py): a reload, or Back from a
+    # product page, shows the same conversation.
+    browser_key = gr.BrowserState("", storage_key="visual-shop-conversation")
     pending = gr.State(None)
     gr.Markdown(f"## {settings.title}\nDrop a photo of a product or an outfit, add words if you like "
-                "(“women's black shoes”), and get the most similar products. Each result has “View "
+                "(“women's black shoes”), and get the most similar products; or just say what you want. Each result has “View "
                 "product” and “More like this”; say “only black ones”, “show 10” or “clear filters”.")
     index_status = gr.Markdown("", visible=False, elem_id="index-status")
     index_timer = gr.Timer(2.0, active=events.status() is not None)
@@ -68,6 +73,7 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
             chatbot = gr.Chatbot(value=[], elem_id="chat", height=settings.chat_height, show_label=False,
                                  label="Conversation", latex_delimiters=[],
                                  feedback_options=None, buttons=[], group_consecutive_messages=True,
+                                 autoscroll=False,  # the page shows each new reply from its headline
                                  placeholder="Send a photo to start: drop it here or in the box below.")
             box = PhotoTextbox(elem_id="message", file_types=["image"], file_count="single",
                                sources=["upload"], show_label=False, label="Message",
@@ -126,11 +132,21 @@ def _layout(events: ChatEvents, settings: AssistantSettings) -> SimpleNamespace:
                               if isinstance(value, gr.components.Component | gr.blocks.BlockContext)})
 
 
+def _turn_outputs(p: SimpleNamespace) -> list:
+    """What every turn updates: history, chat, state, the five controls, chips, re-apply, links, items."""
+    return [p.history, p.chatbot, p.session, p.model, p.k, p.gender, p.category, p.colour, p.chips, p.reapply,
+            p.links, p.items]
+
+
 def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
-    """Each component's events to the handler that answers them."""
+    """Each component's events to the handler that answers them; then the conversation saved."""
     controls = [p.model, p.k, p.gender, p.category, p.colour]
-    turn_out = [p.history, p.chatbot, p.session, *controls, p.chips, p.reapply, p.links, p.items]
+    turn_out = _turn_outputs(p)
     private = {"api_visibility": "private"}
+
+    def saved(event) -> None:
+        event.then(events.save, [p.browser_key, p.history, p.session], None, queue=False, **quiet)
+
     # The progress animation on the chat only: drawn on each of a turn's sixteen outputs, it
     # cost ~170 ms of the 550 from Enter to the reply's text (bench/chat_latency.py).
     shown_on_chat = {**private, "show_progress": "minimal", "show_progress_on": [p.chatbot]}
@@ -139,25 +155,26 @@ def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     crop_out = [p.crop_state, p.crop_image, p.crop_note]
     posted = [p.history, p.chatbot, p.box, p.pending]
     answered = [*turn_out, p.box, *crop_out, p.crop_panel]
-    p.box.submit(events.post_user, [p.box, p.history], posted, queue=False, **quiet).then(
-        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat)
-    p.clear.click(lambda h: events.post_user({"text": "clear filters"}, h), [p.history], posted,
-                  queue=False, **quiet).then(
-        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat)
+    saved(p.box.submit(events.post_user, [p.box, p.history], posted, queue=False, **quiet).then(
+        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat))
+    saved(p.clear.click(lambda h: events.post_user({"text": "clear filters"}, h), [p.history], posted,
+                        queue=False, **quiet).then(
+        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat))
     for control in (p.model, p.gender, p.category, p.colour):
-        control.input(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat)
-    p.k.release(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat)
-    p.chips.input(events.on_chips, [p.chips, p.history, p.session], turn_out, **shown_on_chat)
-    p.reapply.click(events.on_reapply, [p.history, p.session], turn_out, **shown_on_chat)
-    p.items.select(events.on_item, [p.history, p.session], turn_out, **shown_on_chat)
-    p.pick_btn.click(events.on_pick, [p.pick, p.history, p.session], turn_out, **shown_on_chat)
-    p.oversize_btn.click(events.on_oversize, [p.oversize, p.history, p.session], turn_out, **quiet)
+        saved(control.input(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat))
+    saved(p.k.release(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat))
+    saved(p.chips.input(events.on_chips, [p.chips, p.history, p.session], turn_out, **shown_on_chat))
+    saved(p.reapply.click(events.on_reapply, [p.history, p.session], turn_out, **shown_on_chat))
+    saved(p.items.select(events.on_item, [p.history, p.session], turn_out, **shown_on_chat))
+    saved(p.pick_btn.click(events.on_pick, [p.pick, p.history, p.session], turn_out, **shown_on_chat))
+    saved(p.oversize_btn.click(events.on_oversize, [p.oversize, p.history, p.session], turn_out, **quiet))
     p.crop_pick_btn.click(events.on_crop_click, [p.crop_pick, p.crop_state], crop_out, **private)
-    p.crop_search.click(events.on_crop_search, [p.crop_state, p.history, p.session], turn_out, **shown_on_chat)
-    p.restart.click(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **quiet)
+    saved(p.crop_search.click(events.on_crop_search, [p.crop_state, p.history, p.session], turn_out,
+                              **shown_on_chat))
+    saved(p.restart.click(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **quiet))
     # The chat's own trash icon starts over too: clearing only the screen brought every
     # message back with the next photo, and kept the filters.
-    p.chatbot.clear(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **quiet)
+    saved(p.chatbot.clear(events.new_conversation, None, [*turn_out, *crop_out, p.crop_panel], **quiet))
     p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **quiet)
     p.api_btn.click(events.recommend, [p.api_image, p.api_model, p.api_k, p.api_gender, p.api_category],
                     p.api_out, api_name="recommend")

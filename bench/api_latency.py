@@ -38,7 +38,7 @@ def serve(db: str, weights: str, models: tuple[str, ...], port: int, images_dir:
     embedders = {m: load_embedder(m, weights) for m in models}
     for embedder in embedders.values():
         apply_runtime(embedder, RuntimeSettings(runtime=runtime))
-    searcher = Searcher(make_client(StoreSettings(path=Path(db))), weights=weights, embedders=embedders)
+    searcher = Searcher(make_client(StoreSettings(path=Path(db))), embedders=embedders)
     searcher.warm_up(models)
     settings = ShopSettings(policy=SearchPolicy(models=models, default_model=models[0]), images_dir=Path(images_dir) if images_dir else None)
     uvicorn.run(build_app(searcher, settings), host="127.0.0.1", port=port, log_level="warning")

@@ -105,8 +105,7 @@ def _photo_scores(answers, photos) -> dict:
 def sweep(args) -> None:
     colour_model = ColourModel.load(Path(args.model) if args.model else None)
     embedder = load_embedder(args.embedder, args.weights)
-    searcher = Searcher(make_client(StoreSettings(path=Path(args.db))), weights=args.weights,
-                        embedders={args.embedder: embedder})
+    searcher = Searcher(make_client(StoreSettings(path=Path(args.db))), embedders={args.embedder: embedder})
     sets = []
     if args.photos:
         photos = read_photo_folder(Path(args.photos))
@@ -118,7 +117,7 @@ def sweep(args) -> None:
                      lambda answers, labels=[q[1] for q in queries]: _catalog_scores(answers, labels)))
     rows = []
     for name, queries, scorer in sets:
-        vectors = searcher.embed_photos(args.embedder, [q[0] for q in queries])
+        vectors = searcher.embed(args.embedder, [q[0] for q in queries])
         readings = [colour_model.probabilities(q[0]) for q in queries]
         for floor in [float(f) for f in args.floors.split(",")]:
             for weight in [float(w) for w in args.weights_grid.split(",")]:

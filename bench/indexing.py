@@ -41,7 +41,7 @@ def main() -> None:
             batches.append(torch.stack([embedder.preprocess(open_image(p.image)) for p in chunk]))
         started = time.perf_counter()
         for batch in batches:
-            embedder.embed_tensors(batch)
+            embedder.embed_preprocessed(batch)
         bare = len(catalog.products) / (time.perf_counter() - started)
         with tempfile.TemporaryDirectory() as db:
             client = make_client(StoreSettings(path=db))

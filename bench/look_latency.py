@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.common import ROOT, add_search_arguments, pct, table
 from catalog import open_image
+from embedding.builder import EmbedderBuilder
 from embedding.garments import GarmentParser
 from operations import LookSettings, SearchPolicy, find_the_look
 from search import Searcher
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     args = parser.parse_args()
     paths = sorted(Path(args.photos).glob("*.jpg"))[: args.n]
-    searcher = Searcher(make_client(StoreSettings(path=args.db)), weights=args.weights,
+    searcher = Searcher(make_client(StoreSettings(path=args.db)), build=EmbedderBuilder(weights=args.weights, runtime=None),
                         parser_factory=GarmentParser.load)
     searcher.warm_up([args.model])
     policy = SearchPolicy(models=(args.model,), default_model=args.model)

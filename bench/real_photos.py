@@ -11,6 +11,7 @@ import argparse
 
 from bench.common import ROOT, add_search_arguments, table
 from catalog.photo_labels import read_photo_folder
+from embedding.builder import EmbedderBuilder
 from embedding.colour import ColourModel
 from embedding.garments import GarmentParser
 from evaluation.photos import outcome_of, score_photos
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     args = parser.parse_args()
     photos = read_photo_folder(args.photos)
-    searcher = Searcher(make_client(StoreSettings(path=args.db)), weights=args.weights,
+    searcher = Searcher(make_client(StoreSettings(path=args.db)), build=EmbedderBuilder(weights=args.weights, runtime=None),
                         parser_factory=GarmentParser.load, colour_factory=ColourModel.load)
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k)
     rows = []

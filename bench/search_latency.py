@@ -17,6 +17,7 @@ from bench.common import DEFAULT_CATALOG, pct, table
 from catalog import open_image, read_catalog
 from catalog.handheld import handheld_photo
 from embedding import MODEL_NAMES
+from embedding.builder import EmbedderBuilder
 from search import AS_IS, Searcher
 from vectorstore import StoreSettings, make_client
 
@@ -33,12 +34,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     paths = [products[i].image for i in rng.choice(len(products), args.n, replace=False)]
     client = make_client(StoreSettings(path=args.db))
-    searcher = Searcher(client, weights=args.weights)
+    searcher = Searcher(client, build=EmbedderBuilder(weights=args.weights, runtime=None))
     rows = []
     for model in args.models.split(","):
         searcher.warm_up([model])
         embedder = searcher.embedder(model)
-        as_is = Searcher(client, weights=args.weights, embedders={model: embedder}, query_views=AS_IS)
+        as_is = Searcher(client, embedders={model: embedder}, query_views=AS_IS)
         total, forward, query, plain, zoomed = [], [], [], [], []
         for path in paths:
             started = time.perf_counter()
@@ -48,7 +49,7 @@ def main() -> None:
             query.append(answer.timings["query"])
             batch = embedder.preprocess(image)[None]
             started = time.perf_counter()
-            embedder.embed_tensors(batch)
+            embedder.embed_preprocessed(batch)
             forward.append(time.perf_counter() - started)
             photo = handheld_photo(image, random.Random(str(path)))
             for which, times in ((as_is, plain), (searcher, zoomed)):

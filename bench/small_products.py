@@ -15,6 +15,7 @@ import numpy as np
 
 from bench.common import DEFAULT_CATALOG, ROOT, add_search_arguments, table
 from catalog.street import street_photos
+from embedding.builder import EmbedderBuilder
 from embedding.garments import SHIPPED_FILE, GarmentParser, box_iou
 from evaluation.street import held_out_of
 from operations import LookSettings, SearchPolicy, find_the_look
@@ -38,7 +39,7 @@ def main() -> None:
     held = set(held_out_of(Path(args.parser)))
     scenes = [p for p in street_photos(Path(args.street)) if p.stem in held]
     _, products = eligible_products(Path(args.catalog), 0.1, 0)
-    searcher = Searcher(make_client(StoreSettings(path=args.db)), weights=args.weights,
+    searcher = Searcher(make_client(StoreSettings(path=args.db)), build=EmbedderBuilder(weights=args.weights, runtime=None),
                         parser_factory=lambda: GarmentParser.load(Path(args.parser)))
     policy = SearchPolicy(models=(args.model,), default_model=args.model)
     rng = random.Random(1)

@@ -37,8 +37,8 @@ class EmbedderBuilder:
                                input_size=self.input_size, framing=self.framing)
         return {name: self._on_runtime(embedder) for name, embedder in built.items()}
 
-    def __call__(self, name: str, weights: str | None = None, device: str | None = None) -> Embedder:
-        """The Searcher's factory signature; its `weights` and `device` are the builder's."""
+    def __call__(self, name: str) -> Embedder:
+        """As `build`: the builder is the Searcher's factory."""
         return self.build(name)
 
     def _on_runtime(self, embedder: Embedder) -> Embedder:

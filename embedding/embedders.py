@@ -88,7 +88,7 @@ class Embedder:
         self.runtime = name if forward is not None else "eager"
         self._fast_forward = forward
 
-    def embed_tensors(self, batch: torch.Tensor) -> np.ndarray:
+    def embed_preprocessed(self, batch: torch.Tensor) -> np.ndarray:
         """Unit vectors for a batch already preprocessed with `preprocess`."""
         if self._fast_forward is not None:
             features = self._fast_forward(batch.detach().cpu().float().contiguous().numpy())
@@ -104,12 +104,12 @@ class Embedder:
         for start in tqdm(starts, desc=f"embed {self.name}", unit="batch", disable=not show_progress_bar):
             chunk = images[start:start + batch_size]
             batch = torch.stack([self.preprocess(im) for im in chunk])
-            out[start:start + len(chunk)] = self.embed_tensors(batch)
+            out[start:start + len(chunk)] = self.embed_preprocessed(batch)
         return out
 
     def warm_up(self) -> float:
         started = time.perf_counter()
-        self.embed_tensors(torch.zeros(1, 3, self.image_size, self.image_size))
+        self.embed_preprocessed(torch.zeros(1, 3, self.image_size, self.image_size))
         return time.perf_counter() - started
 
 

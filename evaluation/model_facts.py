@@ -96,10 +96,10 @@ def timed_rate(embedder: Embedder, products: Sequence[Product], batch_size: int,
     if not images:
         raise UserError("no catalog image to time the embedder with")
     tensors = torch.stack([embedder.preprocess(im) for im in images])
-    embedder.embed_tensors(tensors[:1])
+    embedder.embed_preprocessed(tensors[:1])
     started = time.perf_counter()
     for start in range(0, len(tensors), batch_size):
-        embedder.embed_tensors(tensors[start:start + batch_size])
+        embedder.embed_preprocessed(tensors[start:start + batch_size])
     seconds = time.perf_counter() - started
     return EmbedRate(len(images) / seconds, len(images), f"timed batch of {len(images)} catalog images, "
                      f"forward pass only{'; ' + why if why else ''}")

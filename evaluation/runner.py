@@ -28,7 +28,8 @@ from catalog.handheld import handheld_photo
 from catalog.photo_labels import LabelledPhoto, read_photo_folder
 from catalog.photolike import PhotoLikeSettings, shopper_photo
 from catalog.variants import ImageVariant, write_variant
-from embedding import MODEL_NAMES, Embedder, load_embedder
+from embedding import MODEL_NAMES, Embedder
+from embedding.builder import EmbedderBuilder
 from embedding.colour import ColourModel
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (
@@ -271,7 +272,7 @@ class _Run:
         seconds it took, and the colour read (None: not read)."""
         started = time.perf_counter()
         colour = self.colour.probabilities(image) if self.colour is not None else None
-        vector = searcher.embed_photos(model, [image])[0]
+        vector = searcher.embed(model, [image])[0]
         answer = searcher.search_vector(model, vector, self.settings.k, exclude=query.exclude,
                                         colour=colour if self.settings.colour_preference else None)
         seconds = time.perf_counter() - started
@@ -338,9 +339,9 @@ def run_evaluation(settings: EvaluationSettings, embedders: Mapping[str, Embedde
     real_photos = read_photo_folder(settings.photos) if settings.photos else []
     catalog = _catalog(settings)
     built = dict(embedders or {})
-    embedders = {m: built.get(m) or load_embedder(m, settings.weights, device=settings.device,
-                                                  input_size=settings.input_size, framing=settings.framing)
-                 for m in settings.models}
+    builder = EmbedderBuilder(weights=settings.weights, device=settings.device, runtime=None,
+                              input_size=settings.input_size, framing=settings.framing)
+    embedders = {m: built.get(m) or builder.build(m) for m in settings.models}
     searcher, report = _index(settings, catalog, embedders)
     tables = {m: searcher.collection(m).metadata.frame() for m in settings.models}
     stored = set.intersection(*(set(t.index) for t in tables.values()))
@@ -414,7 +415,7 @@ def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]
     client = make_client(settings.store)
     report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
                            show_progress_bar=settings.show_progress)
-    searcher = Searcher(client, weights=settings.weights, device=settings.device, embedders=embedders,
+    searcher = Searcher(client, embedders=embedders,
                         rerank=settings.rerank, query_views=settings.query_views)
     return searcher, report
 

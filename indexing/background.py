@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from embedding.embedders import Embedder
-from indexing.pipeline import IndexReport, index_catalog
+from indexing.pipeline import index_catalog
+from indexing.plan import IndexReport
 from vectorstore.errors import IndexLocked
 
 # While another indexer (an `index` run) holds the folder, the background indexer looks again

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,17 +30,8 @@ from catalog import Catalog, Product
 from catalog.errors import UserError
 from embedding.embedders import Embedder
 from embedding.weights import DEFAULT_WEIGHTS_DIR, resolve
-from indexing.pipeline import (
-    IndexPlan,
-    IndexReport,
-    finish_index,
-    open_collections,
-    plan_index,
-    prepare_batch,
-    product_metadata,
-    unreadable,
-)
-from indexing.timing import StageTimer
+from indexing.pipeline import run_index
+from indexing.plan import IndexPlan, IndexReport, prepare_batch, product_metadata, unreadable
 from vectorstore.store import ProductCollection, StoreSettings, make_client
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +128,7 @@ class EmbedStage:
             if embedder.name in tensors:
                 items, tensor = tensors[embedder.name]
                 rows = [row[p.id] for p in items]
-                vectors[rows] = embedder.embed_tensors(tensor)
+                vectors[rows] = embedder.embed_preprocessed(tensor)
                 need[rows] = True
             out[_vector_column(embedder.name)] = vectors
             out[_need_column(embedder.name)] = need
@@ -222,42 +212,53 @@ def actor_weights(models: Sequence[str], weights: str, weights_dir: Path = DEFAU
     return concrete
 
 
+@dataclass
+class RayEngine:
+    """Ray Data decodes, embeds and writes: rows -> embed actors -> a writer actor, into the
+    Chroma server of `store`. The actors build their own embedders from `weights` (each model's
+    concrete weights, `actor_weights`) on `device`."""
+    store: StoreSettings
+    weights: dict[str, str]
+    device: str = "cpu"
+    settings: RaySettings = RaySettings()
+    show_progress_bar: bool = True
+
+    def run(self, client, plan: IndexPlan, embedders: Sequence[Embedder], collections, report: IndexReport) -> None:
+        if plan.pending:
+            with ray_session(self.settings) as ray:
+                self._stream(ray, plan, [e.name for e in embedders], report)
+        for coll in collections.values():
+            coll.metadata.refresh()  # written by the actors: this process's cached table is stale
+
+    def _stream(self, ray, plan: IndexPlan, models: list[str], report: IndexReport) -> None:
+        pipeline = build_pipeline(ray, plan_rows(plan), self.store, models, self.weights, self.device, self.settings)
+        progress = tqdm(total=len(plan.pending), unit="img", disable=not self.show_progress_bar,
+                        desc="indexing (ray) " + ",".join(models))
+        try:
+            batches = iter(pipeline.iter_batches(batch_size=None, batch_format="numpy"))
+            # Apart, so the summary tells the cluster's and actors' start from the steady work.
+            with report.timer.stage(FIRST_BATCH_STAGE):
+                batch = next(batches, None)
+            with report.timer.stage(STEADY_STAGE):
+                while batch is not None:
+                    progress.update(_account(batch, report))
+                    batch = next(batches, None)
+        except ray.exceptions.RayError as exc:
+            raise RayIndexError(f"the Ray pipeline failed: {exc}") from exc
+        finally:
+            progress.close()
+
+
 def index_catalog_ray(catalog: Catalog, store: StoreSettings, embedders: Sequence[Embedder], *, weights: str,
                       device: str = "cpu", settings: RaySettings = RaySettings(), limit: int | None = None,
                       rebuild: bool = False, show_progress_bar: bool = True,
                       weights_dir: Path = DEFAULT_WEIGHTS_DIR) -> IndexReport:
-    """`index_catalog` with Ray Data doing the decoding, embedding and writing.
-
-    `embedders` are the driver's copies, used for what the collections record (weights id,
-    dimension); the actors build their own from (name, `weights`, `device`).
-    """
+    """`run_index` with the Ray engine. `embedders` are the driver's copies, used for what the
+    collections record (weights id, dimension); the actors build their own from (name,
+    `weights`, `device`)."""
     if not store.host:
         raise RayIndexError("--engine ray writes from Ray workers into a Chroma server: give --chroma-host "
                             "and --chroma-port (an embedded --db folder cannot be shared between processes)")
-    weights = actor_weights([e.name for e in embedders], weights, weights_dir)
-    report = IndexReport(skipped=list(catalog.skipped), timer=StageTimer())
-    started = time.perf_counter()
-    collections = open_collections(make_client(store), embedders, rebuild)
-    plan = plan_index(catalog, collections, report, limit=limit)
-    if plan.pending:
-        with ray_session(settings) as ray:
-            pipeline = build_pipeline(ray, plan_rows(plan), store, [e.name for e in embedders], weights, device,
-                                      settings)
-            progress = tqdm(total=len(plan.pending), unit="img", disable=not show_progress_bar,
-                            desc="indexing (ray) " + ",".join(e.name for e in embedders))
-            try:
-                batches = iter(pipeline.iter_batches(batch_size=None, batch_format="numpy"))
-                # Apart, so the summary tells the cluster's and actors' start from the steady work.
-                with report.timer.stage(FIRST_BATCH_STAGE):
-                    batch = next(batches, None)
-                with report.timer.stage(STEADY_STAGE):
-                    while batch is not None:
-                        progress.update(_account(batch, report))
-                        batch = next(batches, None)
-            except ray.exceptions.RayError as exc:
-                raise RayIndexError(f"the Ray pipeline failed: {exc}") from exc
-            finally:
-                progress.close()
-    for coll in collections.values():
-        coll.metadata.refresh()  # written by the actors: this process's cached table is stale
-    return finish_index(collections, report, started)
+    engine = RayEngine(store=store, weights=actor_weights([e.name for e in embedders], weights, weights_dir),
+                       device=device, settings=settings, show_progress_bar=show_progress_bar)
+    return run_index(catalog, make_client(store), embedders, engine, limit=limit, rebuild=rebuild)

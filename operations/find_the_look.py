@@ -21,6 +21,7 @@ from embedding.garments import Item
 from operations.errors import Refused
 from operations.filter_request import FilterRequest
 from operations.find_by_photo import check_size
+from operations.keep_kind import search_keeping_kind
 from operations.policy import SearchPolicy
 from search.query_views import AS_IS
 from search.searcher import Answer, Searcher
@@ -110,7 +111,9 @@ def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str |
     colours = searcher.colour_model()
     if not items:
         reading = colours.probabilities(image) if colours is not None else None
-        answer = searcher.search_image(model, image, k=k, filters=wanted, colour=reading)
+        searcher.collection(model)  # refuse a missing index or other weights before embedding
+        vector = searcher.embed(model, [image])[0]
+        answer = search_keeping_kind(searcher, model, vector, k, searcher.resolve(model, wanted), colour=reading)
         return Look([FoundItem(None, answer, _most_likely(reading))], image)
     first = search_item(searcher, model, image, items[0], k, wanted, colours)
     # The rest within the photo's gender when the first item's products agree on one (a
@@ -146,11 +149,13 @@ def search_item(searcher: Searcher, model: str, image: Image.Image, item: Item, 
     # Within the item's category (and the photo's gender, in `wanted`), unless no product is
     # there: then within the shopper's own filters alone. The colour of the item's own pixels
     # is a soft preference, never a filter.
-    answer = searcher.search_image(model, picture, k=k, filters=item_filters(searcher, model, item, wanted),
-                                   views=AS_IS, colour=reading)
+    vector = searcher.embed(model, [picture], AS_IS)[0]
+    scope = item_filters(searcher, model, item, Filters())
+    answer = search_keeping_kind(searcher, model, vector, k, item_filters(searcher, model, item, wanted),
+                                 within=scope, colour=reading)
     if not answer.results and wanted != shopper:
-        answer = searcher.search_image(model, picture, k=k, filters=item_filters(searcher, model, item, shopper),
-                                       views=AS_IS, colour=reading)
+        answer = search_keeping_kind(searcher, model, vector, k, item_filters(searcher, model, item, shopper),
+                                     within=scope, colour=reading)
     return FoundItem(item, answer, _most_likely(reading))
 
 

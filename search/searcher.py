@@ -2,6 +2,7 @@
 ask that model's collection, with filters. Shared by the command line, the chat and the API."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,8 +12,9 @@ import numpy as np
 from PIL import Image
 
 from catalog.errors import UserError
+from embedding.builder import EmbedderBuilder
 from embedding.classifiers import Classifiers
-from embedding.embedders import Embedder, check_model_name, load_embedder
+from embedding.embedders import Embedder, check_model_name
 from search.query_views import QueryViews, mean_direction
 from search.reorder import RerankSettings, rerank
 from vectorstore.errors import NoProduct
@@ -53,20 +55,38 @@ class Answer:
     colour_preference: bool = False
 
 
+# How many products' vectors make the look of what words asked for (Searcher.typical).
+TYPICAL_SAMPLE = 512
+
+
+def names_hold(frame, words: Sequence[str]) -> np.ndarray:
+    """Rows whose product name holds every word as a whole word, singular or plural ("leather"
+    in "Leather Handbag", not in "Leatherette")."""
+    names = frame["name"].fillna("").astype(str).str.lower() if "name" in frame.columns else None
+    keep = np.ones(len(frame), dtype=bool)
+    for word in words:
+        word = word.lower().strip()
+        if names is None or not word:
+            continue
+        singular = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+        keep &= names.str.contains(rf"\b{re.escape(singular)}(?:s|es)?\b", regex=True).to_numpy()
+    return keep if names is not None else np.zeros(len(frame), dtype=bool)
+
+
 class Searcher:
     """Holds one embedder and one collection handle per model, built on first use.
 
-    `embedders` already built are used as they are; `embedder_factory` builds the others
-    (injected so tests and tools can build embedders their own way). `rerank` says how the
-    nearest products are reordered by what the query most likely is (search/reorder.py);
-    `query_views` which views of a shopper's photo are embedded and averaged
-    (search/query_views.py).
+    `embedders` already built are used as they are; `build` builds the others from a model's
+    name (an `EmbedderBuilder`, whose weights and runtime say how; by default PyTorch with ImageNet
+    or a fine-tuned file, as `--weights auto`). `rerank` says how the nearest products are reordered
+    by what the query most likely is (search/reorder.py); `query_views` which views of a
+    shopper's photo are embedded and averaged (search/query_views.py).
     """
 
-    def __init__(self, client, weights: str = "auto", device: str = "cpu",
-                 embedder_factory: Callable[..., Embedder] = load_embedder, index_hint: str = "",
-                 embedders: Mapping[str, Embedder] | None = None, rerank: RerankSettings = RerankSettings(),
-                 query_views: QueryViews = QueryViews(), parser_factory: Callable[[], object] | None = None,
+    def __init__(self, client, embedders: Mapping[str, Embedder] | None = None,
+                 build: Callable[[str], Embedder] = EmbedderBuilder(runtime=None), index_hint: str = "",
+                 rerank: RerankSettings = RerankSettings(), query_views: QueryViews = QueryViews(),
+                 parser_factory: Callable[[], object] | None = None,
                  colour_factory: Callable[[], object] | None = None):
         self.client = client
         # Build the garment parser (embedding/garments.py) and the colour model on first use;
@@ -77,11 +97,8 @@ class Searcher:
         self._colours = None
         self.rerank = rerank
         self.query_views = query_views
-        self.weights = weights
-        self.device = device
-        self.embedder_factory = embedder_factory
+        self.build = build
         self.index_hint = index_hint
-        # Embedders the caller already built (for indexing, say) are used as they are.
         self._embedders: dict[str, Embedder] = dict(embedders or {})
         self._collections: dict[str, ProductCollection] = {}
         self._lock = threading.Lock()
@@ -93,7 +110,7 @@ class Searcher:
         model = check_model_name(model)
         with self._lock:
             if model not in self._embedders:
-                self._embedders[model] = self.embedder_factory(model, self.weights, device=self.device)
+                self._embedders[model] = self.build(model)
             return self._embedders[model]
 
     def colour_model(self):
@@ -144,22 +161,20 @@ class Searcher:
             return Filters()
         return resolve_filters(raw or {}, self.vocabulary(model), excluded)
 
-    def embed(self, model: str, images: list[Image.Image]) -> np.ndarray:
-        """Unit vectors of `images` as they are, one forward pass each."""
+    def embed(self, model: str, images: list[Image.Image], views: QueryViews | None = None) -> np.ndarray:
+        """One unit query vector per image: its views (`views`, else `query_views`; `AS_IS` for
+        an image already framed, such as a crop or an item cut out) embedded in one batch and
+        averaged."""
+        views = [(views or self.query_views).of(image) for image in images]
+        flat = [view for group in views for view in group]
         embedder = self.embedder(model)
         with self._forward_lock:
-            return embedder.embed(images, batch_size=16)
-
-    def embed_photos(self, model: str, images: list[Image.Image], views: QueryViews | None = None) -> np.ndarray:
-        """One query vector per shopper photo: its views (`views`, else `query_views`) embedded
-        in one batch and averaged into a unit vector, in the embedder's space as `embed` gives."""
-        views = [(views or self.query_views).of(image) for image in images]
-        vectors = self.embed(model, [view for group in views for view in group])
+            vectors = embedder.embed(flat, batch_size=16)
         out, start = [], 0
         for group in views:
             out.append(mean_direction(vectors[start:start + len(group)]))
             start += len(group)
-        return np.stack(out) if out else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        return np.stack(out) if out else np.zeros((0, embedder.dim), dtype=np.float32)
 
     def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
                       exclude: tuple[str, ...] = (), *, colour: Mapping[str, float] | None = None) -> Answer:
@@ -200,7 +215,7 @@ class Searcher:
         self.collection(model)  # refuse a weights mismatch before any work
         resolved = self.resolve(model, filters)
         started = time.perf_counter()
-        vectors = self.embed_photos(model, images, views)
+        vectors = self.embed(model, images, views)
         embed_seconds = (time.perf_counter() - started) / max(1, len(images))
         answers = []
         for vector, reading in zip(vectors, colours):
@@ -212,6 +227,35 @@ class Searcher:
     def search_image(self, model: str, image: Image.Image, k: int = 5, filters: Filters | None = None,
                      views: QueryViews | None = None, *, colour: Mapping[str, float] | None = None) -> Answer:
         return self.search_images(model, [image], k, filters, views, colour=[colour])[0]
+
+    def typical(self, model: str, filters: Filters | None = None, words: Sequence[str] = (), k: int = 5) -> Answer:
+        """Products for words alone: those that pass `filters`, the ones whose names hold every
+        one of `words` first; each group in order of closeness to the look of the products
+        named with the words (else of all that pass): the mean direction of their stored
+        vectors, from at most `TYPICAL_SAMPLE` of them spread evenly over their ids. The most
+        typical looking products of what was asked come first, in the same order every time."""
+        started = time.perf_counter()
+        collection = self.collection(model, check_weights=False)
+        resolved = self.resolve(model, filters)
+        frame = collection.metadata.frame()
+        within = frame[resolved.mask(frame)]
+        named = sorted(map(str, within.index[names_hold(within, words)])) if words else []
+        anchors = named or sorted(map(str, within.index))
+        if not anchors:
+            return Answer(model, [], resolved)
+        sample = collection.vectors_of(anchors[::max(1, len(anchors) // TYPICAL_SAMPLE)][:TYPICAL_SAMPLE])
+        centre = mean_direction(np.stack(list(sample.values())))
+        named_ids = set(named)
+        first = sorted(((float(vector @ centre), pid) for pid, vector in sample.items() if pid in named_ids),
+                       reverse=True)[:k]
+        records = collection.metadata.records([pid for _, pid in first])
+        results = [Result(pid, score, records.get(pid, {})) for score, pid in first]
+        if len(results) < k:
+            hits = collection.search_stored(centre, k - len(results), resolved, exclude=tuple(r.id for r in results))
+            results += [Result(h.id, h.score, h.metadata) for h in hits]
+        answer = Answer(model, results, resolved)
+        answer.timings["query"] = time.perf_counter() - started
+        return answer
 
     def similar_to(self, model: str, product_id: str, k: int = 5, filters=None) -> Answer:
         """Products like a stored one, by its stored vector; the product itself is left out."""
@@ -250,4 +294,4 @@ class Searcher:
                 collection.search(np.ones(embedder.dim, dtype=np.float32), k=1)
 
 
-__all__ = ["Answer", "Result", "Searcher", "StoreError"]
+__all__ = ["Answer", "Result", "Searcher", "StoreError", "TYPICAL_SAMPLE", "names_hold"]

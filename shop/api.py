@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field, create_model
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from catalog import ImageError
+from catalog.text import clipped
 from operations import FilterRequest, LookSettings, Refused, find_similar, find_the_look
 from search.searcher import RESULT_FIELDS, Result
 from shop.context import ShopContext, id_url, shop_context
@@ -137,7 +138,7 @@ def api_router(settings: ShopSettings) -> APIRouter:
     def get_product(request: Request, shop: Context, product_id: str) -> ProductOut:
         product = shop.browser.product(product_id)
         if product is None:
-            raise ApiError(404, f"no product with id {product_id!r}")
+            raise ApiError(404, f"no product with id {clipped(product_id)!r}")
         return product_out(request, product)
 
     @router.get("/health", response_model=Health)

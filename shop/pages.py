@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from catalog.text import shown_text
+from catalog.text import clipped, shown_text
 from operations import Refused, find_similar
 from shop.context import ShopContext, id_url, shop_context
 from vectorstore import StoreError, UnknownFilterValue
@@ -77,7 +77,7 @@ def pages_router() -> APIRouter:
         product = shop.browser.product(product_id)
         if product is None:
             return render(shop, request, "message.html", {"heading": "Product not found",
-                                                          "message": f"There is no product {product_id} in this shop."}, 404)
+                                                          "message": f"There is no product {clipped(product_id)} in this shop."}, 404)
         policy = shop.settings.policy
         error, results, chosen = None, [], model or policy.default_model
         try:

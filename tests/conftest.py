@@ -116,7 +116,7 @@ def searcher(indexed_db, embedders):
     from search import Searcher
     from vectorstore import StoreSettings, make_client
     client = make_client(StoreSettings(path=indexed_db))
-    return Searcher(client, weights="random", embedders=embedders)
+    return Searcher(client, embedders=embedders)
 
 
 def free_port() -> int:

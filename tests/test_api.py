@@ -64,7 +64,7 @@ def make_hostile_shop(root: Path, embedders):
     (folder / "images" / f"{LINKED_ID}.jpg").symlink_to(outside)
     client = make_client(StoreSettings(path=root / "db"))
     index_catalog(read_catalog(folder), client, [embedders["resnet18"]], batch_size=8, show_progress_bar=False)
-    searcher = Searcher(client, weights="random", embedders=embedders)
+    searcher = Searcher(client, embedders=embedders)
     return folder / "images", searcher
 
 

@@ -18,7 +18,7 @@ class Stop(Exception):
 def test_searches_answer_during_background_indexing_and_progress_reaches_the_total(tmp_path, catalog_dir, embedders):
     catalog = read_catalog(catalog_dir)
     client = make_client(StoreSettings(path=tmp_path / "db"))
-    searcher = Searcher(client, weights="random", embedders=embedders)
+    searcher = Searcher(client, embedders=embedders)
     indexer = BackgroundIndexer(catalog, client, [embedders["resnet18"], embedders["resnet50"]], batch_size=4,
                                 on_pass_done=searcher.forget_connection, log=lambda line: None)
     # Hold the indexer after its second batch until a search has been answered.

@@ -12,9 +12,9 @@ from PIL import Image
 from assistant.chat import Assistant, caption, describe_results
 from assistant.settings import AssistantSettings
 from operations import SearchPolicy
-from search import Searcher
+from search import AS_IS, Searcher
 from tests.conftest import KINDS, draw_product
-from vectorstore import CATEGORY, StoreSettings, make_client
+from vectorstore import StoreSettings, make_client
 
 SETTINGS = AssistantSettings(policy=SearchPolicy(models=("resnet18", "resnet50"), default_model="resnet50", k=5, max_k=12),
                              index_hint="python app.py index --catalog SHOP --db DB --weights random")
@@ -151,13 +151,36 @@ def test_show_k_use_model_and_clear(assistant, first):
     assert {r.get("gender") for r in reply.results} != {"Women"} or len({r.get("gender") for r in reply.results}) > 1
 
 
-def test_text_without_a_photo_asks_for_one_and_keeps_the_words(assistant):
+def test_words_alone_show_what_they_name_the_most_typical_first(assistant, photo):
     reply, state = assistant.handle_turn(assistant.new_state(), "black heels for women")
+    assert reply.kind == "results" and reply.filters_line == "Filters: Women · Heels · Black"
+    assert reply.results and all((r.get("gender"), r.get("articleType"), r.get("baseColour")) ==
+                                 ("Women", "Heels", "Black") for r in reply.results)
+    assert "the most typical looking first" in reply.headline and state.query.kind == "words"
+    scores = [r.score for r in reply.results]
+    assert scores == sorted(scores, reverse=True)  # by closeness to the look of what was named
+    again, _ = assistant.handle_turn(assistant.new_state(), "black heels for women")
+    assert [r.id for r in again.results] == [r.id for r in reply.results]  # the same order every time
+    # the conversation goes on from them
+    reply, state = assistant.handle_turn(state, "more like the second one")
+    assert reply.kind == "results" and state.query.kind == "product"
+
+    # a word no field holds, found in product names: those products first, within what was named
+    reply, _ = assistant.handle_turn(assistant.new_state(), "grey heels")
+    assert "Grey" in reply.results[0].get("name") and {r.get("articleType") for r in reply.results} == {"Heels"}
+    assert "“grey” in their names first" in reply.headline
+    # one no name holds is named as not understood; the rest is answered
+    reply, _ = assistant.handle_turn(assistant.new_state(), "heels qwxz")
+    assert {r.get("articleType") for r in reply.results} == {"Heels"} and "qwxz" in " ".join(reply.notes)
+    # nothing to search by: ask for a photo
+    reply, _ = assistant.handle_turn(assistant.new_state(), "qwxz")
     assert reply.kind == "ask_photo" and "photo" in reply.headline and not reply.results
-    assert reply.filters_line == "Filters: Women · Heels · Black"
-    assert state.filters.get(CATEGORY) == ("Heels",) and state.query is None
-    reply, _ = assistant.handle_turn(state, "more like the second one")
-    assert reply.kind == "error" and "no results yet" in reply.headline
+
+    # words said before a photo are said for it: they filter its search
+    _, state = assistant.handle_turn(assistant.new_state(), "women")
+    reply, state = assistant.handle_turn(state, "", [str(photo)])
+    assert reply.kind == "results" and state.filters.get("gender") == ("Women",)
+    assert all(r.get("gender") == "Women" for r in reply.results) and state.previous_filters.is_empty()
 
 
 def test_text_that_asks_nothing_gets_help(assistant, first):
@@ -191,7 +214,7 @@ def test_crop_searches_one_part_of_the_photo(assistant, tmp_path):
     whole, _ = assistant.handle_turn(assistant.new_state(), "", [str(path)])
     left, state = assistant.handle_turn(assistant.new_state(), "", [str(path)], crop=(0, 0, 0.5, 1))
     assert left.kind == "results" and "your cropped photo" in left.headline
-    left_vector = assistant.searcher.embed("resnet50", [outfit.crop((0, 0, 120, 160))])[0]
+    left_vector = assistant.searcher.embed("resnet50", [outfit.crop((0, 0, 120, 160))], AS_IS)[0]
     assert np.allclose(state.query.vectors["resnet50"], left_vector, atol=1e-5)
     assert [r.id for r in whole.results] != [r.id for r in left.results] or \
         [r.score for r in whole.results] != [r.score for r in left.results]
@@ -248,7 +271,7 @@ def test_file_over_the_size_limit(searcher, photo):
 
 def test_no_index_yet_gives_the_exact_command(tmp_path, embedders, photo):
     hint = "python app.py index --catalog ../shared/catalog --db /tmp/empty-db --weights random"
-    searcher = Searcher(make_client(StoreSettings(path=tmp_path / "empty")), weights="random", index_hint=hint,
+    searcher = Searcher(make_client(StoreSettings(path=tmp_path / "empty")), index_hint=hint,
                         embedders=embedders)
     chat = Assistant(searcher, SETTINGS)
     for text, files in (("", [str(photo)]), ("women", []), ("use resnet18", [])):
@@ -268,8 +291,9 @@ def test_controls_set_filters_model_and_k(assistant, first):
     assert reply.filters_line == "Filters: Women · Red"
     reply, state = assistant.apply_controls(state, colour=[])
     assert state.filters.get("baseColour") == () and state.filters.get("gender") == ("Women",)
-    reply, fresh = assistant.apply_controls(assistant.new_state(), gender="Men")
-    assert reply.kind == "ask_photo" and fresh.filters.get("gender") == ("Men",)
+    reply, fresh = assistant.apply_controls(assistant.new_state(), gender="Men")  # no photo yet: what they name
+    assert reply.kind == "results" and fresh.filters.get("gender") == ("Men",)
+    assert reply.results and all(r.get("gender") == "Men" for r in reply.results)
 
 
 def test_the_chat_api_returns_the_search_json_schema(assistant, photo, tmp_path):
@@ -329,10 +353,11 @@ def test_a_new_photo_starts_fresh_and_offers_the_old_filters(assistant, photo, t
     # a chip removed: that filter alone goes
     reply, state = assistant.set_filters(state, without_chips(state.filters, ["Women"]))
     assert filter_chips(state.filters) == ["Women"] and reply.filters_line == "Filters: Women"
-    # words typed before any photo do not filter the photo that follows: they are offered
-    _, state = assistant.handle_turn(assistant.new_state(), "black", [])
-    reply, state = assistant.handle_turn(state, "", [str(shoe)])
-    assert state.filters.is_empty() and filter_chips(state.previous_filters) == ["Black"]
+    # the offer is made once, right after the new photo, not through later turns
+    reply, state = assistant.handle_turn(state, "", [str(photo)])
+    assert filter_chips(state.previous_filters) == ["Women"]
+    reply, state = assistant.handle_turn(state, "show 3")
+    assert state.previous_filters.is_empty()
 
 
 def test_words_not_understood_are_named_with_the_closest_values(assistant, first):

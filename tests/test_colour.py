@@ -200,7 +200,7 @@ def _colours_of(answer) -> list[str]:
 
 def test_search_with_the_colour_on_brings_the_photos_colour_up_and_off_changes_nothing(colour_store, embedders,
                                                                                       model):
-    searcher = Searcher(colour_store, weights="random", embedders=embedders,
+    searcher = Searcher(colour_store, embedders=embedders,
                         rerank=RerankSettings(colour_weight=0.1))
     for seed, colour in enumerate(COLOURS):
         photo = lit(draw_product(900 + seed, COLOURS[colour], "rectangle", size=(120, 160)), "warm lamp")
@@ -223,7 +223,7 @@ def test_search_with_the_colour_on_brings_the_photos_colour_up_and_off_changes_n
 
 
 def test_the_colour_changes_nothing_with_reordering_off(colour_store, embedders, model):
-    searcher = Searcher(colour_store, weights="random", embedders=embedders, rerank=NO_RERANK)
+    searcher = Searcher(colour_store, embedders=embedders, rerank=NO_RERANK)
     photo = draw_product(7, COLOURS["Yellow"], "rectangle", (120, 160))
     plain = searcher.search_image("resnet18", photo, k=5)
     assert [r.id for r in searcher.search_image("resnet18", photo, k=5, colour=model.probabilities(photo)).results] \

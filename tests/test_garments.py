@@ -131,7 +131,7 @@ def look_searcher(indexed_db, embedders, trained_parser):
     from embedding.garments import GarmentParser
     from search import Searcher
     from vectorstore import StoreSettings, make_client
-    return Searcher(make_client(StoreSettings(path=indexed_db)), weights="random", embedders=embedders,
+    return Searcher(make_client(StoreSettings(path=indexed_db)), embedders=embedders,
                     parser_factory=lambda: GarmentParser.load(trained_parser[0]))
 
 

@@ -97,7 +97,7 @@ def test_odd_ids_round_trip(tmp_path, embedders):
     db = tmp_path / "db"
     client = make_client(StoreSettings(path=db))
     index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
-    searcher = Searcher(client, weights="random", embedders=embedders)
+    searcher = Searcher(client, embedders=embedders)
     api = TestClient(build_app(searcher, ShopSettings(policy=RESNET18, images_dir=folder / "images")))
     for pid in ODD_IDS:
         quoted = urllib.parse.quote(pid, safe="")
@@ -122,7 +122,7 @@ def test_assistant_answers_again_once_the_chroma_server_is_back(tmp_path, catalo
     try:
         client = make_client(StoreSettings(host="127.0.0.1", port=port))
         index_catalog(read_catalog(catalog_dir), client, [embedders["resnet18"]], show_progress_bar=False)
-        searcher = Searcher(client, weights="random", embedders=embedders)
+        searcher = Searcher(client, embedders=embedders)
         chat = Assistant(searcher, AssistantSettings(policy=RESNET18))
         photo = catalog_dir / "images" / "1001.jpg"
         reply, state = chat.handle_turn(chat.new_state(), "", [str(photo)])
@@ -207,7 +207,7 @@ def test_a_moved_catalog_updates_its_image_paths_without_embedding_again(tmp_pat
     assert report.indexed == {"resnet18": 0} and report.relocated == {"resnet18": 12}
     assert "image paths updated 12" in report.summary()
     assert all(Path(image).parent == (moved / "images").resolve() for _, image in _stored(client).values())
-    searcher = Searcher(client, weights="random", embedders=embedders)
+    searcher = Searcher(client, embedders=embedders)
     shop = TestClient(build_app(searcher, ShopSettings(policy=RESNET18, images_dir=moved / "images")))
     assert shop.get("/images/1001").content == (moved / "images" / "1001.jpg").read_bytes()
 
@@ -293,7 +293,7 @@ def live_shop(tmp_path_factory, embedders):
     secret.write_text(f"a server-side secret, not an image: {uuid.uuid4()}")  # unique: no earlier run's copy matches
     client = make_client(StoreSettings(path=root / "db"))
     index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
-    searcher = Searcher(client, weights="random", embedders=embedders)
+    searcher = Searcher(client, embedders=embedders)
     chat = AssistantSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18", k=5, max_pixels=1_000_000))
     settings = ShopSettings(policy=chat.policy, images_dir=folder / "images")
     app = build_app(searcher, settings, mount_chat=partial(mount_assistant, searcher=searcher, settings=chat))
@@ -535,8 +535,7 @@ def test_strips_and_bad_numbers_in_a_catalog_index_like_any_product(tmp_path, em
     client = make_client(StoreSettings(path=tmp_path / "db"))
     report = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], show_progress_bar=False)
     assert report.indexed == {"resnet18": 12} and report.skipped == []
-    stored = Searcher(client, weights="random",
-                      embedders=embedders).collection("resnet18").metadata.frame()
+    stored = Searcher(client, embedders=embedders).collection("resnet18").metadata.frame()
     assert stored.loc["6005", "year"] == 2012
     assert all(stored.loc[f"600{i}"].get("year") != stored.loc[f"600{i}"].get("year") or
                stored.loc[f"600{i}"].get("year") is None for i in range(5))  # blank: missing, not a number

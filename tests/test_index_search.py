@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from catalog import open_image, read_catalog
+from embedding.builder import EmbedderBuilder
 from indexing import index_catalog
 from search import NO_RERANK, Searcher
 from tests.conftest import ROOT, draw_product, make_catalog
@@ -26,7 +27,7 @@ def test_every_indexed_image_finds_itself_first(searcher, indexed_db, embedders,
     catalog = read_catalog(catalog_dir)
     images = [open_image(p.image) for p in catalog.products]
     # `--rerank off`: cosine order, the scores falling down the list.
-    cosine = Searcher(make_client(StoreSettings(path=indexed_db)), weights="random", embedders=embedders,
+    cosine = Searcher(make_client(StoreSettings(path=indexed_db)), embedders=embedders,
                       rerank=NO_RERANK)
     for model in ("resnet18", "resnet50"):
         answers = searcher.search_images(model, images, k=5)
@@ -107,13 +108,13 @@ def test_similar_to_excludes_the_product(searcher):
 
 def test_search_with_other_weights_is_refused(indexed_db):
     client = make_client(StoreSettings(path=indexed_db))
-    searcher = Searcher(client, weights="random:7")
+    searcher = Searcher(client, build=EmbedderBuilder(weights="random:7", runtime=None))
     with pytest.raises(WeightsMismatch, match="built with weights 'random:0'"):
         searcher.collection("resnet18")
 
 
 def test_no_index_says_how_to_build_it(tmp_path):
-    searcher = Searcher(make_client(StoreSettings(path=tmp_path)), weights="random", index_hint="python app.py index --catalog X")
+    searcher = Searcher(make_client(StoreSettings(path=tmp_path)), index_hint="python app.py index --catalog X")
     with pytest.raises(NoIndex, match="python app.py index --catalog X"):
         searcher.collection("resnet18")
 

@@ -184,8 +184,7 @@ def test_an_index_built_with_other_weights_is_dropped_for_auto_to_rebuild(tmp_pa
     # A newly fine-tuned file replaces the weights an index was built with: `serve` under
     # `--weights auto` drops that model's collection and indexes it again, instead of refusing.
     from catalog import read_catalog
-    from indexing import index_catalog
-    from indexing.pipeline import drop_stale
+    from indexing import drop_stale, index_catalog
     from vectorstore import ProductCollection, StoreSettings, make_client
     client = make_client(StoreSettings(path=tmp_path / "db"))
     before, after = load_embedder("resnet18", "random:0"), load_embedder("resnet18", "random:1")

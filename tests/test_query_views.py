@@ -67,21 +67,21 @@ def test_centre_crop_keeps_at_least_a_pixel_and_mean_direction_is_a_unit_vector(
 def test_search_averages_a_photos_views_and_takes_a_studio_shot_as_it_is(searcher, indexed_db, embedders):
     room = in_a_room()
     views = QueryViews().of(room)
-    raw = searcher.embed("resnet50", views)
+    raw = searcher.embed("resnet50", views, AS_IS)
     expected = raw.mean(axis=0) / np.linalg.norm(raw.mean(axis=0))
-    got = searcher.embed_photos("resnet50", [room])[0]
+    got = searcher.embed("resnet50", [room])[0]
     assert np.allclose(got, expected, atol=1e-5)
     assert not np.allclose(got, raw[0], atol=1e-3)  # the zoomed views changed the query
 
     # the answer is the search of that averaged vector; with zoom off, of the photo alone
     answer = searcher.search_image("resnet50", room, k=5)
     assert [r.id for r in answer.results] == [r.id for r in searcher.search_vector("resnet50", got, k=5).results]
-    as_is = Searcher(make_client(StoreSettings(path=indexed_db)), weights="random", embedders=embedders,
+    as_is = Searcher(make_client(StoreSettings(path=indexed_db)), embedders=embedders,
                      query_views=AS_IS)
-    assert np.allclose(as_is.embed_photos("resnet50", [room])[0], raw[0], atol=1e-5)
+    assert np.allclose(as_is.embed("resnet50", [room])[0], raw[0], atol=1e-5)
 
     studio = draw_product(21, KINDS[4][5], KINDS[4][6], size=(90, 120))
-    assert np.allclose(searcher.embed_photos("resnet50", [studio, room])[0],
+    assert np.allclose(searcher.embed("resnet50", [studio, room])[0],
                        searcher.embed("resnet50", [studio])[0], atol=1e-5)
 
 
@@ -92,12 +92,12 @@ def test_the_chat_zooms_a_whole_photo_but_searches_a_shoppers_crop_as_it_is(sear
     room.save(path)
     reply, state = assistant.handle_turn(assistant.new_state(), "", [str(path)])
     assert reply.kind == "results"
-    assert np.allclose(state.query.vectors["resnet50"], searcher.embed_photos("resnet50", [room])[0], atol=1e-5)
+    assert np.allclose(state.query.vectors["resnet50"], searcher.embed("resnet50", [room])[0], atol=1e-5)
 
     reply, state = assistant.handle_turn(assistant.new_state(), "", [str(path)], crop=(0, 0.25, 0.5, 1))
     assert reply.kind == "results"
     crop = room.crop((0, 50, 120, 200))
-    assert np.allclose(state.query.vectors["resnet50"], searcher.embed("resnet50", [crop])[0], atol=1e-5)
+    assert np.allclose(state.query.vectors["resnet50"], searcher.embed("resnet50", [crop], AS_IS)[0], atol=1e-5)
 
 
 @pytest.mark.slow

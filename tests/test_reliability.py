@@ -56,7 +56,7 @@ def shop_over(db: Path, embedders, status=None, mount_chat=None):
     from search import Searcher
     from shop import ShopSettings, build_app
     from vectorstore import StoreSettings, make_client
-    searcher = Searcher(make_client(StoreSettings(path=db)), weights="random", embedders={MODEL: embedders[MODEL]})
+    searcher = Searcher(make_client(StoreSettings(path=db)), embedders={MODEL: embedders[MODEL]})
     policy = SearchPolicy(models=(MODEL,), default_model=MODEL)
     return build_app(searcher, ShopSettings(policy=policy), status=status, mount_chat=mount_chat), searcher
 
@@ -298,6 +298,25 @@ def test_the_upload_folder_is_swept(tmp_path):
     assert sweep_folder(tmp_path, max_age_s=1, max_bytes=10**9) == 5
 
 
+def test_the_sweep_removes_the_empty_upload_folders_it_leaves_but_not_new_ones(tmp_path):
+    from assistant.gate import EMPTY_FOLDER_GRACE_S, sweep_folder
+    old_time = time.time() - EMPTY_FOLDER_GRACE_S - 100
+    for name in ("a1", "b2"):
+        upload = tmp_path / name / "photo.jpg"
+        upload.parent.mkdir()
+        upload.write_bytes(b"x" * 100)
+        os.utime(upload, (old_time, old_time))
+        os.utime(upload.parent, (old_time, old_time))
+    fresh = tmp_path / "c3"
+    fresh.mkdir()                       # Gradio is about to write into this one
+    assert sweep_folder(tmp_path, max_age_s=1, max_bytes=10**9) == 2
+    # deleting a file touches its folder, so the emptied folders go at the next sweep
+    for name in ("a1", "b2"):
+        os.utime(tmp_path / name, (old_time, old_time))
+    sweep_folder(tmp_path, max_age_s=1, max_bytes=10**9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c3"]
+
+
 # -- pixel floods --------------------------------------------------------------------------------------
 def rss_bytes() -> int:
     with open("/proc/self/status") as status:
@@ -420,9 +439,14 @@ def test_bidi_controls_never_reach_the_chat_or_the_shop_pages(indexed_db, embedd
     app, _ = shop_over(indexed_db, embedders)
     with TestClient(app) as client:
         missing = client.get("/products/ab%E2%80%AEcd")
+        long_id = "7" * 5000
+        long_page, long_api = client.get(f"/products/{long_id}"), client.get(f"/api/products/{long_id}")
+        long_similar = client.get(f"/api/products/{long_id}/similar")
         filtered = client.get("/", params={"gender": f"Wo{BIDI}men" + "x" * 5000})
         grid = client.get("/")
     assert missing.status_code == 404 and "abcd" in missing.text and not set(BIDI) & set(missing.text)
+    for answer in (long_page, long_api, long_similar):  # an id is echoed, cut short
+        assert answer.status_code == 404 and "7" * 60 in answer.text and "7" * 200 not in answer.text
     assert filtered.status_code == 400 and not set(BIDI) & set(filtered.text) and "x" * 200 not in filtered.text
     assert grid.status_code == 200 and "&lt;a" not in grid.text and 'class="card"' in grid.text  # markup intact
 

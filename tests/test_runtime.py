@@ -134,11 +134,11 @@ def test_an_index_built_with_one_runtime_is_searchable_with_the_other(tmp_path, 
     client = make_client(StoreSettings(path=tmp_path / "db"))
     index_catalog(catalog, client, [int8], batch_size=8, show_progress_bar=False)
     assert ProductCollection.open(client, "resnet18").runtime == ONNX_INT8
-    eager_search = Searcher(client, weights="random", embedders={"resnet18": embedders["resnet18"]})
+    eager_search = Searcher(client, embedders={"resnet18": embedders["resnet18"]})
     # Built with eager (the session index), searched with int8.
     eager_index = make_client(StoreSettings(path=indexed_db))
     assert ProductCollection.open(eager_index, "resnet18").runtime == EAGER
-    int8_search = Searcher(eager_index, weights="random", embedders={"resnet18": int8})
+    int8_search = Searcher(eager_index, embedders={"resnet18": int8})
     for searcher in (eager_search, int8_search):
         for product in queries:
             answer = searcher.search_image("resnet18", open_image(product.image), k=3)

@@ -20,8 +20,7 @@ def test_index_and_search_through_the_server(chroma_server, catalog_dir, embedde
     assert report.indexed == {"resnet18": len(catalog.products)}
     again = index_catalog(catalog, client, [embedders["resnet18"]], batch_size=8, show_progress_bar=False)
     assert again.indexed == {"resnet18": 0}
-    searcher = Searcher(make_client(settings), weights="random",
-                        embedders=embedders)
+    searcher = Searcher(make_client(settings), embedders=embedders)
     product = catalog.by_id()["1013"]
     answer = searcher.search_image("resnet18", open_image(product.image), k=5, filters={"gender": ["women"]})
     assert answer.results[0].id == "1013" and answer.results[0].score > 0.99

@@ -290,6 +290,43 @@ def test_phone_layout(page, heel_photo, tmp_path):
     assert layout["right"] <= layout["width"] and layout["bottom"] <= layout["wrapBottom"] + 1, layout  # no cut-off row
     assert not layout["scrolls"] and layout["caption"] >= 13, layout
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    # the best results are in view after the search (not #7-#10), and every card shows its rank
+    page.wait_for_function(FIRST_CARD_IN_VIEW)
+    clamped = page.evaluate("""() => [...[...document.querySelectorAll('#chat .grid-container')].pop()
+        .querySelectorAll('.caption-label')].filter(c => c.scrollHeight > c.clientHeight + 1).length""")
+    assert clamped == 0
+    # an answer to a control far below the chat (the phone's controls column) is brought into view
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    before = bot_rows(page)
+    page.click("#clear-filters")
+    wait_reply(page, before)
+    page.wait_for_function(FIRST_CARD_IN_VIEW)
+
+
+# The newest gallery's first card is within the window (and within the chat's own scroll area).
+FIRST_CARD_IN_VIEW = """() => { const g = [...document.querySelectorAll('#chat .grid-container')].pop();
+    const card = g && g.querySelector('.gallery-item'); if (!card) return false;
+    const r = card.getBoundingClientRect(), chat = document.querySelector('#chat').getBoundingClientRect();
+    return r.top >= 0 && r.top < window.innerHeight - 40 && r.top >= chat.top - 1 && r.top < chat.bottom - 40; }"""
+
+
+def test_after_a_reply_the_first_result_is_a_few_tabs_away(page, heel_photo):
+    send(page, file=heel_photo)
+    last_gallery(page)
+    first_view = page.locator("#chat .grid-container").last.locator(".vsa-view").first
+    first_view.wait_for()
+    page.wait_for_function(FIRST_CARD_IN_VIEW)
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        if page.evaluate("""() => document.activeElement === [...document.querySelectorAll('#chat .grid-container')]
+            .pop().querySelector('.vsa-view')"""):
+            break
+    else:
+        raise AssertionError("the first result's link is more than 5 Tabs after the reply")
+    with page.context.expect_page() as opened:
+        page.keyboard.press("Enter")
+    opened.value.wait_for_selector("#product")
+    assert opened.value.url.startswith("https://shop.example/p/")
 
 
 def test_axe_finds_no_serious_problem_in_the_chat(page, heel_photo):
@@ -376,7 +413,7 @@ def test_failures_and_sessions_are_separate(page, browser, app_url, tmp_path, he
     other.goto(app_url)
     other.wait_for_selector("#message textarea")
     send(other, "only black ones")
-    assert "Send me a photo" in last_bot_text(other)
+    assert "for your words" in last_bot_text(other) and "like your photo" not in last_bot_text(other)
     assert "Filters: Black" in last_bot_text(other)
     other.context.close()
     # ...and the first conversation still has its photo
@@ -477,3 +514,65 @@ def test_the_page_says_how_far_indexing_is(browser, app_url):
         page.close()
     finally:
         INDEXING["status"] = None
+
+
+def test_a_reload_shows_the_same_conversation_and_it_goes_on(page, heel_photo):
+    send(page, file=heel_photo)
+    send(page, "show 3")
+    shown, said = last_gallery(page), last_bot_text(page)
+    assert len(shown) == 3
+    page.reload()
+    page.wait_for_selector("#message textarea")
+    page.wait_for_function("window.__vsaBridge === true")
+    assert [i["caption"] for i in last_gallery(page)] == [i["caption"] for i in shown]
+    assert last_bot_text(page) == said
+    send(page, "show 4")  # the photo is still the conversation's query, not only on screen
+    assert len(last_gallery(page)) == 4 and "like your photo" in last_bot_text(page)
+    # "New chat" starts over, and a reload keeps the new, empty one
+    page.click("#new-chat")
+    page.wait_for_function("document.querySelectorAll('#chat .grid-container').length === 0")
+    page.reload()
+    page.wait_for_selector("#message textarea")
+    page.wait_for_function("window.__vsaBridge === true")
+    assert galleries(page) == 0
+
+
+def test_words_alone_show_products(page):
+    send(page, "black heels for women")
+    cards = last_gallery(page)
+    assert cards and all("Heels" in c["caption"].split("\n")[0] and c["caption"].split("\n")[1].split(" · ")[1] ==
+                         "Women" for c in cards)
+    assert "the most typical looking first" in last_bot_text(page) and "Filters: Women · Heels · Black" in \
+        last_bot_text(page)
+
+
+@pytest.fixture(scope="module")
+def plain_app_url(searcher):
+    """The chat alone, with no shop to link to (no product URL)."""
+    from assistant.settings import AssistantSettings
+    from assistant.ui import launch
+    from operations import SearchPolicy
+    settings = AssistantSettings(policy=SearchPolicy(models=("resnet50",), default_model="resnet50", k=3))
+    port = free_port()
+    demo = launch(searcher, settings, host="127.0.0.1", port=port, block=False, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_without_a_shop_view_opens_the_products_picture(browser, plain_app_url, heel_photo):
+    import httpx
+    page = browser.new_context().new_page()
+    page.set_default_timeout(TIMEOUT)
+    page.goto(plain_app_url)
+    page.wait_for_selector("#message textarea")
+    page.wait_for_function("window.__vsaBridge === true")
+    send(page, file=heel_photo)
+    shown = last_gallery(page)
+    view = page.locator("#chat .grid-container").last.locator(".vsa-view").first
+    view.wait_for()
+    href = view.get_attribute("href")
+    assert view.inner_text() == "View picture" and href == shown[0]["src"]
+    assert href.rstrip("/") != plain_app_url.rstrip("/")  # not the chat page itself
+    picture = httpx.get(href, timeout=30)
+    assert picture.status_code == 200 and picture.headers["content-type"].startswith("image/")
+    page.context.close()

@@ -24,7 +24,7 @@ def test_frozen_runner_matches_eager_network(embedders):
     batch = torch.rand(3, 3, 224, 224)
     with torch.inference_mode():
         eager = torch.nn.functional.normalize(embedder.network(batch), dim=1).numpy()
-    assert np.allclose(embedder.embed_tensors(batch), eager, atol=1e-4)
+    assert np.allclose(embedder.embed_preprocessed(batch), eager, atol=1e-4)
 
 
 def test_local_weights_file_plain_state_dict(tmp_path, embedders):

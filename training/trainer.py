@@ -48,7 +48,7 @@ from training.data import (
 from training.distill import Teacher, distill_cosine
 from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
 from training.settings import FinetuneSettings
-from training.validate import ValidationImages, ValidationScores, embed_tensors, score
+from training.validate import ValidationImages, ValidationScores, embed_preprocessed, score
 
 
 @dataclass
@@ -472,7 +472,7 @@ class _Full:
         return self.run.net(images)
 
     def validation_rows(self, val: ValidationImages, batch_size: int):
-        return tuple(embed_tensors(self.run.net.features, tensors, batch_size, self.run.device, self.run.autocast,
+        return tuple(embed_preprocessed(self.run.net.features, tensors, batch_size, self.run.device, self.run.autocast,
                                    channels_last=True) for tensors in (val.clean, val.photo))
 
 

@@ -88,7 +88,7 @@ class ValidationScores:
                 f"({self.queries} held-out queries vs {self.gallery} gallery; ceiling {self.ceiling:.3f})")
 
 
-def embed_tensors(features: Callable[[torch.Tensor], torch.Tensor], tensors: torch.Tensor, batch_size: int,
+def embed_preprocessed(features: Callable[[torch.Tensor], torch.Tensor], tensors: torch.Tensor, batch_size: int,
                   device: torch.device, autocast: Callable, channels_last: bool = False) -> torch.Tensor:
     """Unit rows (float32, on the CPU) for a stack of preprocessed images."""
     out = []
@@ -161,4 +161,4 @@ def score(clean_rows: torch.Tensor, photo_rows: torch.Tensor, products: Sequence
                             ceiling=ceiling, per_type=per_type)
 
 
-__all__ = ["ValidationImages", "TypeScore", "ValidationScores", "embed_tensors", "precision_at_k", "score"]
+__all__ = ["ValidationImages", "TypeScore", "ValidationScores", "embed_preprocessed", "precision_at_k", "score"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from catalog.errors import UserError
+from catalog.text import clipped
 
 
 class StoreError(UserError, RuntimeError):
@@ -24,7 +25,7 @@ class NoProduct(StoreError):
 
     def __init__(self, model: str, product_id: str):
         self.model, self.product_id = model, product_id
-        super().__init__(f"no product {product_id!r} in the {model} index")
+        super().__init__(f"no product {clipped(product_id)!r} in the {model} index")
 
 
 class WeightsMismatch(StoreError):

@@ -424,6 +424,16 @@ class ProductCollection:
             return None
         return np.asarray(got["embeddings"][0], dtype=np.float32)
 
+    def vectors_of(self, product_ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored vectors (this collection's space) of those of `product_ids` it holds."""
+        out: dict[str, np.ndarray] = {}
+        step = self._batch_size()
+        for start in range(0, len(product_ids), step):
+            part = product_ids[start:start + step]
+            got = self._do(lambda handle, part=part: handle.get(ids=part, include=["embeddings"]))
+            out.update(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
+        return out
+
     def search(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
                exclude: tuple[str, ...] = ()) -> list[Hit]:
         """The k nearest products by cosine to an embedder's unit vector that pass `filters`."""
