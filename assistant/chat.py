@@ -348,6 +348,10 @@ class Assistant:
         names, unknown = self._name_words(model, filters, understood.unknown)
         if unknown:
             notes.append(self._not_understood(unknown))
+        if not image_paths and not understood.filters.is_empty() and filters == state.filters \
+                and state.query is not None:
+            # "only black ones" with Black set: say so, rather than show the same gallery silently.
+            notes.insert(0, f"{understood.filters.describe()} was already set: these are the same products.")
 
         if image_paths:
             pass

@@ -269,6 +269,10 @@ CSS = """
   white-space: pre-line !important; font-size: 14px; line-height: 1.35; display: -webkit-box;
   -webkit-line-clamp: 7; -webkit-box-orient: vertical; overflow: hidden; background: transparent !important;
   color: var(--body-text-color) !important; }
+/* The card under the pointer (the one just clicked for "More like this") keeps its contrast:
+   Gradio brightens it (filter) and draws captions at half opacity. */
+#chat .thumbnail-item:hover { filter: none !important; }
+#chat .caption-label { opacity: 1 !important; }
 #chat .vsa-actions { display: flex; flex-wrap: wrap; gap: 4px 8px; justify-content: space-between;
   padding: 4px 2px 2px; font-size: 14px; }
 #chat .vsa-actions a, #chat .vsa-actions button { color: var(--link-text-color, #1d4ed8); text-decoration: underline;

@@ -360,6 +360,15 @@ def test_a_new_photo_starts_fresh_and_offers_the_old_filters(assistant, photo, t
     assert state.previous_filters.is_empty()
 
 
+def test_a_filter_already_set_is_said_not_silently_repeated(assistant, first):
+    _, state = first
+    reply, state = assistant.handle_turn(state, "only black ones")
+    assert not any("already set" in n for n in reply.notes)
+    again, state = assistant.handle_turn(state, "only black ones")
+    assert "Black was already set: these are the same products." in again.notes
+    assert [r.id for r in again.results] == [r.id for r in reply.results]
+
+
 def test_words_not_understood_are_named_with_the_closest_values(assistant, first):
     _, state = first
     reply, _ = assistant.handle_turn(state, "pinkk size 42", [])

@@ -339,6 +339,17 @@ def test_axe_finds_no_serious_problem_in_the_chat(page, heel_photo):
     assert page.locator('#chat button[aria-label="Share"]:visible, #chat [data-testid="download-link"]:visible').count() == 0
     assert page.get_by_text("Use via API").count() == 0
     assert axe_serious(page) == []
+    # and after "More like this": the card clicked keeps readable text
+    before = bot_rows(page)
+    page.locator("#chat .grid-container").last.locator(".vsa-more").first.click()
+    wait_reply(page, before)
+    last_gallery(page)
+    assert axe_serious(page) == []
+    before = bot_rows(page)
+    page.locator("#chat .grid-container").last.locator(".thumbnail-item").nth(1).click()  # the picture itself
+    wait_reply(page, before)
+    last_gallery(page)
+    assert axe_serious(page) == []
 
 
 def test_crop_then_search_the_selected_part(page, tmp_path):
