@@ -20,6 +20,7 @@ from cli.settings import (
     ServeCommand,
     StudyCommand,
     TrainColourCommand,
+    TrainKindsCommand,
     TrainParserCommand,
 )
 
@@ -37,7 +38,8 @@ def _searcher(searching: Searching, embedders: dict | None = None, client=None):
     from vectorstore import make_client
     return Searcher(client or make_client(searching.store), embedders=embedders, build=searching.builder,
                     index_hint=searching.index_hint, rerank=searching.rerank, query_views=searching.query_views,
-                    parser_factory=searching.parser_factory(), colour_factory=searching.colour_factory())
+                    parser_factory=searching.parser_factory(), colour_factory=searching.colour_factory(),
+                    kind_factory=searching.kind_factory())
 
 
 # ---- index ----------------------------------------------------------------------------------
@@ -319,9 +321,18 @@ def cmd_train_colour(command: TrainColourCommand) -> int:
     return 0
 
 
+def cmd_train_kinds(command: TrainKindsCommand) -> int:
+    from training.kinds import train_kinds
+    figures = train_kinds(command.settings, log=_say)
+    print(json.dumps(figures, indent=1))
+    print(f"wrote {command.settings.out}")
+    return 0
+
+
 COMMANDS = {"index": cmd_index, "search": cmd_search, "serve": cmd_serve, "shop": cmd_shop,
             "evaluate": cmd_evaluate, "finetune": cmd_finetune, "study": cmd_study,
-            "train-parser": cmd_train_parser, "evaluate-look": cmd_evaluate_look, "train-colour": cmd_train_colour}
+            "train-parser": cmd_train_parser, "evaluate-look": cmd_evaluate_look, "train-colour": cmd_train_colour,
+            "train-kinds": cmd_train_kinds}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from embedding import WeightsError
 from embedding.garments import Item, describe_items
 from operations import LookSettings, Refused
 from operations.find_the_look import NOTHING_FOUND, item_filters, items_in, photo_gender, shows_nothing, with_gender
-from operations.keep_kind import search_keeping_kind
+from operations.keep_kind import kind_scope, search_keeping_kind, search_photo
 from search import AS_IS, Answer, Result, Searcher
 from search.searcher import names_hold
 from vectorstore import CATEGORY, Filters, NoIndex, StoreError, UnknownFilterValue, WeightsMismatch
@@ -69,6 +69,8 @@ class Query:
     readings: tuple[Mapping[str, float] | None, ...] = ()  # each item's, read when the photo came
     gender: str | None = None               # the gender the first item's products agreed on
     words: tuple[str, ...] = ()             # words alone: those looked for in product names
+    # model -> the kind group a shopper's own photo shows, as a filter (operations/keep_kind.py)
+    scopes: Mapping[str, Filters] = field(default_factory=dict)
 
     @property
     def searched_item(self) -> Item | None:
@@ -450,7 +452,9 @@ class Assistant:
             if item is not None:
                 photo = item.cut_out(photo)
             vector = self.searcher.embed(state.model, [photo], AS_IS if query.crop or item is not None else None)[0]
-            query = replace(query, vectors={**query.vectors, state.model: vector}, reading=reading)
+            scope = kind_scope(self.searcher, state.model, vector, photo) if item is None else Filters()
+            query = replace(query, vectors={**query.vectors, state.model: vector}, reading=reading,
+                            scopes={**query.scopes, state.model: scope})
             state = replace(state, query=query)
         within = item_filters(self.searcher, state.model, item, filters)
         gendered = within
@@ -461,12 +465,16 @@ class Assistant:
         # Words a product name holds ("striped"): the nearest so named come first.
         wide = max(state.k, NAMED_CANDIDATES) if query.words else state.k
         # A colour or gender word keeps the photo's kind (operations/keep_kind.py).
-        kind_scope = item_filters(self.searcher, state.model, item, Filters())
-        answer = search_keeping_kind(self.searcher, state.model, vector, wide, gendered, within=kind_scope,
-                                     colour=reading)
-        if not answer.results and gendered != within:  # none of the photo's gender in this category
-            answer = search_keeping_kind(self.searcher, state.model, vector, wide, within, within=kind_scope,
+        if item is None:  # a whole photo or a crop: within the kind it shows, if the kind model reads one
+            answer = search_photo(self.searcher, state.model, vector, wide, within,
+                                  query.scopes.get(state.model, Filters()), colour=reading)
+        else:
+            scope = item_filters(self.searcher, state.model, item, Filters())
+            answer = search_keeping_kind(self.searcher, state.model, vector, wide, gendered, within=scope,
                                          colour=reading)
+            if not answer.results and gendered != within:  # none of the photo's gender in this category
+                answer = search_keeping_kind(self.searcher, state.model, vector, wide, within, within=scope,
+                                             colour=reading)
         if query.words:
             answer = named_first(answer, query.words, state.k)
         if item is not None and query.gender is None and query.item == 0:

@@ -8,12 +8,14 @@ and by colour where a colours.csv labels them.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bench.common import ROOT, add_search_arguments, table
 from catalog.photo_labels import read_photo_folder
 from embedding.builder import EmbedderBuilder
 from embedding.colour import ColourModel
 from embedding.garments import GarmentParser
+from embedding.kinds import KindModel
 from evaluation.photos import outcome_of, score_photos
 from operations import LookSettings, SearchPolicy, find_the_look
 from search import Searcher
@@ -27,13 +29,20 @@ def main() -> None:
     add_search_arguments(parser)
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS))
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--kind-model", help="the kind model file (default: the shipped one)")
     args = parser.parse_args()
     photos = read_photo_folder(args.photos)
-    searcher = Searcher(make_client(StoreSettings(path=args.db)), build=EmbedderBuilder(weights=args.weights, runtime=None),
-                        parser_factory=GarmentParser.load, colour_factory=ColourModel.load)
+    client = make_client(StoreSettings(path=args.db))
+    plain = Searcher(client, build=EmbedderBuilder(weights=args.weights, runtime=None),
+                     parser_factory=GarmentParser.load, colour_factory=ColourModel.load)
+    kinds = KindModel.load(Path(args.kind_model) if args.kind_model else None)
+    kinded = Searcher(client, embedders={args.model: plain.embedder(args.model)}, parser_factory=GarmentParser.load,
+                        colour_factory=ColourModel.load, kind_factory=lambda: kinds)
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k)
     rows = []
-    for name, settings in (("items on", LookSettings()), ("items off (whole photo)", LookSettings(items=False))):
+    for name, settings, searcher in (("items on, kind on", LookSettings(), kinded),
+                                     ("items off, kind on", LookSettings(items=False), kinded),
+                                     ("items on, kind off (before)", LookSettings(), plain)):
         outcomes = []
         for photo in photos:
             look = find_the_look(searcher, policy, str(photo.path), settings=settings)

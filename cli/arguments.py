@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser_command(sub)
     _add_evaluate_look_command(sub)
     _add_train_colour_command(sub)
+    _add_train_kinds_command(sub)
     return parser
 
 
@@ -105,6 +106,7 @@ def _add_search_command(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per image, one per line")
     _add_items(p)
     _add_colour(p)
+    _add_kind(p)
     p.add_argument("images", nargs="+")
 
 
@@ -126,6 +128,7 @@ def _add_serving_commands(sub) -> None:
         p.add_argument("--quiet", action="store_true")
         _add_items(p)
         _add_colour(p)
+        _add_kind(p)
         p.add_argument("--product-url", help="where a result's \"View product\" leads, {id} standing for the "
                        "product id, e.g. https://shop.example/p/{id} (shop: its own product pages; "
                        "serve: the product's picture when not given)")
@@ -171,6 +174,7 @@ def _add_evaluate_command(sub) -> None:
     p.add_argument("--photos", help="a folder of labelled real photos (DIR/<class>/*.jpg, optional DIR/colours.csv "
                    "of path,baseColour): P@k by kind, colour and type+colour, leniently (catalog/photo_labels.py)")
     _add_colour(p)
+    _add_kind(p)
 
 
 def _add_study_command(sub) -> None:
@@ -265,6 +269,24 @@ def _add_train_colour_command(sub) -> None:
     p.add_argument("--out", default="embedding/colour_model.npz", help="default: %(default)s (the shipped file)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+
+
+
+def _add_train_kinds_command(sub) -> None:
+    p = sub.add_parser("train-kinds", help="learn the kind of garment a shopper's own photo shows, from the "
+                                           "catalog's shots and labelled home photos")
+    p.add_argument("--catalog", default=DEFAULT_CATALOG)
+    p.add_argument("--photos", default="../shared/photos/handheld",
+                   help="train/<class>/*.jpg learned from, validation/<class>/*.jpg held out (default: %(default)s)")
+    p.add_argument("--out", default="embedding/kind_model.npz", help="default: %(default)s (the shipped file)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_kind(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kind", choices=("on", "off"), default="on",
+                   help="on (default): a shopper's own photo (not a studio shot) is searched within the kind of "
+                        "garment it shows, read by a model trained on real photos; off: as its nearest products fall")
+    p.add_argument("--kind-model", help="a kind model file (default: embedding/kind_model.npz)")
 
 
 __all__ = ["build_parser", "DEFAULT_DB", "DEFAULT_CATALOG", "DEFAULT_MODELS", "ALL_MODELS"]

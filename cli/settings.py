@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the layers' settings, imported when a command's settings ar
     from indexing.ray_engine import RaySettings
     from operations import FilterRequest
     from search import QueryViews, RerankSettings
+    from training.kinds import KindTrainingSettings
     from training.parser import ParserSettings
     from training.settings import FinetuneSettings
     from vectorstore import StoreSettings
@@ -38,6 +39,8 @@ class Searching:
     parser_file: Path | None = None
     colour: bool = True
     colour_file: Path | None = None
+    kind: bool = True
+    kind_file: Path | None = None
     index_hint: str = ""
 
     def parser_factory(self) -> Callable[[], object] | None:
@@ -46,6 +49,13 @@ class Searching:
             return None
         from embedding.garments import GarmentParser
         return lambda: GarmentParser.load(self.parser_file)
+
+    def kind_factory(self) -> Callable[[], object] | None:
+        """The kind model (real photos' kind of garment), built on first use, unless off."""
+        if not self.kind:
+            return None
+        from embedding.kinds import KindModel
+        return lambda: KindModel.load(self.kind_file)
 
     def colour_factory(self) -> Callable[[], object] | None:
         """The colour model, built on first use, unless colour is off."""
@@ -132,6 +142,11 @@ class EvaluateLookCommand:
 
 
 @dataclass(frozen=True)
+class TrainKindsCommand:
+    settings: KindTrainingSettings
+
+
+@dataclass(frozen=True)
 class TrainColourCommand:
     catalog: Path
     out: Path
@@ -187,7 +202,10 @@ def _searching(args, parser_file: str | None = None) -> Searching:
                      query_views=QueryViews() if args.zoom == "on" else AS_IS,
                      items=getattr(args, "items", "on") == "on", parser_file=Path(parser_file) if parser_file else None,
                      colour=getattr(args, "colour", "on") == "on",
-                     colour_file=Path(colour_file) if colour_file else None, index_hint=_index_hint(args))
+                     colour_file=Path(colour_file) if colour_file else None,
+                     kind=getattr(args, "kind", "on") == "on",
+                     kind_file=Path(args.kind_model) if getattr(args, "kind_model", None) else None,
+                     index_hint=_index_hint(args))
 
 
 def _index(args) -> IndexCommand:
@@ -278,7 +296,7 @@ def _evaluate_look(args) -> EvaluateLookCommand:
     from embedding.garments import SHIPPED_FILE
     # The parser is always on here (its held-out photos are the queries), and colour is not read:
     # the figures are of the items and their kind.
-    searching = replace(_searching(args, parser_file=args.parser or str(SHIPPED_FILE)), colour=False)
+    searching = replace(_searching(args, parser_file=args.parser or str(SHIPPED_FILE)), colour=False, kind=False)
     return EvaluateLookCommand(searching=searching,
                                model=args.model, k=args.k, photos=Path(args.photos), out=Path(args.out))
 
@@ -287,11 +305,18 @@ def _train_colour(args) -> TrainColourCommand:
     return TrainColourCommand(catalog=Path(args.catalog), out=Path(args.out), seed=args.seed, workers=args.workers)
 
 
+def _train_kinds(args) -> TrainKindsCommand:
+    from training.kinds import KindTrainingSettings
+    return TrainKindsCommand(KindTrainingSettings(catalog=Path(args.catalog), photos=Path(args.photos),
+                                                  out=Path(args.out), seed=args.seed))
+
+
 _READERS: dict[str, Callable[[argparse.Namespace], object]] = {
     "index": _index, "search": _search, "serve": _serve, "shop": _serve, "evaluate": _evaluate,
     "finetune": _finetune, "study": _study, "train-parser": _train_parser, "evaluate-look": _evaluate_look,
-    "train-colour": _train_colour,
+    "train-colour": _train_colour, "train-kinds": _train_kinds,
 }
 
 __all__ = ["Searching", "IndexCommand", "SearchCommand", "ServeCommand", "EvaluateCommand", "FinetuneCommand",
-           "StudyCommand", "TrainParserCommand", "EvaluateLookCommand", "TrainColourCommand", "settings_from"]
+           "StudyCommand", "TrainParserCommand", "EvaluateLookCommand", "TrainColourCommand", "TrainKindsCommand",
+           "settings_from"]

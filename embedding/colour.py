@@ -21,9 +21,7 @@ Imports nothing of the project: the search and the chat call it on a photo or a 
 """
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from catalog.errors import UserError
+from embedding.stable_npz import save_stable
 
 DEFAULT_PATH = Path(__file__).with_name("colour_model.npz")
 # Standardised features are clipped to +- this many spreads.
@@ -210,13 +209,7 @@ class ColourModel:
         arrays = {"header": np.array(json.dumps(header, sort_keys=True)), "mean": self.mean, "scale": self.scale}
         for i, (w, b) in enumerate(self.layers):
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name, array in arrays.items():
-                buffer = io.BytesIO()
-                np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
-                archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)),
-                                 buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+        save_stable(Path(path), arrays)
 
     def standardise(self, features: np.ndarray) -> np.ndarray:
         """Features as the MLP takes them: standardised, and clipped, since a colour further out

@@ -21,7 +21,7 @@ from embedding.garments import Item
 from operations.errors import Refused
 from operations.filter_request import FilterRequest
 from operations.find_by_photo import check_size
-from operations.keep_kind import search_keeping_kind
+from operations.keep_kind import kind_scope, search_keeping_kind, search_photo
 from operations.policy import SearchPolicy
 from search.query_views import AS_IS
 from search.searcher import Answer, Searcher
@@ -113,7 +113,8 @@ def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str |
         reading = colours.probabilities(image) if colours is not None else None
         searcher.collection(model)  # refuse a missing index or other weights before embedding
         vector = searcher.embed(model, [image])[0]
-        answer = search_keeping_kind(searcher, model, vector, k, searcher.resolve(model, wanted), colour=reading)
+        answer = search_photo(searcher, model, vector, k, searcher.resolve(model, wanted),
+                              kind_scope(searcher, model, vector, image), colour=reading)
         return Look([FoundItem(None, answer, _most_likely(reading))], image)
     first = search_item(searcher, model, image, items[0], k, wanted, colours)
     # The rest within the photo's gender when the first item's products agree on one (a

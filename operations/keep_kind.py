@@ -5,25 +5,63 @@ products, the nearest to a red heel's photo were flat sandals, and the heading w
 "Heels" to "Shoes". So the kind the photo's nearest products agree on, without those words
 (within its item's category, for an item of an outfit), joins the filters when the catalog has
 products of that kind under them; the rest of the k are filled from the filters alone.
+
+A shopper's own photo (a shirt on a bed, shoes from above) is also searched within the kind group
+a model trained on such photos reads in it (`kind_scope`): its nearest catalog products are
+often of another kind.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
+from PIL import Image
 
 from catalog.products import CATEGORY_FIELDS
+from embedding.kinds import GROUPS
 from search.searcher import Answer, Searcher
 from vectorstore.filters import CATEGORY, Filters
 
 # The photo's kind: the articleType at least `KIND_SHARE` of its `KIND_VOTES` nearest products have.
 KIND_VOTES = 10
 KIND_SHARE = 0.6
+# A shopper's own photo is searched within the kind group the kind model reads when it is at
+# least this sure (docs/figures.md: the held-out home photos' kind P@5 by threshold).
+KIND_MIN_PROBABILITY = 0.5
 
 
 def names_a_kind(wanted: Filters, within: Filters = Filters()) -> bool:
     """Whether `wanted` names a kind beyond `within`'s (the shopper said "sandals", "footwear")."""
-    return any(wanted.get(name) for name in CATEGORY_FIELDS) or wanted.get(CATEGORY) != within.get(CATEGORY)
+    return any(wanted.get(name) != within.get(name) for name in (CATEGORY, *CATEGORY_FIELDS))
+
+
+def kind_scope(searcher: Searcher, model: str, vector: np.ndarray, image: Image.Image) -> Filters:
+    """A shopper's own photo (not a studio shot): the articleTypes of the kind group the kind
+    model reads in it (embedding/kinds.py), as a filter; no filter for a studio shot, without a
+    kind model or one trained on other vectors, or when it is unsure."""
+    kinds = searcher.kind_model()
+    if kinds is None or not kinds.reads(model, searcher.embedder(model).weights_id) \
+            or searcher.query_views.is_studio_shot(image):
+        return Filters()
+    group = kinds.kind(vector, KIND_MIN_PROBABILITY)
+    if group is None:
+        return Filters()
+    known = set(searcher.vocabulary(model).get("articleType", []))
+    return Filters().with_values("articleType", [t for t in GROUPS[group] if t in known])
+
+
+def search_photo(searcher: Searcher, model: str, vector: np.ndarray, k: int, wanted: Filters, scope: Filters, *,
+                 colour: Mapping[str, float] | None = None) -> Answer:
+    """A whole photo's search: within its kind scope (`kind_scope`) unless the shopper named a
+    kind or nothing is there, keeping its kind under the shopper's words either way."""
+    if scope.is_empty() or names_a_kind(wanted):
+        return search_keeping_kind(searcher, model, vector, k, wanted, colour=colour)
+    scoped = wanted.with_values("articleType", scope.get("articleType"))
+    answer = search_keeping_kind(searcher, model, vector, k, scoped, within=scope, colour=colour)
+    if answer.results:
+        answer.filters = wanted
+        return answer
+    return search_keeping_kind(searcher, model, vector, k, wanted, colour=colour)
 
 
 def photo_kind(searcher: Searcher, model: str, vector: np.ndarray, within: Filters = Filters(),
@@ -58,4 +96,5 @@ def search_keeping_kind(searcher: Searcher, model: str, vector: np.ndarray, k: i
     return typed
 
 
-__all__ = ["KIND_SHARE", "KIND_VOTES", "names_a_kind", "photo_kind", "search_keeping_kind"]
+__all__ = ["KIND_MIN_PROBABILITY", "KIND_SHARE", "KIND_VOTES", "kind_scope", "names_a_kind", "photo_kind",
+           "search_keeping_kind", "search_photo"]

@@ -87,14 +87,17 @@ class Searcher:
                  build: Callable[[str], Embedder] = EmbedderBuilder(runtime=None), index_hint: str = "",
                  rerank: RerankSettings = RerankSettings(), query_views: QueryViews = QueryViews(),
                  parser_factory: Callable[[], object] | None = None,
-                 colour_factory: Callable[[], object] | None = None):
+                 colour_factory: Callable[[], object] | None = None,
+                 kind_factory: Callable[[], object] | None = None):
         self.client = client
         # Build the garment parser (embedding/garments.py) and the colour model on first use;
         # None: photos are searched whole, and no colour is named.
         self.parser_factory = parser_factory
         self.colour_factory = colour_factory
+        self.kind_factory = kind_factory  # the kind a shopper's own photo shows (embedding/kinds.py)
         self._parser = None
         self._colours = None
+        self._kinds = None
         self.rerank = rerank
         self.query_views = query_views
         self.build = build
@@ -116,6 +119,10 @@ class Searcher:
     def colour_model(self):
         """The colour model, built once; None when this searcher has none."""
         return self._built("_colours", self.colour_factory)
+
+    def kind_model(self):
+        """The kind model, built once; None when this searcher has none."""
+        return self._built("_kinds", self.kind_factory)
 
     def garment_parser(self):
         """The garment parser, built once; None when this searcher has none."""
