@@ -252,7 +252,8 @@ def _evaluate(args) -> EvaluateCommand:
         rerank=RerankSettings() if args.rerank == "on" else NO_RERANK,
         query_views=QueryViews() if args.zoom == "on" else AS_IS,
         photos=Path(args.photos) if args.photos else None, colour_preference=args.colour == "on",
-        colour_model=Path(args.colour_model) if args.colour_model else None, show_progress=not args.quiet)
+        colour_model=Path(args.colour_model) if args.colour_model else None, show_progress=not args.quiet,
+        kind=args.kind == "on", kind_model=Path(args.kind_model) if args.kind_model else None)
     return EvaluateCommand(evaluation=evaluation, builder=_builder(args),
                            held_out=Path(args.held_out) if args.held_out else None, out=out, k=args.k)
 

@@ -31,6 +31,7 @@ from catalog.variants import ImageVariant, write_variant
 from embedding import MODEL_NAMES, Embedder
 from embedding.builder import EmbedderBuilder
 from embedding.colour import ColourModel
+from embedding.kinds import KindModel
 from evaluation.metrics import COMBINED_LEVELS, LABEL_LEVELS, PRIMARY_LEVEL, QueryOutcome, Scores, score
 from evaluation.model_facts import (
     EmbedRate,
@@ -45,8 +46,10 @@ from evaluation.model_facts import (
 )
 from evaluation.photos import PhotoScores, outcome_of, score_photos
 from indexing import IndexReport, index_catalog
+from operations.keep_kind import kind_scope, search_photo
 from search import QueryViews, RerankSettings, Searcher
 from vectorstore import StoreSettings, make_client
+from vectorstore.filters import Filters
 
 PHOTO_STYLES = ("cutout", "handheld")
 
@@ -93,6 +96,10 @@ class EvaluationSettings:
     # reorders its candidates; off: read (and reported) only.
     colour_preference: bool = True
     colour_model: Path | None = None
+    # Whether a real photo is searched within the kind the kind model reads in it, as the
+    # product does (operations/keep_kind.py); `kind_model`: its file (default the shipped one).
+    kind: bool = True
+    kind_model: Path | None = None
     batch_size: int = 32
     # Latency is timed per query (one image embedded, then searched). With photo-like queries
     # those are timed; without, this many clean catalog images are embedded one by one.
@@ -312,9 +319,14 @@ def _ask_photos(run: _Run, searcher: Searcher, model: str, photos: list[Labelled
     """Every labelled real photo, as a shopper would send it."""
     outcomes = []
     for photo in run.bar(photos, f"{model} real photos"):
-        answer, _, read = run.timed_query(searcher, model, open_image(photo.path),
-                                          Query(str(photo.path), {}, photo.path))
-        outcomes.append(outcome_of(photo, [r.metadata for r in answer.results], read))
+        image = open_image(photo.path)
+        colour = run.colour.probabilities(image) if run.colour is not None else None
+        vector = searcher.embed(model, [image])[0]
+        answer = search_photo(searcher, model, vector, run.settings.k, Filters(),
+                              kind_scope(searcher, model, vector, image),
+                              colour=colour if run.settings.colour_preference else None)
+        outcomes.append(outcome_of(photo, [r.metadata for r in answer.results],
+                                   max(colour, key=colour.get) if colour else None))
     return outcomes
 
 
@@ -415,8 +427,8 @@ def _index(settings: EvaluationSettings, catalog, embedders: dict[str, Embedder]
     client = make_client(settings.store)
     report = index_catalog(catalog, client, list(embedders.values()), batch_size=settings.batch_size,
                            show_progress_bar=settings.show_progress)
-    searcher = Searcher(client, embedders=embedders,
-                        rerank=settings.rerank, query_views=settings.query_views)
+    searcher = Searcher(client, embedders=embedders, rerank=settings.rerank, query_views=settings.query_views,
+                        kind_factory=(lambda: KindModel.load(settings.kind_model)) if settings.kind else None)
     return searcher, report
 
 
