@@ -104,7 +104,15 @@ PAGE_JS = """
     if (!newest || all.length === shownReplies || !newest.innerText.trim()) return;  // none new, or not drawn yet
     shownReplies = all.length;
     requestAnimationFrame(() => {
-      newest.scrollIntoView({ block: "start" });
+      // The chat's own scroll area first; the page only when the reply is out of the window
+      // (a phone, where the chat is one column among the others), so nothing else moves.
+      let area = newest.parentElement;
+      while (area && area !== document.body && !(area.scrollHeight > area.clientHeight + 1 &&
+             ["auto", "scroll"].includes(getComputedStyle(area).overflowY))) area = area.parentElement;
+      if (area && area !== document.body)
+        area.scrollTop += newest.getBoundingClientRect().top - area.getBoundingClientRect().top;
+      const top = newest.getBoundingClientRect().top;
+      if (top < 0 || top > window.innerHeight - 120) window.scrollBy(0, top - 8);
       if (!document.activeElement || document.activeElement === document.body) {
         newest.setAttribute("tabindex", "-1");
         newest.focus({ preventScroll: true });
