@@ -156,7 +156,7 @@ def cmd_shop(command: ServeCommand) -> int:
     status = indexer.progress.status if indexer else None
     images_dir = (command.catalog / "images").resolve() if command.catalog else None
     settings = ShopSettings(policy=assistant.policy, images_dir=images_dir)
-    app = build_app(searcher, settings, status=status,
+    app = build_app(searcher, settings, status=status, catalog=indexer.catalog if indexer else None,
                     mount_chat=partial(mount_assistant, searcher=searcher, settings=assistant,
                                        path=settings.assistant_path, status=status))
     _say(f"shop on http://{command.host}:{command.port}/  (API docs /docs, assistant {settings.assistant_path}/)")

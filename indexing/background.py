@@ -32,6 +32,7 @@ class IndexProgress:
     done: int = 0
     models: tuple[str, ...] = ()       # the pass under way
     passes_left: int = 0               # passes after this one
+    first_pass: bool = True            # the selected model's pass: its index is not complete yet
     finished: bool = False
     error: str | None = None
     waiting: str | None = None         # another indexer holds the folder: who
@@ -46,7 +47,8 @@ class IndexProgress:
     def snapshot(self) -> dict:
         with self._lock:
             return {"total": self.total, "done": self.done, "models": self.models, "finished": self.finished,
-                    "passes_left": self.passes_left, "error": self.error, "waiting": self.waiting}
+                    "passes_left": self.passes_left, "first_pass": self.first_pass, "error": self.error,
+                    "waiting": self.waiting}
 
     def status(self) -> str | None:
         """For the pages, while it matters to a shopper: how far indexing is and what that
@@ -60,7 +62,7 @@ class IndexProgress:
         if state["waiting"]:
             return (f"Indexing waits while another indexer writes ({state['waiting']}); results come from "
                     "what is stored.")
-        if state["passes_left"] or not state["total"]:
+        if state["first_pass"] or not state["total"]:
             return (f"Indexing the catalog: {state['done']:,} of {state['total']:,} products indexed. "
                     "Results come from the products indexed so far.")
         # the selected model is complete; the other models' pass is under way
@@ -129,7 +131,7 @@ class BackgroundIndexer:
 
         try:
             for number, embedders in enumerate(self.passes):
-                self.progress.update(models=tuple(e.name for e in embedders), done=0,
+                self.progress.update(models=tuple(e.name for e in embedders), done=0, first_pass=number == 0,
                                      passes_left=len(self.passes) - number - 1)
                 report = self._index_when_free(embedders, heard)
                 self.progress.reports.append(report)

@@ -3,11 +3,13 @@ all over one index (one `Searcher`); the chat assistant is mounted into it by ap
 
     settings.py   what the shop serves (ShopSettings, with the shared SearchPolicy)
     context.py    what every route depends on (ShopContext, injected with FastAPI's Depends)
-    errors.py     refusals as JSON with a person's message; the upload size guard
+    coverage.py   what the index holds of the catalog while background indexing runs
+    errors.py     refusals as JSON with a person's message (as a page on the HTML pages); the upload size guard
     api.py        /api/... routes: thin adapters over operations/
     images.py     /images/{id}: files inside the catalog's images folder only
     pages.py      the HTML pages (grid, product, embed snippet)
-    browse.py     pages of the catalog from the metadata table
+    browse.py     pages of the catalog from the metadata table (the catalog's own while indexing)
+    similar.py    similar items of the product's own gender, as the product page shows them
     app.py        build_app: the routers put together
 """
 from shop.app import build_app

@@ -8,11 +8,12 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from catalog import ImageError
 from catalog.text import clipped
-from operations import FilterRequest, LookSettings, Refused, find_similar, find_the_look
+from operations import FilterRequest, LookSettings, Refused, find_the_look
 from search.searcher import RESULT_FIELDS, Result
 from shop.context import ShopContext, id_url, shop_context
 from shop.errors import FORM_OVERHEAD, ApiError
 from shop.settings import ShopSettings
+from shop.similar import similar_items
 from vectorstore import StoreError
 
 # One product's fields as `search --json` writes them; `image` is the URL of its picture here.
@@ -118,10 +119,14 @@ def api_router(settings: ShopSettings) -> APIRouter:
     def similar_products(request: Request, shop: Context, product_id: str,
                          model: Annotated[str | None, Query(description=f"default {policy.default_model}")] = None,
                          k: Annotated[int | None, Query(ge=1, le=policy.max_k)] = None,
-                         gender: str | None = None, category: str | None = None) -> Recommendations:
+                         gender: str | None = None, category: str | None = None,
+                         same_gender: Annotated[bool, Query(description=(
+                             "keep the product's gender (Unisex products match either) when any such product "
+                             "is similar, as the shop's product page does; ignored with `gender`"))] = False,
+                         ) -> Recommendations:
         """The products most similar to a catalog product (by its stored vector), itself excluded."""
-        answer = find_similar(shop.searcher, policy, product_id, model=model, k=k,
-                              filters=FilterRequest(gender=gender, category=category))
+        answer = similar_items(shop, product_id, model=model, k=k, same_gender=same_gender,
+                               filters=FilterRequest(gender=gender, category=category))
         return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results])
 
     @router.get("/products", response_model=ProductPage)

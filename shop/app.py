@@ -8,13 +8,15 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
+from catalog import Catalog
 from search import Searcher
 from shop.api import api_router
-from shop.browse import CatalogBrowser
+from shop.browse import CatalogBrowser, catalog_metadata
 from shop.context import ShopContext
+from shop.coverage import IndexCoverage
 from shop.errors import FORM_OVERHEAD, UploadSizeLimit, install_error_handlers, too_large_text
 from shop.images import images_router
-from shop.pages import SHOP_DIR, pages_router, shop_templates
+from shop.pages import SHOP_DIR, error_page, pages_router, shop_templates
 from shop.settings import ShopSettings
 
 # Mounts the chat into the shop at settings.assistant_path; given the app and the images
@@ -24,9 +26,12 @@ MountChat = Callable[[FastAPI, Path | None], None]
 
 
 def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
-              mount_chat: MountChat | None = None, status: Callable[[], str | None] | None = None) -> FastAPI:
+              mount_chat: MountChat | None = None, status: Callable[[], str | None] | None = None,
+              catalog: Catalog | None = None) -> FastAPI:
     """The whole shop process as one ASGI app; serve it with uvicorn. `status` says how far
-    background indexing is (a notice on every page and in /api/health until done)."""
+    background indexing is (a notice on every page and in /api/health until done); `catalog`
+    is the catalog that indexing works through: until the default model's index holds all of
+    it, the shop lists the catalog, and a product not indexed yet still has its page."""
     # Swagger UI's script and stylesheet come from the installed fastapi-offline package, served
     # by this app: FastAPI's default loads them from a CDN, which left /docs blank offline.
     app = FastAPIOffline(title=f"{settings.title}: visual shopping assistant API", redoc_url=None,
@@ -36,13 +41,14 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
                                      f"`{settings.assistant_path}/`.",
                          version="1.0")
     policy = settings.policy
-    browser = CatalogBrowser(lambda: searcher.collection(policy.default_model, check_weights=False).metadata)
-    shop = ShopContext(searcher, settings, browser, shop_templates(), status=status or (lambda: None))
+    coverage = IndexCoverage(searcher, policy.default_model, status or (lambda: None), catalog)
+    shop = ShopContext(searcher, settings, _browser(searcher, policy.default_model, coverage), shop_templates(),
+                       coverage)
     app.state.shop = shop
 
     app.add_middleware(UploadSizeLimit, paths=("/api/recommend",),
                        max_bytes=policy.max_upload_bytes + FORM_OVERHEAD, message=too_large_text(policy))
-    install_error_handlers(app, policy)
+    install_error_handlers(app, policy, page=error_page)
     app.include_router(api_router(settings))
     app.include_router(images_router())
     app.include_router(pages_router())
@@ -51,3 +57,14 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
         mount_chat(app, shop.images_root())
         shop.chat_mounted = True
     return app
+
+
+def _browser(searcher: Searcher, model: str, coverage: IndexCoverage) -> CatalogBrowser:
+    """Browse the default model's index; the catalog itself while that index is still short of it."""
+    def indexed():
+        return searcher.collection(model, check_weights=False).metadata
+
+    if coverage.catalog is None:
+        return CatalogBrowser(indexed)
+    whole = catalog_metadata(coverage.catalog)
+    return CatalogBrowser(lambda: whole if coverage.partial() else indexed())

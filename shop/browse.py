@@ -2,6 +2,8 @@
 
 The grid reads the collection's metadata table (every product, already in memory for filter
 planning), so browsing costs no vector work and stays in step with what search can return.
+While background indexing is under way it reads the same kind of table made from the catalog
+read at start (`catalog_metadata`), so the shop shows every product at once.
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from catalog import Catalog
 from catalog.products import CATEGORY_FIELDS
 from operations import FilterRequest
 from vectorstore import Filters
+from vectorstore.filters import CATEGORY
 from vectorstore.metadata import MetadataTable
 
 
@@ -39,6 +43,22 @@ def product_dict(product_id: str, row: Mapping) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One category a shopper can pick: `label` shown (and sent), `values` every spelling of it
+    in the catalog ("Dress" and "Dresses" are one choice)."""
+    label: str
+    values: tuple[str, ...]
+
+
+def catalog_metadata(catalog: Catalog) -> MetadataTable:
+    """The catalog's products as a metadata table, in the form a collection stores them (image
+    paths resolved), read once: nothing changes a catalog already read."""
+    ids = [p.id for p in catalog.products]
+    rows = [{**p.metadata(), "image": str(p.image.resolve())} if p.image else p.metadata() for p in catalog.products]
+    return MetadataTable(lambda: [(ids, rows)], lambda: len(ids), ttl=float("inf"))
+
+
 def _id_order(index: pd.Index) -> list:
     # Catalog ids are numbers written as strings: "10" after "9", and non-numeric ids last.
     # Only ASCII digits count: "²" and "٣" pass str.isdigit() but int() refuses the first.
@@ -61,21 +81,39 @@ class CatalogBrowser:
     def vocabulary(self) -> dict[str, list]:
         return self._metadata_source().vocabulary()
 
-    def category_groups(self) -> list[tuple[str, list[str]]]:
-        """Category choices grouped by level; a value is listed once, at its broadest level."""
-        vocabulary = self.vocabulary()
-        seen: set[str] = set()
-        groups = []
-        for column, label in zip(CATEGORY_FIELDS, ("Department", "Category", "Type")):
-            values = [v for v in vocabulary.get(column, []) if v not in seen]
-            seen.update(values)
-            if values:
-                groups.append((label, values))
-        return groups
+    def category_groups(self) -> list[tuple[str, list[Choice]]]:
+        """Category choices grouped by level; a choice is listed once, at its broadest level,
+        its spellings merged (see `_choices`)."""
+        return self._metadata_source().derived("shop-categories", _category_groups)
+
+    def choice_of(self, value: str | None) -> Choice | None:
+        """The choice a category value belongs to."""
+        for _, choices in self.category_groups():
+            for choice in choices:
+                if value in choice.values:
+                    return choice
+        return None
 
     def resolve(self, gender: str | None, category: str | None) -> Filters:
         """Raise `UnknownFilterValue` (with suggestions) for a value no product has."""
         return FilterRequest(gender=gender, category=category).resolve(self.vocabulary())
+
+    def resolve_choice(self, gender: str | None, category: str | None) -> Filters:
+        """As `resolve`, the category widened to every spelling of its choice: the grid offers
+        "Dress" once, and it must show the products filed under "Dresses" too."""
+        filters = self.resolve(gender, category)
+        wanted = filters.get(CATEGORY)
+        choice = self.choice_of(wanted[0]) if len(wanted) == 1 else None
+        return filters.with_values(CATEGORY, (wanted[0], *choice.values)) if choice else filters
+
+    def crumbs(self, product: Mapping) -> list[str]:
+        """A product's department, category and type, a level left out when it only repeats the
+        one above in another spelling (Dress › Dresses)."""
+        out: list[str] = []
+        for value in (product.get(column) for column in CATEGORY_FIELDS):
+            if value and not (out and same_meaning(out[-1], value)):
+                out.append(value)
+        return out
 
     def page(self, filters: Filters, number: int, size: int) -> Page:
         table = self.table()
@@ -92,3 +130,57 @@ class CatalogBrowser:
         if product_id not in table.index:
             return None
         return product_dict(product_id, table.loc[product_id].to_dict())
+
+
+def _singular(value: str, known: set[str]) -> str:
+    """`value` in lower case, less a trailing "es" or "s" when that spelling is in `known` too."""
+    text = str(value).lower()
+    for suffix in ("es", "s"):
+        if text.endswith(suffix) and text[:-len(suffix)] in known:
+            return text[:-len(suffix)]
+    return text
+
+
+def same_meaning(a: str, b: str) -> bool:
+    """Two category values that differ only by a trailing "s" or "es" (Dress, Dresses)."""
+    known = {str(a).lower(), str(b).lower()}
+    return _singular(a, known) == _singular(b, known)
+
+
+def _choices(frame: pd.DataFrame) -> dict[str, Choice]:
+    """Every category value -> its choice. Values that differ only by a trailing "s"/"es" mean
+    one thing (the catalog files dresses under subCategory "Dress", articleType "Dresses"): one
+    choice, shown as the spelling more products carry."""
+    columns = [c for c in CATEGORY_FIELDS if c in frame.columns]
+    values = list(dict.fromkeys(v for c in columns for v in frame[c].dropna().unique().tolist()))
+    lower = {str(v).lower() for v in values}
+    groups: dict[str, list[str]] = {}
+    for value in values:
+        # "Dresses" joins "Dress" only where "Dress" is a value too; "Watches" alone stays as it is.
+        groups.setdefault(_singular(value, lower), []).append(value)
+    out = {}
+    for members in groups.values():
+        if len(members) > 1:
+            counts = {m: int(frame[columns].eq(m).any(axis=1).sum()) for m in members}
+            members = sorted(members, key=lambda m: -counts[m])  # stable: ties keep the broader level
+        choice = Choice(members[0], tuple(members))
+        out.update({m: choice for m in members})
+    return out
+
+
+def _category_groups(frame: pd.DataFrame) -> list[tuple[str, list[Choice]]]:
+    choices = _choices(frame)
+    seen: set[Choice] = set()
+    groups = []
+    for column, label in zip(CATEGORY_FIELDS, ("Department", "Category", "Type")):
+        if column not in frame.columns:
+            continue
+        level = []
+        for value in sorted(frame[column].dropna().unique().tolist(), key=str):
+            choice = choices[value]
+            if choice not in seen:
+                seen.add(choice)
+                level.append(choice)
+        if level:
+            groups.append((label, sorted(level, key=lambda c: str(c.label))))
+    return groups

@@ -3,7 +3,6 @@ FastAPI's `Depends(shop_context)` (no module globals, no mutable dict inside a c
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -13,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 
 from search import Searcher
 from shop.browse import CatalogBrowser
+from shop.coverage import IndexCoverage
 from shop.settings import ShopSettings
 
 
@@ -22,10 +22,14 @@ class ShopContext:
     settings: ShopSettings
     browser: CatalogBrowser
     templates: Jinja2Templates
+    # What the default model's index holds of the catalog while background indexing runs.
+    coverage: IndexCoverage
     chat_mounted: bool = False
-    # How far background indexing is, for the pages and /api/health (None: nothing to say).
-    status: Callable[[], str | None] = lambda: None
     _images_root: Path | None = field(default=None, repr=False)
+
+    def status(self) -> str | None:
+        """How far background indexing is, for the pages and /api/health (None: nothing to say)."""
+        return self.coverage.line()
 
     def images_root(self) -> Path | None:
         """The only folder images are served from: the configured one, else the folder most

@@ -1,14 +1,20 @@
 """Every refusal the shop gives is JSON with a `detail` a person can read (and, where it helps,
-fields a program can act on: the models offered, the closest filter values)."""
+fields a program can act on: the models offered, the closest filter values), except on the
+HTML pages: a browser gets a page with the same words, never raw JSON."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
+from catalog.text import clipped
 from operations import Refused, SearchPolicy
 from vectorstore import StoreError, UnknownFilterValue
 from vectorstore.errors import NoProduct
@@ -20,6 +26,13 @@ MB = 1024 * 1024
 # by more than this is refused before it is read.
 FORM_OVERHEAD = 64 * 1024
 STATUS = {"too_large": 413, "no_product": 404, "nothing_found": 422}  # every other refusal is a 400
+# The HTML pages' routes carry this tag: their refusals are pages too.
+PAGE_TAG = "pages"
+# (request, status, heading, message) -> the shop's message page; pages.py renders it.
+ErrorPage = Callable[[Request, int, str, str], Response]
+# What a query value that did not parse should have been, by pydantic's error type.
+WANTED = {"int_parsing": "a whole number", "int_from_float": "a whole number", "float_parsing": "a number",
+          "bool_parsing": "true or false"}
 
 
 class ApiError(Exception):
@@ -60,7 +73,40 @@ class UploadSizeLimit:
         await self.app(scope, receive, send)
 
 
-def install_error_handlers(app: FastAPI, policy: SearchPolicy) -> None:
+def wants_page(request: Request) -> bool:
+    """Whether a refusal should be an HTML page: on the shop's pages, and, where no route
+    matched (a mistyped address), for a browser outside /api/."""
+    route = request.scope.get("route")
+    if route is not None:
+        return PAGE_TAG in (getattr(route, "tags", None) or ())
+    path = request.url.path
+    return not (path == "/api" or path.startswith("/api/")) and "text/html" in request.headers.get("accept", "")
+
+
+def invalid_text(errors: list[dict]) -> str:
+    """What was wrong with the address's values, for a person ("page" must be a whole number)."""
+    said = []
+    for error in errors:
+        name = str(error["loc"][-1]) if error.get("loc") else "a value"
+        wanted = WANTED.get(error.get("type", ""))
+        if wanted and "input" in error:
+            said.append(f'"{clipped(name)}" must be {wanted}, not {clipped(str(error["input"]))!r}.')
+        else:
+            said.append(f'"{clipped(name)}": {error.get("msg", "not accepted")}.')
+    return " ".join(dict.fromkeys(said)) or "The address holds a value the shop does not accept."
+
+
+def install_error_handlers(app: FastAPI, policy: SearchPolicy, page: ErrorPage | None = None) -> None:
+    """`page` renders a refusal on an HTML page; without it every refusal is JSON."""
+    def as_page(request: Request) -> bool:
+        return page is not None and wants_page(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        if as_page(request):
+            return page(request, 400, "This address cannot be shown", invalid_text(exc.errors()))
+        return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
@@ -77,6 +123,8 @@ def install_error_handlers(app: FastAPI, policy: SearchPolicy) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         detail = too_large_text(policy) if exc.status_code == 413 else exc.detail
+        if exc.status_code == 404 and as_page(request):
+            return page(request, 404, "Page not found", f"There is no page at {clipped(request.url.path)}.")
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(NoProduct)
@@ -86,4 +134,6 @@ def install_error_handlers(app: FastAPI, policy: SearchPolicy) -> None:
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError):
         log.warning("store error on %s: %s", request.url.path, exc)
+        if as_page(request):
+            return page(request, 503, "The shop cannot show this right now", str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=503)

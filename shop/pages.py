@@ -11,8 +11,11 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from catalog.text import clipped, shown_text
-from operations import Refused, find_similar
+from embedding.registry import model_label
+from operations import Refused
 from shop.context import ShopContext, id_url, shop_context
+from shop.errors import PAGE_TAG
+from shop.similar import similar_items
 from vectorstore import StoreError, UnknownFilterValue
 
 SHOP_DIR = Path(__file__).resolve().parent
@@ -29,6 +32,7 @@ def shop_templates() -> Jinja2Templates:
                              finalize=_shown)
     env.globals["product_url"] = jinja2.pass_context(
         lambda context, route, product_id: id_url(context["request"], route, product_id))
+    env.globals["model_label"] = model_label  # "EfficientNet-Lite0", not efficientnet_lite0
     return Jinja2Templates(env=env)
 
 
@@ -49,8 +53,13 @@ def render(shop: ShopContext, request: Request, name: str, context: dict, status
                                                     "X-Content-Type-Options": "nosniff"})
 
 
+def error_page(request: Request, status: int, heading: str, message: str) -> HTMLResponse:
+    """A refusal on an HTML page (shop/errors.py decides which), in the shop's own layout."""
+    return render(shop_context(request), request, "message.html", {"heading": heading, "message": message}, status)
+
+
 def pages_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, tags=[PAGE_TAG])
 
     @router.get("/", response_class=HTMLResponse)
     def shop_grid(request: Request, shop: Context, gender: str | None = None, category: str | None = None,
@@ -58,17 +67,18 @@ def pages_router() -> APIRouter:
         browser = shop.browser
         error, status = None, 200
         try:
-            filters = browser.resolve(gender, category)
+            filters = browser.resolve_choice(gender, category)
         except UnknownFilterValue as exc:
             error, status = exc, 400
             filters = browser.resolve(None, None)
         found = browser.page(filters, page_number, shop.settings.page_size)
         vocabulary = browser.vocabulary()
+        chosen = browser.choice_of((filters.get("category") or (None,))[0])
         return render(shop, request, "grid.html", {
             "found": found, "error": error,
             "genders": vocabulary.get("gender", []), "category_groups": browser.category_groups(),
             "gender": (filters.get("gender") or (None,))[0] if not error else gender,
-            "category": (filters.get("category") or (None,))[0] if not error else category,
+            "category": chosen.label if chosen and not error else category,
             "query": {"gender": gender or "", "category": category or ""},
         }, status)
 
@@ -79,14 +89,18 @@ def pages_router() -> APIRouter:
             return render(shop, request, "message.html", {"heading": "Product not found",
                                                           "message": f"There is no product {clipped(product_id)} in this shop."}, 404)
         policy = shop.settings.policy
-        error, results, chosen = None, [], model or policy.default_model
+        error, preparing, results, chosen = None, False, [], model or policy.default_model
         try:
-            results = find_similar(shop.searcher, policy, product_id, model=model).results
+            results = similar_items(shop, product_id, model=model, same_gender=True).results
         except Refused as exc:
-            error = exc.message
+            # In the catalog, not in this model's index yet: its page shows now, its similar
+            # items once indexing reaches it.
+            preparing = exc.reason == "no_product" and shop.coverage.indexing()
+            error = None if preparing else exc.message
         except StoreError as exc:
             error = str(exc)
         return render(shop, request, "product.html", {"product": product, "similar": results, "error": error,
+                                                      "preparing": preparing, "crumbs": shop.browser.crumbs(product),
                                                       "models": policy.models, "model": chosen},
                       400 if error and model else 200)
 

@@ -337,8 +337,10 @@ def test_product_page_shows_similar_items(client, catalog):
     assert response.status_code == 200
     similar_html = response.text.split('id="similar-grid"', 1)[1]
     ids = grid_ids(similar_html)
-    api = client.get(f"/api/products/{product.id}/similar").json()["results"]
+    # the page keeps the product's gender, as the API does when asked to
+    api = client.get(f"/api/products/{product.id}/similar", params={"same_gender": "true"}).json()["results"]
     assert ids == [r["id"] for r in api]
+    assert {r["gender"] for r in api} <= {product.gender, "Unisex"}
     assert product.id not in ids
     assert client.get("/products/no-such-id").status_code == 404
 
@@ -358,7 +360,8 @@ def test_hostile_name_is_text_in_the_shop_pages(hostile_client):
     products = hostile_client.get("/api/products", params={"per_page": 200}).json()["products"]
     # A product whose "Similar items" include the hostile one: its name shows there too.
     neighbour = next(p["id"] for p in products if p["id"] != HOSTILE_ID and HOSTILE_ID in
-                     [r["id"] for r in hostile_client.get(f"/api/products/{p['id']}/similar").json()["results"]])
+                     [r["id"] for r in hostile_client.get(f"/api/products/{p['id']}/similar",
+                                                          params={"same_gender": "true"}).json()["results"]])
     pages = [hostile_client.get("/", params={"gender": "Women"}),
              hostile_client.get(f"/products/{HOSTILE_ID}"),
              hostile_client.get(f"/products/{neighbour}")]
@@ -386,3 +389,170 @@ def test_pages_and_health_say_how_far_background_indexing_is(searcher, catalog_d
     said["status"] = None  # done
     assert shop.get("/api/health").json()["indexing"] is None
     assert 'id="indexing"' not in shop.get("/").text
+
+
+# -- the shopper's journey: refusals as pages, similar items, categories, a shop still indexing ----
+def write_catalog(folder: Path, rows: list[tuple]) -> Path:
+    """styles.csv and images/<id>.jpg for `rows` of (id, gender, master, sub, article, rgb, shape)."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    lines = ["id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName\n"]
+    for pid, gender, master, sub, article, rgb, shape in rows:
+        lines.append(f"{pid},{gender},{master},{sub},{article},Brown,Summer,2012,Casual,Brand {gender} {article} {pid}\n")
+        draw_product(int(pid), rgb, shape).save(folder / "images" / f"{pid}.jpg", quality=90)
+    (folder / "styles.csv").write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def shop_client(root: Path, embedders, rows: list[tuple], indexed: set[str] | None = None, k: int = 5,
+                status=None, with_catalog: bool = False):
+    """A shop over a generated catalog, its resnet18 index holding `indexed` (all by default);
+    returns (TestClient, the catalog, its searcher, the store's client)."""
+    from catalog import Catalog
+    from indexing import index_catalog
+    from operations import SearchPolicy
+    from search import Searcher
+    from shop import ShopSettings, build_app
+    from vectorstore import StoreSettings, make_client
+    catalog = read_catalog(write_catalog(root / "catalog", rows))
+    part = Catalog(catalog.folder, [p for p in catalog.products if indexed is None or p.id in indexed])
+    store = make_client(StoreSettings(path=root / "db"))
+    index_catalog(part, store, [embedders["resnet18"]], batch_size=8, show_progress_bar=False)
+    searcher = Searcher(store, embedders={"resnet18": embedders["resnet18"]})
+    settings = ShopSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18", k=k),
+                            images_dir=catalog.images_dir, page_size=50)
+    app = build_app(searcher, settings, status=status, catalog=catalog if with_catalog else None)
+    return TestClient(app), catalog, searcher, store
+
+
+def test_a_bad_query_value_on_a_page_is_a_readable_page(client):
+    for path in ("/?page=abc", "/?page=1.5&gender=Men"):
+        response = client.get(path)
+        assert response.status_code == 400 and response.headers["content-type"].startswith("text/html")
+        assert '<h1>This address cannot be shown</h1>' in response.text
+        assert '&#34;page&#34; must be a whole number' in response.text and "Back to the catalog" in response.text
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+    # a mistyped address: a browser gets a page, a program the JSON it always had
+    assert "<h1>Page not found</h1>" in client.get("/no-such-page", headers={"accept": "text/html"}).text
+    assert client.get("/no-such-page").json() == {"detail": "Not Found"}
+    # the API keeps its JSON refusals, whatever the client accepts
+    api = client.get("/api/products", params={"page": "abc"}, headers={"accept": "text/html"})
+    assert api.status_code == 422 and api.json()["detail"][0]["loc"] == ["query", "page"]
+    assert client.get("/api/no-such", headers={"accept": "text/html"}).json() == {"detail": "Not Found"}
+
+
+def test_the_product_page_names_models_as_people_do(client, catalog):
+    page = client.get(f"/products/{catalog.products[0].id}").text
+    choice = page.split('id="similar-model"', 1)[1].split("</select>", 1)[0]
+    assert re.findall(r'<option value="([^"]+)"[^>]*>([^<]+)</option>', choice) == [
+        ("resnet18", "ResNet-18"), ("resnet50", "ResNet-50")]
+    assert 'id="similar-show"' in page  # the choice applies on a button, not on change
+    assert "noscript" not in page
+
+
+# Women's flats, men's casual shoes and unisex ones drawn alike: a model cannot tell them apart.
+BROWN = (120, 70, 20)
+LOOKALIKES = ([(str(2001 + i), "Women", "Footwear", "Flats", "Flats", BROWN, "ellipse") for i in range(5)] +
+              [(str(2011 + i), "Men", "Footwear", "Shoes", "Casual Shoes", BROWN, "ellipse") for i in range(6)] +
+              [(str(2021 + i), "Unisex", "Footwear", "Shoes", "Casual Shoes", BROWN, "ellipse") for i in range(2)])
+
+
+@pytest.fixture(scope="module")
+def lookalike_shop(tmp_path_factory, embedders):
+    shop, *_ = shop_client(tmp_path_factory.mktemp("lookalikes"), embedders, LOOKALIKES, k=8)
+    return shop
+
+
+def test_similar_items_on_a_product_page_keep_its_gender(lookalike_shop):
+    def page_ids(pid: str) -> list[str]:
+        return grid_ids(lookalike_shop.get(f"/products/{pid}").text.split('id="similar-grid"', 1)[1])
+    gender = {pid: g for pid, g, *_ in LOOKALIKES}
+    # Unfiltered, 8 of the 12 others cannot all be women's or unisex (there are 6): men's shoes come in.
+    anything = [r["id"] for r in lookalike_shop.get("/api/products/2001/similar").json()["results"]]
+    assert len(anything) == 8 and {gender[i] for i in anything} >= {"Men"}
+    # The flats' page: every women's and unisex product, and nothing else.
+    assert sorted(page_ids("2001")) == ["2002", "2003", "2004", "2005", "2021", "2022"]
+    assert page_ids("2001") == [r["id"] for r in lookalike_shop.get(
+        "/api/products/2001/similar", params={"same_gender": "true"}).json()["results"]]
+    assert {gender[i] for i in page_ids("2011")} <= {"Men", "Unisex"} and len(page_ids("2011")) == 7
+    # A unisex product suits anyone: its similar items are of either gender.
+    assert {gender[i] for i in page_ids("2021")} >= {"Men", "Women"}
+    # An explicit gender on the API wins over same_gender.
+    men = lookalike_shop.get("/api/products/2001/similar", params={"same_gender": "true", "gender": "Men"}).json()
+    assert {gender[r["id"]] for r in men["results"]} == {"Men"}
+
+
+# A catalog filed like the real one (subCategory "Dress" holds articleType "Dresses"), with a
+# girls' top (the only girls' product, and no unisex ones) and more than the index holds yet.
+PARTLY = ([(str(3001 + i), "Women", "Apparel", "Dress", "Dresses", (200, 30, 30), "triangle") for i in range(3)] +
+          [("3005", "Women", "Apparel", "Topwear", "Dresses", (200, 30, 60), "triangle")] +
+          [(str(3011 + i), "Women", "Footwear", "Sandal", "Sandals", (30, 30, 30), "ellipse") for i in range(2)] +
+          [(str(3021 + i), "Men", "Apparel", "Topwear", "Shirts", (20, 30, 110), "rectangle") for i in range(3)] +
+          [("3031", "Girls", "Apparel", "Topwear", "Tops", (200, 100, 150), "rectangle")])
+INDEXED_FIRST = {"3001", "3021", "3022", "3023", "3031"}
+
+
+def category_options(html: str) -> list[str]:
+    select = html.split('id="filter-category"', 1)[1].split("</select>", 1)[0]
+    return re.findall(r'<option value="([^"]*)"', select)
+
+
+def selected_category(html: str) -> str | None:
+    select = html.split('id="filter-category"', 1)[1].split("</select>", 1)[0]
+    found = re.findall(r'<option value="([^"]*)" selected>', select)
+    return found[0] if found else None
+
+
+def test_one_category_choice_per_meaning(tmp_path, embedders):
+    shop, *_ = shop_client(tmp_path, embedders, PARTLY)
+    page = shop.get("/").text
+    options = category_options(page)
+    # Dress/Dresses and Sandal/Sandals are one choice each, shown as the spelling more products carry
+    assert "Dresses" in options and "Dress" not in options
+    assert len([o for o in options if o in ("Sandal", "Sandals")]) == 1
+    assert len(options) == len(set(options))
+    dresses = ["3001", "3002", "3003", "3005"]
+    for asked in ("Dresses", "Dress", "dress"):  # either spelling filters on both, and selects the one choice
+        grid = shop.get("/", params={"category": asked}).text
+        assert grid_ids(grid) == dresses, asked
+        assert selected_category(grid) == "Dresses"
+    assert grid_ids(shop.get("/", params={"category": "Sandals"}).text) == ["3011", "3012"]
+    # filters still combine, and the API keeps the catalog's exact values
+    assert grid_ids(shop.get("/", params={"category": "Dresses", "gender": "Men"}).text) == []
+    assert [p["id"] for p in shop.get("/api/products", params={"category": "Dress"}).json()["products"]] == \
+        ["3001", "3002", "3003"]
+    # the product's crumbs say Dress once: Catalog › Apparel › Dress
+    crumbs = shop.get("/products/3001").text.split('class="crumbs"', 1)[1].split("</p>", 1)[0]
+    assert re.findall(r">([^<>]+)</a>", crumbs) == ["Catalog", "Apparel", "Dress"]
+
+
+def test_a_shop_still_indexing_shows_the_whole_catalog_and_tells_the_truth(tmp_path, embedders):
+    from indexing import index_catalog
+    from indexing.background import IndexProgress
+    # What the background indexer says during its only pass (one model served)
+    progress = IndexProgress(total=len(PARTLY), done=len(INDEXED_FIRST), models=("resnet18",), passes_left=0)
+    shop, catalog, searcher, store = shop_client(tmp_path, embedders, PARTLY, indexed=INDEXED_FIRST,
+                                          status=progress.status, with_catalog=True)
+    every = sorted(p.id for p in catalog.products)
+    grid = shop.get("/")
+    assert grid.status_code == 200 and grid_ids(grid.text) == every and "10 products" in grid.text
+    truth = "Indexing: 5 of 10 products so far; searches cover those."
+    assert truth in grid.text and "whole catalog" not in grid.text
+    assert shop.get("/api/health").json()["indexing"] == truth
+    # A product not indexed yet: its page at once, its picture, similar items to come
+    page = shop.get("/products/3011")
+    assert page.status_code == 200 and 'id="product-name">Brand Women Sandals 3011<' in page.text
+    assert 'id="similar-preparing"' in page.text and "Similar items are being prepared" in page.text
+    assert 'role="alert"' not in page.text and grid_ids(page.text.split('id="similar-grid"', 1)[1]) == []
+    assert shop.get("/images/3011").status_code == 200
+    # An indexed product has its similar items from what is indexed; the only girls' product
+    # (no unisex ones either) falls back to any gender rather than show nothing.
+    girls = grid_ids(shop.get("/products/3031").text.split('id="similar-grid"', 1)[1])
+    assert sorted(girls) == ["3001", "3021", "3022", "3023"]
+    # Indexing goes on to the end: the grid reads the index, every product has similar items.
+    index_catalog(catalog, store, [embedders["resnet18"]], batch_size=8,
+                  show_progress_bar=False)
+    searcher.forget_connection()
+    progress.update(finished=True, done=len(PARTLY))
+    grid = shop.get("/")
+    assert grid_ids(grid.text) == every and 'id="indexing"' not in grid.text
+    assert grid_ids(shop.get("/products/3011").text.split('id="similar-grid"', 1)[1])

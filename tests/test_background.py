@@ -76,3 +76,12 @@ def test_a_stopped_background_run_resumes_exactly(tmp_path, catalog_dir, embedde
     collection = ProductCollection.open(client, "resnet18")
     assert collection.count() == len(catalog.products)
     assert sorted(collection.stored_digests()) == sorted(p.id for p in catalog.products)
+
+
+def test_the_status_says_the_truth_during_the_selected_models_only_pass():
+    from indexing.background import IndexProgress
+    progress = IndexProgress(total=100, done=40, models=("efficientnet_lite0",), passes_left=0)
+    assert "40 of 100 products indexed" in progress.status() and "indexed so far" in progress.status()
+    assert "whole catalog" not in progress.status()  # one model served: its own pass is the first
+    progress.update(first_pass=False, models=("resnet18",))
+    assert "The default model searches the whole catalog" in progress.status()

@@ -77,10 +77,12 @@ def test_browse_filter_open_product_and_ask_the_assistant(shop, page, tmp_path):
     page.wait_for_url("**page=2**")
     assert shown_ids(page) == [p["id"] for p in api(shop, "/api/products", per_page=4, page=2)["products"]]
 
-    # Filters apply on change (shop.js), and combine
+    # Filters apply on "Apply", and combine
     page.select_option("#filter-gender", "Women")
+    page.click("#filters-apply")
     page.wait_for_url("**gender=Women**")
     page.select_option("#filter-category", "Tops")
+    page.click("#filters-apply")
     page.wait_for_url("**category=Tops**")
     query = parse_qs(urlparse(page.url).query)
     assert query["gender"] == ["Women"] and query["category"] == ["Tops"]
@@ -97,7 +99,7 @@ def test_browse_filter_open_product_and_ask_the_assistant(shop, page, tmp_path):
     card.click()
     page.wait_for_url(f"**/products/{HOSTILE_ID}")
     assert page.locator("#product-name").text_content().strip() == HOSTILE
-    similar = api(shop, f"/api/products/{HOSTILE_ID}/similar")["results"]
+    similar = api(shop, f"/api/products/{HOSTILE_ID}/similar", same_gender="true")["results"]
     page.locator("#similar-grid .card").first.wait_for()
     assert shown_ids(page, "#similar-grid") == [r["id"] for r in similar]
     assert len(similar) == 5 and HOSTILE_ID not in shown_ids(page, "#similar-grid")
@@ -193,10 +195,19 @@ def test_a_result_in_the_assistant_opens_its_product_page(shop, page, tmp_path):
     view.wait_for(timeout=SLOW)
     href = view.get_attribute("href")
     assert view.inner_text() == "View product" and view.get_attribute("target") == "_top"
+    shown = frame.locator("#chat .grid-container").last.locator(".caption-label").all_inner_texts()
     view.click()
     page.wait_for_url(href)
     assert page.locator("#product").get_attribute("data-product-id") == urlparse(href).path.rsplit("/", 1)[1]
     assert page.errors == []
+    # Back in the shop, the panel shows the same conversation: result #2 is still a tap away
+    page.go_back()
+    page.wait_for_selector("#assistant-toggle")
+    if not page.locator("#assistant-frame").is_visible():
+        page.click("#assistant-toggle")
+    back = page.frame_locator("#assistant-frame")
+    back.locator("#chat .grid-container .caption-label").first.wait_for(timeout=SLOW)
+    assert back.locator("#chat .grid-container").last.locator(".caption-label").all_inner_texts() == shown
 
 
 def test_phone_layout_and_accessibility_of_the_shop(shop, browser):
@@ -223,3 +234,156 @@ def test_phone_layout_and_accessibility_of_the_shop(shop, browser):
         page.screenshot(path="/tmp/vsa-shop-phone.png")
     finally:
         context.close()
+
+
+# -- the shopper's journey ---------------------------------------------------------------------------
+# Every way a page could send a form or go elsewhere, recorded: a wrapped submit()/requestSubmit(),
+# a submit event, a navigation (the Navigation API sees each one as it starts).
+RECORD_LEAVING = """() => {
+  window.__leaving = [];
+  const record = (how) => window.__leaving.push(how);
+  for (const name of ["submit", "requestSubmit"]) {
+    const original = HTMLFormElement.prototype[name];
+    HTMLFormElement.prototype[name] = function (...args) { record(name); return original.apply(this, args); };
+  }
+  document.addEventListener("submit", () => record("submit event"), true);
+  navigation.addEventListener("navigate", (e) => record("navigate " + e.destination.url));
+}"""
+
+
+def test_filters_wait_for_apply(shop, page, browser):
+    page.goto(shop + "/")
+    page.evaluate(RECORD_LEAVING)
+    # The keyboard moves through each list: the value changes, the page stays (WCAG 3.2.2)
+    for select in ("#filter-gender", "#filter-category"):
+        page.focus(select)
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(f"document.querySelector('{select}').selectedIndex === 1")
+    assert page.evaluate("window.__leaving") == []
+    assert urlparse(page.url).query == ""
+    gender, category = page.input_value("#filter-gender"), page.input_value("#filter-category")
+    page.click("#filters-apply")
+    page.wait_for_url("**category=**")
+    assert parse_qs(urlparse(page.url).query) == {"gender": [gender], "category": [category]}
+    assert page.locator("#filter-gender").input_value() == gender
+
+    # Without script the same form works: a plain GET
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        plain = context.new_page()
+        plain.goto(shop + "/")
+        plain.select_option("#filter-gender", "Women")
+        plain.click("#filters-apply")
+        plain.wait_for_url("**gender=Women**")
+        expected = api(shop, "/api/products", gender="Women", per_page=4)["products"]
+        assert shown_ids(plain) == [p["id"] for p in expected]
+    finally:
+        context.close()
+
+
+def test_a_bad_address_shows_a_page_not_json(shop, page):
+    response = page.goto(shop + "/?page=abc")
+    assert response.status == 400 and response.headers["content-type"].startswith("text/html")
+    assert page.locator("h1").inner_text() == "This address cannot be shown"
+    assert '"page" must be a whole number' in page.locator(".message").inner_text()
+    assert page.locator("pre").count() == 0  # Chromium shows a JSON answer in a <pre>
+    page.get_by_role("link", name="Back to the catalog").click()
+    page.locator("#product-grid .card").first.wait_for()
+
+
+def test_a_phone_shows_products_two_by_two(shop, browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                  device_scale_factor=2)
+    page = context.new_page()
+    try:
+        page.goto(shop + "/")
+        page.locator("#product-grid .card").nth(3).wait_for()
+        boxes = page.locator("#product-grid .card").evaluate_all("""cards => cards.map(c => {
+            const r = c.getBoundingClientRect();
+            return {left: r.left, top: r.top, right: r.right, bottom: r.bottom}; })""")
+        width, height = page.evaluate("[window.innerWidth, window.innerHeight]")
+        whole = [b for b in boxes if b["top"] >= 0 and b["left"] >= 0 and b["bottom"] <= height and b["right"] <= width]
+        assert len(whole) >= 4, boxes
+        assert len({round(b["left"]) for b in boxes}) >= 2  # columns side by side
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        # captions stay readable: real text sizes, two lines of name shown, nothing squeezed to nothing
+        captions = page.locator("#product-grid .card").evaluate_all("""cards => cards.map(c => {
+            const size = (el) => parseFloat(getComputedStyle(el).fontSize);
+            const name = c.querySelector('.name'), meta = c.querySelector('.meta');
+            return {name: size(name), meta: size(meta), nameHeight: name.getBoundingClientRect().height,
+                    nameWidth: name.getBoundingClientRect().width}; })""")
+        for caption in captions:
+            assert caption["name"] >= 14 and caption["meta"] >= 12, caption
+            assert caption["nameHeight"] >= caption["name"] and caption["nameWidth"] >= 120, caption
+    finally:
+        context.close()
+
+
+def test_every_card_state_reads_well(shop, browser, tmp_path):
+    # bypass_csp: axe is injected as an inline script (the test only)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
+    page.set_default_timeout(SLOW)
+    try:
+        page.goto(shop + "/")
+        cards = page.locator("#product-grid .card")
+        cards.first.hover()
+        assert axe_serious(page) == []
+        page.mouse.down()  # pressed (:active); released elsewhere, so nothing is clicked
+        assert axe_serious(page) == []
+        page.mouse.move(1, 1)
+        page.mouse.up()
+        cards.nth(1).focus()
+        assert axe_serious(page) == []
+        cards.first.click()
+        page.locator("#similar-grid .card").first.wait_for()
+        page.locator("#similar-grid .card").first.hover()
+        assert axe_serious(page) == []
+        # "More like this" in the assistant panel: the card clicked keeps readable text
+        page.click("#assistant-toggle")
+        frame = page.frame_locator("#assistant-frame")
+        photo = tmp_path / "shoe.png"
+        draw_product(99, (120, 70, 20), "ellipse", size=(90, 120)).save(photo)
+        frame.locator('#message input[data-testid="file-upload"]').set_input_files(str(photo))
+        frame.locator("#message img").wait_for()
+        frame.locator("#message textarea").press("Enter")
+        galleries = frame.locator("#chat .grid-container")
+        galleries.first.locator(".vsa-more").first.wait_for()
+        shown = galleries.count()
+        galleries.last.locator(".vsa-more").first.click()  # the pointer stays on the card clicked
+        galleries.nth(shown).locator(".thumbnail-item").first.wait_for()
+        assistant = next(f for f in page.frames if "/assistant" in f.url)
+        assert axe_serious(assistant) == []
+        assert axe_serious(page) == []
+    finally:
+        context.close()
+
+
+def test_the_assistant_panel_takes_focus_and_gives_it_back(shop, page):
+    page.goto(shop + "/")
+    toggle, panel = page.locator("#assistant-toggle"), page.locator("#assistant-panel")
+    focused = "id => document.activeElement && document.activeElement.id === id"
+    # by keyboard: Enter opens and focus moves into the panel; Escape closes and focus returns
+    toggle.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(focused, arg="assistant-close")
+    assert panel.is_visible() and toggle.get_attribute("aria-expanded") == "true"
+    page.keyboard.press("Escape")
+    page.wait_for_function(focused, arg="assistant-toggle")
+    assert panel.is_hidden() and toggle.get_attribute("aria-expanded") == "false"
+    # by pointer: the close button gives focus back to the opener as well
+    toggle.click()
+    page.wait_for_function(focused, arg="assistant-close")
+    page.click("#assistant-close")
+    page.wait_for_function(focused, arg="assistant-toggle")
+    assert panel.is_hidden()
+    # Escape from inside the assistant (its own frame) closes the panel too
+    toggle.click()
+    message = page.frame_locator("#assistant-frame").locator("#message textarea")
+    message.wait_for(timeout=SLOW)
+    next(f for f in page.frames if "/assistant" in f.url).wait_for_load_state("load")
+    message.click()
+    message.press("Escape")
+    page.wait_for_function(focused, arg="assistant-toggle")
+    assert panel.is_hidden()
+    assert page.errors == []
