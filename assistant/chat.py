@@ -20,7 +20,7 @@ from PIL import Image
 
 from assistant.crop import cut
 from assistant.settings import AssistantSettings, model_label
-from assistant.words import Understanding, Vocabulary, understand
+from assistant.words import Understanding, Vocabulary, stem, understand, words
 from catalog import ImageError, open_image
 from catalog.errors import UserError
 from catalog.images import SUPPORTED, too_large
@@ -140,7 +140,33 @@ def bounded_message(text: str | None) -> str:
 
 
 def filters_line(filters: Filters) -> str:
-    return f"Filters: {filters.describe()}" if not filters.is_empty() else ""
+    return f"Filters: {shown_filters(filters).describe()}" if not filters.is_empty() else ""
+
+
+def _meaning(value) -> str:
+    return " ".join(stem(w) for w in words(str(value)))
+
+
+def _one_per_meaning(values) -> list:
+    """One spelling of each meaning ("Dress" and "Dresses": "Dresses", the longer)."""
+    chosen: dict[str, object] = {}
+    for value in values:
+        key = _meaning(value)
+        if key not in chosen or len(str(value)) > len(str(chosen[key])):
+            chosen[key] = value
+    return list(chosen.values())
+
+
+def shown_filters(filters: Filters) -> Filters:
+    """The filters as the shopper reads them: "Dress" and "Dresses" (two catalog levels a word
+    matched) shown once; the search still uses both."""
+    out = Filters()
+    for name in filters.names():
+        if filters.get(name):
+            out = out.with_values(name, _one_per_meaning(filters.get(name)))
+        if filters.get_excluded(name):
+            out = out.with_excluded(name, _one_per_meaning(filters.get_excluded(name)))
+    return out
 
 
 _POSSESSIVE = {"Women": "Women's", "Men": "Men's", "Boys": "Boys'", "Girls": "Girls'"}
@@ -180,22 +206,24 @@ def caption(result: Result, rank: int = 1) -> str:
 
 def filter_chips(filters: Filters) -> list[str]:
     """The active filters one by one, as the removable chips beside the chat show them."""
-    chips = []
-    for name in filters.names():
-        chips += [str(v) for v in filters.get(name)]
-        chips += [f"not {v}" for v in filters.get_excluded(name)]
+    shown, chips = shown_filters(filters), []
+    for name in shown.names():
+        chips += [str(v) for v in shown.get(name)]
+        chips += [f"not {v}" for v in shown.get_excluded(name)]
     return list(dict.fromkeys(chips))
 
 
 def without_chips(filters: Filters, kept: Iterable[str]) -> Filters:
-    """`filters` less every value whose chip is not in `kept` (the shopper removed it)."""
-    kept = set(kept)
+    """`filters` less every value whose chip is not in `kept` (the shopper removed it); a chip
+    stands for every spelling of its meaning."""
+    kept_values = {_meaning(k) for k in kept if not str(k).startswith("not ")}
+    kept_excluded = {_meaning(str(k)[4:]) for k in kept if str(k).startswith("not ")}
     out = Filters()
     for name in filters.names():
-        values = [v for v in filters.get(name) if str(v) in kept]
+        values = [v for v in filters.get(name) if _meaning(v) in kept_values]
         if values:
             out = out.with_values(name, values)
-        excluded = [v for v in filters.get_excluded(name) if f"not {v}" in kept]
+        excluded = [v for v in filters.get_excluded(name) if _meaning(v) in kept_excluded]
         if excluded:
             out = out.with_excluded(name, excluded)
     return out

@@ -360,6 +360,15 @@ def test_a_new_photo_starts_fresh_and_offers_the_old_filters(assistant, photo, t
     assert state.previous_filters.is_empty()
 
 
+def test_two_spellings_of_one_kind_are_one_chip():
+    from assistant.chat import filter_chips, filters_line, without_chips
+    from vectorstore import Filters
+    filters = Filters().with_values("category", ["Dress", "Dresses"]).with_values("baseColour", ["Red"])
+    assert filter_chips(filters) == ["Dresses", "Red"] and filters_line(filters) == "Filters: Dresses · Red"
+    assert without_chips(filters, ["Dresses"]).get("category") == ("Dress", "Dresses")  # the search keeps both
+    assert without_chips(filters, ["Red"]).get("category") == ()
+
+
 def test_a_filter_already_set_is_said_not_silently_repeated(assistant, first):
     _, state = first
     reply, state = assistant.handle_turn(state, "only black ones")
