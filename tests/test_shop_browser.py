@@ -387,3 +387,13 @@ def test_the_assistant_panel_takes_focus_and_gives_it_back(shop, page):
     page.wait_for_function(focused, arg="assistant-toggle")
     assert panel.is_hidden()
     assert page.errors == []
+
+
+def test_the_first_tab_stops_of_the_shop_are_all_controls(shop, page):
+    page.goto(shop + "/")
+    page.wait_for_selector("#product-grid")
+    stops = []
+    for _ in range(15):
+        page.keyboard.press("Tab")
+        stops.append(page.evaluate("document.activeElement === document.body ? 'BODY' : document.activeElement.tagName"))
+    assert "BODY" not in stops, stops
