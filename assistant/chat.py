@@ -20,11 +20,11 @@ from PIL import Image
 
 from assistant.crop import cut
 from assistant.settings import AssistantSettings, model_label
-from assistant.words import Understanding, Vocabulary, stem, understand, words
+from assistant.words import Understanding, Vocabulary, understand
 from catalog import ImageError, open_image
 from catalog.errors import UserError
 from catalog.images import SUPPORTED, too_large
-from catalog.text import clipped, shown_text
+from catalog.text import clipped, meaning, shown_text
 from embedding import WeightsError
 from embedding.garments import Item, describe_items
 from operations import LookSettings, Refused
@@ -143,15 +143,11 @@ def filters_line(filters: Filters) -> str:
     return f"Filters: {shown_filters(filters).describe()}" if not filters.is_empty() else ""
 
 
-def _meaning(value) -> str:
-    return " ".join(stem(w) for w in words(str(value)))
-
-
-def _one_per_meaning(values) -> list:
+def _one_permeaning(values) -> list:
     """One spelling of each meaning ("Dress" and "Dresses": "Dresses", the longer)."""
     chosen: dict[str, object] = {}
     for value in values:
-        key = _meaning(value)
+        key = meaning(value)
         if key not in chosen or len(str(value)) > len(str(chosen[key])):
             chosen[key] = value
     return list(chosen.values())
@@ -163,9 +159,9 @@ def shown_filters(filters: Filters) -> Filters:
     out = Filters()
     for name in filters.names():
         if filters.get(name):
-            out = out.with_values(name, _one_per_meaning(filters.get(name)))
+            out = out.with_values(name, _one_permeaning(filters.get(name)))
         if filters.get_excluded(name):
-            out = out.with_excluded(name, _one_per_meaning(filters.get_excluded(name)))
+            out = out.with_excluded(name, _one_permeaning(filters.get_excluded(name)))
     return out
 
 
@@ -216,14 +212,14 @@ def filter_chips(filters: Filters) -> list[str]:
 def without_chips(filters: Filters, kept: Iterable[str]) -> Filters:
     """`filters` less every value whose chip is not in `kept` (the shopper removed it); a chip
     stands for every spelling of its meaning."""
-    kept_values = {_meaning(k) for k in kept if not str(k).startswith("not ")}
-    kept_excluded = {_meaning(str(k)[4:]) for k in kept if str(k).startswith("not ")}
+    kept_values = {meaning(k) for k in kept if not str(k).startswith("not ")}
+    kept_excluded = {meaning(str(k)[4:]) for k in kept if str(k).startswith("not ")}
     out = Filters()
     for name in filters.names():
-        values = [v for v in filters.get(name) if _meaning(v) in kept_values]
+        values = [v for v in filters.get(name) if meaning(v) in kept_values]
         if values:
             out = out.with_values(name, values)
-        excluded = [v for v in filters.get_excluded(name) if _meaning(v) in kept_excluded]
+        excluded = [v for v in filters.get_excluded(name) if meaning(v) in kept_excluded]
         if excluded:
             out = out.with_excluded(name, excluded)
     return out

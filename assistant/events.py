@@ -26,8 +26,8 @@ from assistant.crop import (
 from assistant.messages import keep_recent_galleries, reply_messages, shown_file
 from assistant.pictures import picture_name
 from assistant.settings import AssistantSettings
-from assistant.words import stem, words
 from catalog.products import CATEGORY_FIELDS
+from catalog.text import meaning
 from operations import FilterRequest, find_the_look
 from vectorstore import CATEGORY, StoreError
 
@@ -50,7 +50,7 @@ def _control_choices(assistant: Assistant, model: str) -> dict[str, list[str]]:
         for value in vocabulary.get(level, []):
             # "Sandal" and "Sandals" side by side read as a mistake; the broader level's
             # spelling stays, and a category filter matches every level anyway.
-            key = " ".join(stem(w) for w in words(value))
+            key = meaning(value)
             if value not in categories and key not in keys:
                 categories.append(value)
                 keys.add(key)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import difflib
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from catalog.products import CATEGORY_FIELDS
+from catalog.text import stem, words
 from embedding.registry import model_words
 from vectorstore.filters import CATEGORY, Filters
 
@@ -125,25 +125,6 @@ def _model_names() -> tuple[re.Pattern, dict[str, str]]:
 
 
 
-def stem(word: str) -> str:
-    """A crude singular: enough to make "shoes", "dresses", "ladies" and "watches" meet the
-    catalog's "Shoe"/"Dress"/"lady"/"Watch"; applied to both sides, so its mistakes cancel."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 4 and word.endswith(("sses", "shes", "ches", "xes")):
-        return word[:-2]
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words, possessives dropped ("men's" -> "men"), split at anything not a letter or digit.
-
-    NFKC first: full-width and other compatibility forms ("ｗｏｍｅｎ", "ﬁt") are the words they look like."""
-    text = unicodedata.normalize("NFKC", str(text)).casefold().replace("\u2019", "'").replace("`", "'")
-    text = re.sub(r"(\w)'s?\b", r"\1", text)
-    return re.findall(r"[^\W_]+", text)
 
 
 _MODEL_NAMED, _MODEL_BY_WORDS = _model_names()

@@ -14,6 +14,7 @@ import pandas as pd
 
 from catalog import Catalog
 from catalog.products import CATEGORY_FIELDS
+from catalog.text import meaning
 from operations import FilterRequest
 from vectorstore import Filters
 from vectorstore.filters import CATEGORY
@@ -132,19 +133,9 @@ class CatalogBrowser:
         return product_dict(product_id, table.loc[product_id].to_dict())
 
 
-def _singular(value: str, known: set[str]) -> str:
-    """`value` in lower case, less a trailing "es" or "s" when that spelling is in `known` too."""
-    text = str(value).lower()
-    for suffix in ("es", "s"):
-        if text.endswith(suffix) and text[:-len(suffix)] in known:
-            return text[:-len(suffix)]
-    return text
-
-
 def same_meaning(a: str, b: str) -> bool:
-    """Two category values that differ only by a trailing "s" or "es" (Dress, Dresses)."""
-    known = {str(a).lower(), str(b).lower()}
-    return _singular(a, known) == _singular(b, known)
+    """Two category values that differ only by a plural's ending (Dress, Dresses)."""
+    return meaning(a) == meaning(b)
 
 
 def _choices(frame: pd.DataFrame) -> dict[str, Choice]:
@@ -153,11 +144,9 @@ def _choices(frame: pd.DataFrame) -> dict[str, Choice]:
     choice, shown as the spelling more products carry."""
     columns = [c for c in CATEGORY_FIELDS if c in frame.columns]
     values = list(dict.fromkeys(v for c in columns for v in frame[c].dropna().unique().tolist()))
-    lower = {str(v).lower() for v in values}
     groups: dict[str, list[str]] = {}
     for value in values:
-        # "Dresses" joins "Dress" only where "Dress" is a value too; "Watches" alone stays as it is.
-        groups.setdefault(_singular(value, lower), []).append(value)
+        groups.setdefault(meaning(value), []).append(value)
     out = {}
     for members in groups.values():
         if len(members) > 1:
