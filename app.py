@@ -173,7 +173,7 @@ def _assistant_parts(command: ServeCommand):
     (the server opens at once and answers from what is indexed so far, the selected model
     first), or before opening with --no-background."""
     from assistant.settings import AssistantSettings
-    from catalog.images import bound_malloc_for_serving
+    from catalog.memory import bound_malloc_for_serving
     from operations import SearchPolicy
     from vectorstore import make_client
     bound_malloc_for_serving()  # before the serving threads start

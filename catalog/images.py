@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catalog.errors import UserError
+from catalog.memory import return_freed_memory
 from catalog.text import clipped  # a file's name is the sender's choice
 
 SUPPORTED = "JPEG, PNG, WebP, GIF or BMP"
@@ -72,47 +73,11 @@ class DecodeGate:
                 idle = self.in_use == 0
                 self._cond.notify_all()
             if idle and cost >= 4_000_000:
-                _return_freed_memory()
+                return_freed_memory()
 
 
 # One gate per process: every decode of a photo or catalog image goes through it.
 DECODE_GATE = DecodeGate()
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
-# glibc's mallopt parameters (malloc.h).
-_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
-SERVING_ARENAS = 2
-SERVING_MMAP_THRESHOLD = 8 * 1024 * 1024
-
-
-def bound_malloc_for_serving(arenas: int = SERVING_ARENAS, mmap_threshold: int = SERVING_MMAP_THRESHOLD) -> bool:
-    """Memory that comes back after a burst. A serving process decodes photos on many threads
-    (Starlette's pool, the chat's queue): by default glibc may give each its own arena (8 per
-    core), and after a large block is freed it raises its mmap threshold (up to 32 MB), so later
-    decode buffers come from the arenas' heaps, and what a burst frees there stays resident.
-    At most `arenas` arenas for the threads started from now on, and a fixed threshold (blocks
-    of `mmap_threshold` bytes or more are mapped apart and unmapped when freed): bench/soak.py
-    measures the memory after a burst. False where there is no glibc."""
-    try:
-        libc = _libc()
-        return bool(libc.mallopt(_M_ARENA_MAX, arenas)) and bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
-    except (OSError, AttributeError):
-        return False
-
-
-def _return_freed_memory() -> None:
-    """glibc keeps the large blocks a decode freed; a burst of big photos left the process at its
-    peak. Hand them back (no-op elsewhere)."""
-    try:
-        _libc().malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _reduce(image: Image.Image, limits: ImageLimits) -> Image.Image:

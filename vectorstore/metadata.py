@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from catalog.memory import return_freed_memory
 from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
 
 # How often a read checks whether another process changed the collection's size.
@@ -100,21 +101,7 @@ class MetadataTable:
                 frame[column] = None
         self._frame, self._loaded_count = frame, count
         del pages
-        _return_freed_memory()
-
-
-def _return_freed_memory() -> None:
-    """Hand the memory the load freed back to the system. Reading a million products' metadata
-    goes through a million short-lived dicts and JSON strings; glibc keeps what they freed, and
-    the process's RSS stayed at the peak (bench/scale.py's `table RSS`) though the table
-    itself is a small part of it."""
-    import ctypes
-    import ctypes.util
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+        return_freed_memory()  # a million short-lived dicts were freed
 
 
 def _vocabulary(frame: pd.DataFrame) -> dict[str, list]:
