@@ -7,22 +7,25 @@ import json
 import os
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from catalog.errors import UserError
 from cli import build_parser, settings_from
 from cli.settings import (
     EvaluateCommand,
     EvaluateLookCommand,
-    FinetuneCommand,
     IndexCommand,
     SearchCommand,
     Searching,
     ServeCommand,
-    StudyCommand,
     TrainColourCommand,
-    TrainKindsCommand,
-    TrainParserCommand,
 )
+
+if TYPE_CHECKING:  # the settings of the commands that need one layer's settings alone
+    from evaluation.study import StudySettings
+    from training.kinds import KindTrainingSettings
+    from training.parser import ParserSettings
+    from training.settings import FinetuneSettings
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -263,16 +266,15 @@ def cmd_evaluate(command: EvaluateCommand) -> int:
     return 0
 
 
-def cmd_study(command: StudyCommand) -> int:
+def cmd_study(settings: StudySettings) -> int:
     from evaluation.study import gather, write_study
-    print(write_study(gather(command.settings))["report"])
+    print(write_study(gather(settings))["report"])
     return 0
 
 
-def cmd_finetune(command: FinetuneCommand) -> int:
+def cmd_finetune(settings: FinetuneSettings) -> int:
     from training import finetune
     from training.recipes import on_gpu
-    settings = command.settings
     settings.out.parent.mkdir(parents=True, exist_ok=True)
     _say(f"recipe{' for a GPU' if on_gpu(settings.device) else ''}: {settings.epochs} epochs at "
          f"{settings.image_size} px (served at {settings.input_size}), freeze {settings.freeze}, photo-like "
@@ -295,11 +297,11 @@ def cmd_finetune(command: FinetuneCommand) -> int:
     return 0
 
 
-def cmd_train_parser(command: TrainParserCommand) -> int:
+def cmd_train_parser(settings: ParserSettings) -> int:
     from training.parser import train_parser
-    figures = train_parser(command.settings)
+    figures = train_parser(settings)
     print(json.dumps(figures, indent=1))
-    print(f"wrote {command.settings.out}")
+    print(f"wrote {settings.out}")
     return 0
 
 
@@ -321,11 +323,11 @@ def cmd_train_colour(command: TrainColourCommand) -> int:
     return 0
 
 
-def cmd_train_kinds(command: TrainKindsCommand) -> int:
+def cmd_train_kinds(settings: KindTrainingSettings) -> int:
     from training.kinds import train_kinds
-    figures = train_kinds(command.settings, log=_say)
+    figures = train_kinds(settings, log=_say)
     print(json.dumps(figures, indent=1))
-    print(f"wrote {command.settings.out}")
+    print(f"wrote {settings.out}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Each command's settings, built once from its parsed arguments: frozen dataclasses of the
 layers' own settings (StoreSettings, EmbedderBuilder, RerankSettings, ...), so that app.py's
-commands and helpers never see argparse. A value that cannot be right is refused here, with
-the flag's name, before any work."""
+commands and helpers never see argparse; a command that needs one layer's settings alone
+(finetune, study, train-parser, train-kinds) gets those. A value that cannot be right is refused
+here, with the flag's name, before any work."""
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # the layers' settings, imported when a command's settings ar
 class Searching:
     """How a command searches: the store, how embedders are built, how the nearest products are
     reordered, which views of a photo are embedded, whether items are found in a photo (and
-    with which parser file; None: the shipped one), whether colour is read (and with which
-    model file), and the command that builds a missing index."""
+    with which parser file; None: the shipped one), whether colour is read and whether the kind
+    of a shopper's own photo is read (and with which model files), and the command that builds a
+    missing index."""
     store: StoreSettings
     builder: EmbedderBuilder
     rerank: RerankSettings
@@ -118,32 +120,12 @@ class EvaluateCommand:
 
 
 @dataclass(frozen=True)
-class FinetuneCommand:
-    settings: FinetuneSettings  # the model's recipe, with what the command line gave on top
-
-
-@dataclass(frozen=True)
-class StudyCommand:
-    settings: StudySettings
-
-
-@dataclass(frozen=True)
-class TrainParserCommand:
-    settings: ParserSettings
-
-
-@dataclass(frozen=True)
 class EvaluateLookCommand:
     searching: Searching
     model: str
     k: int
     photos: Path
     out: Path
-
-
-@dataclass(frozen=True)
-class TrainKindsCommand:
-    settings: KindTrainingSettings
 
 
 @dataclass(frozen=True)
@@ -258,39 +240,39 @@ def _evaluate(args) -> EvaluateCommand:
                            held_out=Path(args.held_out) if args.held_out else None, out=out, k=args.k)
 
 
-def _finetune(args) -> FinetuneCommand:
+def _finetune(args) -> FinetuneSettings:
     from embedding import tuned_file
     from training.recipes import recipe_settings
     out = Path(args.out) if args.out else tuned_file(args.model, Path(args.weights_dir))
     aux = tuple(t.strip() for t in args.aux_targets.split(",") if t.strip()) if args.aux_targets else None
-    return FinetuneCommand(recipe_settings(
+    return recipe_settings(
         args.model, catalog=Path(args.catalog), out=out, epochs=args.epochs, image_size=args.image_size,
         serve_size=args.serve_size, batch_size=args.batch_size, device=args.device, precision=args.precision,
         weights=args.weights, head_only=args.head_only, freeze=args.freeze, teacher=args.teacher,
         distill_weight=args.distill_weight, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
-        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux))
+        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux)
 
 
-def _study(args) -> StudyCommand:
+def _study(args) -> StudySettings:
     from evaluation.study import StudySettings, parse_pair, parse_row
     if not args.row:
         raise UserError("give at least one --row NAME=DIR:MODEL")
 
     def pairs(values, what):
         return tuple((name, Path(value)) for name, value in (parse_pair(v, what) for v in values))
-    return StudyCommand(StudySettings(
+    return StudySettings(
         out=Path(args.out), rows=tuple(parse_row(r) for r in args.row),
         preprocessing=pairs(args.preprocessing, "--preprocessing"), quality=pairs(args.quality, "--quality"),
-        training=pairs(args.training, "--training"), commands=Path(args.commands) if args.commands else None))
+        training=pairs(args.training, "--training"), commands=Path(args.commands) if args.commands else None)
 
 
-def _train_parser(args) -> TrainParserCommand:
+def _train_parser(args) -> ParserSettings:
     from training.parser import ParserSettings
-    return TrainParserCommand(ParserSettings(
+    return ParserSettings(
         photos=Path(args.photos), out=Path(args.out), epochs=args.epochs, batch_size=args.batch_size,
         seed=args.seed, limit=args.limit, threads=args.threads, catalog=Path(args.catalog) if args.catalog else None,
-        composites=args.composites, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {})))
+        composites=args.composites, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
 
 
 def _evaluate_look(args) -> EvaluateLookCommand:
@@ -306,10 +288,10 @@ def _train_colour(args) -> TrainColourCommand:
     return TrainColourCommand(catalog=Path(args.catalog), out=Path(args.out), seed=args.seed, workers=args.workers)
 
 
-def _train_kinds(args) -> TrainKindsCommand:
+def _train_kinds(args) -> KindTrainingSettings:
     from training.kinds import KindTrainingSettings
-    return TrainKindsCommand(KindTrainingSettings(catalog=Path(args.catalog), photos=Path(args.photos),
-                                                  out=Path(args.out), seed=args.seed))
+    return KindTrainingSettings(catalog=Path(args.catalog), photos=Path(args.photos), out=Path(args.out),
+                                seed=args.seed)
 
 
 _READERS: dict[str, Callable[[argparse.Namespace], object]] = {
@@ -318,6 +300,6 @@ _READERS: dict[str, Callable[[argparse.Namespace], object]] = {
     "train-colour": _train_colour, "train-kinds": _train_kinds,
 }
 
-__all__ = ["Searching", "IndexCommand", "SearchCommand", "ServeCommand", "EvaluateCommand", "FinetuneCommand",
-           "StudyCommand", "TrainParserCommand", "EvaluateLookCommand", "TrainColourCommand", "TrainKindsCommand",
+__all__ = ["Searching", "IndexCommand", "SearchCommand", "ServeCommand", "EvaluateCommand", "EvaluateLookCommand",
+           "TrainColourCommand",
            "settings_from"]
