@@ -279,7 +279,8 @@ def cmd_finetune(settings: FinetuneSettings) -> int:
     _say(f"recipe{' for a GPU' if on_gpu(settings.device) else ''}: {settings.epochs} epochs at "
          f"{settings.image_size} px (served at {settings.input_size}), freeze {settings.freeze}, photo-like "
          f"{settings.photo_probability}, crop-min {settings.crop_min}, targets {','.join(settings.targets)}, "
-         f"lr {settings.lr or 'default'}")
+         f"lr {settings.lr or 'default'}, real photos "
+         f"{', '.join(map(str, settings.real_photos)) or 'none'}")
     result = finetune(settings)
     before, after = result.before, result.history[-1]
     if before is not None and after is not before:
@@ -287,6 +288,9 @@ def cmd_finetune(settings: FinetuneSettings) -> int:
              f"{before['p_clean']:.3f} -> {after['p_clean']:.3f}, photo-like {before['p_photo']:.3f} -> "
              f"{after['p_photo']:.3f}; {result.seconds / 60:.1f} min in this process "
              f"(against the other held-out products)")
+        if "p_real_kind" in after:
+            _say(f"P@{after['k']} by kind on {after['real_queries']} held-out real photos (same gallery): "
+                 f"{before['p_real_kind']:.3f} -> {after['p_real_kind']:.3f}")
     # Validation ranks held-out products among themselves; a shop ranks them among its whole
     # index, which evaluate measures on the same products. Its own --db: an index built with
     # other weights would be refused.

@@ -228,6 +228,12 @@ def _add_finetune_command(sub) -> None:
     p.add_argument("--aux-targets",
                    help="catalog columns learned beside articleType, comma-separated; add baseColour "
                         "to keep colour in the embedding (default: the recipe's, else gender,masterCategory)")
+    p.add_argument("--photos", nargs="+", default=["auto"],
+                   help="folders of labelled real photos trained on beside the catalog (DIR/<class>/*.jpg, or "
+                        "DIR/train/ and DIR/validation/ of them, the latter scored after every epoch; classes as "
+                        "catalog/photo_labels.py maps them). auto (default): photos/handheld beside the catalog's "
+                        "folder when there is one (../shared's layout); none: the catalog alone")
+    p.add_argument("--real-weight", type=float, help="weight of the real photos' loss (default 1.0)")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 when the CPU is already busy, "

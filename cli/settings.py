@@ -251,7 +251,21 @@ def _finetune(args) -> FinetuneSettings:
         weights=args.weights, head_only=args.head_only, freeze=args.freeze, teacher=args.teacher,
         distill_weight=args.distill_weight, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
-        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux)
+        photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux,
+        real_photos=_real_photos(args.photos, Path(args.catalog), args.head_only), real_weight=args.real_weight)
+
+
+def _real_photos(given: list[str], catalog: Path, head_only: bool) -> tuple[Path, ...]:
+    """`--photos`: none, the folders named, or (auto) the labelled home photos that sit beside
+    the catalog in ../shared's layout, when they are there and the run can use them."""
+    if given == ["none"]:
+        return ()
+    if given == ["auto"]:
+        beside = catalog.resolve().parent / "photos" / "handheld"
+        return (beside,) if beside.is_dir() and not head_only else ()
+    if "auto" in given or "none" in given:
+        raise UserError("--photos: give folders, or auto, or none, not a mix")
+    return tuple(Path(folder) for folder in given)
 
 
 def _study(args) -> StudySettings:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.conftest import make_catalog
 
@@ -653,3 +653,111 @@ def test_frozen_stages_keep_their_starting_weights(small_catalog, tmp_path):
             assert torch.equal(x, y), name            # weights and batch-norm statistics alike
     last = lambda n: dict(n.blocks[-1].named_parameters())
     assert any(not torch.equal(x, last(start)[k]) for k, x in last(tuned).items())   # the rest trained
+
+
+# --- real photos beside the catalog (--photos) ------------------------------------------------
+
+def write_photo_folders(root: Path, per_class: int = 4) -> Path:
+    """root/train/<class>/ and root/validation/<class>/ of generated "home photos": a shoe-like
+    triangle or a shirt-like rectangle, small on a random cloth-coloured floor."""
+    rnd = random.Random(11)
+    for split, count in (("train", per_class), ("validation", 2)):
+        for photo_class, shape in (("shoes", "triangle"), ("shirt", "rectangle")):
+            folder = root / split / photo_class
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = Image.new("RGB", (96, 96), tuple(rnd.randint(60, 200) for _ in range(3)))
+                draw, x, y = ImageDraw.Draw(image), rnd.randint(5, 40), rnd.randint(5, 40)
+                colour = tuple(rnd.randint(0, 255) for _ in range(3))
+                if shape == "triangle":
+                    draw.polygon([(x, y + 45), (x + 50, y + 45), (x + 25, y)], fill=colour)
+                else:
+                    draw.rectangle((x, y, x + 40, y + 50), fill=colour)
+                image.save(folder / f"{i}.jpg", quality=90)
+    (root / "train" / "shirt" / "broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+def test_partial_label_loss_asks_for_any_allowed_class_and_skips_catalog_rows():
+    from training.real_photos import partial_label_loss
+    allowed = torch.tensor([[True, True, False], [False, False, False]])
+    assert partial_label_loss(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool)) is None
+    # Only the first row counts; with uniform logits the allowed pair holds 2/3 of the mass.
+    assert partial_label_loss(torch.zeros(2, 3), allowed).item() == pytest.approx(-torch.log(torch.tensor(2 / 3)).item())
+    # Either allowed class may take the mass: both give a near-zero loss, the other class a large one.
+    for winner, small in ((0, True), (1, True), (2, False)):
+        logits = torch.zeros(2, 3)
+        logits[0, winner] = 20.0
+        assert (partial_label_loss(logits, allowed).item() < 1e-3) is small
+    logits = torch.zeros(1, 3, requires_grad=True)
+    partial_label_loss(logits, allowed[:1]).backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[0, 1] < 0 and logits.grad[0, 2] > 0
+
+
+def test_photos_join_the_batches_with_their_kinds_and_are_scored_every_epoch(small_catalog, tmp_path):
+    from training import finetune
+    from training.data import IGNORE
+    from training.real_photos import ProductsAndPhotos
+    photos = write_photo_folders(tmp_path / "photos")
+    seen: list[ProductsAndPhotos] = []
+    original = ProductsAndPhotos.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self)
+
+    messages: list[str] = []
+    ProductsAndPhotos.__init__ = remember
+    try:
+        result = finetune(settings_for(small_catalog, tmp_path / "p.pt", epochs=2, real_photos=(photos,)),
+                          log=messages.append)
+    finally:
+        ProductsAndPhotos.__init__ = original
+    assert any("9 real photos to train on, 4 held out" in m for m in messages)
+    assert any("broken.jpg" in m and "skipped" in m for m in messages)  # one unreadable photo stops nothing
+    dataset = seen[0]
+    assert len(dataset) == len(dataset.products) + 8
+    types = torch.load(result.out, map_location="cpu", weights_only=True)["labels"]["articleType"]
+    view, targets, allowed = dataset[len(dataset.products)]  # the first photo: shirt/0.jpg (classes sorted)
+    assert view.shape == (3, SIZE, SIZE) and (targets == IGNORE).all()
+    assert {t for t, ok in zip(types, allowed.tolist()) if ok} == {"Shirts", "Tops"}
+    assert not dataset[0][2].any()  # a product's row allows nothing beyond its own codes
+    # Every epoch, the start included, scores the held-out photos' kind among the held-out products.
+    assert [("p_real_kind" in h, h.get("real_queries")) for h in result.history] == [(True, 4)] * 3
+    assert all(0 <= h["p_real_kind"] <= 1 for h in result.history)
+    assert torch.load(result.out, map_location="cpu", weights_only=True)["settings"]["real_photos"] == \
+        [str(photos.resolve())]
+
+
+def test_photos_are_part_of_what_a_checkpoint_resumes(small_catalog, tmp_path):
+    from training import CheckpointMismatch, finetune
+    photos = write_photo_folders(tmp_path / "photos")
+    out = tmp_path / "r.pt"
+    with pytest.raises(Interrupted):
+        finetune(settings_for(small_catalog, out, epochs=2, real_photos=(photos,)), after_epoch=stop)
+    with pytest.raises(CheckpointMismatch, match="real_photos"):
+        finetune(settings_for(small_catalog, out, epochs=2))
+    assert finetune(settings_for(small_catalog, out, epochs=2, real_photos=(photos,))).resumed_from == 1
+
+
+def test_photos_flag_finds_the_home_photos_beside_the_catalog_and_can_be_turned_off(tmp_path):
+    from catalog.errors import UserError
+    from cli.arguments import build_parser
+    from cli.settings import settings_from
+    root = tmp_path / "shared"
+    catalog = make_catalog(root / "catalog", per_kind=2)
+    photos = write_photo_folders(root / "photos" / "handheld")
+
+    def settings(*extra):
+        return settings_from(build_parser().parse_args(["finetune", "--catalog", str(catalog), "--model",
+                                                        "efficientnet_lite0", "--out", str(tmp_path / "x.pt"),
+                                                        *extra]))
+    assert settings().real_photos == (photos.resolve(),)
+    assert settings().epochs == 3  # the recipe with photos keeps within the half hour
+    assert settings("--photos", "none").real_photos == () and settings("--photos", "none").epochs == 4
+    assert settings("--photos", str(photos / "train")).real_photos == (photos / "train",)
+    assert settings("--head-only").real_photos == ()  # auto: a head-only run cannot use them
+    with pytest.raises(UserError, match="needs the network to see the photos"):
+        settings("--head-only", "--photos", str(photos))
+    with pytest.raises(UserError, match="no such folder"):
+        settings("--photos", str(tmp_path / "nowhere"))

@@ -58,6 +58,10 @@ class FinetuneSettings:
     k: int = 5                           # P@k reported on validation
     checkpoint: Path | None = None       # None: next to `out`, as OUT.ckpt
     progress: bool = True
+    # Folders of labelled real photos trained on beside the catalog (training/real_photos.py):
+    # DIR/<class>/*.jpg, or DIR/train/ and DIR/validation/ of them (the latter only scored).
+    real_photos: tuple[Path, ...] = ()
+    real_weight: float = 1.0             # weight of the real photos' loss beside the catalog's
 
     def __post_init__(self):
         object.__setattr__(self, "catalog", Path(self.catalog))
@@ -65,6 +69,15 @@ class FinetuneSettings:
         if self.checkpoint is not None:
             object.__setattr__(self, "checkpoint", Path(self.checkpoint))
         object.__setattr__(self, "aux_targets", tuple(self.aux_targets))
+        object.__setattr__(self, "real_photos", tuple(Path(p) for p in self.real_photos))
+        missing = [str(p) for p in self.real_photos if not p.is_dir()]
+        if missing:
+            raise UserError(f"--photos {', '.join(missing)}: no such folder")
+        if self.real_photos and self.head_only:
+            raise UserError("--photos needs the network to see the photos; --head-only trains on stored catalog "
+                             "features (use --photos none)")
+        if self.real_weight < 0:
+            raise UserError("--real-weight must be 0 or more")
         unknown = [t for t in self.aux_targets if t not in AUX_CHOICES]
         if unknown:
             raise UserError(f"--aux-targets {','.join(unknown)}: expected catalog columns among "
@@ -135,6 +148,7 @@ class FinetuneSettings:
             values.pop(key)
         values["catalog"] = str(Path(self.catalog).resolve())
         values["aux_targets"] = list(self.aux_targets)  # as a checkpoint gives it back
+        values["real_photos"] = [str(p.resolve()) for p in self.real_photos]
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items()}
 
     @classmethod
@@ -142,6 +156,7 @@ class FinetuneSettings:
         """Every setting that has a default, with it."""
         values = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
         values["aux_targets"] = list(values["aux_targets"])
+        values["real_photos"] = list(values["real_photos"])
         return values
 
     def with_changes(self, **changes) -> FinetuneSettings:

@@ -13,6 +13,7 @@ with `margin`, each is CosFace's (the true class must win by a margin in cosine)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -47,7 +48,15 @@ from training.data import (
 )
 from training.distill import Teacher, distill_cosine
 from training.model import COSINE_SCALE, RetrievalNet, early_layers, starting_backbone
-from training.settings import FinetuneSettings
+from training.real_photos import (
+    ProductsAndPhotos,
+    RealPhotos,
+    RealValidation,
+    decode_photos,
+    partial_label_loss,
+    real_kind_precision,
+)
+from training.settings import PRIMARY, FinetuneSettings
 from training.validate import ValidationImages, ValidationScores, embed_preprocessed, score
 
 
@@ -119,8 +128,14 @@ def lr_at(step: int, total: int, base: float) -> float:
     return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, settings: FinetuneSettings) -> torch.Tensor:
+def _loss(logits: dict[str, torch.Tensor], targets: torch.Tensor, settings: FinetuneSettings,
+          allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """The catalog's label losses, and the real photos' partial-label loss on articleType for
+    the rows `allowed` marks (training/real_photos.py)."""
     total = None
+    if allowed is not None:
+        part = partial_label_loss(logits[PRIMARY], allowed)
+        total = settings.real_weight * part if part is not None else None
     for column, target in enumerate(settings.targets):
         wanted = targets[:, column]
         if target not in logits or not (wanted != IGNORE).any():
@@ -235,6 +250,7 @@ class _Run:
     net: RetrievalNet | None = None
     teacher: Teacher | None = None
     start_kind: str = ""
+    photos: RealPhotos | None = None
 
 
 def finetune(settings: FinetuneSettings, *, after_epoch: Callable[[int], None] | None = None,
@@ -267,13 +283,22 @@ def _finetune(run: _Run, after_epoch, started: float, threads: str) -> FinetuneR
     history, done = _resume(run, optimizer)
     val = ValidationImages.build(run.split.val, eval_transform(settings.model, settings.image_size), settings.seed,
                                  settings.progress, run.decode, workers=_preparation_workers(settings))
+    real = RealValidation.build(run.photos.held_out, eval_transform(settings.model, settings.image_size)) \
+        if run.photos else None
     runner = _HeadOnly(run, val) if settings.head_only else _Full(run)
     eval_batch = max(settings.batch_size, 64)
 
     def validate() -> ValidationScores:
         run.net.eval()
         clean, photo = runner.validation_rows(val, eval_batch)
-        return score(clean, photo, val.products, settings.k)
+        scores = score(clean, photo, val.products, settings.k)
+        if real is not None:
+            rows = embed_preprocessed(run.net.features, real.tensors, eval_batch, run.device, run.autocast,
+                                      channels_last=True)
+            scores.real = real_kind_precision(rows, real.photos, clean, [p.articleType for p in val.products],
+                                              settings.k)
+            scores.real_queries = len(real.photos)
+        return scores
 
     if not history:
         before = validate()
@@ -299,9 +324,10 @@ def _split_and_label(run: _Run, threads: str) -> None:
         raise UserError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
                          f"{len(split.val)} to validate with; a run needs a few products of each articleType")
     run.split, run.vocab = split, LabelVocab.from_products(split.train, settings.targets)
+    run.photos = RealPhotos.read(settings.real_photos) if settings.real_photos else None
     run.log(f"{settings.model} from {settings.weights}: {len(split.train)} training and {len(split.val)} held-out "
             f"products; {', '.join(f'{n} {t}' for t, n in run.vocab.sizes().items())} classes; device "
-            f"{run.device}, {threads}")
+            f"{run.device}, {threads}" + (f"; {run.photos.line()}" if run.photos else ""))
 
 
 def _build_network(run: _Run) -> None:
@@ -364,11 +390,11 @@ def _train(run: _Run, runner, optimizer, base_lr: float, history: list[dict], do
             if settings.head_only:
                 run.net.backbone.eval()  # frozen: its batch-norm statistics stay as they are
             losses, cosines = [], []
-            for step_in_epoch, (inputs, targets) in enumerate(runner.batches(epoch)):
+            for step_in_epoch, (inputs, targets, allowed) in enumerate(runner.batches(epoch)):
                 step = (epoch - 1) * steps_per_epoch + step_in_epoch
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, total_steps, base_lr)
-                loss, cosine = _step(run, runner, optimizer, inputs, targets)
+                loss, cosine = _step(run, runner, optimizer, inputs, targets, allowed)
                 losses.append(loss)
                 if cosine is not None:
                     cosines.append(cosine)
@@ -391,16 +417,18 @@ def _train(run: _Run, runner, optimizer, base_lr: float, history: list[dict], do
     return final
 
 
-def _step(run: _Run, runner, optimizer, inputs, targets) -> tuple[float, float | None]:
-    """One optimiser step; its loss, and the distillation cosine when there is a teacher."""
+def _step(run: _Run, runner, optimizer, inputs, targets, allowed=None) -> tuple[float, float | None]:
+    """One optimiser step; its loss, and the distillation cosine when there is a teacher.
+    `allowed` marks the real photos' right articleTypes (None: a batch of catalog rows only)."""
     targets = targets.to(run.device, non_blocking=True)
+    allowed = allowed.to(run.device, non_blocking=True) if allowed is not None else None
     cosine = None
     with run.autocast():
         if run.teacher is None:
-            loss = _loss(runner.forward(inputs), targets, run.settings)
+            loss = _loss(runner.forward(inputs), targets, run.settings, allowed)
         else:
             features = run.net.features(inputs)
-            loss = _loss(run.net.classify(features), targets, run.settings)
+            loss = _loss(run.net.classify(features), targets, run.settings, allowed)
             cosines = distill_cosine(run.net.distill(features), run.teacher(inputs))
             loss = loss + run.settings.distill_weight * (1 - cosines).mean()
             cosine = cosines.mean().item()
@@ -440,21 +468,35 @@ class _Full:
 
     def __init__(self, run: _Run):
         self.run = run
-        self.dataset: AugmentedProducts | None = None  # decoded on first use: a finished run needs none
+        # Decoded on first use: a finished run needs none.
+        self.dataset: AugmentedProducts | ProductsAndPhotos | None = None
         self.workers = _workers(run.settings, run.device)
 
-    def _load(self) -> AugmentedProducts:
+    def _load(self) -> AugmentedProducts | ProductsAndPhotos:
         if self.dataset is None:
-            run = self.run
-            images = DecodedImages.load(run.split.train, short_side_size(run.settings.image_size),
-                                        run.settings.progress, run.decode,
-                                        cut_outs=run.settings.photo_probability > 0,
-                                        workers=_preparation_workers(run.settings))
+            run, settings = self.run, self.run.settings
+            images = DecodedImages.load(run.split.train, short_side_size(settings.image_size),
+                                        settings.progress, run.decode,
+                                        cut_outs=settings.photo_probability > 0,
+                                        workers=_preparation_workers(settings))
             for product, why in images.unreadable:
                 run.log(f"skipped {product.id}: {why}")
-            augment = ShopperAugment.for_settings(run.settings)
-            self.dataset = AugmentedProducts(images, run.vocab, augment, run.settings.seed)
+            augment = ShopperAugment.for_settings(settings)
+            self.dataset = AugmentedProducts(images, run.vocab, augment, settings.seed)
+            if run.photos:
+                self.dataset = self._with_photos(self.dataset, augment)
         return self.dataset
+
+    def _with_photos(self, products: AugmentedProducts, augment: ShopperAugment) -> ProductsAndPhotos:
+        """The real photos beside the products: their own crops, flips and light, never the
+        photo-like staging (they are photos already)."""
+        run, settings = self.run, self.run.settings
+        photos, arrays, unreadable = decode_photos(run.photos.train, short_side_size(settings.image_size),
+                                                   _preparation_workers(settings), settings.progress)
+        for photo, why in unreadable:
+            run.log(f"skipped {photo.path}: {why}")
+        photo_views = dataclasses.replace(augment, photo_probability=0.0)
+        return ProductsAndPhotos(products, photos, arrays, run.vocab.values[PRIMARY], photo_views, settings.seed)
 
     def steps_per_epoch(self) -> int:
         return len(epoch_batches(len(self._load()), self.run.settings.batch_size, self.run.settings.seed, 1))
@@ -465,8 +507,9 @@ class _Full:
         loader = DataLoader(self.dataset, batch_sampler=epoch_batches(len(self.dataset), settings.batch_size,
                                                                       settings.seed, epoch),
                             num_workers=self.workers, pin_memory=device.type == "cuda")
-        for images, targets in loader:
-            yield images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), targets
+        for batch in loader:
+            images, targets, allowed = batch if len(batch) == 3 else (*batch, None)
+            yield images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), targets, allowed
 
     def forward(self, images):
         return self.run.net(images)
@@ -561,7 +604,7 @@ class _HeadOnly:
     def batches(self, epoch: int):
         settings = self.run.settings
         for batch in epoch_batches(len(self.rows), settings.batch_size, settings.seed, epoch):
-            yield self.rows[batch].to(self.run.device), self.targets[batch]
+            yield self.rows[batch].to(self.run.device), self.targets[batch], None
 
     def forward(self, rows):
         return self.run.net.classify(self.run.net.project(rows))

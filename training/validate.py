@@ -78,14 +78,19 @@ class ValidationScores:
     photo: float          # the same with photo-like queries
     ceiling: float
     per_type: dict[str, TypeScore] = field(default_factory=dict)
+    real: float | None = None   # P@k by kind (lenient) of held-out real photos, when a run has some
+    real_queries: int = 0
 
     def summary(self) -> dict[str, float | int | str]:
+        real = {"p_real_kind": round(self.real, 4), "real_queries": self.real_queries} if self.real is not None else {}
         return {"k": self.k, "gallery": self.gallery, "queries": self.queries,
-                "p_clean": round(self.clean, 4), "p_photo": round(self.photo, 4), "ceiling": round(self.ceiling, 4)}
+                "p_clean": round(self.clean, 4), "p_photo": round(self.photo, 4), "ceiling": round(self.ceiling, 4),
+                **real}
 
     def line(self) -> str:
+        real = f"; real photos' kind {self.real:.3f} ({self.real_queries})" if self.real is not None else ""
         return (f"P@{self.k} by articleType: clean {self.clean:.3f}, photo-like {self.photo:.3f} "
-                f"({self.queries} held-out queries vs {self.gallery} gallery; ceiling {self.ceiling:.3f})")
+                f"({self.queries} held-out queries vs {self.gallery} gallery; ceiling {self.ceiling:.3f}){real}")
 
 
 def embed_preprocessed(features: Callable[[torch.Tensor], torch.Tensor], tensors: torch.Tensor, batch_size: int,
