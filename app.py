@@ -19,6 +19,7 @@ from cli.settings import (
     Searching,
     ServeCommand,
     TrainColourCommand,
+    TuneStatusCommand,
 )
 
 if TYPE_CHECKING:  # the settings of the commands that need one layer's settings alone
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # the settings of the commands that need one layer's settings
     from training.kinds import KindTrainingSettings
     from training.parser import ParserSettings
     from training.settings import FinetuneSettings
+    from training.tuning import TuneSettings
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -135,15 +137,16 @@ def _look_json(path: str, model: str, look, items: bool) -> dict:
 def cmd_serve(command: ServeCommand) -> int:
     from assistant.ui import launch
     from vectorstore import NoIndex
-    _, model, searcher, settings, indexer = _assistant_parts(command)
+    _, model, searcher, settings, indexer, catalog = _assistant_parts(command)
     try:
         searcher.warm_up([model])  # model build and HNSW load before the first shopper, not during
     except NoIndex as exc:
         # Serve anyway: the chat tells the shopper the same, with the command that builds the index.
         _say(f"warning: {exc}")
+    tuner = _start_tuning(command, model, searcher, catalog)
     _say(f"assistant on http://{command.host}:{command.port}/")
     launch(searcher, settings, host=command.host, port=command.port, quiet=command.quiet,
-           status=indexer.progress.status if indexer else None)
+           status=_notices(indexer, tuner))
     return 0
 
 
@@ -154,14 +157,16 @@ def cmd_shop(command: ServeCommand) -> int:
 
     from assistant.mount import mount_assistant
     from shop import ShopSettings, build_app
-    models, _, searcher, assistant, indexer = _assistant_parts(command)
+    models, model, searcher, assistant, indexer, catalog = _assistant_parts(command)
     searcher.warm_up(models)  # model build and HNSW load before the first shopper, not during
+    tuner = _start_tuning(command, model, searcher, catalog)
     status = indexer.progress.status if indexer else None
     images_dir = (command.catalog / "images").resolve() if command.catalog else None
     settings = ShopSettings(policy=assistant.policy, images_dir=images_dir)
     app = build_app(searcher, settings, status=status, catalog=indexer.catalog if indexer else None,
+                    tuning=tuner.snapshot if tuner else None,
                     mount_chat=partial(mount_assistant, searcher=searcher, settings=assistant,
-                                       path=settings.assistant_path, status=status))
+                                       path=settings.assistant_path, status=_notices(indexer, tuner)))
     _say(f"shop on http://{command.host}:{command.port}/  (API docs /docs, assistant {settings.assistant_path}/)")
     uvicorn.run(app, host=command.host, port=command.port, log_level="warning" if command.quiet else "info")
     return 0
@@ -169,8 +174,8 @@ def cmd_shop(command: ServeCommand) -> int:
 
 def _assistant_parts(command: ServeCommand):
     """What serve and shop share: the models served, the one selected, a Searcher, the
-    assistant's settings (the catalog's images are the only files it may serve) and the
-    background indexer, if any.
+    assistant's settings (the catalog's images are the only files it may serve), the
+    background indexer, if any, and the catalog read (None without --catalog).
 
     With --catalog the index is brought in line with it: in a background thread by default
     (the server opens at once and answers from what is indexed so far, the selected model
@@ -195,7 +200,7 @@ def _assistant_parts(command: ServeCommand):
     policy = SearchPolicy(models=tuple(embedders), default_model=model, k=command.k)
     settings = AssistantSettings(policy=policy, index_hint=command.searching.index_hint,
                                  allowed_paths=(images_dir,) if images_dir else (), product_url=command.product_url)
-    return list(embedders), model, searcher, settings, indexer
+    return list(embedders), model, searcher, settings, indexer, catalog
 
 
 def _selected_model(asked: str, embedders: dict) -> str:
@@ -237,6 +242,61 @@ def _start_background_index(command: ServeCommand, client, catalog, ordered: lis
     indexer = BackgroundIndexer(catalog, client, ordered, on_pass_done=searcher.forget_connection).start()
     _say(f"indexing {command.catalog} in the background; answering from what is indexed so far")
     return indexer
+
+
+def _notices(indexer, tuner):
+    """What the pages say while it matters: indexing, then tuning (None: nothing)."""
+    said = [say for say in (indexer.progress.status if indexer else None, tuner.status if tuner else None) if say]
+    if not said:
+        return None
+    return lambda: " ".join(filter(None, (say() for say in said))) or None
+
+
+def _start_tuning(command: ServeCommand, model: str, searcher, catalog):
+    """The background tuning of the selected model on --catalog (training/background_tune.py),
+    unless it is off, the weights are named, the catalog is too small, or the served file is
+    tuned on this catalog already; each of those said in one line."""
+    from embedding import tuned_file
+    from training.background_tune import BackgroundTuner, TunePlan, tune_command
+    from training.tune_state import SWITCHED, TuneState
+    from training.tuning import state_path, tuned_on, untunable, work_dir
+    builder = command.searching.builder
+    if not command.tune or catalog is None or not catalog.products:
+        return None
+    if builder.weights != "auto":
+        _say(f"tuning: off (--weights {builder.weights} names the weights to serve)")
+        return None
+    why = untunable(catalog)
+    if why:
+        _say(f"tuning: not tuned: {why}")
+        return None
+    folder = work_dir(builder.weights_dir)
+    state = TuneState.read(state_path(folder, model))
+    served = tuned_file(model, builder.weights_dir)
+    if tuned_on(served) == command.catalog.resolve() and not (state and state.phase == SWITCHED):
+        _say(f"tuning: {model} serves {served}, tuned on this catalog already")
+        return None
+    plan = TunePlan(model=model, catalog=command.catalog, command=tune_command(_tune_argv(command, model)),
+                    state_path=state_path(folder, model), candidate=folder / f"{model}.pt",
+                    weights_dir=builder.weights_dir, log_path=folder / f"{model}.log")
+    return BackgroundTuner(plan, searcher, lambda path: replace(builder, weights=str(path)).build(model)).start()
+
+
+def _tune_argv(command: ServeCommand, model: str) -> list[str]:
+    """`app.py tune` with the serving process's catalog, store, runtime and photos."""
+    store, builder = command.searching.store, command.searching.builder
+    argv = [os.path.abspath(__file__), "tune", "--catalog", str(command.catalog), "--model", model,
+            "--weights-dir", str(builder.weights_dir), "--parent", str(os.getpid())]
+    argv += (["--chroma-host", store.host, "--chroma-port", str(store.port)] if store.host else
+             ["--db", str(store.path)])
+    if builder.runtime is not None:
+        argv += ["--runtime", builder.runtime.runtime, "--runtime-cache", str(builder.runtime.cache_dir)]
+    else:
+        argv += ["--runtime", "eager"]
+    argv += ["--photos", *map(str, command.tune_photos)] if command.tune_photos else ["--photos", "none"]
+    if command.tune_epochs:
+        argv += ["--epochs", str(command.tune_epochs)]
+    return argv
 
 
 # ---- evaluation and training ------------------------------------------------------------------
@@ -335,10 +395,28 @@ def cmd_train_kinds(settings: KindTrainingSettings) -> int:
     return 0
 
 
+def cmd_tune(settings: TuneSettings) -> int:
+    from training.tuning import exit_with_parent, run_tune
+    if settings.parent:
+        exit_with_parent(settings.parent)
+    state = run_tune(settings, log=_say)
+    print(json.dumps(state.snapshot(), indent=1))
+    return 0 if state.phase != "failed" else 1
+
+
+def cmd_tune_status(command: TuneStatusCommand) -> int:
+    from training.tune_state import TuneState
+    from training.tuning import state_path, work_dir
+    state = TuneState.read(state_path(work_dir(command.weights_dir), command.model))
+    print(json.dumps(state.snapshot() if state else {"model": command.model, "phase": None,
+                                                     "line": "no tuning run has started"}, indent=1))
+    return 0
+
+
 COMMANDS = {"index": cmd_index, "search": cmd_search, "serve": cmd_serve, "shop": cmd_shop,
             "evaluate": cmd_evaluate, "finetune": cmd_finetune, "study": cmd_study,
             "train-parser": cmd_train_parser, "evaluate-look": cmd_evaluate_look, "train-colour": cmd_train_colour,
-            "train-kinds": cmd_train_kinds}
+            "train-kinds": cmd_train_kinds, "tune": cmd_tune, "tune-status": cmd_tune_status}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,7 @@ class Query:
     crop: tuple[float, float, float, float] | None = None  # fractions (left, top, right, bottom)
     product_id: str | None = None
     vectors: Mapping[str, np.ndarray] = field(default_factory=dict)  # model -> query vector
+    embedded_with: Mapping[str, str] = field(default_factory=dict)   # model -> the weights of its vector
     # The items the garment parser found in the photo, the most prominent first, and the one
     # searched (None: the whole photo).
     items: tuple[Item, ...] = ()
@@ -465,7 +466,9 @@ class Assistant:
             return self.searcher.similar_to(state.model, query.product_id, k=state.k, filters=filters), state
         if query.kind == "words":
             return self.searcher.typical(state.model, filters, query.words, k=state.k), state
-        vector = query.vectors.get(state.model)
+        # A tuned model switched in mid-conversation (training/background_tune.py) embeds anew.
+        weights = self.searcher.embedder(state.model).weights_id
+        vector = query.vectors.get(state.model) if query.embedded_with.get(state.model) == weights else None
         item = query.searched_item
         if vector is None:
             self.searcher.collection(state.model)  # refuse a missing index or other weights before embedding
@@ -477,7 +480,8 @@ class Assistant:
                 photo = item.cut_out(photo)
             vector = self.searcher.embed(state.model, [photo], AS_IS if query.crop or item is not None else None)[0]
             scope = kind_scope(self.searcher, state.model, vector, photo) if item is None else Filters()
-            query = replace(query, vectors={**query.vectors, state.model: vector}, reading=reading,
+            query = replace(query, vectors={**query.vectors, state.model: vector},
+                            embedded_with={**query.embedded_with, state.model: weights}, reading=reading,
                             scopes={**query.scopes, state.model: scope})
             state = replace(state, query=query)
         within = item_filters(self.searcher, state.model, item, filters)
@@ -516,14 +520,15 @@ class Assistant:
         after "clear filters", "3 Women's products" read as if the filter were still on).
         `announce`: say which items the photo holds (a new photo; not a tap on one of them)."""
         asked = state.filters
-        answer, state = self._query_answer(state, asked)
         filters, dropped = asked, []
-        # Nothing matches: drop the filter that matches the fewest products, then the next...
-        while not answer.results and not filters.is_empty():
-            name = self._narrowest(state.model, filters)
-            dropped.append(filters.only(name).describe())
-            filters = filters.without(name)
-            answer, state = self._query_answer(state, filters)
+        with self.searcher.steady():  # one model's weights and index for the whole turn
+            answer, state = self._query_answer(state, asked)
+            # Nothing matches: drop the filter that matches the fewest products, then the next...
+            while not answer.results and not filters.is_empty():
+                name = self._narrowest(state.model, filters)
+                dropped.append(filters.only(name).describe())
+                filters = filters.without(name)
+                answer, state = self._query_answer(state, filters)
         if dropped:
             notes.insert(0, f"No product matches {asked.describe()}; without {' and '.join(dropped)}:"
                          if answer.results else f"No product matches {asked.describe()}.")

@@ -36,6 +36,32 @@ PHOTO_KINDS: Mapping[str, tuple[str, ...]] = {
     "t-shirt": ("Tshirts", "Tops", "Lounge Tshirts", "Shirts"),
 }
 
+# Street photo label (../shared/photos/street) -> the catalog articleTypes a shopper would accept
+# for it; a street garment's class in a training or scored set is "street:<label>".
+STREET_KINDS: Mapping[str, tuple[str, ...]] = {
+    "blouse": ("Tops", "Shirts", "Tunics", "Kurtis"), "shirt": ("Shirts", "Tops"),
+    "t-shirt": ("Tshirts", "Tops"), "top": ("Tops", "Tshirts", "Tunics", "Camisoles"),
+    "sweater": ("Sweaters", "Sweatshirts"), "sweatshirt": ("Sweatshirts", "Sweaters"),
+    "jumper": ("Sweaters", "Sweatshirts"), "hoodie": ("Sweatshirts", "Jackets"),
+    "vest": ("Tops", "Tshirts", "Waistcoat"), "cardigan": ("Sweaters", "Shrug", "Jackets"),
+    "blazer": ("Blazers", "Jackets"), "coat": ("Jackets", "Blazers", "Rain Jacket"),
+    "jacket": ("Jackets", "Blazers", "Rain Jacket", "Sweatshirts"), "cape": ("Jackets", "Shrug"),
+    "suit": ("Blazers", "Jackets"),
+    "jeans": ("Jeans", "Trousers", "Jeggings"), "pants": ("Trousers", "Jeans", "Track Pants", "Capris", "Leggings"),
+    "shorts": ("Shorts", "Capris"), "skirt": ("Skirts",), "leggings": ("Leggings", "Jeggings", "Tights"),
+    "dress": ("Dresses", "Jumpsuit"), "romper": ("Jumpsuit", "Dresses", "Rompers"), "bodysuit": ("Tops", "Jumpsuit"),
+    "boots": ("Casual Shoes", "Formal Shoes", "Heels"), "clogs": ("Casual Shoes", "Sandals"),
+    "flats": ("Flats", "Sandals", "Casual Shoes"), "heels": ("Heels",), "loafers": ("Casual Shoes", "Formal Shoes", "Flats"),
+    "pumps": ("Heels", "Flats"), "sandals": ("Sandals", "Flats", "Flip Flops", "Heels"),
+    "shoes": ("Casual Shoes", "Formal Shoes", "Sports Shoes", "Flats", "Heels"),
+    "sneakers": ("Sports Shoes", "Casual Shoes"), "wedges": ("Heels", "Sandals", "Flats"),
+    "bag": ("Handbags", "Backpacks", "Clutches", "Laptop Bag", "Messenger Bag", "Duffel Bag", "Rucksacks"),
+    "purse": ("Handbags", "Clutches", "Wallets"), "wallet": ("Wallets", "Clutches"),
+    "hat": ("Caps", "Hat", "Headband"), "glasses": ("Sunglasses",), "sunglasses": ("Sunglasses",),
+    "belt": ("Belts",), "tie": ("Ties",), "scarf": ("Scarves", "Stoles", "Mufflers"), "watch": ("Watches",),
+}
+STREET_PREFIX = "street:"
+
 # Catalog colours a shopper takes for one another; a colour not listed is its own group.
 COLOUR_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"White", "Off White", "Cream"}),
@@ -56,8 +82,16 @@ COLOUR_GROUPS: tuple[frozenset[str], ...] = (
 )
 
 
+def kinds_of(photo_class: str) -> tuple[str, ...]:
+    """The articleTypes that count as a photo class's kind: a home photo's class, or a street
+    garment's label ("street:heels")."""
+    if photo_class.startswith(STREET_PREFIX):
+        return STREET_KINDS.get(photo_class[len(STREET_PREFIX):], ())
+    return PHOTO_KINDS.get(photo_class, ())
+
+
 def kind_matches(photo_class: str, article_type: str | None) -> bool:
-    return article_type is not None and article_type in PHOTO_KINDS.get(photo_class, ())
+    return article_type is not None and article_type in kinds_of(photo_class)
 
 
 def colour_matches(photo_colour: str, base_colour: str | None) -> bool:
@@ -72,6 +106,10 @@ class LabelledPhoto:
     path: Path
     photo_class: str
     colour: str | None = None
+    # A garment in a street photo: the mask image whose pixels of these values are the item
+    # (None: the whole photo is the item).
+    mask: Path | None = None
+    mask_values: tuple[int, ...] = ()
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -103,4 +141,4 @@ def _colours(path: Path) -> dict[str, str]:
         return {row["path"]: row["baseColour"] for row in csv.DictReader(handle) if row.get("baseColour")}
 
 
-__all__ = ["PHOTO_KINDS", "COLOUR_GROUPS", "kind_matches", "colour_matches", "LabelledPhoto", "read_photo_folder"]
+__all__ = ["PHOTO_KINDS", "STREET_KINDS", "STREET_PREFIX", "COLOUR_GROUPS", "kinds_of", "kind_matches", "colour_matches", "LabelledPhoto", "read_photo_folder"]

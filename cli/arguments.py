@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_look_command(sub)
     _add_train_colour_command(sub)
     _add_train_kinds_command(sub)
+    _add_tune_commands(sub)
     return parser
 
 
@@ -136,6 +137,15 @@ def _add_serving_commands(sub) -> None:
                        help="open at once and bring the index in line with --catalog in a background "
                             "thread, answering from the products indexed so far (default); "
                             "--no-background indexes first, then opens")
+        p.add_argument("--tune", choices=("on", "off"), default="on",
+                       help="on (default): with --catalog and --weights auto, fine-tune the selected model on the "
+                            "catalog in a background process at the lowest priority (resumed after a restart), "
+                            "and switch to it, without a restart, when it beats the served model on held-out "
+                            "products and is not worse on real photos (docs/commands.md); off: never")
+        p.add_argument("--photos", nargs="+", default=["auto"],
+                       help="labelled real photos the background tuning trains on and is judged on, as finetune "
+                            "--photos (default auto: photos/handheld and photos/street beside the catalog's folder, if there)")
+        p.add_argument("--tune-epochs", type=int, help="epochs of the background tuning (default: the recipe's)")
 
 
 def _add_evaluate_command(sub) -> None:
@@ -231,8 +241,9 @@ def _add_finetune_command(sub) -> None:
     p.add_argument("--photos", nargs="+", default=["auto"],
                    help="folders of labelled real photos trained on beside the catalog (DIR/<class>/*.jpg, or "
                         "DIR/train/ and DIR/validation/ of them, the latter scored after every epoch; classes as "
-                        "catalog/photo_labels.py maps them). auto (default): photos/handheld beside the catalog's "
-                        "folder when there is one (../shared's layout); none: the catalog alone")
+                        "catalog/photo_labels.py maps them; or outlined street photos, each garment cut out, those "
+                        "the garment parser held out only scored). auto (default): photos/handheld and photos/street "
+                        "beside the catalog's folder when there (../shared's layout); none: the catalog alone")
     p.add_argument("--real-weight", type=float, help="weight of the real photos' loss (default 1.0)")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
@@ -286,6 +297,28 @@ def _add_train_kinds_command(sub) -> None:
                    help="train/<class>/*.jpg learned from, validation/<class>/*.jpg held out (default: %(default)s)")
     p.add_argument("--out", default="embedding/kind_model.npz", help="default: %(default)s (the shipped file)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_tune_commands(sub) -> None:
+    p = sub.add_parser("tune", help="what serve and shop run in the background: fine-tune a model on the catalog, "
+                                    "decide the switch, index the tuned model beside the live index")
+    p.add_argument("--catalog", required=True)
+    _add_store(p)
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--photos", nargs="+", default=["auto"], help="as finetune --photos")
+    p.add_argument("--epochs", type=int, help="default: the recipe's")
+    p.add_argument("--image-size", type=int, help="training size (default: the recipe's)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: as finetune)")
+    p.add_argument("--min-gain", type=float, default=0.0,
+                   help="switch only when the tuned model finds held-out shopper-like photos better by more than "
+                        "this (P@5; default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="the most the tuned model may lose on held-out catalog shots, and on held-out real "
+                        "photos' kind (default %(default)s)")
+    p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # the serving process: end with it
+    p = sub.add_parser("tune-status", help="where self-tuning stands, as JSON (the same as /api/health's tuning)")
+    p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR)
+    p.add_argument("--model", default="efficientnet_lite0")
 
 
 def _add_kind(p: argparse.ArgumentParser) -> None:

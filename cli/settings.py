@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the layers' settings, imported when a command's settings ar
     from training.kinds import KindTrainingSettings
     from training.parser import ParserSettings
     from training.settings import FinetuneSettings
+    from training.tuning import TuneSettings
     from vectorstore import StoreSettings
 
 
@@ -105,6 +106,15 @@ class ServeCommand:
     quiet: bool = False
     product_url: str | None = None
     background: bool = True
+    tune: bool = True
+    tune_photos: tuple[Path, ...] = ()   # resolved: auto found them beside the catalog, or named
+    tune_epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class TuneStatusCommand:
+    weights_dir: Path
+    model: str
 
 
 @dataclass(frozen=True)
@@ -213,7 +223,40 @@ def _serve(args) -> ServeCommand:
     return ServeCommand(searching=_searching(args), shop=args.command == "shop",
                         catalog=Path(args.catalog) if args.catalog else None, models=_models(args.models),
                         model=args.model, k=args.k, host=args.host, port=args.port, quiet=args.quiet,
-                        product_url=args.product_url or None, background=args.background)
+                        product_url=args.product_url or None, background=args.background,
+                        tune=args.tune == "on", tune_epochs=_positive(args.tune_epochs, "--tune-epochs"),
+                        tune_photos=_tune_photos(args))
+
+
+def _tune_photos(args) -> tuple[Path, ...]:
+    photos = _real_photos(args.photos, Path(args.catalog), False) if args.catalog else ()
+    missing = [str(p) for p in photos if not p.is_dir()]
+    if missing:
+        raise UserError(f"--photos {', '.join(missing)}: no such folder")
+    return photos
+
+
+def _positive(value: int | None, flag: str) -> int | None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} must be at least 1")
+    return value
+
+
+def _tune(args) -> TuneSettings:
+    from training.recipes import recipe_settings
+    from training.tuning import SwitchRule, TuneSettings, work_dir
+    catalog = Path(args.catalog)
+    finetune = recipe_settings(
+        args.model, catalog=catalog, out=work_dir(Path(args.weights_dir)) / f"{args.model}.pt", epochs=args.epochs,
+        image_size=args.image_size, threads=args.threads, progress=False,
+        real_photos=_real_photos(args.photos, catalog, False))
+    return TuneSettings(finetune=finetune, store=_store(args), builder=_builder(args), parent=args.parent,
+                        rule=SwitchRule(min_gain=args.min_gain, tolerance=args.tolerance))
+
+
+def _tune_status(args) -> TuneStatusCommand:
+    from embedding.embedders import check_model_name
+    return TuneStatusCommand(weights_dir=Path(args.weights_dir), model=check_model_name(args.model))
 
 
 def _evaluate(args) -> EvaluateCommand:
@@ -256,13 +299,15 @@ def _finetune(args) -> FinetuneSettings:
 
 
 def _real_photos(given: list[str], catalog: Path, head_only: bool) -> tuple[Path, ...]:
-    """`--photos`: none, the folders named, or (auto) the labelled home photos that sit beside
-    the catalog in ../shared's layout, when they are there and the run can use them."""
+    """`--photos`: none, the folders named, or (auto) the labelled home photos and the outlined
+    street photos that sit beside the catalog in ../shared's layout, when they are there and the
+    run can use them."""
     if given == ["none"]:
         return ()
     if given == ["auto"]:
-        beside = catalog.resolve().parent / "photos" / "handheld"
-        return (beside,) if beside.is_dir() and not head_only else ()
+        beside = catalog.resolve().parent / "photos"
+        found = tuple(beside / name for name in ("handheld", "street") if (beside / name).is_dir())
+        return found if not head_only else ()
     if "auto" in given or "none" in given:
         raise UserError("--photos: give folders, or auto, or none, not a mix")
     return tuple(Path(folder) for folder in given)
@@ -311,9 +356,9 @@ def _train_kinds(args) -> KindTrainingSettings:
 _READERS: dict[str, Callable[[argparse.Namespace], object]] = {
     "index": _index, "search": _search, "serve": _serve, "shop": _serve, "evaluate": _evaluate,
     "finetune": _finetune, "study": _study, "train-parser": _train_parser, "evaluate-look": _evaluate_look,
-    "train-colour": _train_colour, "train-kinds": _train_kinds,
+    "train-colour": _train_colour, "train-kinds": _train_kinds, "tune": _tune, "tune-status": _tune_status,
 }
 
 __all__ = ["Searching", "IndexCommand", "SearchCommand", "ServeCommand", "EvaluateCommand", "EvaluateLookCommand",
-           "TrainColourCommand",
+           "TrainColourCommand", "TuneStatusCommand",
            "settings_from"]

@@ -77,6 +77,46 @@ def describe_items(kinds: list[str], colours: list[str | None] | None = None) ->
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def cut_out(image: Image.Image, mask: np.ndarray, box: tuple[float, float, float, float],
+            margin: float = 0.06) -> Image.Image:
+    """`box` (fractions, with a margin) of `image`, everything outside `mask` (any resolution)
+    white: an item as the catalog shows products."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    x0, y0, x1, y1 = box
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    crop = (max(0, int((x0 - mx) * width)), max(0, int((y0 - my) * height)),
+            min(width, int(np.ceil((x1 + mx) * width))), min(height, int(np.ceil((y1 + my) * height))))
+    keep = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
+    white = Image.new("RGB", rgb.size, (255, 255, 255))
+    return Image.composite(rgb, white, keep).crop(crop)
+
+
+@dataclass(frozen=True)
+class StreetGarment:
+    """One garment outlined in a street photo's mask: its parser class, the street label most of
+    its pixels carry, the mask values that make it, and its box (fractions)."""
+    kind: str
+    label: str
+    values: tuple[int, ...]
+    box: tuple[float, float, float, float]
+
+
+def street_garments(values: np.ndarray, labels: dict[int, str]) -> list[StreetGarment]:
+    """The garments of a street mask (one label value per pixel): one per parser class whose
+    pixels cover at least its `min_area` of the photo."""
+    classes = street_label_table(labels)[values]
+    out = []
+    for index, garment in enumerate(GARMENT_CLASSES[1:], start=1):
+        where = classes == index
+        if where.mean() < garment.min_area:
+            continue
+        present = np.bincount(values[where], minlength=256)
+        out.append(StreetGarment(garment.name, labels[int(present.argmax())],
+                                 tuple(int(v) for v in np.flatnonzero(present)), mask_box(where)))
+    return out
+
+
 def street_label_table(labels: dict[int, str]) -> np.ndarray:
     """value in a street mask -> parser class (0 for anything no class gathers)."""
     by_label = {label: i for i, c in enumerate(GARMENT_CLASSES) for label in c.street_labels}
@@ -170,15 +210,7 @@ class Item:
     def cut_out(self, image: Image.Image, margin: float = 0.06) -> Image.Image:
         """The item as the catalog shows products: its box (with a margin), everything outside
         its mask white (the catalog's backdrop)."""
-        rgb = image.convert("RGB")
-        width, height = rgb.size
-        x0, y0, x1, y1 = self.box
-        mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-        box = (max(0, int((x0 - mx) * width)), max(0, int((y0 - my) * height)),
-               min(width, int(np.ceil((x1 + mx) * width))), min(height, int(np.ceil((y1 + my) * height))))
-        keep = Image.fromarray(self.mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
-        white = Image.new("RGB", rgb.size, (255, 255, 255))
-        return Image.composite(rgb, white, keep).crop(box)
+        return cut_out(image, self.mask, self.box, margin)
 
     def full_mask(self, size: tuple[int, int]) -> np.ndarray:
         """The mask at `size` (width, height), for the colour of the item's own pixels."""
@@ -193,6 +225,14 @@ class GarmentParser:
         self.backbone = backbone or Backbone()
         self.head = head.eval()
         self.min_score = min_score
+
+    @staticmethod
+    def held_out(path: Path | None = None) -> list[str]:
+        """The street photos the parser file never trained on (evaluate-look queries with them)."""
+        path = Path(path or SHIPPED_FILE)
+        if not path.is_file():
+            return []
+        return list(torch.load(path, map_location="cpu", weights_only=True).get("held_out", []))
 
     @classmethod
     def load(cls, path: Path | None = None) -> GarmentParser:

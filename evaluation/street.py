@@ -13,37 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
+from catalog.photo_labels import STREET_KINDS
 from catalog.street import read_labels
-from embedding.garments import GARMENT_CLASSES, box_iou, mask_box, street_label_table
+from embedding.garments import GarmentParser, box_iou, street_garments
 from operations import LookSettings, SearchPolicy, find_the_look
 from search import Searcher
 
-# street label -> the catalog articleTypes a shopper would accept for it
-LENIENT: dict[str, tuple[str, ...]] = {
-    "blouse": ("Tops", "Shirts", "Tunics", "Kurtis"), "shirt": ("Shirts", "Tops"),
-    "t-shirt": ("Tshirts", "Tops"), "top": ("Tops", "Tshirts", "Tunics", "Camisoles"),
-    "sweater": ("Sweaters", "Sweatshirts"), "sweatshirt": ("Sweatshirts", "Sweaters"),
-    "jumper": ("Sweaters", "Sweatshirts"), "hoodie": ("Sweatshirts", "Jackets"),
-    "vest": ("Tops", "Tshirts", "Waistcoat"), "cardigan": ("Sweaters", "Shrug", "Jackets"),
-    "blazer": ("Blazers", "Jackets"), "coat": ("Jackets", "Blazers", "Rain Jacket"),
-    "jacket": ("Jackets", "Blazers", "Rain Jacket", "Sweatshirts"), "cape": ("Jackets", "Shrug"),
-    "suit": ("Blazers", "Jackets"),
-    "jeans": ("Jeans", "Trousers", "Jeggings"), "pants": ("Trousers", "Jeans", "Track Pants", "Capris", "Leggings"),
-    "shorts": ("Shorts", "Capris"), "skirt": ("Skirts",), "leggings": ("Leggings", "Jeggings", "Tights"),
-    "dress": ("Dresses", "Jumpsuit"), "romper": ("Jumpsuit", "Dresses", "Rompers"), "bodysuit": ("Tops", "Jumpsuit"),
-    "boots": ("Casual Shoes", "Formal Shoes", "Heels"), "clogs": ("Casual Shoes", "Sandals"),
-    "flats": ("Flats", "Sandals", "Casual Shoes"), "heels": ("Heels",), "loafers": ("Casual Shoes", "Formal Shoes", "Flats"),
-    "pumps": ("Heels", "Flats"), "sandals": ("Sandals", "Flats", "Flip Flops", "Heels"),
-    "shoes": ("Casual Shoes", "Formal Shoes", "Sports Shoes", "Flats", "Heels"),
-    "sneakers": ("Sports Shoes", "Casual Shoes"), "wedges": ("Heels", "Sandals", "Flats"),
-    "bag": ("Handbags", "Backpacks", "Clutches", "Laptop Bag", "Messenger Bag", "Duffel Bag", "Rucksacks"),
-    "purse": ("Handbags", "Clutches", "Wallets"), "wallet": ("Wallets", "Clutches"),
-    "hat": ("Caps", "Hat", "Headband"), "glasses": ("Sunglasses",), "sunglasses": ("Sunglasses",),
-    "belt": ("Belts",), "tie": ("Ties",), "scarf": ("Scarves", "Stoles", "Mufflers"), "watch": ("Watches",),
-}
+# street label -> the catalog articleTypes a shopper would accept for it (catalog/photo_labels.py)
+LENIENT = STREET_KINDS
 
 
 @dataclass(frozen=True)
@@ -56,16 +35,7 @@ class Garment:
 def garments_of(mask_path: Path, labels: dict[int, str]) -> list[Garment]:
     """The labelled garments of one photo: per parser class, its pixels' extent (1st-99th
     percentile) and the street label most of them carry."""
-    values = np.asarray(Image.open(mask_path))
-    classes = street_label_table(labels)[values]
-    out = []
-    for index, garment in enumerate(GARMENT_CLASSES[1:], start=1):
-        where = classes == index
-        if where.mean() < garment.min_area:
-            continue
-        label = labels[int(np.bincount(values[where]).argmax())]
-        out.append(Garment(garment.name, label, mask_box(where)))
-    return out
+    return [Garment(g.kind, g.label, g.box) for g in street_garments(np.asarray(Image.open(mask_path)), labels)]
 
 
 def of_kind(results, label: str) -> float:
@@ -112,7 +82,7 @@ def evaluate_street(searcher: Searcher, model: str, photos: Path, held_out: list
 
 
 def held_out_of(parser_file: Path) -> list[str]:
-    return list(torch.load(parser_file, map_location="cpu", weights_only=True).get("held_out", []))
+    return GarmentParser.held_out(parser_file)
 
 
 def write(figures: dict, out: Path) -> None:

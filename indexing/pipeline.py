@@ -32,8 +32,10 @@ class Engine(Protocol):
 
 def run_index(catalog: Catalog, client, embedders: Sequence[Embedder], engine: Engine, *,
               limit: int | None = None, rebuild: bool = False, allow_removal: bool = False,
-              limits: ImageLimits = ImageLimits(), timer: StageTimer | None = None) -> IndexReport:
+              limits: ImageLimits = ImageLimits(), timer: StageTimer | None = None,
+              slot: str | None = None) -> IndexReport:
     """Bring one collection per embedder in line with the catalog; returns what was done.
+    `slot`: the collections built beside the live ones (a tuned model's, promoted when complete).
 
     A catalog that reads as empty, or a run that would remove more than MAX_REMOVAL_SHARE of a
     collection, raises `IndexRefused` before anything changes, unless `allow_removal`."""
@@ -45,7 +47,7 @@ def run_index(catalog: Catalog, client, embedders: Sequence[Embedder], engine: E
     with IndexLock.of(client):
         folder = persist_folder(client)
         check_free_space(folder)
-        collections = open_collections(client, embedders, rebuild)
+        collections = open_collections(client, embedders, rebuild, slot)
         bump_generation(client)
         plan = plan_index(catalog, collections, report, limit=limit, allow_removal=allow_removal, limits=limits)
         for embedder in embedders:
@@ -64,12 +66,12 @@ def index_catalog(catalog: Catalog, client, embedders: Sequence[Embedder], *, ba
                   after_batch: Callable[[int], None] | None = None, allow_removal: bool = False,
                   limits: ImageLimits = ImageLimits(),
                   on_progress: Callable[[int, int], None] | None = None,
-                  decode_workers: int | None = None) -> IndexReport:
+                  decode_workers: int | None = None, slot: str | None = None) -> IndexReport:
     """`run_index` with the local engine (its settings: indexing/local_engine.py)."""
     engine = LocalEngine(batch_size=batch_size, show_progress_bar=show_progress_bar, decode=decode,
                          decode_workers=decode_workers, after_batch=after_batch, on_progress=on_progress)
     return run_index(catalog, client, embedders, engine, limit=limit, rebuild=rebuild, allow_removal=allow_removal,
-                     limits=limits, timer=timer)
+                     limits=limits, timer=timer, slot=slot)
 
 
 __all__ = ["Engine", "index_catalog", "run_index"]

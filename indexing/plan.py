@@ -162,14 +162,15 @@ class IndexPlan:
         return [model for model, need in self.todo.items() if product_id in need]
 
 
-def open_collections(client, embedders: Sequence[Embedder], rebuild: bool = False) -> dict[str, ProductCollection]:
+def open_collections(client, embedders: Sequence[Embedder], rebuild: bool = False,
+                     slot: str | None = None) -> dict[str, ProductCollection]:
     collections: dict[str, ProductCollection] = {}
     for embedder in embedders:
         if rebuild:
-            ProductCollection.drop(client, embedder.name)
+            ProductCollection.drop(client, embedder.name, slot)
         collections[embedder.name] = ProductCollection.open(
             client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim, create=True,
-            runtime=embedder.runtime)
+            runtime=embedder.runtime, slot=slot)
     return collections
 
 

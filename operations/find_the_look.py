@@ -107,6 +107,12 @@ def find_the_look(searcher: Searcher, policy: SearchPolicy, photo: bytes | str |
     image = open_image(photo, policy.image_limits)
     if shows_nothing(image, settings):
         raise Refused("nothing_found", NOTHING_FOUND)
+    with searcher.steady():  # one model's weights and index for every item (a tuned model may switch in)
+        return _look(searcher, model, image, k, wanted, settings)
+
+
+def _look(searcher: Searcher, model: str, image: Image.Image, k: int, wanted: Filters,
+          settings: LookSettings) -> Look:
     items = items_in(searcher, image, settings)
     colours = searcher.colour_model()
     if not items:

@@ -2,10 +2,12 @@
 ask that model's collection, with filters. Shared by the command line, the chat and the API."""
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +21,7 @@ from search.query_views import QueryViews, mean_direction
 from search.reorder import RerankSettings, rerank
 from vectorstore.errors import NoProduct
 from vectorstore.filters import Filters, resolve_filters
-from vectorstore.store import NoIndex, ProductCollection, StoreError
+from vectorstore.store import RETIRED_SLOT, NoIndex, ProductCollection, StoreError
 
 RESULT_FIELDS = ("name", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                  "season", "year", "usage", "image")
@@ -73,6 +75,15 @@ def names_hold(frame, words: Sequence[str]) -> np.ndarray:
     return keep if names is not None else np.zeros(len(frame), dtype=bool)
 
 
+def _one_request(method):
+    """The method runs as (part of) one request: the models stay as they are until it returns."""
+    @functools.wraps(method)
+    def held(self, *args, **kwargs):
+        with self.steady():
+            return method(self, *args, **kwargs)
+    return held
+
+
 class Searcher:
     """Holds one embedder and one collection handle per model, built on first use.
 
@@ -108,6 +119,54 @@ class Searcher:
         # torch runs one forward pass at a time well on a small CPU; concurrent requests
         # queue here instead of fighting over the cores.
         self._forward_lock = threading.Lock()
+        # A request embeds with one model's weights and searches the index they built; `switch`
+        # lets no new request start, waits for those under way (`steady`), then swaps both.
+        self._steady = threading.Condition()
+        self._requests = 0
+        self._switching = False
+        self._held = threading.local()
+
+    @contextmanager
+    def steady(self) -> Iterator[None]:
+        """Hold the models as they are for one request (several calls: embed, then search); a
+        `switch` waits for it to end. Re-entrant: a request's own calls nest freely."""
+        depth = getattr(self._held, "depth", 0)
+        if depth == 0:
+            with self._steady:
+                while self._switching:  # a switch waits for the requests under way: not for new ones
+                    self._steady.wait()
+                self._requests += 1
+        self._held.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._held.depth = depth
+            if depth == 0:
+                with self._steady:
+                    self._requests -= 1
+                    self._steady.notify_all()
+
+    def switch(self, model: str, embedder: Embedder, slot: str) -> None:
+        """Serve `model` with `embedder` from now on, its collection the one built in `slot`
+        (promoted to the live name). Requests under way end on the old pair; those that start
+        after get the new one; none sees a mix."""
+        model = check_model_name(model)
+        with self._steady:
+            while self._switching:
+                self._steady.wait()
+            self._switching = True
+            while self._requests:
+                self._steady.wait()
+        try:
+            ProductCollection.promote(self.client, model, slot)
+            with self._lock:
+                self._embedders[model] = embedder
+                self._collections.pop(model, None)
+            ProductCollection.drop(self.client, model, RETIRED_SLOT)
+        finally:
+            with self._steady:
+                self._switching = False
+                self._steady.notify_all()
 
     def embedder(self, model: str) -> Embedder:
         model = check_model_name(model)
@@ -168,6 +227,7 @@ class Searcher:
             return Filters()
         return resolve_filters(raw or {}, self.vocabulary(model), excluded)
 
+    @_one_request
     def embed(self, model: str, images: list[Image.Image], views: QueryViews | None = None) -> np.ndarray:
         """One unit query vector per image: its views (`views`, else `query_views`; `AS_IS` for
         an image already framed, such as a crop or an item cut out) embedded in one batch and
@@ -183,6 +243,7 @@ class Searcher:
             start += len(group)
         return np.stack(out) if out else np.zeros((0, embedder.dim), dtype=np.float32)
 
+    @_one_request
     def search_vector(self, model: str, vector: np.ndarray, k: int = 5, filters=None,
                       exclude: tuple[str, ...] = (), *, colour: Mapping[str, float] | None = None) -> Answer:
         """Nearest products to an embedder's vector (`exclude`: ids left out); `colour`: the
@@ -210,6 +271,7 @@ class Searcher:
         answer.timings["query"] = time.perf_counter() - started
         return answer
 
+    @_one_request
     def search_images(self, model: str, images: list[Image.Image], k: int = 5, filters: Filters | None = None,
                       views: QueryViews | None = None, *,
                       colour: Sequence[Mapping[str, float] | None] | None = None) -> list[Answer]:
@@ -235,6 +297,7 @@ class Searcher:
                      views: QueryViews | None = None, *, colour: Mapping[str, float] | None = None) -> Answer:
         return self.search_images(model, [image], k, filters, views, colour=[colour])[0]
 
+    @_one_request
     def typical(self, model: str, filters: Filters | None = None, words: Sequence[str] = (), k: int = 5) -> Answer:
         """Products for words alone: those that pass `filters`, the ones whose names hold every
         one of `words` first; each group in order of closeness to the look of the products
@@ -264,6 +327,7 @@ class Searcher:
         answer.timings["query"] = time.perf_counter() - started
         return answer
 
+    @_one_request
     def similar_to(self, model: str, product_id: str, k: int = 5, filters=None) -> Answer:
         """Products like a stored one, by its stored vector; the product itself is left out."""
         collection = self.collection(model, check_weights=False)
@@ -288,6 +352,7 @@ class Searcher:
     def product(self, model: str, product_id: str) -> dict | None:
         return self.collection(model, check_weights=False).metadata.record(product_id)
 
+    @_one_request
     def warm_up(self, models: Iterable[str]) -> None:
         """Pay the first-call costs (model build and trace, HNSW load) before the first shopper."""
         parser = self.garment_parser()

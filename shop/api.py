@@ -51,6 +51,9 @@ class Health(BaseModel):
     models: dict[str, int]
     assistant: bool
     indexing: str | None = None  # how far background indexing is; None when it is done
+    # Self-tuning: phase (training, indexing, ready, switched, rejected, skipped, failed), epoch,
+    # epochs, minutes_left, the figures before and after, and `line`; None when it is off.
+    tuning: dict | None = None
 
 
 Context = Annotated[ShopContext, Depends(shop_context)]
@@ -161,6 +164,6 @@ def api_router(settings: ShopSettings) -> APIRouter:
         elif indexing and status == "ok":
             status = "indexing"
         return Health(status=status, default_model=policy.default_model, models=counts,
-                      assistant=shop.chat_mounted, indexing=indexing)
+                      assistant=shop.chat_mounted, indexing=indexing, tuning=shop.tuning())
 
     return router

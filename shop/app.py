@@ -27,9 +27,10 @@ MountChat = Callable[[FastAPI, Path | None], None]
 
 def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
               mount_chat: MountChat | None = None, status: Callable[[], str | None] | None = None,
-              catalog: Catalog | None = None) -> FastAPI:
+              catalog: Catalog | None = None, tuning: Callable[[], dict | None] | None = None) -> FastAPI:
     """The whole shop process as one ASGI app; serve it with uvicorn. `status` says how far
-    background indexing is (a notice on every page and in /api/health until done); `catalog`
+    background indexing is (a notice on every page and in /api/health until done); `tuning`
+    where self-tuning stands (a snapshot with its `line`; in /api/health and the notice); `catalog`
     is the catalog that indexing works through: until the default model's index holds all of
     it, the shop lists the catalog, and a product not indexed yet still has its page."""
     # Swagger UI's script and stylesheet come from the installed fastapi-offline package, served
@@ -43,7 +44,7 @@ def build_app(searcher: Searcher, settings: ShopSettings = ShopSettings(),
     policy = settings.policy
     coverage = IndexCoverage(searcher, policy.default_model, status or (lambda: None), catalog)
     shop = ShopContext(searcher, settings, _browser(searcher, policy.default_model, coverage), shop_templates(),
-                       coverage)
+                       coverage, tuning=tuning or (lambda: None))
     app.state.shop = shop
 
     app.add_middleware(UploadSizeLimit, paths=("/api/recommend",),

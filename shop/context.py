@@ -3,6 +3,7 @@ FastAPI's `Depends(shop_context)` (no module globals, no mutable dict inside a c
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -24,12 +25,21 @@ class ShopContext:
     templates: Jinja2Templates
     # What the default model's index holds of the catalog while background indexing runs.
     coverage: IndexCoverage
+    # Where self-tuning stands (training/tune_state.py's snapshot, with its `line`), or None.
+    tuning: Callable[[], dict | None] = lambda: None
     chat_mounted: bool = False
     _images_root: Path | None = field(default=None, repr=False)
 
     def status(self) -> str | None:
-        """How far background indexing is, for the pages and /api/health (None: nothing to say)."""
+        """How far background indexing is, for /api/health (None: nothing to say)."""
         return self.coverage.line()
+
+    def notice(self) -> str | None:
+        """The pages' notice: indexing, then tuning."""
+        tuning = self.tuning()
+        line = tuning and tuning.get("line")
+        said = [self.status(), f"{line[0].upper()}{line[1:]}." if line else None]
+        return " ".join(filter(None, said)) or None
 
     def images_root(self) -> Path | None:
         """The only folder images are served from: the configured one, else the folder most

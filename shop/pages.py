@@ -46,7 +46,7 @@ def _shown(value):
 
 def render(shop: ShopContext, request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
     settings = shop.settings
-    context = {"title": settings.title, "indexing": shop.status(),
+    context = {"title": settings.title, "indexing": shop.notice(),
                "assistant_url": f"{settings.assistant_path}/" if shop.chat_mounted else None, **context}
     return shop.templates.TemplateResponse(request, name, context, status_code=status,
                                            headers={"Content-Security-Policy": SHOP_CSP,

@@ -75,6 +75,7 @@ MODULE_MARKS = {
     "test_ui_browser": "browser", "test_shop_browser": "browser", "test_ray_indexing": "ray",
     "test_server_mode": "server", "test_finetune": "slow", "test_evaluation": "slow", "test_lite": "slow",
     "test_study": "slow", "test_runtime": "slow", "test_load_smoke": "slow", "test_variants": "slow",
+    "test_self_tune": "slow",
 }
 
 

@@ -237,3 +237,29 @@ def test_the_chat_names_the_items_and_a_tap_searches_another(look_searcher, tmp_
     Image.new("RGB", (1, 1)).save(blank)
     reply, _ = assistant.handle_turn(state, "", [str(blank)])
     assert reply.kind == "error" and "can't find a product" in reply.headline
+
+
+def test_street_garments_become_labelled_cut_outs_for_fine_tuning(tmp_path):
+    # finetune --photos STREET_DIR: each outlined garment cut out on white, labelled with its
+    # street label, the photos the parser held out only scored (evaluate-look queries with them).
+    import numpy as np
+
+    from catalog.photo_labels import kind_matches
+    from training.real_photos import RealPhotos, allowed_types, photo_image
+    folder = make_street(tmp_path / "street", 4)
+    photos = RealPhotos.read([folder], street_held_out=["0003"])
+    assert {p.path.stem for p in photos.held_out} == {"0003"}
+    assert {p.path.stem for p in photos.train} == {"0000", "0001", "0002"}
+    assert sorted(p.photo_class for p in photos.held_out) == ["street:jeans", "street:shoes", "street:t-shirt"]
+    shirt = next(p for p in photos.train if p.photo_class == "street:t-shirt")
+    assert kind_matches(shirt.photo_class, "Tshirts") and not kind_matches(shirt.photo_class, "Jeans")
+    assert allowed_types(shirt.photo_class, ["Jeans", "Tops", "Tshirts"]).tolist() == [False, True, True]
+    _, _, boxes = draw_scene(int(shirt.path.stem))
+    cut = np.asarray(photo_image(shirt)).reshape(-1, 3).astype(int)
+    # The top's own red fills most of the cut-out; the street around it is white, none of it left.
+    red = (np.abs(cut - np.array(TOP)) < 45).all(axis=1).mean()
+    white = (cut > 240).all(axis=1).mean()
+    assert red > 0.6 and red + white > 0.95
+    x0, y0, x1, y1 = boxes["top"]
+    width, height = photo_image(shirt).size   # the top's box with a margin, not the photo
+    assert 0.9 < width / ((x1 - x0) * 200 * 1.12) < 1.1 and 0.9 < height / ((y1 - y0) * 300 * 1.12) < 1.1

@@ -24,7 +24,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from catalog import ImageError, open_image
-from catalog.photo_labels import PHOTO_KINDS, LabelledPhoto, kind_matches, read_photo_folder
+from catalog.photo_labels import STREET_KINDS, STREET_PREFIX, LabelledPhoto, kind_matches, kinds_of, read_photo_folder
+from catalog.street import read_labels, street_photos
+from embedding.garments import cut_out, mask_box, street_garments
 from training.data import IGNORE, AugmentedProducts, downsize, map_in_processes
 
 
@@ -35,13 +37,21 @@ class RealPhotos:
     held_out: list[LabelledPhoto]
 
     @classmethod
-    def read(cls, folders: Sequence[Path]) -> RealPhotos:
+    def read(cls, folders: Sequence[Path], street_held_out: Sequence[str] = ()) -> RealPhotos:
         """Each folder is either split (`train/` and an optional `validation/`, each of class
-        folders, as handheld/ is) or class folders only, all trained on."""
+        folders, as handheld/ is), class folders only, all trained on, or outlined street
+        photos (street/'s layout): each garment cut out on white, as a search cuts out an item,
+        those of the photos in `street_held_out` (the garment parser's held-out ones, which
+        evaluate-look queries with) only scored."""
         train, held = [], []
         for folder in folders:
             folder = Path(folder)
-            if (folder / "train").is_dir():
+            if is_street_folder(folder):
+                garments = street_garment_photos(folder)
+                hold = set(street_held_out)
+                train += [g for g in garments if g.path.stem not in hold]
+                held += [g for g in garments if g.path.stem in hold]
+            elif (folder / "train").is_dir():
                 train += read_photo_folder(folder / "train")
                 if (folder / "validation").is_dir():
                     held += read_photo_folder(folder / "validation")
@@ -53,9 +63,45 @@ class RealPhotos:
         return f"{len(self.train)} real photos to train on, {len(self.held_out)} held out"
 
 
+def is_street_folder(folder: Path) -> bool:
+    return (folder / "images").is_dir() and (folder / "masks").is_dir() and (folder / "labels.csv").is_file()
+
+
+# Garments smaller than this share of their street photo are left out of training: a belt or a
+# watch a few pixels wide cut out on white is no picture of the product.
+MIN_STREET_AREA = 0.01
+
+
+def street_garment_photos(folder: Path) -> list[LabelledPhoto]:
+    """Every garment of the outlined street photos in `folder` large enough to show, labelled
+    "street:<label>" (catalog/photo_labels.py: STREET_KINDS)."""
+    labels = read_labels(folder)
+    out = []
+    for photo in street_photos(folder):
+        try:
+            values = np.asarray(Image.open(photo.mask))
+        except OSError:  # an unreadable outline: the photo is left out
+            continue
+        for garment in street_garments(values, labels):
+            if np.isin(values, garment.values).mean() >= MIN_STREET_AREA and garment.label in STREET_KINDS:
+                out.append(LabelledPhoto(photo.image, STREET_PREFIX + garment.label, mask=photo.mask,
+                                         mask_values=garment.values))
+    return out
+
+
+def photo_image(photo: LabelledPhoto) -> Image.Image:
+    """The photo as trained on and scored: whole, or its garment cut out on white."""
+    image = open_image(photo.path)
+    if photo.mask is None:
+        return image
+    values = np.asarray(Image.open(photo.mask))
+    where = np.isin(values, photo.mask_values)
+    return cut_out(image, where, mask_box(where))
+
+
 def allowed_types(photo_class: str, article_types: Sequence[str]) -> torch.Tensor:
     """Which of the run's articleTypes count as the photo's kind (a boolean row)."""
-    wanted = set(PHOTO_KINDS.get(photo_class, ()))
+    wanted = set(kinds_of(photo_class))
     return torch.tensor([t in wanted for t in article_types], dtype=torch.bool)
 
 
@@ -71,8 +117,8 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
 
 def _decoded(photo: LabelledPhoto, short_side: int):
     try:
-        return np.asarray(downsize(open_image(photo.path), short_side)), None
-    except ImageError as exc:
+        return np.asarray(downsize(photo_image(photo), short_side)), None
+    except (ImageError, OSError) as exc:
         return None, str(exc)
 
 
@@ -132,8 +178,8 @@ class RealValidation:
         kept, tensors = [], []
         for photo in photos:
             try:
-                tensors.append(transform(open_image(photo.path)).half())
-            except ImageError:
+                tensors.append(transform(photo_image(photo)).half())
+            except (ImageError, OSError):
                 continue
             kept.append(photo)
         return cls(kept, torch.stack(tensors)) if kept else None

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from catalog import open_image, read_catalog
 from catalog.errors import UserError
 from embedding.embedders import check_model_name, load_embedder
+from embedding.garments import GarmentParser
 from embedding.weights_file import weights_payload
 from training.augment import ShopperAugment, eval_transform
 from training.checkpoint import CheckpointMismatch, atomic_save, cpu_state, load_checkpoint, rng_state, set_rng_state
@@ -324,7 +325,9 @@ def _split_and_label(run: _Run, threads: str) -> None:
         raise UserError(f"{settings.catalog}: {len(products)} products leave {len(split.train)} to train on and "
                          f"{len(split.val)} to validate with; a run needs a few products of each articleType")
     run.split, run.vocab = split, LabelVocab.from_products(split.train, settings.targets)
-    run.photos = RealPhotos.read(settings.real_photos) if settings.real_photos else None
+    # Street garments of the photos the shipped parser held out stay out of training:
+    # evaluate-look queries with them.
+    run.photos = RealPhotos.read(settings.real_photos, GarmentParser.held_out()) if settings.real_photos else None
     run.log(f"{settings.model} from {settings.weights}: {len(split.train)} training and {len(split.val)} held-out "
             f"products; {', '.join(f'{n} {t}' for t, n in run.vocab.sizes().items())} classes; device "
             f"{run.device}, {threads}" + (f"; {run.photos.line()}" if run.photos else ""))

@@ -28,6 +28,8 @@ from vectorstore.guard import generation, persist_folder, store_error
 from vectorstore.metadata import MetadataTable
 
 COLLECTION_PREFIX = "products_"
+# Where a promoted slot's predecessor waits until no search holds it (ProductCollection.promote).
+RETIRED_SLOT = "retired"
 DIGEST_KEY = "digest"
 # Centering: a collection stores the mean of its products' unit vectors (CENTER_KEY, base64
 # float32) and every vector as normalise(v - mean); queries get the same treatment. Pooled CNN
@@ -134,8 +136,10 @@ def _stale_handle(exc: BaseException) -> bool:
     return "NotFoundError" in text or "does not exist" in text or "bindings" in text
 
 
-def collection_name(model: str) -> str:
-    return f"{COLLECTION_PREFIX}{model}"
+def collection_name(model: str, slot: str | None = None) -> str:
+    """The live collection of `model`, or (with `slot`) one built beside it: a tuned model's
+    index is built in slot "tuned" while the live one keeps answering, then promoted."""
+    return f"{COLLECTION_PREFIX}{model}" + (f".{slot}" if slot else "")
 
 
 @dataclass(frozen=True)
@@ -155,11 +159,13 @@ def _plain(value):
 class ProductCollection:
     """One model's collection. Create with `ProductCollection.open(client, model, ...)`."""
 
-    def __init__(self, client, collection, model: str):
+    def __init__(self, client, collection, model: str, name: str | None = None):
         self.client = client
         self._collection = collection
         self.model = model
-        self.name = collection.name
+        # Found again by this name (a handle follows a rebuild); a handle opened on a slot
+        # keeps following that slot.
+        self.name = name or collection.name
         self._folder = persist_folder(client)
         self.where = str(self._folder) if self._folder is not None else "the Chroma server"
         self._generation = generation(self._folder)
@@ -221,13 +227,14 @@ class ProductCollection:
     # -- opening -------------------------------------------------------------------------
     @classmethod
     def open(cls, client, model: str, *, weights_id: str | None = None, dim: int | None = None,
-             create: bool = False, runtime: str | None = None) -> ProductCollection:
-        """Open the collection of `model`; with `create`, make it when missing.
+             create: bool = False, runtime: str | None = None, slot: str | None = None) -> ProductCollection:
+        """Open the collection of `model` (the live one, or the one in `slot`); with `create`,
+        make it when missing.
 
         `weights_id` is checked against what the collection was built with: vectors of one
         network searched with another would give confident nonsense.
         """
-        name = collection_name(model)
+        name = collection_name(model, slot)
         client = current_client(client)
         with _translated(str(persist_folder(client) or "the Chroma server"), model):
             existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
@@ -246,7 +253,7 @@ class ProductCollection:
                     configuration={"hnsw": {"space": "cosine", "ef_search": 128, "ef_construction": 128}})
             else:
                 collection = client.get_collection(name, embedding_function=None)
-        opened = cls(client, collection, model)
+        opened = cls(client, collection, model, name)
         if weights_id:
             opened.check_weights(weights_id)
         return opened
@@ -259,13 +266,29 @@ class ProductCollection:
                 f"search with the same --weights, or re-index (python app.py index --rebuild ...)")
 
     @staticmethod
-    def drop(client, model: str) -> None:
+    def drop(client, model: str, slot: str | None = None) -> None:
         client = current_client(client)
         try:
-            client.delete_collection(collection_name(model))
+            client.delete_collection(collection_name(model, slot))
         except Exception as exc:
             if not _stale_handle(exc):  # not there: nothing to drop; anything else is said
                 raise store_error(exc, str(persist_folder(client) or "the Chroma server"), model) from exc
+
+    @staticmethod
+    def promote(client, model: str, slot: str) -> None:
+        """Make the collection in `slot` the model's live one, by renaming (no vector moves):
+        the live one becomes RETIRED_SLOT, then the slot takes the live name. A handle opened
+        before keeps its collection (Chroma addresses it by id) until `drop(..., RETIRED_SLOT)`."""
+        client = current_client(client)
+        where = str(persist_folder(client) or "the Chroma server")
+        with _translated(where, model):
+            ProductCollection.drop(client, model, RETIRED_SLOT)
+            staged = client.get_collection(collection_name(model, slot), embedding_function=None)
+            existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+            if collection_name(model) in existing:
+                client.get_collection(collection_name(model), embedding_function=None).modify(
+                    name=collection_name(model, RETIRED_SLOT))
+            staged.modify(name=collection_name(model))
 
     @property
     def weights_id(self) -> str | None:
