@@ -91,7 +91,8 @@ class BackgroundTuner:
     def _run(self) -> None:
         try:
             state = self._ours(TuneState.read(self.plan.state_path))
-            if state is None or state.phase not in (READY, SWITCHED) and not state.ended:
+            # A run that failed is tried again at each start (a full disk, say, may be fixed since).
+            if state is None or state.phase == FAILED or not (state.ended or state.phase == READY):
                 state = self._child()
             if state is not None and state.phase == READY:
                 state = self._switch(state)
