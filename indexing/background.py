@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from catalog.jobs import DaemonJob
 from embedding.embedders import Embedder
 from indexing.pipeline import index_catalog
 from indexing.plan import IndexReport
@@ -83,12 +84,14 @@ class IndexProgress:
         return f"{state['done']:,} of {state['total']:,} products indexed ({models}){more}"
 
 
-class BackgroundIndexer:
+class BackgroundIndexer(DaemonJob):
     """Bring the collections in line with `catalog` in a daemon thread.
 
     `embedders` in order, the selected model first. `on_pass_done` runs after each pass (the
     caller drops cached collection handles there: a pass ends by centering its collection,
     and a handle opened before must reload the center). Use `start()` then read `progress`."""
+    thread_name = "background-indexer"
+
 
     def __init__(self, catalog, client, embedders: Sequence[Embedder], *, batch_size: int = 32,
                  on_pass_done: Callable[[], None] | None = None, log: Callable[[str], None] | None = None,
@@ -101,7 +104,6 @@ class BackgroundIndexer:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.log_every_s = log_every_s
         self.progress = IndexProgress(total=len(catalog.products))
-        self._thread: threading.Thread | None = None
 
     def start(self) -> BackgroundIndexer:
         """Create the missing collections now (a search right after this finds them, empty),
@@ -110,15 +112,8 @@ class BackgroundIndexer:
         for embedder in (e for group in self.passes for e in group):
             ProductCollection.open(self.client, embedder.name, weights_id=embedder.weights_id, dim=embedder.dim,
                                    create=True, runtime=embedder.runtime)
-        self._thread = threading.Thread(target=self._run, name="background-indexer", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True once indexing has ended (finished or failed)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is None or not self._thread.is_alive()
 
     def _run(self) -> None:
         last_log = [0.0]

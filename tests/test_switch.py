@@ -16,12 +16,18 @@ from vectorstore import NoIndex, ProductCollection, StoreSettings, make_client
 from vectorstore.store import RETIRED_SLOT
 
 
-def test_a_slot_is_promoted_by_renaming_and_the_old_handle_keeps_its_collection(tmp_path, catalog_dir):
+def live_and_tuned(tmp_path, catalog_dir):
+    """The catalog indexed live with one set of weights, and in slot "tuned" with another."""
     client = make_client(StoreSettings(path=tmp_path / "db"))
     old, new = load_embedder("resnet18", "random:0"), load_embedder("resnet18", "random:1")
     catalog = read_catalog(catalog_dir)
     index_catalog(catalog, client, [old], batch_size=8, show_progress_bar=False)
     index_catalog(catalog, client, [new], batch_size=8, show_progress_bar=False, slot="tuned")
+    return client, old, new, catalog
+
+
+def test_a_slot_is_promoted_by_renaming_and_the_old_handle_keeps_its_collection(tmp_path, catalog_dir):
+    client, old, new, catalog = live_and_tuned(tmp_path, catalog_dir)
     live = ProductCollection.open(client, "resnet18", weights_id="random:0")
     assert ProductCollection.open(client, "resnet18", slot="tuned").weights_id == "random:1"
     ProductCollection.promote(client, "resnet18", "tuned")
@@ -36,11 +42,7 @@ def test_a_slot_is_promoted_by_renaming_and_the_old_handle_keeps_its_collection(
 
 
 def test_searches_running_through_a_switch_all_answer_with_one_models_pair(tmp_path, catalog_dir):
-    client = make_client(StoreSettings(path=tmp_path / "db"))
-    old, new = load_embedder("resnet18", "random:0"), load_embedder("resnet18", "random:1")
-    catalog = read_catalog(catalog_dir)
-    index_catalog(catalog, client, [old], batch_size=8, show_progress_bar=False)
-    index_catalog(catalog, client, [new], batch_size=8, show_progress_bar=False, slot="tuned")
+    client, old, new, catalog = live_and_tuned(tmp_path, catalog_dir)
     searcher = Searcher(client, embedders={"resnet18": old})
     photos = [(p.id, open_image(p.image)) for p in catalog.products[:6]]
     failures, firsts, stop = [], [], threading.Event()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from catalog.jobs import DaemonJob
 from embedding.embedders import Embedder
 from embedding.weights import tuned_file
 from search import Searcher
@@ -42,16 +43,17 @@ class TunePlan:
     log_path: Path
 
 
-class BackgroundTuner:
+class BackgroundTuner(DaemonJob):
     """`build(path)` makes the served model's embedder from a weights file (the server's own
     builder, runtime included). Use `start()`, then read `snapshot()` / `status()`."""
+    thread_name = "background-tuner"
+
 
     def __init__(self, plan: TunePlan, searcher: Searcher, build: Callable[[Path], Embedder],
                  log: Callable[[str], None] | None = None):
         self.plan, self.searcher, self.build = plan, searcher, build
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._state: TuneState | None = TuneState.read(plan.state_path)
-        self._thread: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
@@ -79,14 +81,8 @@ class BackgroundTuner:
 
     # -- the run --------------------------------------------------------------------------
     def start(self) -> BackgroundTuner:
-        self._thread = threading.Thread(target=self._run, name="background-tuner", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is None or not self._thread.is_alive()
 
     def _run(self) -> None:
         try:
