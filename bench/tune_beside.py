@@ -7,7 +7,7 @@ A shop process (`app.py shop --tune off`, over an existing index) answers; two r
 train. Then, round after round, each condition gets its block of requests: idle (both held),
 nice 19 (that one running), nice 0 (the other running). Every request is a catalog photo, sent
 to POST /api/recommend and to the chat's own API event (Gradio's `recommend`, the chat's search
-path), one after the other.
+path), one after the other, the chat paced under its upload limit (30 a minute).
 
     python bench/tune_beside.py --db /work/idx/chroma --catalog ../shared/catalog
 """
@@ -142,7 +142,14 @@ def _ready(api) -> bool:
         return False
 
 
+# The chat takes at most 30 uploads a minute from one client (assistant/gate.py): one every 2 s.
+UPLOAD_INTERVAL_S = 2.1
+_last_upload = [0.0]
+
+
 def _ask(api, chat, handle_file, photo: Path, model: str) -> tuple[float, float]:
+    time.sleep(max(0.0, _last_upload[0] + UPLOAD_INTERVAL_S - time.monotonic()))
+    _last_upload[0] = time.monotonic()
     started = time.perf_counter()
     response = api.post("/api/recommend", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")},
                         data={"model": model, "k": "5"})
