@@ -333,7 +333,7 @@ class Assistant:
     def vocabulary(self, model: str) -> Vocabulary:
         """The phrase index of this model's catalog, built once per load of its metadata table."""
         table = self.searcher.collection(model, check_weights=False).metadata
-        return table.derived("chat-phrases", lambda _: Vocabulary(table.vocabulary()))
+        return table.from_vocabulary("chat-phrases", Vocabulary)
 
     def _turn(self, state: ChatState, text: str, image_paths: list[str], crop, label) -> tuple[Reply, ChatState]:
         notes: list[str] = []
@@ -510,8 +510,8 @@ class Assistant:
         return answer, state
 
     def _narrowest(self, model: str, filters: Filters) -> str:
-        table = self.searcher.collection(model, check_weights=False).metadata.frame()
-        counts = {name: int(filters.only(name).mask(table).sum()) for name in filters.names()}
+        collection = self.searcher.collection(model, check_weights=False)
+        counts = {name: collection.count_matching(filters.only(name)) for name in filters.names()}
         return min(counts, key=lambda name: counts[name])
 
     def _search(self, state: ChatState, notes: list[str], plain: bool = False,

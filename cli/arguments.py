@@ -8,6 +8,7 @@ from pathlib import Path
 from embedding import registry
 
 DEFAULT_DB = "data/chroma"
+DEFAULT_LANCE_DB = "data/lancedb"
 DEFAULT_CATALOG = "../shared/catalog"
 DEFAULT_WEIGHTS_DIR = "data/weights"
 # From the model registry; `--weights auto` leaves out those without real weights here.
@@ -33,9 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=DEFAULT_DB, help="embedded Chroma folder (default: %(default)s)")
+    p.add_argument("--store", choices=("chroma", "lancedb"), default="chroma",
+                   help="the engine that holds the index: chroma (default: an embedded folder, --db, or a server, "
+                        "--chroma-host) or lancedb (a folder, --db, or an object store, --lance-uri; it filters "
+                        "inside its index: docs/scale.md)")
+    p.add_argument("--db", default=None,
+                   help=f"the store's folder (default: {DEFAULT_DB}, or {DEFAULT_LANCE_DB} with --store lancedb)")
     p.add_argument("--chroma-host", help="use a running Chroma server instead of --db")
     p.add_argument("--chroma-port", type=int, default=8000)
+    p.add_argument("--lance-uri", help="with --store lancedb: the store's URI (e.g. s3://bucket/shop) instead of --db")
     p.add_argument("--weights", default="auto",
                    help="auto (default: per model, a fine-tuned file in --weights-dir, else ImageNet weights "
                         "this machine has; models with neither are left out), imagenet (torchvision's weights "
@@ -88,7 +95,7 @@ def _add_index_command(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: this process (default); ray: Ray Data actors embed and write into the "
-                        "Chroma server (needs --chroma-host and requirements-ray.txt)")
+                        "store (a Chroma server, --chroma-host, or a LanceDB store; needs requirements-ray.txt)")
     p.add_argument("--ray-address", help="with --engine ray: a running cluster (e.g. HEAD:6379); "
                                          "default: start a local Ray on this machine")
     p.add_argument("--workers", type=int, help="with --engine ray: embedding actors (default: one per CPU)")
@@ -296,6 +303,9 @@ def _add_train_kinds_command(sub) -> None:
     p.add_argument("--photos", default="../shared/photos/handheld",
                    help="train/<class>/*.jpg learned from, validation/<class>/*.jpg held out (default: %(default)s)")
     p.add_argument("--out", default="embedding/kind_model.npz", help="default: %(default)s (the shipped file)")
+    p.add_argument("--model", default="efficientnet_lite0")
+    p.add_argument("--weights", default="imagenet",
+                   help="the weights whose vectors it reads (default: %(default)s; a fine-tuned file needs its own)")
     p.add_argument("--seed", type=int, default=0)
 
 

@@ -154,8 +154,12 @@ def settings_from(args: argparse.Namespace):
 
 
 def _store(args) -> StoreSettings:
+    from cli.arguments import DEFAULT_DB, DEFAULT_LANCE_DB
     from vectorstore import StoreSettings
-    return StoreSettings(path=Path(args.db), host=args.chroma_host, port=args.chroma_port)
+    engine = getattr(args, "store", "chroma")
+    folder = args.db or (DEFAULT_LANCE_DB if engine == "lancedb" else DEFAULT_DB)
+    return StoreSettings(path=Path(folder), host=args.chroma_host, port=args.chroma_port, engine=engine,
+                         uri=getattr(args, "lance_uri", None))
 
 
 def _builder(args, runtime: bool = True) -> EmbedderBuilder:
@@ -181,7 +185,7 @@ def _models(text: str) -> tuple[str, ...]:
 
 
 def _index_hint(args) -> str:
-    where = f"--chroma-host {args.chroma_host} --chroma-port {args.chroma_port}" if args.chroma_host else f"--db {args.db}"
+    where = " ".join(_store(args).argv())
     return f"python app.py index --catalog {getattr(args, 'catalog', None) or 'DIR'} {where} --weights {args.weights}"
 
 
@@ -350,7 +354,7 @@ def _train_colour(args) -> TrainColourCommand:
 def _train_kinds(args) -> KindTrainingSettings:
     from training.kinds import KindTrainingSettings
     return KindTrainingSettings(catalog=Path(args.catalog), photos=Path(args.photos), out=Path(args.out),
-                                seed=args.seed)
+                                seed=args.seed, model=args.model, weights=args.weights)
 
 
 _READERS: dict[str, Callable[[argparse.Namespace], object]] = {

@@ -216,10 +216,12 @@ def plan_index(catalog: Catalog, collections: dict[str, ProductCollection], repo
 
 
 def finish_index(collections: dict[str, ProductCollection], report: IndexReport, started: float) -> IndexReport:
-    """Center what needs it (the first build, or vectors written before a center existed)."""
+    """Center what needs it (the first build, or vectors written before a center existed), then
+    let the engine index what was written."""
     with report.timer.stage("center"):
         for coll in collections.values():
             coll.ensure_centered()
+            coll.tidy()
     report.seconds = time.perf_counter() - started
     return report
 

@@ -256,7 +256,7 @@ def index_catalog_ray(catalog: Catalog, store: StoreSettings, embedders: Sequenc
     """`run_index` with the Ray engine. `embedders` are the driver's copies, used for what the
     collections record (weights id, dimension); the actors build their own from (name,
     `weights`, `device`)."""
-    if not store.host:
+    if not store.host and store.engine == "chroma":
         raise RayIndexError("--engine ray writes from Ray workers into a Chroma server: give --chroma-host "
                             "and --chroma-port (an embedded --db folder cannot be shared between processes)")
     engine = RayEngine(store=store, weights=actor_weights([e.name for e in embedders], weights, weights_dir),

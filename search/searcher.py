@@ -216,7 +216,7 @@ class Searcher:
             self._collections.clear()
 
     def vocabulary(self, model: str) -> dict[str, list]:
-        return self.collection(model, check_weights=False).metadata.vocabulary()
+        return self.collection(model, check_weights=False).vocabulary()
 
     def resolve(self, model: str, raw: Mapping[str, Iterable[str]] | Filters | None,
                 excluded: Mapping[str, Iterable[str]] | None = None) -> Filters:

@@ -103,6 +103,27 @@ def test_ray_index_equals_the_single_process_index(local_ray, chroma_server, tmp
     assert built.indexed == {m: 0 for m in MODELS} and built.images == 1
 
 
+def test_ray_indexes_a_lancedb_store_as_the_single_process_does(local_ray, tmp_path, embedders):
+    folder = awkward_catalog(tmp_path / "cat")
+    catalog = read_catalog(folder)
+    chosen = [embedders[m] for m in MODELS]
+    lance = StoreSettings(path=tmp_path / "lance", engine="lancedb")
+    reference_client = make_client(StoreSettings(path=tmp_path / "reference", engine="lancedb"))
+    built = index_catalog_ray(catalog, lance, chosen, weights="random", settings=RaySettings(workers=2, batch_size=4),
+                              show_progress_bar=False)
+    reference = index_catalog(catalog, reference_client, chosen, batch_size=4, show_progress_bar=False)
+    same_report(built, reference)
+    for model in MODELS:
+        a, b = ProductCollection.open(make_client(lance), model), ProductCollection.open(reference_client, model)
+        assert a.stored_records().keys() == b.stored_records().keys()
+        ids = sorted(b.stored_records())
+        va, vb = a.vectors_of(ids), b.vectors_of(ids)
+        for pid in ids:
+            np.testing.assert_allclose(va[pid], vb[pid], atol=1e-5, err_msg=f"{model} {pid}")
+        np.testing.assert_allclose(a.center, b.center, atol=1e-5)
+        assert a.weights_id == b.weights_id
+
+
 def _count(client, model) -> int:
     try:
         return ProductCollection.open(client, model).count()

@@ -6,6 +6,7 @@ app, the chat mounted through Gradio. States are polled for with a deadline, nev
 from __future__ import annotations
 
 import io
+import math
 import os
 import subprocess
 import sys
@@ -274,9 +275,12 @@ def test_gradio_uploads_are_one_bounded_file_at_a_time(mounted_shop):
 def test_an_upload_flood_is_rate_limited_per_client(mounted_shop):
     upload = f"{mounted_shop}/assistant/gradio_api/upload"
     small = png_bytes(Image.new("RGB", (20, 20), "blue"))
+    started = time.monotonic()
     statuses = [httpx.post(upload, files={"files": ("f.png", small)}, timeout=30).status_code for _ in range(40)]
+    elapsed = time.monotonic() - started
     assert 429 in statuses and 500 not in statuses
-    assert statuses.count(200) <= 30
+    # The bucket holds 30 and refills evenly at 30 a minute: a slow machine earns a few more.
+    assert statuses.count(200) <= 30 + math.ceil(elapsed * 30 / 60)
 
 
 def test_routes_the_chat_does_not_use_are_closed_and_nul_bytes_are_refused(mounted_shop):

@@ -1,5 +1,6 @@
-"""Chroma storage and the filtered-search plan: collections of unit vectors with the products'
-metadata, filters as data, and the nearest products under a filter. May import `catalog`."""
+"""Storage of product vectors: one collection per model (vectorstore/collection.py's interface)
+held by Chroma (chroma_store.py, with the filtered-search plan of planner.py) or LanceDB
+(lance_store.py), filters as data, and the nearest products under a filter. May import `catalog`."""
 from vectorstore.errors import (
                                 DamagedIndex,
                                 DiskFull,

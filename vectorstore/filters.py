@@ -105,11 +105,11 @@ class Filters:
         clauses = []
         for name, values in self.fields.items():
             if values:
-                ors = [{c: {"$in": list(values)}} for c in _columns(name)]
+                ors = [{c: {"$in": list(values)}} for c in columns_of(name)]
                 clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
         for name, values in self.excluded.items():
             if values:
-                clauses.extend({c: {"$nin": list(values)}} for c in _columns(name))
+                clauses.extend({c: {"$nin": list(values)}} for c in columns_of(name))
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -125,13 +125,14 @@ def _set(conditions: Mapping[str, tuple], name: str, values: Iterable) -> dict[s
     return updated
 
 
-def _columns(name: str) -> tuple[str, ...]:
+def columns_of(name: str) -> tuple[str, ...]:
+    """The stored columns a filter field names (`category`: any of the three category levels)."""
     return CATEGORY_FIELDS if name == CATEGORY else (name,)
 
 
 def _hits(table: pd.DataFrame, name: str, values) -> np.ndarray:
     hit = np.zeros(len(table), dtype=bool)
-    for column in _columns(name):
+    for column in columns_of(name):
         if column in table.columns:
             hit |= table[column].isin(list(values)).to_numpy()
     return hit

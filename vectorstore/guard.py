@@ -35,7 +35,10 @@ MIN_FREE_BYTES = 16 * 2**20
 
 
 def persist_folder(client) -> Path | None:
-    """The embedded Chroma folder of `client`; None for a Chroma server."""
+    """The local folder of `client`'s store (embedded Chroma, a LanceDB folder); None for a
+    Chroma server or an object store."""
+    if hasattr(client, "local_folder"):
+        return client.local_folder
     try:
         settings = client.get_settings()
     except Exception:

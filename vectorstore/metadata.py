@@ -71,6 +71,10 @@ class MetadataTable:
         """The values each filterable field takes, sorted."""
         return self.derived("vocabulary", _vocabulary)
 
+    def from_vocabulary(self, name: str, build: Callable[[dict[str, list]], object]):
+        """`build(vocabulary)`, computed once per vocabulary (what needs no other column)."""
+        return self.derived(name, lambda _: build(self.vocabulary()))
+
     def derived(self, name: str, build: Callable[[pd.DataFrame], object]):
         """`build(frame)`, computed once per load of the table."""
         frame = self.frame()

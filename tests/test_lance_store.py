@@ -1,0 +1,215 @@
+"""The LanceDB store adapter against the Chroma one and exact search, on a real embedded LanceDB:
+the same catalog indexed into both answers the same products under every kind of filter, and the
+adapter keeps what the project's store promises (incremental runs, promotion by name, hostile
+values, the vector index once a collection is large)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_catalog
+
+from catalog import open_image, read_catalog
+from indexing import index_catalog
+from search import Searcher
+from vectorstore import CATEGORY, Filters, NoIndex, ProductCollection, StoreSettings, lance_store, make_client
+from vectorstore.store import RETIRED_SLOT
+
+ROOT = Path(__file__).resolve().parents[1]
+FILTERS = [
+    Filters(),
+    Filters({"gender": ("Women",)}),
+    Filters({CATEGORY: ("Footwear",)}),
+    Filters({CATEGORY: ("Topwear", "Watches")}),
+    Filters({"gender": ("Men",), "baseColour": ("Black", "Blue")}),
+    Filters(excluded={"baseColour": ("Black",)}),
+    Filters({"year": (2010,)}),
+    Filters({CATEGORY: ("Footwear",)}, {"gender": ("Men",)}),
+]
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, catalog_dir, embedders):
+    """The session catalog indexed for resnet18 into a Chroma folder and a LanceDB folder."""
+    catalog = read_catalog(catalog_dir)
+    clients = {}
+    for engine in ("chroma", "lancedb"):
+        client = make_client(StoreSettings(path=tmp_path_factory.mktemp(engine), engine=engine))
+        index_catalog(catalog, client, [embedders["resnet18"]], batch_size=8, show_progress_bar=False)
+        clients[engine] = client
+    return catalog, clients
+
+
+def exact(collection: ProductCollection, vector: np.ndarray, filters: Filters, k: int) -> list[str]:
+    frame = collection.metadata.frame()
+    allowed = frame.index[filters.mask(frame)].tolist()
+    stored = collection.vectors_of(allowed)
+    order = sorted(stored, key=lambda pid: (-float(stored[pid] @ vector), pid))
+    return order[:k]
+
+
+def test_both_engines_answer_every_filter_as_exact_search(both, embedders):
+    catalog, clients = both
+    chroma = ProductCollection.open(clients["chroma"], "resnet18")
+    lance = ProductCollection.open(clients["lancedb"], "resnet18")
+    assert lance.count() == chroma.count() == len(catalog.products)
+    assert lance.weights_id == chroma.weights_id and lance.runtime == chroma.runtime
+    np.testing.assert_allclose(lance.center, chroma.center, atol=1e-6)
+    for product in catalog.products[::5]:
+        vector = embedders["resnet18"].embed([open_image(product.image)])[0]
+        prepared = lance.prepare(vector[None])[0]
+        for filters in FILTERS:
+            want = exact(lance, prepared, filters, 6)
+            lance_hits = lance.search(vector, k=6, filters=filters)
+            chroma_hits = chroma.search(vector, k=6, filters=filters)
+            assert [h.id for h in lance_hits] == want, filters
+            assert [h.id for h in chroma_hits] == want, filters
+            np.testing.assert_allclose([h.score for h in lance_hits], [h.score for h in chroma_hits], atol=1e-4)
+            for hit in lance_hits:
+                assert filters.mask(lance.metadata.frame().loc[[hit.id]]).all()
+                assert hit.metadata["articleType"] == chroma.metadata.record(hit.id)["articleType"]
+        left_out = lance.search(vector, k=3, exclude=(product.id,))
+        assert product.id not in [h.id for h in left_out] and len(left_out) == 3
+
+
+def test_counts_vocabulary_and_records_agree_with_chroma(both):
+    _, clients = both
+    chroma = ProductCollection.open(clients["chroma"], "resnet18")
+    lance = ProductCollection.open(clients["lancedb"], "resnet18")
+    assert lance.vocabulary() == chroma.vocabulary()
+    for filters in FILTERS:
+        assert lance.count_matching(filters) == chroma.count_matching(filters)
+    assert lance.stored_records() == chroma.stored_records()
+    some = sorted(chroma.stored_records())[:5]
+    for pid, vector in chroma.vectors_of(some).items():
+        np.testing.assert_allclose(lance.vector_of(pid), vector, atol=1e-6)
+    assert lance.vector_of("no such product") is None
+
+
+def test_a_rerun_is_incremental_and_follows_the_catalog(tmp_path, embedders):
+    folder = make_catalog(tmp_path / "catalog", per_kind=2)
+    client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    first = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], batch_size=8,
+                          show_progress_bar=False)
+    again = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], batch_size=8,
+                          show_progress_bar=False)
+    assert first.indexed["resnet18"] > 0 and again.indexed["resnet18"] == 0
+    lines = (folder / "styles.csv").read_text().splitlines(keepends=True)
+    gone = lines[1].split(",")[0]
+    (folder / "styles.csv").write_text("".join(lines[:1] + lines[2:]))
+    third = index_catalog(read_catalog(folder), client, [embedders["resnet18"]], batch_size=8,
+                          show_progress_bar=False)
+    collection = ProductCollection.open(client, "resnet18")
+    assert third.removed["resnet18"] == 1 and collection.vector_of(gone) is None
+    assert collection.count() == len(lines) - 2
+
+
+def test_promotion_by_name_keeps_an_open_handle_and_retires_the_old_table(tmp_path, catalog_dir):
+    from embedding import load_embedder
+    client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    old, new = load_embedder("resnet18", "random:0"), load_embedder("resnet18", "random:1")
+    catalog = read_catalog(catalog_dir)
+    index_catalog(catalog, client, [old], batch_size=8, show_progress_bar=False)
+    index_catalog(catalog, client, [new], batch_size=8, show_progress_bar=False, slot="tuned")
+    live = ProductCollection.open(client, "resnet18", weights_id="random:0")
+    ProductCollection.promote(client, "resnet18", "tuned")
+    assert ProductCollection.open(client, "resnet18").weights_id == "random:1"
+    assert ProductCollection.open(client, "resnet18", slot=RETIRED_SLOT).weights_id == "random:0"
+    with pytest.raises(NoIndex):
+        ProductCollection.open(client, "resnet18", slot="tuned")
+    first = catalog.products[0].id
+    assert live.search_stored(live.vector_of(first), k=1)[0].id == first
+    ProductCollection.drop(client, "resnet18", RETIRED_SLOT)
+    with pytest.raises(NoIndex):
+        ProductCollection.open(client, "resnet18", slot=RETIRED_SLOT)
+    tables = client.db.list_tables().tables
+    assert len([t for t in tables if t.startswith("products_resnet18")]) == 1
+
+
+def test_hostile_ids_and_values_are_data_not_sql(tmp_path):
+    client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    collection = ProductCollection.open(client, "m", dim=4, create=True)
+    ids = ["o'neil", "x') OR 1=1 --", "plain", "back\\slash`"]
+    vectors = np.eye(4, dtype=np.float32)
+    metas = [{"gender": "Men's", "baseColour": "Red' OR '1'='1", "name": "a"},
+             {"gender": "Women", "baseColour": "Blue", "year": 2012},
+             {"gender": "Women", "baseColour": "Red' OR '1'='1"},
+             {"gender": "Men's", "articleType": "`Shoes`"}]
+    collection.write(ids, vectors, metas)
+    assert collection.count() == 4
+    hits = collection.search(vectors[2], k=4, filters=Filters({"baseColour": ("Red' OR '1'='1",)}))
+    assert [h.id for h in hits] == ["plain", "o'neil"]
+    left = [h.id for h in collection.search(vectors[0], k=4, exclude=("o'neil", "x') OR 1=1 --"))]
+    assert sorted(left) == sorted(["plain", "back\\slash`"])
+    assert collection.count_matching(Filters({"gender": ("Men's",)})) == 2
+    collection.delete(["x') OR 1=1 --"])
+    assert collection.count() == 3 and collection.vector_of("o'neil") is not None
+
+
+def test_a_large_collection_is_searched_through_its_vector_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 500)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 32))
+    kinds = rng.integers(0, 8, 2000)
+    vectors = centres[kinds] + 0.5 * rng.normal(size=(2000, 32))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"p{i}" for i in range(2000)]
+    metas = [{"articleType": f"kind{k}", "gender": ("Men", "Women")[i % 2]} for i, k in enumerate(kinds)]
+    client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    collection = ProductCollection.open(client, "m", dim=32, create=True)
+    collection.write_prepared(ids, vectors, metas)
+    collection.tidy()
+    table = collection._table()
+    assert {tuple(i.columns) for i in table.list_indices()} >= {("vector",), ("gender",), ("articleType",)}
+    found = 0
+    for i in range(0, 2000, 100):
+        hits = collection.search_stored(vectors[i], k=5, filters=Filters({"gender": (metas[i]["gender"],)}))
+        assert all(h.metadata["gender"] == metas[i]["gender"] for h in hits)
+        found += hits[0].id == ids[i]
+    assert found >= 18   # an approximate index: its own vector first nearly always
+    collection.write_prepared(["late"], vectors[:1], [{"gender": "Men"}])   # after the index: still found
+    assert collection.search_stored(vectors[0], k=2)[0].id in ("p0", "late")
+    assert "late" in [h.id for h in collection.search_stored(vectors[0], k=2)]
+
+
+def test_a_chat_on_lancedb_searches_filters_and_relaxes_without_loading_the_metadata_table(both, embedders):
+    from assistant.chat import Assistant
+    from assistant.settings import AssistantSettings
+    from operations import SearchPolicy
+    catalog, clients = both
+    searcher = Searcher(clients["lancedb"], embedders={"resnet18": embedders["resnet18"]})
+    assistant = Assistant(searcher, AssistantSettings(policy=SearchPolicy(models=("resnet18",),
+                                                                          default_model="resnet18", k=4, max_k=8)))
+    product = catalog.products[3]
+    reply, state = assistant.handle_turn(assistant.new_state(), "", [str(product.image)])
+    assert reply.kind == "results" and reply.results[0].id == product.id
+    reply, state = assistant.handle_turn(state, "women's shoes")
+    assert reply.results and all(r.get("gender") == "Women" and r.get("masterCategory") == "Footwear"
+                                 for r in reply.results)
+    reply, state = assistant.handle_turn(state, "men red")   # nothing passes both: the narrowest goes
+    assert reply.notes and reply.notes[0] == "No product matches Men · Footwear · Red; without Red:"
+    assert {(r.get("gender"), r.get("masterCategory")) for r in reply.results} == {("Men", "Footwear")}
+    reply, _ = assistant.handle_turn(state, "more like the first one")
+    assert reply.kind == "results" and reply.results
+    assert searcher.product("resnet18", product.id)["articleType"] == product.articleType
+    # The engine filtered, counted, described and gave each record: no table of every product.
+    assert searcher.collection("resnet18").metadata._frame is None
+
+
+def test_the_cli_indexes_and_searches_a_lancedb_store(tmp_path, catalog_dir):
+    db = tmp_path / "lance"
+    base = [sys.executable, str(ROOT / "app.py")]
+    common = ["--store", "lancedb", "--db", str(db), "--weights", "random", "--runtime", "eager"]
+    done = subprocess.run([*base, "index", "--catalog", str(catalog_dir), "--quiet", "--models", "resnet18", *common],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    photo = next((catalog_dir / "images").iterdir())
+    found = subprocess.run([*base, "search", str(photo), "--json", "--items", "off", "--model", "resnet18", *common],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)["results"]
+    assert results[0]["id"] == photo.stem

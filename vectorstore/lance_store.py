@@ -1,0 +1,487 @@
+"""The LanceDB adapter: one Lance table per model, in a folder or on an object store.
+
+LanceDB filters inside the search itself (a prefilter over bitmap indexes, then the vector index
+or an exact scan of what passes), so a search needs no plan from a metadata table in the serving
+process, and the answer carries each product's metadata. Many serving machines can read one
+store on an object store (s3://...), which is how it scales past one machine (docs/scale.md).
+
+- **Names.** LanceDB OSS cannot rename a table, and a tuned model's index is promoted by a
+  rename (ProductCollection.promote). So the store keeps a small table, `_collections`, that maps
+  each collection's name to the Lance table that holds it and keeps the collection's notes
+  (weights, runtime, centre, search breadth); promoting rewrites two of its rows.
+- **Index.** Below INDEX_MIN_ROWS products a search is an exact scan (12k x 1280-d in a few ms).
+  From there, `tidy()` (run at the end of every index run) builds an IVF-HNSW index with 8-bit
+  scalar quantisation and bitmap indexes on the filtered fields, and folds rows written later
+  into them; rows not yet indexed are still searched, exactly.
+- **Consistency.** Handles check for other processes' commits every HANDLE_TTL_SECONDS (LanceDB's
+  read consistency interval), so a serving process follows an index run without a restart.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
+from vectorstore.collection import (
+    CENTERED_KEY,
+    DIGEST_KEY,
+    EF_SEARCH,
+    RUNTIME_KEY,
+    WEIGHTS_KEY,
+    Hit,
+    ProductCollection,
+    plain,
+)
+from vectorstore.errors import NoIndex, StoreError
+from vectorstore.filters import Filters
+from vectorstore.guard import store_error
+from vectorstore.metadata import MetadataTable
+
+NAMES_TABLE = "_collections"
+HANDLE_TTL_SECONDS = 2.0
+# An exact scan of fewer products is as fast as an index walk here, and exact.
+INDEX_MIN_ROWS = 50_000
+# IVF partitions the index walk visits (LanceDB's nprobes); with the HNSW inside each partition at
+# the collection's ef_search. Chosen with EF_SEARCH on realistic data (bench/scale.py).
+NPROBES = 20
+WRITE_ROWS = 2000
+ID_CHUNK = 1000
+STRING_FIELDS = tuple(f for f in METADATA_FIELDS if f != "year") + ("image", DIGEST_KEY)
+FILTERED_FIELDS = VOCABULARY_FIELDS  # bitmap-indexed: a few hundred values at most
+
+
+def quote(value) -> str:
+    """A SQL literal for a value from a catalog or a client: never trusted into the query."""
+    if isinstance(value, bool | np.bool_):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def column(name: str) -> str:
+    return f"`{name}`"
+
+
+def in_list(name: str, values) -> str:
+    return f"{column(name)} IN ({', '.join(quote(v) for v in values)})"
+
+
+def schema(dim: int) -> pa.Schema:
+    fields = [pa.field("id", pa.string(), nullable=False), pa.field("vector", pa.list_(pa.float32(), dim))]
+    fields += [pa.field(name, pa.string()) for name in STRING_FIELDS]
+    fields += [pa.field("year", pa.int64()), pa.field(CENTERED_KEY, pa.bool_())]
+    return pa.schema(fields)
+
+
+METADATA_COLUMNS = (*STRING_FIELDS, "year", CENTERED_KEY)
+
+
+class LanceStore:
+    """A LanceDB database (a folder, or an object store's URI) and its table of collection names."""
+
+    def __init__(self, uri: str | Path):
+        import lancedb
+        self.uri = str(uri)
+        self.local_folder = None if "://" in self.uri else Path(self.uri)
+        self.where = self.uri
+        try:
+            if self.local_folder is not None:
+                self.local_folder.mkdir(parents=True, exist_ok=True)
+            self.db = lancedb.connect(self.uri, read_consistency_interval=timedelta(seconds=HANDLE_TTL_SECONDS))
+        except Exception as exc:
+            raise store_error(exc, self.where) from exc
+        self._lock = threading.Lock()
+
+    # -- the names table ---------------------------------------------------------------------
+    def _names(self, create: bool = False):
+        if self.exists(NAMES_TABLE):
+            return self.db.open_table(NAMES_TABLE)
+        if not create:
+            return None
+        names_schema = pa.schema([pa.field("name", pa.string(), nullable=False), pa.field("table", pa.string()),
+                                  pa.field("notes", pa.string())])
+        return self.db.create_table(NAMES_TABLE, schema=names_schema, exist_ok=True)
+
+    def exists(self, table: str) -> bool:
+        return table in self.db.list_tables().tables
+
+    def lookup(self, name: str) -> tuple[str, dict] | None:
+        """(Lance table, notes) of a collection, or None."""
+        names = self._names()
+        if names is None:
+            return None
+        rows = names.search().where(f"name = {quote(name)}").limit(1).to_list()
+        if not rows:
+            return None
+        return rows[0]["table"], json.loads(rows[0]["notes"] or "{}")
+
+    def record(self, name: str, table: str, notes: dict) -> None:
+        row = pa.table({"name": [name], "table": [table], "notes": [json.dumps(notes, sort_keys=True)]})
+        names = self._names(create=True)
+        names.merge_insert("name").when_matched_update_all().when_not_matched_insert_all().execute(row)
+
+    def forget(self, name: str) -> None:
+        names = self._names()
+        if names is not None:
+            names.delete(f"name = {quote(name)}")
+
+    def new_table_name(self, name: str) -> str:
+        return f"{name}-{uuid.uuid4().hex[:12]}"
+
+
+def connect(uri: str | Path) -> LanceStore:
+    return LanceStore(uri)
+
+
+class LanceCollection(ProductCollection):
+    """One model's Lance table."""
+
+    def __init__(self, store: LanceStore, model: str, name: str, table_name: str, notes: dict):
+        self.client = store
+        self.model = model
+        self.name = name
+        self.where = store.where
+        self._table_name = table_name
+        self._notes = notes
+        self._handle = None
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self._vocabulary: tuple[int, dict] | None = None
+        self.metadata = EngineMetadata(self)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def open_named(cls, client: LanceStore, model: str, name: str, *, weights_id: str | None = None,
+                   dim: int | None = None, create: bool = False, runtime: str | None = None) -> LanceCollection:
+        with _translated(client.where, model):
+            found = client.lookup(name)
+            if found is None:
+                if not create:
+                    raise NoIndex(model)
+                notes = {"model": model, "ef_search": EF_SEARCH}
+                for key, value in ((WEIGHTS_KEY, weights_id), ("dim", dim), (RUNTIME_KEY, runtime)):
+                    if value:
+                        notes[key] = value
+                found = (client.new_table_name(name), notes)
+                if dim:
+                    client.db.create_table(found[0], schema=schema(int(dim)))
+                client.record(name, *found)
+            elif create and found[1].get("ef_search") != EF_SEARCH:
+                found = (found[0], {**found[1], "ef_search": EF_SEARCH})
+                client.record(name, *found)
+        return cls(client, model, name, *found)
+
+    @staticmethod
+    def drop_named(client: LanceStore, model: str, name: str) -> None:
+        with _translated(client.where, model):
+            found = client.lookup(name)
+            if found is None:
+                return
+            client.forget(name)
+            _drop_table(client, found[0])
+
+    @staticmethod
+    def promote_named(client: LanceStore, model: str, staged: str, live: str, retired: str) -> None:
+        # A handle opened before keeps reading its Lance table until that table is dropped.
+        with _translated(client.where, model):
+            LanceCollection.drop_named(client, model, retired)
+            staged_found = client.lookup(staged)
+            if staged_found is None:
+                raise NoIndex(model)
+            live_found = client.lookup(live)
+            if live_found is not None:
+                client.record(retired, *live_found)
+            client.record(live, *staged_found)
+            client.forget(staged)
+
+    # -- the live handle -------------------------------------------------------------------
+    def revalidate(self, force: bool = False) -> None:
+        with self._lock:
+            if not force and time.monotonic() - self._checked < HANDLE_TTL_SECONDS:
+                return
+            self._checked = time.monotonic()
+            with _translated(self.where, self.model):
+                found = self.client.lookup(self.name)
+            if found is None:
+                raise NoIndex(self.model)
+            changed = found[0] != self._table_name
+            self._table_name, self._notes = found
+            if changed:
+                self._handle = None
+        if changed:
+            self.metadata.refresh()
+
+    def _table(self, must: bool = True):
+        """The Lance table as it is now (None before the first write of a collection opened
+        without a dimension, unless `must`)."""
+        if time.monotonic() - self._checked >= HANDLE_TTL_SECONDS:
+            self.revalidate()
+        if self._handle is None:
+            with _translated(self.where, self.model):
+                if self.client.exists(self._table_name):
+                    self._handle = self.client.db.open_table(self._table_name)
+        if self._handle is None and must:
+            raise NoIndex(self.model)
+        return self._handle
+
+    @property
+    def notes(self) -> dict:
+        if time.monotonic() - self._checked >= HANDLE_TTL_SECONDS:
+            self.revalidate()
+        return dict(self._notes)
+
+    def set_notes(self, notes: dict) -> None:
+        with _translated(self.where, self.model):
+            self.client.record(self.name, self._table_name, notes)
+        self._notes = dict(notes)
+
+    @property
+    def ef_search(self) -> int:
+        return int(self.notes.get("ef_search") or EF_SEARCH)
+
+    # -- counting and reading ----------------------------------------------------------------
+    def count(self) -> int:
+        table = self._table(must=False)
+        return 0 if table is None else self._do(table.count_rows)
+
+    def count_matching(self, filters: Filters | None) -> int:
+        table = self._table(must=False)
+        if table is None:
+            return 0
+        where = filters_sql(filters)
+        return self._do(lambda: table.count_rows(where) if where else table.count_rows())
+
+    def _scan(self, columns: list[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
+        table = self._table(must=False)
+        if table is None:
+            return
+        query = table.search().select(columns).limit(None)
+        if where:
+            query = query.where(where)
+        yield from self._do(lambda: query.to_batches(WRITE_ROWS))
+
+    def metadata_pages(self):
+        for batch in self._scan(["id", *METADATA_COLUMNS]):
+            rows = batch.to_pylist()
+            yield [row.pop("id") for row in rows], [_stored(row) for row in rows]
+
+    def vector_pages(self):
+        for batch in self._scan(["vector"]):
+            yield _vectors(batch.column("vector"))
+
+    def records_of(self, product_ids: list[str]) -> tuple[list[str], np.ndarray, list[dict]]:
+        ids, parts, metas = [], [], []
+        for start in range(0, len(product_ids), ID_CHUNK):
+            chunk = product_ids[start:start + ID_CHUNK]
+            for batch in self._scan(["id", "vector", *METADATA_COLUMNS], in_list("id", chunk)):
+                parts.append(_vectors(batch.column("vector")))
+                rows = batch.drop_columns(["vector"]).to_pylist()
+                ids += [row.pop("id") for row in rows]
+                metas += [_stored(row) for row in rows]
+        return ids, (np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)), metas
+
+    def vocabulary(self) -> dict[str, list]:
+        """Facet values from the store's columns (not the whole metadata table), once per version."""
+        table = self._table(must=False)
+        if table is None:
+            return {name: [] for name in (*VOCABULARY_FIELDS, "year")}
+        version = self._do(lambda: table.version)
+        if self._vocabulary is None or self._vocabulary[0] != version:
+            values: dict[str, set] = {name: set() for name in (*VOCABULARY_FIELDS, "year")}
+            for batch in self._scan(list(values)):
+                for name in values:
+                    values[name].update(v for v in batch.column(name).unique().to_pylist() if v is not None)
+            self._vocabulary = (version, {name: sorted(found, key=str) for name, found in values.items()})
+        return self._vocabulary[1]
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_prepared(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
+        """An upsert of whole rows (every column given, missing fields null), so nothing of a
+        product's previous record survives; each call of up to WRITE_ROWS commits whole."""
+        if not ids:
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        table = self._table(must=False)
+        if table is None:
+            with _translated(self.where, self.model):
+                self.client.db.create_table(self._table_name, schema=schema(vectors.shape[1]), exist_ok=True)
+            self._handle = None
+            table = self._table()
+        centered = self.center is not None
+        for start in range(0, len(ids), WRITE_ROWS):
+            rows = _arrow(ids[start:start + WRITE_ROWS], vectors[start:start + WRITE_ROWS],
+                          metadatas[start:start + WRITE_ROWS], centered, table.schema)
+            self._do(lambda rows=rows: table.merge_insert("id").when_matched_update_all()
+                     .when_not_matched_insert_all().execute(rows))
+
+    def delete(self, ids: list[str]) -> None:
+        table = self._table(must=False)
+        if table is None:
+            return
+        for start in range(0, len(ids), ID_CHUNK):
+            where = in_list("id", ids[start:start + ID_CHUNK])
+            self._do(lambda where=where: table.delete(where))
+
+    def set_images(self, images: dict[str, str]) -> None:
+        ids, vectors, metas = self.records_of(list(images))
+        for pid, meta in zip(ids, metas):
+            meta["image"] = images[pid]
+        self.write_prepared(ids, vectors, metas)
+        if ids:
+            self.metadata.refresh()
+
+    def tidy(self) -> None:
+        """Bitmap indexes on the filtered fields and, from INDEX_MIN_ROWS products, the vector
+        index; the run's fragments compacted and its rows folded into the indexes."""
+        table = self._table(must=False)
+        if table is None:
+            return
+        from lancedb.index import Bitmap, BTree, IvfHnswSq
+        with _translated(self.where, self.model):
+            have = {tuple(index.columns) for index in table.list_indices()}
+            if ("id",) not in have:
+                table.create_index("id", config=BTree())
+            for name in FILTERED_FIELDS:
+                if (name,) not in have:
+                    table.create_index(name, config=Bitmap())
+            if ("vector",) not in have and table.count_rows() >= INDEX_MIN_ROWS:
+                table.create_index("vector", config=IvfHnswSq(distance_type="cosine"))
+            # Every write committed its own small fragment: join them, and fold the rows written
+            # since into the indexes (versions a week old are let go).
+            table.optimize()
+
+    # -- searching -------------------------------------------------------------------------
+    def search_stored(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
+                      exclude: tuple[str, ...] = ()) -> list[Hit]:
+        table = self._table(must=False)
+        if table is None or k <= 0:
+            return []
+        where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
+        query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
+                 .distance_type("cosine").select(["id", *METADATA_COLUMNS]).limit(k)
+                 .ef(self.ef_search).nprobes(NPROBES))
+        if where:
+            query = query.where(where, prefilter=True)
+        rows = self._do(lambda: query.to_list())
+        return [Hit(row.pop("id"), float(1.0 - row.pop("_distance")), _stored(row)) for row in rows]
+
+    def records(self, product_ids) -> dict[str, dict]:
+        ids, _, metas = self.records_of(list(dict.fromkeys(product_ids)))
+        return dict(zip(ids, metas))
+
+    def _do(self, action):
+        try:
+            return action()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise store_error(exc, self.where, self.model) from exc
+
+
+class EngineMetadata(MetadataTable):
+    """The metadata table of a LanceDB collection, loaded whole only by what browses every product
+    (the shop's grid, the words matched against names, a words-only search); a product's record
+    and the vocabulary come from the engine, so a process that only searches never holds it."""
+
+    def __init__(self, collection: LanceCollection):
+        super().__init__(collection.metadata_pages, collection.count)
+        self._collection = collection
+        self._built: dict[str, object] = {}
+        self._built_for: dict | None = None
+
+    def records(self, product_ids) -> dict[str, dict]:
+        return self._collection.records(product_ids)
+
+    def vocabulary(self) -> dict[str, list]:
+        return self._collection.vocabulary()
+
+    def from_vocabulary(self, name: str, build):
+        vocabulary = self.vocabulary()   # one object per version of the table
+        with self._lock:
+            if self._built_for is not vocabulary:
+                self._built, self._built_for = {}, vocabulary
+            if name in self._built:
+                return self._built[name]
+        value = build(vocabulary)
+        with self._lock:
+            if self._built_for is vocabulary:
+                self._built[name] = value
+        return value
+
+
+def filters_sql(filters: Filters | None) -> str:
+    """`Filters` as the SQL condition LanceDB prefilters with: the same rows as `Filters.mask`."""
+    if filters is None or filters.is_empty():
+        return ""
+    from vectorstore.filters import columns_of
+    clauses = []
+    for name, values in filters.fields.items():
+        if values:
+            clauses.append("(" + " OR ".join(in_list(c, values) for c in columns_of(name)) + ")")
+    for name, values in filters.excluded.items():
+        if values:
+            clauses += [f"({column(c)} IS NULL OR NOT {in_list(c, values)})" for c in columns_of(name)]
+    return " AND ".join(clauses)
+
+
+def _excluding(ids: tuple[str, ...]) -> str:
+    return f"NOT {in_list('id', ids)}" if ids else ""
+
+
+def _vectors(array) -> np.ndarray:
+    flat = array.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(array), -1) if len(array) else np.zeros((0, 1), np.float32)
+
+
+def _stored(row: dict) -> dict:
+    """A row's metadata as Chroma's adapter returns it: fields with a value only."""
+    return {key: value for key, value in row.items() if value is not None and key != "vector"}
+
+
+def _arrow(ids, vectors: np.ndarray, metadatas, centered: bool, table_schema: pa.Schema) -> pa.Table:
+    clean = [{k: plain(v) for k, v in (m or {}).items() if v is not None} for m in metadatas]
+    columns = {"id": [str(i) for i in ids],
+               "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), vectors.shape[1])}
+    for name in STRING_FIELDS:
+        columns[name] = [None if m.get(name) is None else str(m[name]) for m in clean]
+    columns["year"] = [_year(m.get("year")) for m in clean]
+    columns[CENTERED_KEY] = [True if centered else bool(m.get(CENTERED_KEY, False)) for m in clean]
+    return pa.table(columns, schema=table_schema)
+
+
+def _year(value) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _drop_table(client: LanceStore, table_name: str) -> None:
+    if client.exists(table_name):
+        client.db.drop_table(table_name)
+
+
+class _translated:
+    """LanceDB's and the OS's failures inside as a StoreError that says what to do."""
+
+    def __init__(self, where: str, model: str | None = None):
+        self.where, self.model = where, model
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, StoreError):
+            return False
+        if isinstance(exc, Exception):
+            raise store_error(exc, self.where, self.model) from exc
+        return False
