@@ -6,8 +6,8 @@ the served model's own vectors, trained on the catalog's shots and on real home 
 kind group (tops, outer layers, trousers, shorts, skirts, dresses, footwear, headwear, or other)
 far better (0.89 on held-out home photos, docs/figures.md); `operations.keep_kind` then searches
 within that group. Trained by `python app.py train-kinds` (training/kinds.py) into
-`embedding/kind_model.npz`, for the vectors of one model and weights (`weights_id`): other
-weights (a fine-tune) get no kind reading.
+`embedding/kind_model.npz`, for the vectors of one model and weights (`weights_id`). A fine-tune's
+own vectors are read by its own articleType classifier instead (`ClassifierKinds`).
 """
 from __future__ import annotations
 
@@ -91,4 +91,35 @@ class KindModel:
         return best if best != OTHER and p[best] >= min_probability else None
 
 
-__all__ = ["GROUPS", "NAMES", "OTHER", "SHIPPED_FILE", "KindModel", "group_of"]
+class ClassifierKinds:
+    """The kind group a fine-tune's own articleType classifier reads (its probabilities summed per
+    group): a tuned file carries the kind model for its own vectors, trained on the catalog and on
+    the real photos its recipe learned from, so it needs no separate file."""
+
+    def __init__(self, classifiers, model: str, weights_id: str):
+        self.classifiers, self.model, self.weights_id = classifiers, model, weights_id
+
+    @classmethod
+    def of(cls, embedder) -> ClassifierKinds | None:
+        """The reader of an embedder whose weights carry an articleType classifier, else None."""
+        classifiers = getattr(embedder, "classifiers", None)
+        if classifiers is None or "articleType" not in classifiers.targets:
+            return None
+        return cls(classifiers, embedder.name, embedder.weights_id)
+
+    def reads(self, model: str, weights_id: str) -> bool:
+        return model == self.model and weights_id == self.weights_id
+
+    def probabilities(self, vector: np.ndarray) -> dict[str, float]:
+        groups = dict.fromkeys(NAMES, 0.0)
+        for article, p in self.classifiers.probabilities(vector, "articleType").items():
+            groups[group_of(article)] += p
+        return groups
+
+    def kind(self, vector: np.ndarray, min_probability: float) -> str | None:
+        p = self.probabilities(vector)
+        best = max(p, key=p.get)
+        return best if best != OTHER and p[best] >= min_probability else None
+
+
+__all__ = ["GROUPS", "NAMES", "OTHER", "SHIPPED_FILE", "ClassifierKinds", "KindModel", "group_of"]

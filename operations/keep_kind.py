@@ -36,12 +36,11 @@ def names_a_kind(wanted: Filters, within: Filters = Filters()) -> bool:
 
 
 def kind_scope(searcher: Searcher, model: str, vector: np.ndarray, image: Image.Image) -> Filters:
-    """A shopper's own photo (not a studio shot): the articleTypes of the kind group the kind
-    model reads in it (embedding/kinds.py), as a filter; no filter for a studio shot, without a
-    kind model or one trained on other vectors, or when it is unsure."""
-    kinds = searcher.kind_model()
-    if kinds is None or not kinds.reads(model, searcher.embedder(model).weights_id) \
-            or searcher.query_views.is_studio_shot(image):
+    """A shopper's own photo (not a studio shot): the articleTypes of the kind group read in it
+    (the kind model, or a fine-tune's own classifier: `Searcher.kind_reader`), as a filter; no
+    filter for a studio shot, when nothing reads these vectors' kind, or when it is unsure."""
+    kinds = searcher.kind_reader(model)
+    if kinds is None or searcher.query_views.is_studio_shot(image):
         return Filters()
     group = kinds.kind(vector, KIND_MIN_PROBABILITY)
     if group is None:

@@ -183,6 +183,19 @@ class Searcher:
         """The kind model, built once; None when this searcher has none."""
         return self._built("_kinds", self.kind_factory)
 
+    def kind_reader(self, model: str):
+        """What reads the kind of a shopper's photo in `model`'s vectors: the kind model when it
+        was trained on these weights, else the weights' own articleType classifier (a fine-tune),
+        else None. Only when the searcher reads kinds at all (a kind factory)."""
+        kinds = self.kind_model()
+        if kinds is None:
+            return None
+        embedder = self.embedder(model)
+        if kinds.reads(model, embedder.weights_id):
+            return kinds
+        from embedding.kinds import ClassifierKinds
+        return ClassifierKinds.of(embedder)
+
     def garment_parser(self):
         """The garment parser, built once; None when this searcher has none."""
         return self._built("_parser", self.parser_factory)

@@ -94,3 +94,33 @@ def test_a_home_photo_is_searched_within_its_kind_on_every_surface(trained, inde
     # a kind the shopper names wins
     reply, _ = chat.handle_turn(state, "only bags")
     assert {r.get("subCategory") for r in reply.results} == {"Bags"}
+
+
+def test_a_fine_tunes_own_article_type_classifier_reads_the_kind_of_its_vectors(embedders):
+    import numpy as np
+
+    from embedding.classifiers import Classifiers
+    from embedding.kinds import ClassifierKinds
+    from search import Searcher
+    articles = ["Heels", "Flats", "Tshirts", "Watches"]
+    centres = np.eye(4, 8, dtype=np.float32)
+    classifiers = Classifiers({"articleType": {"centres": centres, "labels": articles, "scale": 30.0}})
+    reader = ClassifierKinds(classifiers, "m", "tuned:1")
+    heel_ish = centres[0] + 0.9 * centres[1]     # between two kinds of shoe: footwear for sure
+    p = reader.probabilities(heel_ish)
+    assert abs(sum(p.values()) - 1.0) < 1e-6 and p["footwear"] > 0.99
+    assert reader.kind(heel_ish, 0.5) == "footwear"
+    assert reader.kind(centres[3], 0.5) is None              # a watch: "other" is no kind to search in
+    assert reader.kind(centres[2] + centres[0], 0.99) is None  # unsure between a top and a shoe
+    assert reader.reads("m", "tuned:1") and not reader.reads("m", "imagenet")
+
+    # The searcher's choice: the kind model for the weights it was trained on, else the weights'
+    # own classifier, else nothing (and nothing at all without a kind factory).
+    embedder = embedders["resnet18"]
+    trained_on_it = KindModel(np.zeros((len(NAMES), embedder.dim)), np.zeros(len(NAMES)), NAMES, "resnet18",
+                              embedder.weights_id)
+    assert Searcher(None, embedders={"resnet18": embedder},
+                    kind_factory=lambda: trained_on_it).kind_reader("resnet18") is trained_on_it
+    other = KindModel(np.zeros((len(NAMES), embedder.dim)), np.zeros(len(NAMES)), NAMES, "resnet18", "other")
+    assert Searcher(None, embedders={"resnet18": embedder}, kind_factory=lambda: other).kind_reader("resnet18") is None
+    assert Searcher(None, embedders={"resnet18": embedder}).kind_reader("resnet18") is None

@@ -10,15 +10,16 @@ store on an object store (s3://...), which is how it scales past one machine (do
   each collection's name to the Lance table that holds it and keeps the collection's notes
   (weights, runtime, centre, search breadth); promoting rewrites two of its rows.
 - **Index.** Below INDEX_MIN_ROWS products a search is an exact scan (12k x 1280-d in a few ms).
-  From there, `tidy()` (run at the end of every index run) builds an IVF-HNSW index with 8-bit
-  scalar quantisation and bitmap indexes on the filtered fields, and folds rows written later
-  into them; rows not yet indexed are still searched, exactly.
+  From there, `tidy()` (run at the end of every index run) builds an IVF-PQ index (candidates
+  re-ranked on the stored vectors) and bitmap indexes on the filtered fields, and folds rows
+  written later into them; rows not yet indexed are still searched, exactly.
 - **Consistency.** Handles check for other processes' commits every HANDLE_TTL_SECONDS (LanceDB's
   read consistency interval), so a serving process follows an index run without a restart.
 """
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -52,7 +53,18 @@ INDEX_MIN_ROWS = 50_000
 # IVF partitions the index walk visits (LanceDB's nprobes); with the HNSW inside each partition at
 # the collection's ef_search. Chosen with EF_SEARCH on realistic data (bench/scale.py).
 NPROBES = 20
+# The vector index: "ivf_pq" (product-quantised codes, 1/32 of the vectors' bytes, in partitions of
+# about PARTITION_ROWS; each answer's REFINE x k best candidates re-ranked on the stored vectors)
+# or "ivf_hnsw_sq" (an HNSW graph per partition over 8-bit scalar-quantised vectors). At 60k
+# realistic products PQ answered a filter that disagrees with the photo in 31 ms p50 against 90,
+# in 168 MB of serving RSS against 233, at recall@5 >= 0.967 (bench/serving_memory.py,
+# docs/scale.md); an HNSW graph over a million 1280-d vectors is also hours to build on 2 cores.
+VECTOR_INDEX = "ivf_pq"
+PARTITION_ROWS = 8192
+MAX_PROBES = 4096  # every partition, up to 33 million products
+REFINE = 4
 WRITE_ROWS = 2000
+OLD_VERSIONS = timedelta(minutes=10)
 ID_CHUNK = 1000
 STRING_FIELDS = tuple(f for f in METADATA_FIELDS if f != "year") + ("image", DIGEST_KEY)
 FILTERED_FIELDS = VOCABULARY_FIELDS  # bitmap-indexed: a few hundred values at most
@@ -99,7 +111,6 @@ class LanceStore:
             self.db = lancedb.connect(self.uri, read_consistency_interval=timedelta(seconds=HANDLE_TTL_SECONDS))
         except Exception as exc:
             raise store_error(exc, self.where) from exc
-        self._lock = threading.Lock()
 
     # -- the names table ---------------------------------------------------------------------
     def _names(self, create: bool = False):
@@ -156,6 +167,7 @@ class LanceCollection(ProductCollection):
         self._checked = time.monotonic()
         self._lock = threading.Lock()
         self._vocabulary: tuple[int, dict] | None = None
+        self._index_kind: tuple[object, str | None] | None = None
         self.metadata = EngineMetadata(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -340,24 +352,28 @@ class LanceCollection(ProductCollection):
             self.metadata.refresh()
 
     def tidy(self) -> None:
-        """Bitmap indexes on the filtered fields and, from INDEX_MIN_ROWS products, the vector
-        index; the run's fragments compacted and its rows folded into the indexes."""
+        """The run's fragments compacted and its rows folded into the indexes there are, then the
+        missing ones built: bitmaps on the filtered fields and, from INDEX_MIN_ROWS products, the
+        vector index (built after the compaction, so that it is not rewritten with the data)."""
         table = self._table(must=False)
         if table is None:
             return
-        from lancedb.index import Bitmap, BTree, IvfHnswSq
+        from lancedb.index import Bitmap, BTree
         with _translated(self.where, self.model):
+            # Every write committed its own small fragment. Versions older than OLD_VERSIONS are
+            # let go: a reader moves to the newest within HANDLE_TTL_SECONDS, and the compaction
+            # just made doubles the disk until the next run lets its inputs go.
+            table.optimize(cleanup_older_than=OLD_VERSIONS)
             have = {tuple(index.columns) for index in table.list_indices()}
             if ("id",) not in have:
                 table.create_index("id", config=BTree())
             for name in FILTERED_FIELDS:
                 if (name,) not in have:
                     table.create_index(name, config=Bitmap())
-            if ("vector",) not in have and table.count_rows() >= INDEX_MIN_ROWS:
-                table.create_index("vector", config=IvfHnswSq(distance_type="cosine"))
-            # Every write committed its own small fragment: join them, and fold the rows written
-            # since into the indexes (versions a week old are let go).
-            table.optimize()
+            rows = table.count_rows()
+            if ("vector",) not in have and rows >= INDEX_MIN_ROWS:
+                table.create_index("vector", config=_vector_index(table.schema.field("vector").type.list_size, rows))
+        self._index_kind = None
 
     # -- searching -------------------------------------------------------------------------
     def search_stored(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
@@ -368,7 +384,12 @@ class LanceCollection(ProductCollection):
         where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
                  .distance_type("cosine").select(["id", *METADATA_COLUMNS]).limit(k)
-                 .ef(self.ef_search).nprobes(NPROBES))
+                 .nprobes(self._probes(table, filters)))
+        kind = self._vector_index_kind(table)
+        if kind == "IvfPq":
+            query = query.refine_factor(REFINE)
+        elif kind:
+            query = query.ef(self.ef_search)
         if where:
             query = query.where(where, prefilter=True)
         rows = self._do(lambda: query.to_list())
@@ -377,6 +398,25 @@ class LanceCollection(ProductCollection):
     def records(self, product_ids) -> dict[str, dict]:
         ids, _, metas = self.records_of(list(dict.fromkeys(product_ids)))
         return dict(zip(ids, metas))
+
+    def _probes(self, table, filters: Filters | None) -> int:
+        """IVF partitions to visit: NPROBES, widened by how few products pass the filter. The
+        nearest partitions to a shirt hold few shoes: "footwear" asked of a shirt's photo
+        found 0.28 of the true top 5 at a million products with NPROBES alone. Visiting
+        NPROBES / (share passing) partitions keeps the candidates that pass about as many as
+        an unfiltered search weighs (the Chroma planner's over-fetch, in partitions)."""
+        if filters is None or filters.is_empty() or self._vector_index_kind(table) is None:
+            return NPROBES
+        where = filters_sql(filters)
+        share = self._do(lambda: table.count_rows(where)) / max(1, self._do(table.count_rows))
+        return int(min(MAX_PROBES, math.ceil(NPROBES / max(share, 1e-6))))
+
+    def _vector_index_kind(self, table) -> str | None:
+        """The type of the table's vector index (None: exact scans), asked once per handle."""
+        if self._index_kind is None or self._index_kind[0] is not table:
+            kinds = [i.index_type for i in self._do(table.list_indices) if tuple(i.columns) == ("vector",)]
+            self._index_kind = (table, kinds[0] if kinds else None)
+        return self._index_kind[1]
 
     def _do(self, action):
         try:
@@ -416,6 +456,14 @@ class EngineMetadata(MetadataTable):
             if self._built_for is vocabulary:
                 self._built[name] = value
         return value
+
+
+def _vector_index(dim: int, rows: int):
+    from lancedb.index import IvfHnswSq, IvfPq
+    partitions = max(1, rows // PARTITION_ROWS)
+    if VECTOR_INDEX == "ivf_pq":
+        return IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=max(1, dim // 8))
+    return IvfHnswSq(distance_type="cosine", num_partitions=partitions)
 
 
 def filters_sql(filters: Filters | None) -> str:

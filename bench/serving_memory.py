@@ -1,0 +1,194 @@
+"""A serving process at scale on the LanceDB store: its memory, search time and recall, against the
+metadata table every Chroma serving process holds, on the realistic data of bench/scale_data.py.
+
+    python -m bench.serving_memory --n 1000000 --store /tmp/lance-1m [--queries 200] [--source-db DB]
+
+Builds the store once through the project's own adapter and index path (`ProductCollection.open`,
+`write_prepared`, `tidy`), timing each step; a later run with the same --store and --n reuses it.
+Then three fresh processes, one after the other:
+- bare: the same imports, nothing opened (the baseline every RSS below is taken beyond);
+- lancedb: what `search`, `serve` and `shop` do per request on `--store lancedb`: open the
+  collection, its vocabulary, filtered searches at k = 50 (each filter class of bench/scale.py,
+  agreeing with the photo or not), the records of the hits;
+- chroma table: the metadata table (vectorstore/metadata.py) a Chroma serving process loads to
+  plan its filters, read from the same products.
+Prints RSS (now and peak) beyond bare, and the lancedb process's p50/p95 and recall@5 against exact
+search under the same filter.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import ROOT, table
+
+MODEL = "efficientnet_lite0"
+K = 50
+
+
+def rss() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in bytes."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def filter_classes(meta: dict, seed: int) -> dict[str, dict]:
+    """The filter classes of bench/scale.py for one query, as plain data (field -> values)."""
+    other_master = "Apparel" if meta.get("masterCategory") == "Footwear" else "Footwear"
+    other_sub = "Shoes" if meta.get("subCategory") != "Shoes" else "Topwear"
+    own = {name: meta.get(name) for name in ("gender", "masterCategory", "subCategory", "baseColour")}
+    classes = {"unfiltered": {},
+               "gender": {"gender": [own["gender"]]},
+               "category-agree": {"category": [own["masterCategory"]]},
+               "subcategory-agree": {"category": [own["subCategory"]]},
+               "combined-agree": {"gender": [own["gender"]], "category": [own["subCategory"]],
+                                  "baseColour": [own["baseColour"]]},
+               "category-disagree": {"category": [other_master]},
+               "combined-disagree": {"gender": [own["gender"]], "category": [other_sub], "baseColour": ["Black"]}}
+    return {name: {k: v for k, v in f.items() if all(x is not None for x in v)} for name, f in classes.items()}
+
+
+def build_store(args) -> dict:
+    from bench.scale_data import build, read_real
+    from vectorstore import ProductCollection, StoreSettings, make_client
+    real = read_real(Path(args.source_db), MODEL)
+    data = build(real, args.n, args.queries, seed=0)
+    client = make_client(StoreSettings(path=Path(args.store), engine="lancedb"))
+    ProductCollection.drop(client, MODEL)
+    collection = ProductCollection.open(client, MODEL, weights_id="bench", dim=data.vectors.shape[1], create=True)
+    started = time.perf_counter()
+    step = 50_000
+    for start in range(0, len(data.ids), step):
+        collection.write_prepared(data.ids[start:start + step], data.vectors[start:start + step],
+                                  data.metadatas[start:start + step])
+    written = time.perf_counter() - started
+    started = time.perf_counter()
+    collection.tidy()
+    indexed = time.perf_counter() - started
+    queries = [{"vector": v.tolist(), "classes": filter_classes(m, i)} for i, (v, m) in
+               enumerate(zip(data.query_vectors, data.query_metas))]
+    truth = exact_truth(data, queries)
+    from vectorstore import lance_store
+    facts = {"index": lance_store.VECTOR_INDEX, "n": len(data.ids), "write_s": round(written, 1), "index_s": round(indexed, 1), "queries": queries,
+             "truth": truth}
+    (Path(args.store) / "bench.json").write_text(json.dumps(facts))
+    return facts
+
+
+def exact_truth(data, queries) -> list[dict[str, list[str]]]:
+    from bench.scale_data import similarities, top_k
+    from vectorstore.filters import CATEGORY, Filters
+    sims = similarities(np.asarray([q["vector"] for q in queries], dtype=np.float32), data.vectors)
+    truth = []
+    for row, query in enumerate(queries):
+        per_class = {}
+        for name, fields in query["classes"].items():
+            filters = Filters({(CATEGORY if k == "category" else k): tuple(v) for k, v in fields.items()})
+            mask = None if filters.is_empty() else filters.mask(data.frame)
+            per_class[name] = [data.ids[i] for i in top_k(sims[row], mask, 5)]
+        truth.append(per_class)
+    return truth
+
+
+def child(kind: str, store: str) -> None:
+    """One fresh serving-like process; prints a JSON line."""
+    import pandas  # noqa: F401 -- the same imports in every child
+
+    from vectorstore import CATEGORY, Filters, ProductCollection, StoreSettings, make_client
+    out: dict = {"kind": kind}
+    if kind == "bare":
+        out["rss"], out["peak"] = rss()
+    elif kind == "chroma-table":
+        from vectorstore.metadata import MetadataTable
+        collection = ProductCollection.open(make_client(StoreSettings(path=Path(store), engine="lancedb")), MODEL)
+        started = time.perf_counter()
+        frame = MetadataTable(collection.metadata_pages, collection.count).frame()
+        out["load_s"] = round(time.perf_counter() - started, 1)
+        out["rows"] = len(frame)
+        out["rss"], out["peak"] = rss()
+    else:
+        facts = json.loads((Path(store) / "bench.json").read_text())
+        collection = ProductCollection.open(make_client(StoreSettings(path=Path(store), engine="lancedb")), MODEL)
+        started = time.perf_counter()
+        collection.vocabulary()
+        out["vocabulary_s"] = round(time.perf_counter() - started, 2)
+        times: dict[str, list[float]] = {}
+        recall: dict[str, list[float]] = {}
+        for _ in range(2):   # the first pass reads the index's partitions; the second is what serving sees
+            times, recall = {}, {}
+            for query, truth in zip(facts["queries"], facts["truth"]):
+                vector = np.asarray(query["vector"], dtype=np.float32)
+                for name, fields in query["classes"].items():
+                    filters = Filters({(CATEGORY if k == "category" else k): tuple(v) for k, v in fields.items()})
+                    started = time.perf_counter()
+                    hits = collection.search_stored(vector, k=K, filters=filters)
+                    collection.records([h.id for h in hits[:5]])
+                    times.setdefault(name, []).append(time.perf_counter() - started)
+                    want = truth[name]
+                    recall.setdefault(name, []).append(len({h.id for h in hits[:5]} & set(want)) / max(1, len(want)))
+        out["search"] = {name: {"p50_ms": round(1000 * float(np.percentile(t, 50)), 1),
+                                "p95_ms": round(1000 * float(np.percentile(t, 95)), 1),
+                                "recall@5": round(float(np.mean(recall[name])), 3)} for name, t in times.items()}
+        out["rss"], out["peak"] = rss()
+        out["metadata_table_loaded"] = collection.metadata._frame is not None
+    print(json.dumps(out), flush=True)
+
+
+def run_child(kind: str, store: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "bench.serving_memory", "--child", kind, "--store", store],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} child failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--source-db", default="/work/idx/chroma")
+    parser.add_argument("--vector-index", choices=("ivf_hnsw_sq", "ivf_pq"), default=None,
+                        help="the LanceDB vector index to build (default: the adapter's VECTOR_INDEX)")
+    parser.add_argument("--child", choices=("bare", "lancedb", "chroma-table"))
+    args = parser.parse_args()
+    if args.vector_index:
+        from vectorstore import lance_store
+        lance_store.VECTOR_INDEX = args.vector_index
+    if args.child:
+        return child(args.child, args.store)
+    facts_path = Path(args.store) / "bench.json"
+    facts = json.loads(facts_path.read_text()) if facts_path.is_file() else None
+    if facts is None or facts["n"] != args.n or (args.vector_index and facts.get("index") != args.vector_index):
+        facts = build_store(args)
+    print(f"{facts['n']:,} products x 1280-d in {args.store}: written in {facts['write_s']} s, "
+          f"indexes ({facts.get('index')}) built in {facts['index_s']} s (ProductCollection.write_prepared, tidy)")
+    bare, lance, chroma = (run_child(kind, args.store) for kind in ("bare", "lancedb", "chroma-table"))
+    mb = 2 ** 20
+    print(table([{"process": "lancedb serving (search, vocabulary, records)",
+                  "RSS beyond bare MB": round((lance["rss"] - bare["rss"]) / mb),
+                  "peak beyond bare MB": round((lance["peak"] - bare["peak"]) / mb),
+                  "note": f"metadata table loaded: {lance['metadata_table_loaded']}; "
+                          f"vocabulary {lance['vocabulary_s']} s"},
+                 {"process": "chroma serving: its metadata table alone",
+                  "RSS beyond bare MB": round((chroma["rss"] - bare["rss"]) / mb),
+                  "peak beyond bare MB": round((chroma["peak"] - bare["peak"]) / mb),
+                  "note": f"{chroma['rows']:,} rows loaded in {chroma['load_s']} s"}]))
+    print(f"lancedb / chroma table, RSS beyond bare: "
+          f"{(lance['rss'] - bare['rss']) / max(1, chroma['rss'] - bare['rss']):.2f}x")
+    print(table([{"filter": name, **figures} for name, figures in lance["search"].items()]))
+
+
+if __name__ == "__main__":
+    main()
