@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--store", required=True)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--source-db", default="/work/idx/chroma")
+    parser.add_argument("--source-db", default="data/chroma", help="a project index of the catalog, whose real vectors are grown (default: %(default)s)")
     parser.add_argument("--vector-index", choices=("ivf_hnsw_sq", "ivf_pq"), default=None,
                         help="the LanceDB vector index to build (default: the adapter's VECTOR_INDEX)")
     parser.add_argument("--child", choices=("bare", "lancedb", "chroma-table"))

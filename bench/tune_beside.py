@@ -9,7 +9,7 @@ nice 19 (that one running), nice 0 (the other running). Every request is a catal
 to POST /api/recommend and to the chat's own API event (Gradio's `recommend`, the chat's search
 path), one after the other, the chat paced under its upload limit (30 a minute).
 
-    python bench/tune_beside.py --db /work/idx/chroma --catalog ../shared/catalog
+    python bench/tune_beside.py --db data/chroma --catalog ../shared/catalog
 """
 from __future__ import annotations
 

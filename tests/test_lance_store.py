@@ -213,3 +213,15 @@ def test_the_cli_indexes_and_searches_a_lancedb_store(tmp_path, catalog_dir):
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)["results"]
     assert results[0]["id"] == photo.stem
+
+
+def test_the_search_breadth_is_set_by_the_indexer_and_kept(tmp_path):
+    from vectorstore.store import EF_SEARCH
+    client = make_client(StoreSettings(path=tmp_path / "chroma"))
+    made = ProductCollection.open(client, "m", dim=4, create=True)
+    assert made.ef_search == EF_SEARCH
+    made.collection.modify(configuration={"hnsw": {"ef_search": 64}})
+    assert ProductCollection.open(client, "m").ef_search == 64          # a reader changes nothing
+    assert ProductCollection.open(client, "m", create=True).ef_search == EF_SEARCH   # an indexer restores it
+    lance = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    assert ProductCollection.open(lance, "m", dim=4, create=True).ef_search == EF_SEARCH

@@ -40,11 +40,12 @@ CENTER_KEY = "center"
 RUNTIME_KEY = "runtime"
 CENTERED_KEY = "centered"
 WEIGHTS_KEY = "weights"
-# How wide the graph walk of an HNSW search is (a collection note, set when an indexer opens the
-# collection and kept by every later open). Chosen by measurement on realistic data at 150k
-# products, k = 50 as serving asks: the smallest breadth whose recall@5 is >= 0.95 for every
-# filter class, agreeing with the photo or not (bench/scale.py; docs/scale.md).
-EF_SEARCH = 256
+# How wide the graph walk of an HNSW search is (set in the collection's configuration when an
+# indexer opens it, and kept by every later open). Chosen by measurement on realistic data, k = 50
+# as serving asks: the worst filter class (a category that disagrees with the photo) had recall@5
+# 0.859 / 0.908 / 0.949 at 64 / 128 / 256 with 150k products, and 0.984 at 512 with 20k; every
+# other class >= 0.99 from 64 (bench/scale.py; docs/scale.md).
+EF_SEARCH = 512
 
 
 def collection_name(model: str, slot: str | None = None) -> str:
