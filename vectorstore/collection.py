@@ -222,7 +222,12 @@ class ProductCollection(ABC):
 
     @property
     def center(self) -> np.ndarray | None:
-        return decode_center(self.notes.get(CENTER_KEY))
+        # Every query is prepared with it: decoded once per note, not per search.
+        text = self.notes.get(CENTER_KEY)
+        cached = getattr(self, "_center_of", None)
+        if cached is None or cached[0] != text:
+            cached = self._center_of = (text, decode_center(text))
+        return cached[1]
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
         """An embedder's unit vectors as this collection stores and compares them."""
