@@ -17,6 +17,7 @@ catalog, relit by the generators). Weight 0 is today's order.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import time
 from dataclasses import replace
@@ -119,16 +120,19 @@ def sweep(args) -> None:
     for name, queries, scorer in sets:
         vectors = searcher.embed(args.embedder, [q[0] for q in queries])
         readings = [colour_model.probabilities(q[0]) for q in queries]
-        for floor in [float(f) for f in args.floors.split(",")]:
-            for weight in [float(w) for w in args.weights_grid.split(",")]:
-                searcher.rerank = replace(RerankSettings(), colour_weight=weight, colour_floor=floor)
-                answers = [[r.metadata for r in searcher.search_vector(args.embedder, v, 5, exclude=q[2],
-                                                                       colour=p).results]
-                           for v, q, p in zip(vectors, queries, readings)]
-                scores = scorer(answers)
-                rows.append({"queries": f"{name} ({len(queries)})", "weight": weight, "floor": floor,
-                             **{f"P@5 {k}": f"{v:.3f}" for k, v in scores.items()}})
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
+        for floor, weight, candidates in itertools.product([float(f) for f in args.floors.split(",")],
+                                                           [float(w) for w in args.weights_grid.split(",")],
+                                                           [int(c) for c in args.candidates.split(",")]):
+            searcher.rerank = replace(RerankSettings(), colour_weight=weight, colour_floor=floor,
+                                      candidates=candidates)
+            answers = [[r.metadata for r in searcher.search_vector(args.embedder, v, 5, exclude=q[2],
+                                                                   colour=p).results]
+                       for v, q, p in zip(vectors, queries, readings)]
+            scores = scorer(answers)
+            rows.append({"queries": f"{name} ({len(queries)})", "weight": weight, "floor": floor,
+                         "candidates": candidates,
+                         **{f"P@5 {k}": f"{v:.3f}" for k, v in scores.items()}})
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
 
 
@@ -150,6 +154,7 @@ def main() -> None:
     p.add_argument("--weights", default="imagenet")
     p.add_argument("--weights-grid", default="0,0.01,0.02,0.03,0.05,0.1")
     p.add_argument("--floors", default="0.01")
+    p.add_argument("--candidates", default="50", help="how many nearest products are reordered: N,N,...")
     p.add_argument("--styles", default="cutout,handheld")
     p.add_argument("--limit", type=int, help="at most this many held-out products per style")
     p.set_defaults(func=sweep)

@@ -16,7 +16,7 @@ import numpy as np
 from bench.common import DEFAULT_CATALOG, ROOT, add_search_arguments, table
 from catalog.street import street_photos
 from embedding.builder import EmbedderBuilder
-from embedding.garments import SHIPPED_FILE, GarmentParser, box_iou
+from embedding.garments import GARMENT_CLASSES, SHIPPED_FILE, GarmentParser, box_iou
 from evaluation.street import held_out_of
 from operations import LookSettings, SearchPolicy, find_the_look
 from search import Searcher
@@ -43,7 +43,7 @@ def main() -> None:
                         parser_factory=lambda: GarmentParser.load(Path(args.parser)))
     policy = SearchPolicy(models=(args.model,), default_model=args.model)
     rng = random.Random(1)
-    on, off, found = [], [], []
+    on, off, found, right = [], [], [], []
     from PIL import Image
     for _ in range(args.n):
         product, index = rng.choice(products)
@@ -55,15 +55,17 @@ def main() -> None:
         match = max((f for f in look.items if f.item is not None), key=lambda f: box_iou(f.item.box, box), default=None)
         hit = match is not None and box_iou(match.item.box, box) >= 0.3
         found.append(hit)
+        right.append(hit and match.kind == GARMENT_CLASSES[index].name)
         results = match.answer.results if hit else look.first.results
         on.append(np.mean([r.get("articleType") == product.articleType for r in results]))
         whole = find_the_look(searcher, policy, data.getvalue(), settings=LookSettings(items=False))
         off.append(np.mean([r.get("articleType") == product.articleType for r in whole.first.results]))
     print(f"{args.n} held-out products pasted at {area[0]:.0%}-{area[1]:.0%} of held-out street scenes, {args.model}")
     print(table([{"search": "items on (the item found on the product)", "P@5 articleType": round(float(np.mean(on)), 3),
-                  "product found (box IoU >= 0.3)": round(float(np.mean(found)), 3)},
+                  "product found (box IoU >= 0.3)": round(float(np.mean(found)), 3),
+                  "found as its own kind": round(float(np.mean(right)), 3)},
                  {"search": "items off (the whole photo)", "P@5 articleType": round(float(np.mean(off)), 3),
-                  "product found (box IoU >= 0.3)": ""}]))
+                  "product found (box IoU >= 0.3)": "", "found as its own kind": ""}]))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def _add_store(p: argparse.ArgumentParser) -> None:
                    help="on (default): reorder the nearest products by how likely each one's articleType "
                         "and colour are for the query, from the labels of its nearest products and, with a "
                         "fine-tuned weights file, its classifiers; off: cosine order only")
+    p.add_argument("--rerank-candidates", type=int, default=None,
+                   help="how many nearest products are reordered (default: the search's own, RerankSettings)")
     p.add_argument("--zoom", default="on", choices=("on", "off"),
                    help="on (default): a shopper's photo that is not a studio shot is also searched zoomed in "
                         "on its centre (80%% and 65%% of each side), the views' embeddings averaged, so a "
@@ -264,10 +266,13 @@ def _add_train_parser_command(sub) -> None:
     p.add_argument("--photos", default="../shared/photos/street",
                    help="images/, masks/ and labels.csv (default: %(default)s)")
     p.add_argument("--out", default="embedding/garment_parser.pt", help="default: %(default)s (the shipped file)")
-    p.add_argument("--catalog", help="a catalog whose bags, shoes, watches... are pasted small onto the street "
-                                     "scenes as extra training photos (default: none; measured in docs/figures.md)")
-    p.add_argument("--composites", type=int, default=500, help="with --catalog: how many (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--catalog", default="../shared/catalog",
+                   help="a catalog whose bags, shoes, watches... are pasted small onto the street scenes as extra "
+                        "training photos, so a product small in a busy photo is found (default: %(default)s; "
+                        "'none': street photos alone; measured in docs/figures.md)")
+    p.add_argument("--composites", type=int, default=728,
+                   help="with --catalog: how many (default: %(default)s, one per training photo)")
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="the first N photos only (a quick trial)")

@@ -190,11 +190,11 @@ def _index_hint(args) -> str:
 
 
 def _searching(args, parser_file: str | None = None) -> Searching:
-    from search import AS_IS, NO_RERANK, QueryViews, RerankSettings
+    from search import AS_IS, QueryViews
     parser_file = parser_file or getattr(args, "parser", None)
     colour_file = getattr(args, "colour_model", None)
     return Searching(store=_store(args), builder=_builder(args),
-                     rerank=RerankSettings() if args.rerank == "on" else NO_RERANK,
+                     rerank=_rerank(args),
                      query_views=QueryViews() if args.zoom == "on" else AS_IS,
                      items=getattr(args, "items", "on") == "on", parser_file=Path(parser_file) if parser_file else None,
                      colour=getattr(args, "colour", "on") == "on",
@@ -263,10 +263,17 @@ def _tune_status(args) -> TuneStatusCommand:
     return TuneStatusCommand(weights_dir=Path(args.weights_dir), model=check_model_name(args.model))
 
 
+def _rerank(args):
+    from search import NO_RERANK, RerankSettings
+    if args.rerank == "off":
+        return NO_RERANK
+    return RerankSettings(candidates=args.rerank_candidates) if args.rerank_candidates else RerankSettings()
+
+
 def _evaluate(args) -> EvaluateCommand:
     from catalog.variants import ImageVariant
     from evaluation import EvaluationSettings
-    from search import AS_IS, NO_RERANK, QueryViews, RerankSettings
+    from search import AS_IS, QueryViews
     out = Path(args.out)
     evaluation = EvaluationSettings(
         catalog=Path(args.catalog), store=_store(args), models=_models(args.models),
@@ -278,7 +285,7 @@ def _evaluate(args) -> EvaluateCommand:
                              jpeg_quality=args.jpeg_quality, background=args.background),
         variant_dir=Path(args.variant_dir) if args.variant_dir else out / "catalog-variant",
         input_size=args.input_size, framing=args.framing,
-        rerank=RerankSettings() if args.rerank == "on" else NO_RERANK,
+        rerank=_rerank(args),
         query_views=QueryViews() if args.zoom == "on" else AS_IS,
         photos=Path(args.photos) if args.photos else None, colour_preference=args.colour == "on",
         colour_model=Path(args.colour_model) if args.colour_model else None, show_progress=not args.quiet,
@@ -334,7 +341,8 @@ def _train_parser(args) -> ParserSettings:
     from training.parser import ParserSettings
     return ParserSettings(
         photos=Path(args.photos), out=Path(args.out), epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, limit=args.limit, threads=args.threads, catalog=Path(args.catalog) if args.catalog else None,
+        seed=args.seed, limit=args.limit, threads=args.threads,
+        catalog=Path(args.catalog) if args.catalog and args.catalog.lower() != "none" else None,
         composites=args.composites, **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 from torch import nn
 
 from catalog.errors import UserError
@@ -34,6 +35,14 @@ class GarmentClass:
     street_labels: tuple[str, ...]  # the street photos' labels it gathers
     min_area: float = 0.004         # share of the photo below which a blob is noise
     countable: bool = True          # "a top", but "shoes", "glasses"
+    # Pieces of the class further apart than this many times the larger one's longer side are
+    # items of their own (`parts_apart`). Worn garments come in pieces (an open jacket's halves
+    # either side of the shirt, two trouser legs) and shoes in pairs: one item within a side.
+    # An accessory apart from another is a second one (a bag in the hand, a watch on a table).
+    apart: float = 0.5
+    # Worn in pairs: two pieces side by side (level with each other) within a side are one item,
+    # the shoes of one person; a shoe elsewhere in the photo is another.
+    pairs: bool = False
 
     def phrase(self, colour: str | None = None) -> str:
         """How the chat names an item: "a navy top", "brown shoes", "an orange bag"."""
@@ -47,17 +56,18 @@ class GarmentClass:
 GARMENT_CLASSES: tuple[GarmentClass, ...] = (
     GarmentClass("background", "", (), ()),
     GarmentClass("top", "Topwear", ("Topwear",),
-                 ("blouse", "shirt", "t-shirt", "top", "sweater", "sweatshirt", "jumper", "hoodie", "vest")),
+                 ("blouse", "shirt", "t-shirt", "top", "sweater", "sweatshirt", "jumper", "hoodie", "vest"),
+                 apart=1.0),
     # Outer layers are their own item, not merged with what is under them.
     GarmentClass("jacket or coat", "Topwear",
                  ("Jackets", "Blazers", "Coats", "Rain Jacket", "Nehru Jackets", "Shrug", "Waistcoat", "Sweaters"),
-                 ("blazer", "coat", "jacket", "cape", "suit", "cardigan")),
+                 ("blazer", "coat", "jacket", "cape", "suit", "cardigan"), apart=1.0),
     GarmentClass("trousers or skirt", "Bottomwear", ("Bottomwear",),
-                 ("jeans", "pants", "shorts", "skirt", "leggings"), countable=False),
-    GarmentClass("dress", "Dress", ("Dress", "Dresses", "Jumpsuit"), ("dress", "romper", "bodysuit")),
+                 ("jeans", "pants", "shorts", "skirt", "leggings"), countable=False, apart=1.0),
+    GarmentClass("dress", "Dress", ("Dress", "Dresses", "Jumpsuit"), ("dress", "romper", "bodysuit"), apart=1.0),
     GarmentClass("shoes", "Shoes", ("Footwear",),
                  ("boots", "clogs", "flats", "heels", "loafers", "pumps", "sandals", "shoes", "sneakers", "wedges"),
-                 countable=False),
+                 countable=False, pairs=True),
     GarmentClass("bag", "Bags", ("Bags", "Wallets"), ("bag", "purse", "wallet"), min_area=0.003),
     GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002),
     GarmentClass("glasses", "Eyewear", ("Eyewear",), ("glasses", "sunglasses"), min_area=0.0008, countable=False),
@@ -272,23 +282,64 @@ def new_head(backbone: Backbone | None = None) -> GarmentHead:
 
 
 def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Item]:
-    """One item per class present: its pixels (small specks opened away), their extent between
-    the 1st and 99th percentile (a stray blob does not stretch the box), their mean confidence."""
+    """The items of every class present: its pixels (small specks opened away) in parts that lie
+    apart (a bag in the hand and another on the floor are two items), each part's extent between
+    the 1st and 99th percentile (a stray blob does not stretch the box), its mean confidence."""
     labels = probabilities.argmax(0)
     items = []
     for index, garment in enumerate(GARMENT_CLASSES):
         if index == 0:
             continue
-        mask = _opened(labels == index)
-        area = float(mask.float().mean())
-        if area < garment.min_area:
-            continue
-        score = float(probabilities[index][mask].mean())
-        if score < min_score:
-            continue
-        items.append(Item(garment.name, garment.label, garment.search_categories, mask_box(mask.numpy()), score,
-                          area, mask.numpy()))
+        for part in parts_apart(_opened(labels == index).numpy(), garment.apart, garment.pairs):
+            area = float(part.mean())
+            if area < garment.min_area:
+                continue
+            score = float(probabilities[index][torch.from_numpy(part)].mean())
+            if score < min_score:
+                continue
+            items.append(Item(garment.name, garment.label, garment.search_categories, mask_box(part), score,
+                              area, part))
     return sorted(items, key=lambda item: -item.area)
+
+
+def parts_apart(mask: np.ndarray, apart: float = 1.0, pairs: bool = False) -> list[np.ndarray]:
+    """`mask` split into the parts that lie apart: connected pieces whose boxes are nearer to each
+    other than `apart` times the larger one's longer side stay one part (a coat cut in two by an
+    arm), and with `pairs` two pieces level with each other within a side (the shoes of a pair),
+    so only an item that stands apart, like a second bag, becomes its own part."""
+    pieces, count = ndimage.label(mask)
+    if count <= 1:
+        return [mask] if count else []
+    boxes = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(pieces)]
+    group = list(range(count))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            i = group[i]
+        return i
+    for i in range(count):
+        for j in range(i + 1, count):
+            side = max(_side(boxes[i]), _side(boxes[j]))
+            reach = side if pairs and _level(boxes[i], boxes[j]) else apart * side
+            if _gap(boxes[i], boxes[j]) < reach:
+                group[root(j)] = root(i)
+    roots = [root(i) for i in range(count)]
+    return [np.isin(pieces, [i + 1 for i in range(count) if roots[i] == r]) for r in sorted(set(roots))]
+
+
+def _level(a, b) -> bool:
+    """Whether two boxes lie side by side: their heights overlap by half the lower one's."""
+    overlap = min(a[3], b[3]) - max(a[1], b[1])
+    return overlap >= 0.5 * min(a[3] - a[1], b[3] - b[1])
+
+
+def _gap(a, b) -> int:
+    """Pixels between two boxes (x0, y0, x1, y1) along the axis they are furthest apart on."""
+    return max(a[0] - b[2], b[0] - a[2], a[1] - b[3], b[1] - a[3], 0)
+
+
+def _side(box) -> int:
+    return max(box[2] - box[0], box[3] - box[1])
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -320,4 +371,4 @@ def _opened(mask: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["GARMENT_CLASSES", "CLASS_NAMES", "BY_NAME", "describe_items", "Backbone", "GarmentClass", "GarmentHead", "GarmentParser", "Item",
-           "SHIPPED_FILE", "box_iou", "items_from", "mask_box", "new_head", "parser_input", "street_label_table"]
+           "SHIPPED_FILE", "box_iou", "items_from", "parts_apart", "mask_box", "new_head", "parser_input", "street_label_table"]

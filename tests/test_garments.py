@@ -87,6 +87,31 @@ def test_training_runs_end_to_end_and_reports_held_out_figures(trained_parser):
     assert figures["garment_recall"] >= 0.6
 
 
+def test_training_pastes_catalog_products_onto_the_scenes_and_refuses_a_missing_catalog(tmp_path):
+    import torch
+
+    from catalog.errors import UserError
+    from tests.conftest import make_catalog
+    from training.parser import ParserSettings, train_parser
+    folder = make_street(tmp_path / "street", 8)
+    catalog = make_catalog(tmp_path / "catalog", per_kind=3)
+    out = tmp_path / "parser.pt"
+    train_parser(ParserSettings(photos=folder, out=out, epochs=1, batch_size=8, held_out=0.25, catalog=catalog,
+                                composites=6, cache_dir=tmp_path / "cache"))
+    state = torch.load(out, weights_only=True)
+    assert state["settings"]["composites"] == 6 and state["settings"]["catalog"] == str(catalog)
+    # The street photos' features and the composites' (each with its mirror image), cached apart.
+    cached = [torch.load(f, weights_only=True) for f in sorted((tmp_path / "cache").glob("*.pt"))]
+    trained = 8 - len(state["held_out"])
+    assert trained != 6 and sorted(len(c["target"]) for c in cached) == sorted([2 * 6, 2 * trained])
+    # A pasted product's pixels carry its class (bags, shoes, watches here), not the scene's
+    # (the scenes hold tops, trousers and shoes).
+    composite = next(c for c in cached if len(c["target"]) == 2 * 6)
+    assert any(len(set(t.unique().tolist()) - {0, 1, 2, 5}) for t in composite["target"])
+    with pytest.raises(UserError, match="no catalog"):
+        ParserSettings(photos=folder, out=out, catalog=tmp_path / "nowhere")
+
+
 def test_items_are_found_where_the_garments_are(trained_parser):
     from embedding.garments import GarmentParser, box_iou
     parser = GarmentParser.load(trained_parser[0])
@@ -263,3 +288,42 @@ def test_street_garments_become_labelled_cut_outs_for_fine_tuning(tmp_path):
     x0, y0, x1, y1 = boxes["top"]
     width, height = photo_image(shirt).size   # the top's box with a margin, not the photo
     assert 0.9 < width / ((x1 - x0) * 200 * 1.12) < 1.1 and 0.9 < height / ((y1 - y0) * 300 * 1.12) < 1.1
+
+
+def _probabilities(classes: int, size: tuple[int, int], regions: dict):
+    """A parser's output with each class's rectangles (x0, y0, x1, y1 in pixels) sure of it."""
+    import torch
+    height, width = size
+    logits = torch.zeros(classes, height, width)
+    logits[0] = 5.0
+    for index, boxes in regions.items():
+        for x0, y0, x1, y1 in boxes:
+            logits[index, y0:y1, x0:x1] = 10.0
+    return logits.softmax(0)
+
+
+def test_a_second_bag_or_shoe_apart_from_the_first_is_an_item_of_its_own_and_a_pair_of_shoes_stays_one():
+    from embedding.garments import BY_NAME, GARMENT_CLASSES, box_iou, items_from
+    index = {g.name: i for i, g in enumerate(GARMENT_CLASSES)}
+    height, width = 224, 144
+    carried, on_the_floor = (10, 60, 40, 100), (100, 180, 136, 215)
+    # a pair a little apart (one foot forward), and a shoe on a shelf across the photo
+    left_shoe, right_shoe, on_a_shelf = (40, 200, 58, 214), (72, 203, 90, 217), (110, 120, 128, 134)
+    probabilities = _probabilities(len(GARMENT_CLASSES), (height, width),
+                                   {index["bag"]: [carried, on_the_floor],
+                                    index["shoes"]: [left_shoe, right_shoe, on_a_shelf]})
+    items = items_from(probabilities)
+    bags = sorted((i for i in items if i.kind == "bag"), key=lambda i: i.box[0])
+    shoes = sorted((i for i in items if i.kind == "shoes"), key=lambda i: i.box[0])
+    assert len(bags) == 2 and len(shoes) == 2, [(i.kind, i.box) for i in items]
+
+    def fraction(box):
+        return (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
+    assert box_iou(bags[0].box, fraction(carried)) > 0.8
+    assert box_iou(bags[1].box, fraction(on_the_floor)) > 0.8
+    assert box_iou(shoes[0].box, fraction((40, 200, 90, 217))) > 0.8
+    assert box_iou(shoes[1].box, fraction(on_a_shelf)) > 0.8
+    # each part carries its own pixels, so each is cut out and coloured alone
+    assert not (bags[0].mask & bags[1].mask).any()
+    assert bags[0].mask.sum() == (carried[2] - carried[0]) * (carried[3] - carried[1])
+    assert BY_NAME["bag"].label == bags[0].label

@@ -41,7 +41,7 @@ from training.checkpoint import atomic_save, load_checkpoint
 class ParserSettings:
     photos: Path                 # a folder with images/, masks/ and labels.csv (the street photos' layout)
     out: Path = Path("embedding/garment_parser.pt")
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -55,13 +55,16 @@ class ParserSettings:
     cache_dir: Path = Path.home() / ".cache" / "visual-shop-assistant" / "parser-features"
     # Catalog cut-outs pasted small onto the training scenes (training/composites.py); None: none.
     catalog: Path | None = None
-    composites: int = 500
+    composites: int = 728
 
     def __post_init__(self):
         if not (self.photos / "labels.csv").is_file() or not (self.photos / "masks").is_dir():
             raise UserError(f"{self.photos}: expected labels.csv, images/ and masks/ (the street photos' layout)")
         if self.epochs < 1 or self.batch_size < 1 or not 0 < self.held_out < 1:
             raise UserError("epochs and batch size must be at least 1, held_out between 0 and 1")
+        if self.catalog is not None and not (self.catalog / "styles.csv").is_file():
+            raise UserError(f"{self.catalog}: no catalog there (styles.csv) to paste products from; "
+                            "--catalog none trains on the street photos alone")
 
     def identity(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "threads": self.threads,
@@ -235,14 +238,14 @@ def evaluate_parser(head, backbone: Backbone, photos: list[Photo], table: np.nda
             p, t = predicted == c, target == c
             intersection[c] += (p & t).sum()
             union[c] += (p | t).sum()
-        items = {item.kind: item.box for item in items_from(probabilities)}
+        items = items_from(probabilities)
         for c, garment in enumerate(GARMENT_CLASSES[1:], start=1):
             where = (target == c).numpy()
             if where.mean() < garment.min_area:
                 continue
             truth = mask_box(where)
             labelled[c] += 1
-            found[c] += garment.name in items and box_iou(items[garment.name], truth) >= 0.4
+            found[c] += any(item.kind == garment.name and box_iou(item.box, truth) >= 0.4 for item in items)
     iou = (intersection / union.clamp_min(1)).tolist()
     per_class = {GARMENT_CLASSES[c].name: {"iou": round(iou[c], 3), "garments": int(labelled[c]),
                                            "found": round(float(found[c] / labelled[c]), 3) if labelled[c] else None}
