@@ -179,15 +179,14 @@ class ChatEvents:
         pictures = self.thumbnails.of(query.path, [item.box for item in query.items], self.limits)
         if not pictures:
             return gr.update(value=[], visible=False)
-        captions = [item.kind for item in query.items]
-        return gr.update(value=list(zip(pictures, captions)), visible=True, selected_index=query.item)
+        return gr.update(value=list(zip(pictures, item_names(query))), visible=True, selected_index=query.item)
 
     def on_item(self, history: list, state: ChatState, event: gr.SelectData):
         index = int(event.index) if event is not None and event.index is not None else -1
         query = state.query
         if query is None or not 0 <= index < len(query.items) or index == query.item:
             return self.finish(history, state)
-        said = {"role": "user", "content": f"Search the {query.items[index].kind}"}
+        said = {"role": "user", "content": f"Search the {item_names(query)[index]}"}
         return self.respond(history, state, lambda s: self.assistant.search_item(s, index), said=(said,))
 
     def respond(self, history: list, state: ChatState, turn, said: tuple = (), shown: list | None = None) -> tuple:
@@ -306,3 +305,9 @@ def recommend_json(assistant: Assistant, image: str | None, model: str | None = 
                 "items": [found.to_json(public_result) for found in look.items]}
     except Exception as exc:
         return {"query": query, "error": assistant.explain(exc, model or assistant.settings.policy.default_model)}
+
+
+def item_names(query) -> list[str]:
+    """Each found item as the shopper would tell it from the others: "black bag", "brown bag"."""
+    colours = list(query.colours) or [None] * len(query.items)
+    return [f"{colour.lower()} {item.kind}" if colour else item.kind for item, colour in zip(query.items, colours)]

@@ -328,7 +328,7 @@ def parts_apart(mask: np.ndarray, apart: float = 1.0, pairs: bool = False) -> li
 
 
 def _level(a, b) -> bool:
-    """Whether two boxes lie side by side: their heights overlap by half the lower one's."""
+    """Whether two boxes lie side by side: their rows overlap by half the shorter one's height."""
     overlap = min(a[3], b[3]) - max(a[1], b[1])
     return overlap >= 0.5 * min(a[3] - a[1], b[3] - b[1])
 

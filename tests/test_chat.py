@@ -412,3 +412,13 @@ def test_product_links_quote_the_id_into_the_template(first):
     assert links["target"] == "_blank" and len(links["urls"]) == len(state.seen)
     # without a template the cards link to the picture (the page decides): no product URLs
     assert json.loads(product_links(state, SETTINGS))["urls"] == {}
+
+
+def test_two_items_of_one_kind_are_told_apart_by_their_colour():
+    from types import SimpleNamespace
+
+    from assistant.events import item_names
+    bags = SimpleNamespace(items=[SimpleNamespace(kind="bag"), SimpleNamespace(kind="bag"),
+                                  SimpleNamespace(kind="shoes")], colours=("Black", "Navy Blue", None))
+    assert item_names(bags) == ["black bag", "navy blue bag", "shoes"]
+    assert item_names(SimpleNamespace(items=[SimpleNamespace(kind="top")], colours=())) == ["top"]
