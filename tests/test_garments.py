@@ -327,3 +327,15 @@ def test_a_second_bag_or_shoe_apart_from_the_first_is_an_item_of_its_own_and_a_p
     assert not (bags[0].mask & bags[1].mask).any()
     assert bags[0].mask.sum() == (carried[2] - carried[0]) * (carried[3] - carried[1])
     assert BY_NAME["bag"].label == bags[0].label
+
+
+def test_thousands_of_specks_close_together_are_one_part_and_far_groups_two():
+    from embedding.garments import parts_apart
+    speckled = np.zeros((224, 144), dtype=bool)
+    for y in range(0, 100, 4):
+        for x in range(0, 144, 4):
+            speckled[y:y + 3, x:x + 3] = True  # 900 pieces, a pixel apart
+    speckled[200:220, 60:80] = True             # a block far below them
+    parts = parts_apart(speckled, 0.5)
+    assert sorted(int(p.sum()) for p in parts) == [400, 25 * 36 * 9]
+    assert not np.logical_and(*parts).any() and np.logical_or(*parts).sum() == speckled.sum()
