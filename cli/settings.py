@@ -267,7 +267,7 @@ def _rerank(args):
     from search import NO_RERANK, RerankSettings
     if args.rerank == "off":
         return NO_RERANK
-    return RerankSettings(candidates=args.rerank_candidates) if args.rerank_candidates else RerankSettings()
+    return RerankSettings() if args.rerank_candidates is None else RerankSettings(candidates=args.rerank_candidates)
 
 
 def _evaluate(args) -> EvaluateCommand:
