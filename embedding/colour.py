@@ -34,6 +34,13 @@ from embedding.stable_npz import save_stable
 DEFAULT_PATH = Path(__file__).with_name("colour_model.npz")
 # Standardised features are clipped to +- this many spreads.
 CLIP = 5.0
+# The border shows the light only when it could be a white wall under some light. The light the
+# model learned under casts a white backdrop up to about 33 in Lab chroma (training/colour.py's
+# LightSettings; a test holds the two together); a border more coloured than this limit is a
+# coloured surface (a red sheet under a white T-shirt), not a cast to discount, so the item is
+# read as if under neutral light, the border taken for the studio's white.
+BORDER_LIGHT_CHROMA = 36.0
+STUDIO_WHITE = np.array([95.0, 0.0, 0.0], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,10 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs) -> np.ndarr
     return values[order][np.searchsorted(cumulative, np.asarray(qs) * cumulative[-1]).clip(0, len(values) - 1)]
 
 
+# Where features_of puts the item's mean Lab and the border's colour (both / 50).
+_MEAN, _BORDER = slice(-17, -14), slice(-3, None)
+
+
 def features_of(pixels: np.ndarray, mask: np.ndarray | None, settings: ColourFeatureSettings) -> np.ndarray:
     """The feature vector of a thumbnail's item (float32, `settings.size` long)."""
     lab = rgb_to_lab(pixels)
@@ -170,6 +181,21 @@ def features_of(pixels: np.ndarray, mask: np.ndarray | None, settings: ColourFea
 def image_features(image: Image.Image, mask: np.ndarray | None, settings: ColourFeatureSettings) -> np.ndarray:
     pixels, small_mask = thumbnail(image, mask, settings.side)
     return features_of(pixels, small_mask, settings)
+
+
+def border_as_light(features: np.ndarray, settings: ColourFeatureSettings,
+                    limit: float = BORDER_LIGHT_CHROMA) -> np.ndarray:
+    """The features with a backdrop too coloured to be a cast (see BORDER_LIGHT_CHROMA) taken
+    for the studio's white; other features as they are. A border of the item's own colour (a
+    close-up filling the frame) is the item, not a backdrop, and stays."""
+    border, mean = features[..., _BORDER] * 50, features[..., _MEAN] * 50
+    backdrop = np.linalg.norm(border - mean, axis=-1) > settings.foreground_distance
+    coloured = backdrop & (np.hypot(border[..., 1], border[..., 2]) > limit)
+    if not coloured.any():
+        return features
+    features = features.copy()
+    features[coloured, _BORDER] = STUDIO_WHITE / 50
+    return features
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -230,17 +256,22 @@ class ColourModel:
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
+    def features(self, image: Image.Image, mask: np.ndarray | None = None) -> np.ndarray:
+        """The item's features as a reading takes them (the border judged as light or not)."""
+        return border_as_light(image_features(image, mask, self.settings), self.settings)
+
     def probabilities(self, image: Image.Image, mask: np.ndarray | None = None) -> dict[str, float]:
         """p(colour) for the item: the pixels under `mask` (boolean, the image's height x
         width), else the photo's foreground. Sums to 1 over the catalog's colours."""
-        p = self.probabilities_of(image_features(image, mask, self.settings))[0]
+        p = self.probabilities_of(self.features(image, mask))[0]
         return {colour: float(v) for colour, v in zip(self.colours, p)}
 
     def name(self, image: Image.Image, mask: np.ndarray | None = None) -> str:
         """The most likely colour, a catalog value such as "Navy Blue"."""
-        p = self.probabilities_of(image_features(image, mask, self.settings))[0]
+        p = self.probabilities_of(self.features(image, mask))[0]
         return self.colours[int(np.argmax(p))]
 
 
-__all__ = ["ColourFeatureSettings", "ColourModel", "DEFAULT_PATH", "image_features", "features_of",
+__all__ = ["BORDER_LIGHT_CHROMA", "ColourFeatureSettings", "ColourModel", "DEFAULT_PATH", "border_as_light",
+           "image_features", "features_of",
            "item_weights", "rgb_to_lab", "thumbnail"]

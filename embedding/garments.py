@@ -44,6 +44,9 @@ class GarmentClass:
     # Worn in pairs: two pieces side by side (level with each other) within a side are one item,
     # the shoes of one person; a shoe elsewhere in the photo is another.
     pairs: bool = False
+    # Where a standing person wears it, head (0) to feet (3); None for what moves about (a bag
+    # in the hand or on the shoulder). A worn outfit shows its items in this order top to bottom.
+    height: float | None = None
 
     def phrase(self, colour: str | None = None) -> str:
         """How the chat names an item: "a navy top", "brown shoes", "an orange bag"."""
@@ -58,20 +61,22 @@ GARMENT_CLASSES: tuple[GarmentClass, ...] = (
     GarmentClass("background", "", (), ()),
     GarmentClass("top", "Topwear", ("Topwear",),
                  ("blouse", "shirt", "t-shirt", "top", "sweater", "sweatshirt", "jumper", "hoodie", "vest"),
-                 apart=1.0),
+                 apart=1.0, height=1),
     # Outer layers are their own item, not merged with what is under them.
     GarmentClass("jacket or coat", "Topwear",
                  ("Jackets", "Blazers", "Coats", "Rain Jacket", "Nehru Jackets", "Shrug", "Waistcoat", "Sweaters"),
-                 ("blazer", "coat", "jacket", "cape", "suit", "cardigan"), apart=1.0),
+                 ("blazer", "coat", "jacket", "cape", "suit", "cardigan"), apart=1.0, height=1),
     GarmentClass("trousers or skirt", "Bottomwear", ("Bottomwear",),
-                 ("jeans", "pants", "shorts", "skirt", "leggings"), countable=False, apart=1.0),
-    GarmentClass("dress", "Dress", ("Dress", "Dresses", "Jumpsuit"), ("dress", "romper", "bodysuit"), apart=1.0),
+                 ("jeans", "pants", "shorts", "skirt", "leggings"), countable=False, apart=1.0, height=2),
+    GarmentClass("dress", "Dress", ("Dress", "Dresses", "Jumpsuit"), ("dress", "romper", "bodysuit"), apart=1.0,
+                 height=1.5),
     GarmentClass("shoes", "Shoes", ("Footwear",),
                  ("boots", "clogs", "flats", "heels", "loafers", "pumps", "sandals", "shoes", "sneakers", "wedges"),
-                 countable=False, pairs=True),
+                 countable=False, pairs=True, height=3),
     GarmentClass("bag", "Bags", ("Bags", "Wallets"), ("bag", "purse", "wallet"), min_area=0.003),
-    GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002),
-    GarmentClass("glasses", "Eyewear", ("Eyewear",), ("glasses", "sunglasses"), min_area=0.0008, countable=False),
+    GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002, height=0),
+    GarmentClass("glasses", "Eyewear", ("Eyewear",), ("glasses", "sunglasses"), min_area=0.0008, countable=False,
+                 height=0),
     GarmentClass("belt", "Belts", ("Belts",), ("belt",), min_area=0.001),
     GarmentClass("scarf or tie", "Scarves", ("Scarves", "Ties", "Mufflers", "Stoles"), ("scarf", "tie"),
                  min_area=0.002),
@@ -217,6 +222,11 @@ class Item:
     score: float
     area: float
     mask: np.ndarray
+
+    @property
+    def height(self) -> float | None:
+        """Where a standing person wears it (GarmentClass.height)."""
+        return BY_NAME[self.kind].height
 
     def cut_out(self, image: Image.Image, margin: float = 0.06) -> Image.Image:
         """The item as the catalog shows products: its box (with a margin), everything outside

@@ -8,6 +8,7 @@ before; one with nothing in it at all (blank, a sliver, a few pixels) is refused
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,12 +83,14 @@ class LookSettings:
     than `min_side` pixels, longer than `max_aspect`:1, or flatter than `min_contrast` (the
     standard deviation of its grey levels) shows no product."""
     items: bool = True
-    # A worn outfit: at least `outfit_items` items the parser is this sure of. Only then are
-    # items searched one by one: on a garment laid flat or held up (photos unlike the street
-    # photos it learned from) its guesses are unsure and often of the wrong kind, and the
-    # whole photo finds the product better (docs/figures.md: kind P@5 0.68 whole, 0.38 by item).
-    outfit_score: float = 0.8
-    outfit_items: int = 2
+    # A worn outfit: two items the parser is at least `outfit_score` sure of, worn one above
+    # the other as a standing person wears them (a top above trousers, trousers above shoes),
+    # overlapping across and each narrower than `outfit_width` of the photo. Only then are items
+    # searched one by one: on a garment laid flat or held up (photos unlike the street photos it
+    # learned from) its guesses are unsure, of the wrong kind, and spread across the frame, and
+    # the whole photo finds the product better (docs/figures.md: kind P@5 0.68 whole, 0.38 by item).
+    outfit_score: float = 0.7
+    outfit_width: float = 0.6
     min_side: int = 24
     max_aspect: float = 8.0
     min_contrast: float = 6.0
@@ -197,7 +200,22 @@ def items_in(searcher: Searcher, image: Image.Image, settings: LookSettings = Lo
 
 
 def is_outfit(items: list[Item], settings: LookSettings = LookSettings()) -> bool:
-    return sum(item.score >= settings.outfit_score for item in items) >= settings.outfit_items
+    """Whether a person wears the items (see LookSettings.outfit_score)."""
+    worn = [item for item in items if item.score >= settings.outfit_score and item.height is not None
+            and item.box[2] - item.box[0] <= settings.outfit_width]
+    return any(one_above_the_other(a, b) for a, b in itertools.combinations(worn, 2))
+
+
+def one_above_the_other(a: Item, b: Item) -> bool:
+    """Two items worn at different heights of one body: the higher-worn one's middle above the
+    other's, and one's middle within the other's width."""
+    if a.height == b.height:
+        return False
+    upper, lower = (a, b) if a.height < b.height else (b, a)
+    middle = lambda box, i: (box[i] + box[i + 2]) / 2  # noqa: E731
+    across = (upper.box[0] <= middle(lower.box, 0) <= upper.box[2]
+              or lower.box[0] <= middle(upper.box, 0) <= lower.box[2])
+    return middle(upper.box, 1) < middle(lower.box, 1) and across
 
 
 def item_filters(searcher: Searcher, model: str, item: Item | None, wanted: Filters) -> Filters:

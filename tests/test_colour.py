@@ -11,7 +11,15 @@ import pytest
 from PIL import Image, ImageDraw
 
 from catalog.photo_labels import colour_matches, kind_matches, read_photo_folder
-from embedding.colour import DEFAULT_PATH, ColourFeatureSettings, ColourModel, image_features, rgb_to_lab
+from embedding.colour import (
+    BORDER_LIGHT_CHROMA,
+    DEFAULT_PATH,
+    ColourFeatureSettings,
+    ColourModel,
+    border_as_light,
+    image_features,
+    rgb_to_lab,
+)
 from evaluation import EvaluationSettings, run_evaluation
 from evaluation.photos import PhotoOutcome, score_photos
 from search import NO_RERANK, RerankSettings, Searcher, rerank
@@ -103,6 +111,35 @@ def test_the_mask_says_which_pixels_are_the_item(model):
     assert model.name(image, np.fliplr(left)) == "Blue"
     with pytest.raises(ValueError, match="mask of shape"):
         model.probabilities(image, left[:10])
+
+
+@pytest.mark.parametrize("sheet", [(190, 30, 40), (40, 140, 60), (40, 70, 190), (235, 120, 170)])
+def test_a_white_or_grey_garment_on_a_coloured_sheet_is_not_read_as_the_sheets_light(model, sheet):
+    # Taken for the light, a red sheet would make a white T-shirt on it read as red.
+    wrong = {}
+    for colour in ("White", "Grey"):
+        read = model.name(swatch_on_backdrop(SWATCHES[colour], backdrop=sheet))
+        if not colour_matches(colour, read):
+            wrong[colour] = read
+    assert len(wrong) <= 1, wrong
+
+
+def test_the_border_is_light_up_to_the_widest_cast_the_model_learned(model):
+    # The limit sits just above the casts relighting puts on a white wall in training: a border
+    # within it is a wall in some light, beyond it a coloured surface.
+    rng = random.Random(0)
+    casts = [rgb_to_lab(np.asarray(relight(Image.new("RGB", (4, 4), (250, 250, 250)), rng, LightSettings()))[0, 0])
+             for _ in range(2000)]
+    widest = max(float(np.hypot(lab[1], lab[2])) for lab in casts)
+    assert 0.8 * BORDER_LIGHT_CHROMA < widest <= BORDER_LIGHT_CHROMA
+    warm_wall = lit(swatch_on_backdrop(SWATCHES["Navy Blue"]), "warm lamp")
+    features = image_features(warm_wall, None, model.settings)
+    assert np.array_equal(border_as_light(features, model.settings), features)
+    red_sheet = image_features(swatch_on_backdrop(SWATCHES["White"], backdrop=(190, 30, 40)), None, model.settings)
+    assert not np.array_equal(border_as_light(red_sheet, model.settings), red_sheet)
+    # A close-up filling the frame has no backdrop: its border is the item and stays.
+    close_up = image_features(Image.new("RGB", (90, 120), SWATCHES["Red"]), None, model.settings)
+    assert np.array_equal(border_as_light(close_up, model.settings), close_up)
 
 
 def test_probabilities_cover_the_vocabulary_and_sum_to_one(model):

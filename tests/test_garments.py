@@ -339,3 +339,29 @@ def test_thousands_of_specks_close_together_are_one_part_and_far_groups_two():
     parts = parts_apart(speckled, 0.5)
     assert sorted(int(p.sum()) for p in parts) == [400, 25 * 36 * 9]
     assert not np.logical_and(*parts).any() and np.logical_or(*parts).sum() == speckled.sum()
+
+
+def _item(kind: str, box, score: float = 0.9):
+    from embedding.garments import BY_NAME, Item
+    garment = BY_NAME[kind]
+    return Item(kind, garment.label, garment.search_categories, box, score, 0.1, np.zeros((4, 4), dtype=bool))
+
+
+@pytest.mark.parametrize("items, worn", [
+    # a person: a top above trousers above shoes, each narrow
+    ([("top", (0.35, 0.2, 0.6, 0.5)), ("trousers or skirt", (0.37, 0.5, 0.58, 0.85)), ("shoes", (0.38, 0.86, 0.57, 0.95))], True),
+    ([("jacket or coat", (0.3, 0.2, 0.65, 0.6)), ("shoes", (0.4, 0.85, 0.55, 0.97))], True),
+    # the same two, the parser unsure of one
+    ([("jacket or coat", (0.3, 0.2, 0.65, 0.6)), ("shoes", (0.4, 0.85, 0.55, 0.97), 0.6)], False),
+    # a shirt and trousers laid side by side on a bed
+    ([("top", (0.05, 0.3, 0.45, 0.7)), ("trousers or skirt", (0.55, 0.2, 0.95, 0.9))], False),
+    # one garment spread across the frame, read as a top over trousers
+    ([("top", (0.1, 0.1, 0.9, 0.5)), ("trousers or skirt", (0.1, 0.45, 0.9, 0.95))], False),
+    # shoes above trousers: not how a person wears them
+    ([("shoes", (0.4, 0.1, 0.55, 0.3)), ("trousers or skirt", (0.37, 0.4, 0.58, 0.85))], False),
+    # a bag beside a top: a bag goes anywhere, it says nothing of a body
+    ([("bag", (0.3, 0.6, 0.5, 0.8)), ("top", (0.35, 0.2, 0.6, 0.5))], False),
+])
+def test_items_are_searched_one_by_one_only_when_a_person_wears_them(items, worn):
+    from operations.find_the_look import is_outfit
+    assert is_outfit([_item(*spec) for spec in items]) is worn
