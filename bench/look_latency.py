@@ -1,6 +1,7 @@
-"""Shop the look, timed: the garment parser alone per photo, and the whole answer for an outfit
-(parse + cut out + embed + query for every item) beside the whole photo searched as before
-(`items` off), alternately on the same photos so the ratio is of the same moments.
+"""Shop the look, timed: the garment parser alone per photo, on ONNX Runtime (served) and on
+PyTorch, and the whole answer for an outfit (parse + cut out + embed + query for every item)
+beside the whole photo searched as before (`items` off), alternately on the same photos so the
+ratios are of the same moments.
 
     python -m bench.look_latency --db DB --model efficientnet_lite0 --weights imagenet \
         [--photos ../shared/photos/street/images] [--n 40]
@@ -34,12 +35,16 @@ def main() -> None:
     searcher.warm_up([args.model])
     policy = SearchPolicy(models=(args.model,), default_model=args.model)
     garments = searcher.garment_parser()
-    parse, look, whole, items = [], [], [], []
+    eager = GarmentParser.load(runtime="eager")
+    parse, parse_eager, look, whole, items = [], [], [], [], []
     for path in paths:
         image = open_image(path)
         started = time.perf_counter()
         garments.parse(image)
         parse.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        eager.parse(image)
+        parse_eager.append(time.perf_counter() - started)
         started = time.perf_counter()
         found = find_the_look(searcher, policy, str(path))
         look.append(time.perf_counter() - started)
@@ -48,11 +53,13 @@ def main() -> None:
         find_the_look(searcher, policy, str(path), settings=LookSettings(items=False))
         whole.append(time.perf_counter() - started)
     rows = [{"what": name, "p50 ms": round(pct(v, 50) * 1000), "p95 ms": round(pct(v, 95) * 1000)}
-            for name, v in (("parse only", parse), ("items on (whole answer)", look), ("items off (whole photo)", whole))]
+            for name, v in ((f"parse only ({garments.runtime})", parse), ("parse only (eager)", parse_eager),
+                            ("items on (whole answer)", look), ("items off (whole photo)", whole))]
     print(f"{len(paths)} photos, {sum(items) / max(1, len(items)):.1f} items each on average, model {args.model}")
     print(table(rows))
-    ratios = sorted(a / b for a, b in zip(look, whole))
-    print(f"items on / items off, pair by pair: median {ratios[len(ratios) // 2]:.2f}x")
+    for name, a, b in (("items on / items off", look, whole), (f"parse eager / {garments.runtime}", parse_eager, parse)):
+        ratios = sorted(x / y for x, y in zip(a, b))
+        print(f"{name}, pair by pair: median {ratios[len(ratios) // 2]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -47,11 +47,13 @@ class Searching:
     index_hint: str = ""
 
     def parser_factory(self) -> Callable[[], object] | None:
-        """The garment parser, built on first use, unless items are off."""
+        """The garment parser, built on first use, unless items are off; on ONNX Runtime unless
+        --runtime eager."""
         if not self.items:
             return None
         from embedding.garments import GarmentParser
-        return lambda: GarmentParser.load(self.parser_file)
+        runtime = self.builder.runtime.runtime if self.builder.runtime is not None else "eager"
+        return lambda: GarmentParser.load(self.parser_file, runtime=runtime)
 
     def kind_factory(self) -> Callable[[], object] | None:
         """The kind model (real photos' kind of garment), built on first use, unless off."""

@@ -209,7 +209,8 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
 
 
 def session_forward(model: Path | bytes) -> Callable[[np.ndarray], np.ndarray]:
-    """Features from an ONNX model (a path or its bytes): float32 NCHW batch -> (batch, dim) float32."""
+    """The forward pass of an ONNX model (a path or its bytes): float32 NCHW batch in, its output
+    (an embedder's (batch, dim) features) out, float32."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -220,6 +221,26 @@ def session_forward(model: Path | bytes) -> Callable[[np.ndarray], np.ndarray]:
     def forward(batch: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT], {INPUT: batch})[0]
     return forward
+
+
+def module_forward(module: torch.nn.Module, example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+    """`module` (one input, one output, fixed shape as `example`'s) exported to ONNX in memory
+    and run by ONNX Runtime in fp32: float32 array in, float32 array out. Nothing is written to
+    disk, so there is no cache to go stale; RuntimeUnavailable when it cannot be built here."""
+    missing = onnxruntime_missing()
+    if missing:
+        raise RuntimeUnavailable(missing)
+    import io
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (example,), buffer, input_names=[INPUT], output_names=[OUTPUT],
+                              opset_version=17, dynamo=False)
+        return session_forward(buffer.getvalue())
+    except Exception as exc:  # an exporter or ONNX Runtime failure: PyTorch still works
+        raise RuntimeUnavailable(f"exporting it to ONNX Runtime failed ({type(exc).__name__}: "
+                                 f"{_first_line(exc)})") from exc
 
 
 # ---- building --------------------------------------------------------------------------
@@ -513,6 +534,6 @@ def mean_cosine(embedder: Embedder, forward: Callable[[np.ndarray], np.ndarray],
 
 
 __all__ = ["RUNTIMES", "EAGER", "ONNX_INT8", "STEM", "FULL_RESOLUTION", "DEFAULT_CACHE_DIR", "RuntimeSettings", "RuntimeUnavailable", "FastModel",
-           "apply_runtime", "apply_runtimes", "fast_model", "loaded_fast_model", "session_forward", "cache_key", "onnxruntime_missing",
+           "apply_runtime", "apply_runtimes", "fast_model", "loaded_fast_model", "module_forward", "session_forward", "cache_key", "onnxruntime_missing",
            "export_onnx", "prepare_for_quantization", "fp32_layer_choices", "quantize", "calibration_and_validation", "generated_images",
            "mean_cosine", "readable_sample"]

@@ -142,13 +142,32 @@ def test_the_shipped_parser_loads_offline_and_gives_identical_masks_in_two_proce
     photo, _, _ = draw_scene(7, size=(300, 450))
     photo.save(tmp_path / "scene.png")
     script = ("import hashlib, sys; from PIL import Image; from embedding.garments import GarmentParser; "
-              "items = GarmentParser.load().parse(Image.open(sys.argv[1])); "
-              "print(hashlib.sha256(b''.join(i.mask.tobytes() + i.kind.encode() for i in items)).hexdigest(), len(items))")
+              "parser = GarmentParser.load(runtime=sys.argv[2]); items = parser.parse(Image.open(sys.argv[1])); "
+              "print(parser.runtime, hashlib.sha256(b''.join(i.mask.tobytes() + i.kind.encode() for i in items)).hexdigest(), "
+              "len(items))")
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    outs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "scene.png")], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300) for _ in range(2)]
+    outs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "scene.png"), runtime], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300) for runtime in ("auto", "auto", "eager")]
     assert all(o.returncode == 0 for o in outs), outs[0].stderr
     assert outs[0].stdout == outs[1].stdout
+    # ONNX Runtime by default, finding what PyTorch finds
+    assert outs[0].stdout.split()[0] == "onnxruntime" and outs[2].stdout.split()[0] == "eager"
+    assert outs[0].stdout.split()[1:] == outs[2].stdout.split()[1:]
+
+
+def test_onnx_runtime_is_used_only_when_it_agrees_with_pytorch(trained_parser):
+    import torch
+
+    from embedding.garments import GarmentParser, _check_agrees
+    from embedding.runtime import RuntimeUnavailable
+    parser = GarmentParser.load(trained_parser[0])
+    assert parser.runtime == "onnxruntime"
+    _check_agrees(parser._fast, parser.network)
+
+    def off_by_one_class(pixels):  # a network that reads every pixel as the next class
+        return torch.roll(parser.network(torch.from_numpy(pixels)), 1, dims=1).numpy()
+    with pytest.raises(RuntimeUnavailable, match="disagrees with PyTorch"):
+        _check_agrees(off_by_one_class, parser.network)
 
 
 @pytest.fixture(scope="module")
