@@ -259,7 +259,7 @@ class GarmentParser:
     same photo gives the same items in any process (no randomness, fixed input size).
 
     `runtime`: "auto" runs the network in ONNX Runtime (fp32, exported in memory when the
-    parser loads, about 2.5 s; 2.8x faster than PyTorch on 2 cores, docs/runtime.md) once it
+    parser loads; about twice as fast as PyTorch on a CPU, docs/runtime.md) once it
     gives PyTorch's classes on a generated photo, else PyTorch with one line saying why;
     "eager" runs PyTorch. The embedders' "onnx-int8" means "auto" here: the parser has no int8
     model."""
