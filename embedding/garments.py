@@ -261,8 +261,8 @@ class GarmentParser:
     `runtime`: "auto" runs the network in ONNX Runtime (fp32, exported in memory when the
     parser loads; about twice as fast as PyTorch on a CPU, docs/runtime.md) once it
     gives PyTorch's classes on a generated photo, else PyTorch with one line saying why;
-    "eager" runs PyTorch. The embedders' "onnx-int8" means "auto" here: the parser has no int8
-    model."""
+    "eager" runs PyTorch (the default when a parser is made from a head, as training does). The
+    embedders' "onnx-int8" means "auto" here: the parser has no int8 model."""
 
     def __init__(self, head: GarmentHead, backbone: Backbone | None = None, min_score: float = 0.45,
                  runtime: str = "eager", log=None):
@@ -325,7 +325,7 @@ def _to_stderr(message: str) -> None:
 
 
 def _test_photo(seed: int = 0) -> Image.Image:
-    """A generated photo with shapes of many colours: something for the two runtimes to agree on."""
+    """A generated photo of soft blocks of random colours: something for the two runtimes to agree on."""
     rng = np.random.default_rng(seed)
     height, width = GARMENT_PARSER.input_size
     pixels = rng.integers(0, 256, size=(height // 16, width // 16, 3), dtype=np.uint8)

@@ -212,10 +212,14 @@ def one_above_the_other(a: Item, b: Item) -> bool:
     if a.height == b.height:
         return False
     upper, lower = (a, b) if a.height < b.height else (b, a)
-    middle = lambda box, i: (box[i] + box[i + 2]) / 2  # noqa: E731
-    across = (upper.box[0] <= middle(lower.box, 0) <= upper.box[2]
-              or lower.box[0] <= middle(upper.box, 0) <= lower.box[2])
-    return middle(upper.box, 1) < middle(lower.box, 1) and across
+    across = (upper.box[0] <= _middle(lower.box, 0) <= upper.box[2]
+              or lower.box[0] <= _middle(upper.box, 0) <= lower.box[2])
+    return _middle(upper.box, 1) < _middle(lower.box, 1) and across
+
+
+def _middle(box: tuple[float, float, float, float], axis: int) -> float:
+    """The middle of a box (x0, y0, x1, y1) across (axis 0) or down (axis 1)."""
+    return (box[axis] + box[axis + 2]) / 2
 
 
 def item_filters(searcher: Searcher, model: str, item: Item | None, wanted: Filters) -> Filters:
