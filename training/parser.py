@@ -56,10 +56,6 @@ class ParserSettings:
     # Catalog cut-outs pasted small onto the training scenes (training/composites.py); None: none.
     catalog: Path | None = None
     composites: int = 728
-    # The loss's target per cell of the head's stride-8 map: the share of its 8 x 8 labelled
-    # pixels in each class (every pixel counts: a strap or a belt thinner than a cell too), or
-    # False: the label of the cell's middle pixel alone.
-    soft_targets: bool = False
 
     def __post_init__(self):
         if not (self.photos / "labels.csv").is_file() or not (self.photos / "masks").is_dir():
@@ -72,7 +68,7 @@ class ParserSettings:
 
     def identity(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "threads": self.threads,
-                "composites": self.composites if self.catalog else 0, "soft_targets": self.soft_targets,
+                "composites": self.composites if self.catalog else 0,
                 "weight_decay": self.weight_decay, "block_lr": self.block_lr, "held_out": self.held_out, "seed": self.seed, "limit": self.limit}
 
 
@@ -213,9 +209,10 @@ def _epoch(head, data, weights, optimizer, schedule, settings: ParserSettings, e
         index = order[start:start + settings.batch_size]
         features = [data[k][index].float().contiguous(memory_format=torch.channels_last) for k in ("s8", "s16", "s32")]
         logits = head(*features)
-        # The loss where the head predicts, at stride 8: the boxes come out as well, for a
-        # sixteenth of the upsampling and loss work of the full resolution.
-        loss = F.cross_entropy(logits, _stride8_target(data["target"][index], settings.soft_targets), weight=weights)
+        # The loss where the head predicts, at stride 8 (the labels sampled there): the boxes come
+        # out as well, for a sixteenth of the upsampling and loss work of the full resolution.
+        target = data["target"][index][:, 4::8, 4::8].long()
+        loss = F.cross_entropy(logits, target, weight=weights)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -223,15 +220,6 @@ def _epoch(head, data, weights, optimizer, schedule, settings: ParserSettings, e
         total, batches = total + loss.item(), batches + 1
     head.eval()
     return total / max(1, batches)
-
-
-def _stride8_target(target: torch.Tensor, soft: bool) -> torch.Tensor:
-    """N x H x W labels as the stride-8 map's target: each cell's class shares (soft) or its
-    middle pixel's label."""
-    if not soft:
-        return target[:, 4::8, 4::8].long()
-    shares = F.one_hot(target.long(), len(GARMENT_CLASSES)).permute(0, 3, 1, 2).float()
-    return F.avg_pool2d(shares, 8)
 
 
 @torch.inference_mode()
