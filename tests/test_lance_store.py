@@ -150,6 +150,20 @@ def test_hostile_ids_and_values_are_data_not_sql(tmp_path):
     assert collection.count() == 3 and collection.vector_of("o'neil") is not None
 
 
+def test_a_search_writes_nothing_to_the_servers_log(tmp_path, capfd):
+    """LanceDB warns on stderr, once per search, when the score is not asked for by name: a
+    serving process would write a line per shopper's search, and lose its scores when the
+    engine stops adding them unasked."""
+    client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    collection = ProductCollection.open(client, "m", dim=4, create=True)
+    collection.write(["a", "b"], np.eye(4, dtype=np.float32)[:2], [{"gender": "Men"}, {"gender": "Women"}])
+    capfd.readouterr()
+    hits = collection.search(np.eye(4, dtype=np.float32)[0], k=2, filters=Filters({"gender": ("Men", "Women")}))
+    assert [h.id for h in hits] == ["a", "b"] and hits[0].score > hits[1].score
+    assert all("_distance" not in h.metadata for h in hits)
+    assert capfd.readouterr().err == ""
+
+
 def test_a_large_collection_is_searched_through_its_vector_index(tmp_path, monkeypatch):
     monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 500)
     rng = np.random.default_rng(0)

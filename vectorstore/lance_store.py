@@ -383,7 +383,7 @@ class LanceCollection(ProductCollection):
             return []
         where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
-                 .distance_type("cosine").select(["id", *METADATA_COLUMNS]).limit(k)
+                 .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k)
                  .nprobes(self._probes(table, filters)))
         kind = self._vector_index_kind(table)
         if kind == "IvfPq":
