@@ -231,7 +231,7 @@ def _read_and_drop_stale(command: ServeCommand, client, embedders: dict):
 def _index_now(command: ServeCommand, client, catalog, embedders: dict) -> None:
     from indexing import index_catalog
     report = index_catalog(catalog, client, list(embedders.values()), show_progress_bar=not command.quiet)
-    if sum(report.indexed.values()) or sum(report.removed.values()) or sum(report.relocated.values()):
+    if any(sum(counts.values()) for counts in (report.indexed, report.removed, report.relocated, report.relabelled)):
         _say(report.summary())
 
 

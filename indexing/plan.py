@@ -5,10 +5,14 @@ gone), decode a batch once for every model, and finish.
 A product is (re-)embedded only when no vector is stored for it under the same image digest,
 so a second run costs one read of the catalog, and a run killed halfway resumes where its
 last whole batch was committed: no duplicates (ids are unique in Chroma) and no gaps (what was
-not committed has no digest yet).
+not committed has no digest yet). The stored digest also covers the product's labels
+(`record_digest`): a product whose name, kind or colour the shop edited keeps its vector and
+gets its new labels, or the chat and the filters would go on answering with the old ones.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +49,8 @@ class IndexReport:
     removed: dict[str, int] = field(default_factory=dict)
     # stored products whose image moved (same content, new path): metadata updated, not re-embedded
     relocated: dict[str, int] = field(default_factory=dict)
+    # stored products whose labels changed in the catalog (name, kind, colour...): the same
+    relabelled: dict[str, int] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
     timer: StageTimer = field(default_factory=StageTimer)
@@ -56,9 +62,10 @@ class IndexReport:
     def summary(self) -> str:
         lines = []
         for model in self.indexed:
-            moved = self.relocated.get(model, 0)
+            moved, relabelled = self.relocated.get(model, 0), self.relabelled.get(model, 0)
             lines.append(f"{model}: indexed {self.indexed[model]}, unchanged {self.unchanged.get(model, 0)}, "
-                         f"removed {self.removed.get(model, 0)}" + (f", image paths updated {moved}" if moved else ""))
+                         f"removed {self.removed.get(model, 0)}" + (f", image paths updated {moved}" if moved else "")
+                         + (f", labels updated {relabelled}" if relabelled else ""))
         skipped = self.skipped_by_reason()
         lines.append(f"skipped {len(self.skipped)}" + (
             " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) + ")" if skipped else ""))
@@ -115,18 +122,38 @@ def _relocations(products: Sequence[Product], records: dict[str, tuple[str, str]
                  digests: dict[str, str]) -> dict[str, str]:
     """id -> new image path, for stored products whose image has the same content elsewhere."""
     return {p.id: _image_path(p) for p in products
-            if p.id in records and records[p.id][0] == digests[p.id] and records[p.id][1] != _image_path(p)}
+            if p.id in records and image_digest(records[p.id][0]) == digests[p.id]
+            and records[p.id][1] != _image_path(p)}
+
+
+def _relabelled(products: Sequence[Product], records: dict[str, tuple[str, str]],
+                digests: dict[str, str]) -> set[str]:
+    """Stored products whose image is the same but whose labels the catalog changed."""
+    return {p.id for p in products if p.id in records and image_digest(records[p.id][0]) == digests[p.id]
+            and records[p.id][0] != record_digest(p, digests[p.id])}
 
 
 def _image_path(product: Product) -> str:
     return str(product.image.resolve())
 
 
+def record_digest(product: Product, image: str) -> str:
+    """What a stored record was made from: its image's digest, then its labels' (a short hash
+    of the catalog's fields for it), as "IMAGE:LABELS"."""
+    labels = json.dumps(product.metadata(), sort_keys=True, default=str).encode()
+    return f"{image}:{hashlib.sha1(labels).hexdigest()[:16]}"
+
+
+def image_digest(stored: str) -> str:
+    """The image's part of a stored digest (the whole of one written before labels were)."""
+    return stored.split(":", 1)[0]
+
+
 def product_metadata(product: Product, digest: str) -> dict:
-    """What a collection stores beside a product's vector; the digest is what makes a rerun
-    skip it."""
+    """What a collection stores beside a product's vector; the digest (of its image, and of its
+    labels: `record_digest`) is what makes a rerun skip it."""
     meta = product.metadata()
-    meta[DIGEST_KEY] = digest
+    meta[DIGEST_KEY] = record_digest(product, digest)
     meta["image"] = _image_path(product)
     return meta
 
@@ -203,10 +230,13 @@ def plan_index(catalog: Catalog, collections: dict[str, ProductCollection], repo
         with timer.stage("write"):
             coll.delete(gone[model] + [pid for pid in refused_ids if pid in records])
             moved = _relocations(products, records, digests)
-            coll.set_images(moved)
+            relabelled = _relabelled(products, records, digests)
+            coll.relabel({p.id: product_metadata(p, digests[p.id]) for p in products
+                          if p.id in moved or p.id in relabelled})
         report.removed[model] = len(gone[model])
         report.relocated[model] = len(moved)
-        need = {p.id for p in products if records.get(p.id, ("", ""))[0] != digests[p.id]}
+        report.relabelled[model] = len(relabelled - set(moved))
+        need = {p.id for p in products if image_digest(records.get(p.id, ("", ""))[0]) != digests[p.id]}
         todo[model] = need
         report.unchanged[model] = len(products) - len(need)
         report.indexed[model] = 0
@@ -254,4 +284,5 @@ def prepare_batch(batch: Sequence[Product], embedders: Sequence[Embedder], todo:
 
 
 __all__ = ["MAX_REMOVAL_SHARE", "IndexRefused", "check_removal", "IndexReport", "IndexPlan", "drop_stale", "finish_index",
-           "open_collections", "plan_index", "prepare_batch", "product_metadata", "unreadable"]
+           "open_collections", "plan_index", "prepare_batch", "product_metadata", "record_digest", "image_digest",
+           "unreadable"]

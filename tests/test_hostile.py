@@ -9,6 +9,7 @@ import uuid
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
@@ -210,6 +211,35 @@ def test_a_moved_catalog_updates_its_image_paths_without_embedding_again(tmp_pat
     searcher = Searcher(client, embedders=embedders)
     shop = TestClient(build_app(searcher, ShopSettings(policy=RESNET18, images_dir=moved / "images")))
     assert shop.get("/images/1001").content == (moved / "images" / "1001.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("engine", ["chroma", "lancedb"])
+def test_labels_edited_in_the_catalog_reach_the_index_without_embedding_again(tmp_path, embedders, engine):
+    """A shop renames a product, files it under another kind and colour, and empties its season:
+    the chat and the filters must answer with what the catalog now says."""
+    from vectorstore import CATEGORY, Filters, ProductCollection
+    folder = make_catalog(tmp_path / "cat", per_kind=2)
+    client = make_client(StoreSettings(path=tmp_path / "db", engine=engine))
+    index = partial(index_catalog, client=client, embedders=[embedders["resnet18"]], show_progress_bar=False)
+    index(read_catalog(folder))
+    collection = ProductCollection.open(client, "resnet18")
+    vector = collection.vector_of("1001")
+    path = folder / "styles.csv"
+    rows = path.read_text().splitlines(keepends=True)
+    rows[1] = "1001,Women,Footwear,Shoes,Flats,Purple,,2011,Casual,Renamed Purple Flats\n"
+    path.write_text("".join(rows))
+    report = index(read_catalog(folder))
+    assert report.indexed == {"resnet18": 0} and report.relabelled == {"resnet18": 1}
+    assert "labels updated 1" in report.summary()
+    [record] = ProductCollection.open(client, "resnet18").records_of(["1001"])[2]
+    assert (record["articleType"], record["baseColour"], record["name"]) == \
+        ("Flats", "Purple", "Renamed Purple Flats")
+    assert "season" not in record   # emptied in the catalog: gone from the index too
+    assert np.allclose(ProductCollection.open(client, "resnet18").vector_of("1001"), vector)
+    hits = ProductCollection.open(client, "resnet18").search(vector, k=3, filters=Filters({CATEGORY: ("Flats",)}))
+    assert [h.id for h in hits] == ["1001"]
+    again = index(read_catalog(folder))
+    assert again.indexed == {"resnet18": 0} and again.relabelled == {"resnet18": 0}
 
 
 def test_an_oversized_catalog_image_is_skipped_unread(tmp_path, embedders):

@@ -264,15 +264,6 @@ class ChromaCollection(ProductCollection):
         for page in self._pages(["embeddings"]):
             yield np.asarray(page["embeddings"], dtype=np.float32)
 
-    def set_images(self, images: dict[str, str]) -> None:
-        ids = list(images)
-        step = self._batch_size()
-        for start in range(0, len(ids), step):
-            chunk = ids[start:start + step]
-            self._do(lambda handle: handle.update(ids=chunk, metadatas=[{"image": images[pid]} for pid in chunk]))
-        if ids:
-            self.metadata.refresh()
-
     def write_prepared(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
         """Delete-then-add rather than upsert: upsert merges metadata, so a field emptied in the
         catalog would survive. A crash between the two leaves a gap that the next incremental run

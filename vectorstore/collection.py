@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,10 +168,16 @@ class ProductCollection(ABC):
     @abstractmethod
     def delete(self, ids: list[str]) -> None: ...
 
-    @abstractmethod
-    def set_images(self, images: dict[str, str]) -> None:
-        """Point stored products at their image files' new paths (the catalog folder moved): the
-        vectors and the other fields stay, so nothing is embedded again."""
+    def relabel(self, metadatas: Mapping[str, dict]) -> None:
+        """Give stored products new metadata, whole (their image moved, the shop edited their
+        labels), keeping their vectors: nothing is embedded again. A vector not yet brought to
+        the collection's centre is left for the next run, after `ensure_centered`."""
+        if not metadatas:
+            return
+        ids, vectors, stored = self.records_of(list(metadatas))
+        keep = [i for i, meta in enumerate(stored) if self.center is None or meta.get(CENTERED_KEY)]
+        self.write_prepared([ids[i] for i in keep], vectors[keep], [metadatas[ids[i]] for i in keep])
+        self.metadata.refresh()
 
     @abstractmethod
     def records_of(self, product_ids: list[str]) -> tuple[list[str], np.ndarray, list[dict]]:

@@ -343,14 +343,6 @@ class LanceCollection(ProductCollection):
             where = in_list("id", ids[start:start + ID_CHUNK])
             self._do(lambda where=where: table.delete(where))
 
-    def set_images(self, images: dict[str, str]) -> None:
-        ids, vectors, metas = self.records_of(list(images))
-        for pid, meta in zip(ids, metas):
-            meta["image"] = images[pid]
-        self.write_prepared(ids, vectors, metas)
-        if ids:
-            self.metadata.refresh()
-
     def tidy(self) -> None:
         """The run's fragments compacted and its rows folded into the indexes there are, then the
         missing ones built: bitmaps on the filtered fields and, from INDEX_MIN_ROWS products, the
