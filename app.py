@@ -287,7 +287,7 @@ def _tune_argv(command: ServeCommand, model: str) -> list[str]:
     store, builder = command.searching.store, command.searching.builder
     argv = [os.path.abspath(__file__), "tune", "--catalog", str(command.catalog), "--model", model,
             "--weights-dir", str(builder.weights_dir), "--parent", str(os.getpid())]
-    argv += store.argv()
+    argv += store.argv() + command.searching.argv()
     if builder.runtime is not None:
         argv += ["--runtime", builder.runtime.runtime, "--runtime-cache", str(builder.runtime.cache_dir)]
     else:

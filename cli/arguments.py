@@ -330,6 +330,9 @@ def _add_tune_commands(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.01,
                    help="the most the tuned model may lose on held-out catalog shots, and on held-out real "
                         "photos' kind (default %(default)s)")
+    _add_items(p)
+    _add_colour(p)
+    _add_kind(p)
     p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # the serving process: end with it
     p = sub.add_parser("tune-status", help="where self-tuning stands, as JSON (the same as /api/health's tuning)")
     p.add_argument("--weights-dir", default=DEFAULT_WEIGHTS_DIR)

@@ -69,6 +69,25 @@ class Searching:
         from embedding.colour import ColourModel
         return lambda: ColourModel.load(self.colour_file)
 
+    def served_search(self):
+        """How this command searches a photo, for judging a tuned model as the shop would use it."""
+        from training.photo_check import ServedSearch
+        return ServedSearch(rerank=self.rerank, query_views=self.query_views, parser_factory=self.parser_factory(),
+                            colour_factory=self.colour_factory(), kind_factory=self.kind_factory())
+
+    def argv(self) -> list[str]:
+        """The flags that search as this does (for a child process: the background tuning)."""
+        from search import AS_IS, NO_RERANK
+        out = ["--items", "on" if self.items else "off", "--colour", "on" if self.colour else "off",
+               "--kind", "on" if self.kind else "off", "--zoom", "off" if self.query_views == AS_IS else "on",
+               "--rerank", "off" if self.rerank == NO_RERANK else "on"]
+        if self.rerank != NO_RERANK:
+            out += ["--rerank-candidates", str(self.rerank.candidates)]
+        for flag, path in (("--parser", self.parser_file), ("--colour-model", self.colour_file),
+                           ("--kind-model", self.kind_file)):
+            out += [flag, str(path)] if path else []
+        return out
+
 
 @dataclass(frozen=True)
 class IndexCommand:
@@ -257,7 +276,8 @@ def _tune(args) -> TuneSettings:
         image_size=args.image_size, threads=args.threads, progress=False,
         real_photos=_real_photos(args.photos, catalog, False))
     return TuneSettings(finetune=finetune, store=_store(args), builder=_builder(args), parent=args.parent,
-                        rule=SwitchRule(min_gain=args.min_gain, tolerance=args.tolerance))
+                        rule=SwitchRule(min_gain=args.min_gain, tolerance=args.tolerance),
+                        served=_searching(args).served_search())
 
 
 def _tune_status(args) -> TuneStatusCommand:

@@ -99,8 +99,11 @@ class Searcher:
                  rerank: RerankSettings = RerankSettings(), query_views: QueryViews = QueryViews(),
                  parser_factory: Callable[[], object] | None = None,
                  colour_factory: Callable[[], object] | None = None,
-                 kind_factory: Callable[[], object] | None = None):
+                 kind_factory: Callable[[], object] | None = None, slot: str | None = None):
         self.client = client
+        # The collections searched: the live ones, or those built beside them in `slot` (a tuned
+        # model's index, judged as shoppers would meet it before it is switched to).
+        self.slot = slot
         # Build the garment parser (embedding/garments.py) and the colour model on first use;
         # None: photos are searched whole, and no colour is named.
         self.parser_factory = parser_factory
@@ -215,7 +218,7 @@ class Searcher:
         with self._lock:
             if model not in self._collections:
                 try:
-                    self._collections[model] = ProductCollection.open(self.client, model)
+                    self._collections[model] = ProductCollection.open(self.client, model, slot=self.slot)
                 except NoIndex as exc:
                     raise NoIndex(model, self.index_hint or "python app.py index --catalog DIR") from exc
             collection = self._collections[model]

@@ -192,6 +192,70 @@ def test_a_tuned_model_that_is_not_better_is_not_switched_to(tmp_path, tunable_c
     assert again.wait(60) and again.snapshot()["phase"] == REJECTED and again._process is None
 
 
+def _labels_moved(folder: Path) -> Path:
+    """The catalog's own images under other kinds' labels (each kind's rows say what the kind two
+    further on is): an index of it answers with the right pictures and the wrong kinds."""
+    import conftest
+    n = len(conftest.KINDS)   # labels (gender ... colour) of kind i + 2; the picture (rgb, shape) of kind i
+    moved = [(*conftest.KINDS[(i + 2) % n][:5], *kind[5:]) for i, kind in enumerate(conftest.KINDS)]
+    original, conftest.KINDS = conftest.KINDS, moved
+    try:
+        return make_catalog(folder, per_kind=MIN_PER_TYPE)
+    finally:
+        conftest.KINDS = original
+
+
+def _home_photos(folder: Path, catalog: Path) -> Path:
+    """train/ and validation/ class folders of the catalog's shoes and tops, as photos sent in."""
+    import shutil
+    products = read_catalog(catalog).products
+    for split, picked in (("train", products[:1]), ("validation", products[0:30:5])):
+        for product in picked:
+            kind = "shoes" if product.masterCategory == "Footwear" else "shirt"
+            (folder / split / kind).mkdir(parents=True, exist_ok=True)
+            shutil.copy(product.image, folder / split / kind / f"{product.id}.jpg")
+    return folder
+
+
+def test_the_switch_is_judged_on_real_photos_searched_as_the_shop_searches_them(tmp_path, tunable_catalog):
+    from indexing import index_catalog
+    from training.photo_check import ServedSearch
+    from training.settings import FinetuneSettings
+    from training.tuning import TUNED_SLOT, TuneSettings, _checked
+    from vectorstore import NoIndex, ProductCollection, StoreSettings, make_client
+    builder, searcher, imagenet = _served(tmp_path, tunable_catalog)
+    photos = _home_photos(tmp_path / "photos", tunable_catalog)
+    settings = TuneSettings(finetune=FinetuneSettings(model=MODEL, catalog=tunable_catalog, out=tmp_path / "c.pt",
+                                                      real_photos=(photos,)),
+                            store=StoreSettings(path=tmp_path / "db"), builder=builder, served=ServedSearch())
+    client, state = searcher.client, TuneState(MODEL, str(tunable_catalog), phase=INDEXING,
+                                               before={"p_photo": 0.5, "p_clean": 0.8},
+                                               after={"p_photo": 0.6, "p_clean": 0.8, "queries": 12, "k": 5})
+    lines = []
+    # A tuned index whose answers keep the photos' kind: switched to.
+    index_catalog(read_catalog(tunable_catalog), client, [imagenet], batch_size=16, show_progress_bar=False,
+                  slot=TUNED_SLOT)
+    kept = _checked(settings, client, imagenet, state, lines.append)
+    assert kept.phase == READY and TuneState.read(settings.state_path) == kept
+    assert kept.before["p_real_served"] == kept.after["p_real_served"] >= 0.8
+    assert kept.after["real_served_queries"] == 6 and kept.before["p_photo"] == 0.5   # the run's own figures kept
+    assert "real photos' kind as shoppers search them" in kept.line()
+    # One that finds the same pictures under the wrong kinds: kept out, its index dropped.
+    ProductCollection.drop(client, MODEL, TUNED_SLOT)
+    index_catalog(read_catalog(_labels_moved(tmp_path / "moved")), client, [imagenet],
+                  batch_size=16, show_progress_bar=False, slot=TUNED_SLOT)
+    refused = _checked(settings, client, imagenet, state, lines.append)
+    assert refused.phase == REJECTED and refused.after["p_real_served"] < 0.2
+    assert refused.reason.startswith("real photos' kind as shoppers search them")
+    with pytest.raises(NoIndex):
+        ProductCollection.open(make_client(StoreSettings(path=tmp_path / "db")), MODEL, slot=TUNED_SLOT)
+    assert searcher.search_image(MODEL, open_image(read_catalog(tunable_catalog).products[0].image)).results
+    # Without held-out photos there is nothing to judge by: ready at once.
+    plain = TuneSettings(finetune=FinetuneSettings(model=MODEL, catalog=tunable_catalog, out=tmp_path / "c.pt"),
+                         store=settings.store, builder=builder, served=ServedSearch())
+    assert _checked(plain, client, imagenet, state, lines.append).phase == READY
+
+
 def _shop(tmp_path: Path, catalog: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = (tmp_path / f"shop-{port}.log").open("w")

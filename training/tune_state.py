@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 # The phases, in order; the last four are ends.
-TRAINING, INDEXING, READY, SWITCHED, REJECTED, SKIPPED, FAILED = (
-    "training", "indexing", "ready", "switched", "rejected", "skipped", "failed")
+TRAINING, INDEXING, CHECKING, READY, SWITCHED, REJECTED, SKIPPED, FAILED = (
+    "training", "indexing", "checking", "ready", "switched", "rejected", "skipped", "failed")
 ENDS = (SWITCHED, REJECTED, SKIPPED, FAILED)
 
 
@@ -74,7 +74,10 @@ class TuneState:
         text = (f"P@{after.get('k', 5)} on shopper-like photos {before['p_photo']:.2f} -> {after['p_photo']:.2f}, "
                 f"catalog shots {before['p_clean']:.2f} -> {after['p_clean']:.2f} on {after['queries']:,} "
                 "held-out products")
-        if "p_real_kind" in after and "p_real_kind" in before:
+        if "p_real_served" in after and "p_real_served" in before:
+            text += (f"; real photos' kind as shoppers search them {before['p_real_served']:.2f} -> "
+                     f"{after['p_real_served']:.2f} on {after['real_served_queries']:,} photos")
+        elif "p_real_kind" in after and "p_real_kind" in before:
             text += (f"; real photos' kind {before['p_real_kind']:.2f} -> {after['p_real_kind']:.2f} on "
                      f"{after['real_queries']:,} photos")
         return text
@@ -89,6 +92,8 @@ class TuneState:
         if self.phase == INDEXING:
             return (f"indexing the catalog with the tuned model: {self.indexed:,} of {self.total:,} products "
                     f"({self.gain()})")
+        if self.phase == CHECKING:
+            return f"checking the tuned model on real photos as shoppers search them ({self.gain()})"
         if self.phase == READY:
             return f"switching to the tuned model ({self.gain()})"
         if self.phase == SWITCHED:
@@ -104,4 +109,4 @@ class TuneState:
         return {**asdict(self), "line": self.line(), "minutes_left": self.minutes_left()}
 
 
-__all__ = ["TuneState", "TRAINING", "INDEXING", "READY", "SWITCHED", "REJECTED", "SKIPPED", "FAILED", "ENDS"]
+__all__ = ["TuneState", "TRAINING", "INDEXING", "CHECKING", "READY", "SWITCHED", "REJECTED", "SKIPPED", "FAILED", "ENDS"]

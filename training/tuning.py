@@ -23,8 +23,10 @@ from catalog.errors import UserError
 from embedding.builder import EmbedderBuilder
 from embedding.weights_file import read_weights_file
 from indexing.pipeline import index_catalog
+from training.photo_check import ServedSearch
 from training.settings import FinetuneSettings
 from training.tune_state import (
+    CHECKING,
     FAILED,
     INDEXING,
     READY,
@@ -63,6 +65,14 @@ class SwitchRule:
             return f"catalog shots {before['p_clean']:.3f} -> {after['p_clean']:.3f}"
         if "p_real_kind" in before and after.get("p_real_kind", 0.0) < before["p_real_kind"] - self.tolerance:
             return f"real photos' kind {before['p_real_kind']:.3f} -> {after.get('p_real_kind', 0.0):.3f}"
+        return self.refuses_served(before, after)
+
+    def refuses_served(self, before: dict, after: dict) -> str | None:
+        """None unless real photos, searched as the shop searches them, lose more than `tolerance`
+        of their kind with the tuned model (no verdict before they are scored)."""
+        if "p_real_served" in before and after.get("p_real_served", 0.0) < before["p_real_served"] - self.tolerance:
+            return (f"real photos' kind as shoppers search them {before['p_real_served']:.3f} -> "
+                    f"{after.get('p_real_served', 0.0):.3f}")
         return None
 
 
@@ -74,6 +84,9 @@ class TuneSettings:
     store: StoreSettings
     builder: EmbedderBuilder
     rule: SwitchRule = SwitchRule()
+    # How the shop searches a photo: the held-out real photos are searched so with both models
+    # before the switch (training/photo_check.py); None: only the fine-tune's own figures decide.
+    served: ServedSearch | None = None
     batch_size: int = 32
     parent: int | None = None   # the serving process that started the run: it ends with it
 
@@ -206,7 +219,47 @@ def _indexed(settings: TuneSettings, catalog: Catalog, state: TuneState, log) ->
         except IndexLocked:
             time.sleep(LOCK_POLL_SECONDS)
     log(report.summary())
-    return state.moved(phase=READY, indexed=len(catalog.products)).write(settings.state_path)
+    state = state.moved(indexed=len(catalog.products))
+    return _checked(settings, client, embedder, state, log)
+
+
+def _checked(settings: TuneSettings, client, tuned, state: TuneState, log) -> TuneState:
+    """READY when the held-out real photos, searched as the shop searches them, do not lose
+    their kind with the tuned model; else REJECTED, its index dropped. READY at once when there
+    is nothing to check with."""
+    photos = _held_out_photos(settings)
+    if settings.served is None or not photos:
+        return state.moved(phase=READY).write(settings.state_path)
+    from training.photo_check import sample, served_kind_precision
+    from training.real_photos import photo_image
+    photos = sample(photos, settings.served.max_photos, settings.finetune.seed)
+    state = state.moved(phase=CHECKING).write(settings.state_path)
+
+    def picture(photo):  # an upload's bytes, or a street garment cut out as a search cuts an item
+        return photo.path.read_bytes() if photo.mask is None else photo_image(photo)
+    served = settings.builder.build(settings.model)   # what the live index was built with
+    figures = {}
+    for side, embedder, slot in (("before", served, None), ("after", tuned, TUNED_SLOT)):
+        searcher = settings.served.searcher(client, embedder, slot)
+        figures[side] = served_kind_precision(searcher, settings.model, photos, picture)
+    before = {**state.before, "p_real_served": round(figures["before"][0], 4), "real_served_queries": figures["before"][1]}
+    after = {**state.after, "p_real_served": round(figures["after"][0], 4), "real_served_queries": figures["after"][1]}
+    why = settings.rule.refuses_served(before, after)
+    state = state.moved(before=before, after=after, phase=REJECTED if why else READY, reason=why or "")
+    log(f"tuned model: {state.gain()}; " + (f"kept the served one ({why})" if why else "switching to it"))
+    if why:
+        from vectorstore import ProductCollection
+        ProductCollection.drop(client, settings.model, TUNED_SLOT)
+    return state.write(settings.state_path)
+
+
+def _held_out_photos(settings: TuneSettings) -> list:
+    """The labelled real photos the fine-tune only scored (its photos' held-out part)."""
+    if not settings.finetune.real_photos:
+        return []
+    from embedding.garments import GarmentParser
+    from training.real_photos import RealPhotos
+    return RealPhotos.read(settings.finetune.real_photos, GarmentParser.held_out()).held_out
 
 
 class _only_run:
