@@ -63,6 +63,7 @@ VECTOR_INDEX = "ivf_pq"
 PARTITION_ROWS = 8192
 MAX_PROBES = 4096  # every partition, up to 33 million products
 REFINE = 4
+MAX_REFINE = 64
 WRITE_ROWS = 2000
 OLD_VERSIONS = timedelta(minutes=10)
 ID_CHUNK = 1000
@@ -375,11 +376,14 @@ class LanceCollection(ProductCollection):
             return []
         where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
-                 .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k)
-                 .nprobes(self._probes(table, filters)))
+                 .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k))
         kind = self._vector_index_kind(table)
+        share = self._share(table, filters)
+        query = query.nprobes(int(min(MAX_PROBES, math.ceil(NPROBES / share))))
         if kind == "IvfPq":
-            query = query.refine_factor(REFINE)
+            # The fewer products pass, the closer their codes' distances lie: more of them are
+            # re-ranked on the stored vectors (docs/scale.md: a rare filter's recall 0.90 -> 0.99).
+            query = query.refine_factor(int(min(MAX_REFINE, math.ceil(REFINE / math.sqrt(share)))))
         elif kind:
             query = query.ef(self.ef_search)
         if where:
@@ -387,21 +391,47 @@ class LanceCollection(ProductCollection):
         rows = self._do(lambda: query.to_list())
         return [Hit(row.pop("id"), float(1.0 - row.pop("_distance")), _stored(row)) for row in rows]
 
+    def browse(self, filters: Filters | None, offset: int, limit: int) -> list[tuple[str, dict]]:
+        """`limit` products from `offset` on of those that pass `filters`, as stored."""
+        table = self._table(must=False)
+        if table is None or limit <= 0:
+            return []
+        query = table.search().select(["id", *METADATA_COLUMNS]).offset(max(0, offset)).limit(limit)
+        where = filters_sql(filters)
+        if where:
+            query = query.where(where)
+        rows = self._do(lambda: query.to_list())
+        return [(row.pop("id"), _stored(row)) for row in rows]
+
+    def value_counts(self, columns: tuple[str, ...]) -> dict[str, dict]:
+        """Per column, how many products carry each value: one scan of those columns, counted
+        batch by batch (nothing of the table kept)."""
+        import pyarrow.compute as pc
+        counts: dict[str, dict] = {c: {} for c in columns}
+        for batch in self._scan(list(columns)):
+            for name in columns:
+                for item in pc.value_counts(batch.column(name)).to_pylist():
+                    if item["values"] is not None:
+                        counts[name][item["values"]] = counts[name].get(item["values"], 0) + item["counts"]
+        return counts
+
     def records(self, product_ids) -> dict[str, dict]:
         ids, _, metas = self.records_of(list(dict.fromkeys(product_ids)))
         return dict(zip(ids, metas))
 
-    def _probes(self, table, filters: Filters | None) -> int:
-        """IVF partitions to visit: NPROBES, widened by how few products pass the filter. The
-        nearest partitions to a shirt hold few shoes: "footwear" asked of a shirt's photo
-        found 0.28 of the true top 5 at a million products with NPROBES alone. Visiting
-        NPROBES / (share passing) partitions keeps the candidates that pass about as many as
-        an unfiltered search weighs (the Chroma planner's over-fetch, in partitions)."""
+    def _share(self, table, filters: Filters | None) -> float:
+        """The share of products that pass `filters` (1 without filters or a vector index), which
+        sets how much of the index a search visits: NPROBES / share partitions, and REFINE /
+        sqrt(share) candidates per answer re-ranked. The nearest partitions to a shirt hold few
+        shoes: "footwear" asked of a shirt's photo found 0.28 of the true top 5 at a million
+        products with NPROBES alone; visiting NPROBES / share partitions keeps the candidates
+        that pass about as many as an unfiltered search weighs (the Chroma planner's over-fetch,
+        in partitions)."""
         if filters is None or filters.is_empty() or self._vector_index_kind(table) is None:
-            return NPROBES
+            return 1.0
         where = filters_sql(filters)
-        share = self._do(lambda: table.count_rows(where)) / max(1, self._do(table.count_rows))
-        return int(min(MAX_PROBES, math.ceil(NPROBES / max(share, 1e-6))))
+        passing = self._do(lambda: table.count_rows(where)) / max(1, self._do(table.count_rows))
+        return max(passing, 1e-6)
 
     def _vector_index_kind(self, table) -> str | None:
         """The type of the table's vector index (None: exact scans), asked once per handle."""
@@ -435,6 +465,15 @@ class EngineMetadata(MetadataTable):
 
     def vocabulary(self) -> dict[str, list]:
         return self._collection.vocabulary()
+
+    def value_counts(self, columns: tuple[str, ...]) -> dict[str, dict]:
+        return self.from_vocabulary("value-counts:" + ",".join(columns),
+                                    lambda _: self._collection.value_counts(columns))
+
+    def rows(self, filters, offset: int, limit: int, order=None) -> tuple[list[tuple[str, dict]], int]:
+        """In the order the products were written (the catalog's, at the first index run): the
+        engine pages through what passes without the table (`order` is the table's, unused)."""
+        return self._collection.browse(filters, offset, limit), self._collection.count_matching(filters)
 
     def from_vocabulary(self, name: str, build):
         vocabulary = self.vocabulary()   # one object per version of the table
