@@ -9,7 +9,8 @@ Then three fresh processes, one after the other:
 - bare: the same imports, nothing opened (the baseline every RSS below is taken beyond);
 - lancedb: what `search`, `serve` and `shop` do per request on `--store lancedb`: open the
   collection, its vocabulary, filtered searches at k = 50 (each filter class of bench/scale.py,
-  agreeing with the photo or not), the records of the hits;
+  agreeing with the photo or not), the records of the hits, and the shop's grid (pages, a deep
+  page, the category choices) paged by the engine;
 - chroma table: the metadata table (vectorstore/metadata.py) a Chroma serving process loads to
   plan its filters, read from the same products.
 Prints RSS (now and peak) beyond bare, and the lancedb process's p50/p95 and recall@5 against exact
@@ -140,9 +141,34 @@ def child(kind: str, store: str) -> None:
         out["search"] = {name: {"p50_ms": round(1000 * float(np.percentile(t, 50)), 1),
                                 "p95_ms": round(1000 * float(np.percentile(t, 95)), 1),
                                 "recall@5": round(float(np.mean(recall[name])), 3)} for name, t in times.items()}
+        out["browse"] = browse_times(collection)
         out["rss"], out["peak"] = rss()
         out["metadata_table_loaded"] = collection.metadata._frame is not None
     print(json.dumps(out), flush=True)
+
+
+def browse_times(collection) -> dict[str, float]:
+    """The shop's grid on the engine (shop/browse.py): a page of 24 unfiltered, filtered, deep in
+    the catalog, and the category choices; ms, the first call and the median of three after it."""
+    from shop.browse import CatalogBrowser
+    from vectorstore import CATEGORY, Filters
+    browser = CatalogBrowser(lambda: collection.metadata)
+    asks = {"first page": lambda: browser.page(Filters(), 1, 24),
+            "a category's page 3": lambda: browser.page(Filters({CATEGORY: ("Footwear",)}), 3, 24),
+            "page 20,000": lambda: browser.page(Filters(), 20_000, 24),
+            "category choices": browser.category_groups}
+    out = {}
+    for name, ask in asks.items():
+        started = time.perf_counter()
+        ask()
+        out[name + " (first)"] = round(1000 * (time.perf_counter() - started), 1)
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            ask()
+            times.append(time.perf_counter() - started)
+        out[name] = round(1000 * float(np.median(times)), 1)
+    return out
 
 
 def run_child(kind: str, store: str) -> dict:
@@ -188,6 +214,7 @@ def main() -> None:
     print(f"lancedb / chroma table, RSS beyond bare: "
           f"{(lance['rss'] - bare['rss']) / max(1, chroma['rss'] - bare['rss']):.2f}x")
     print(table([{"filter": name, **figures} for name, figures in lance["search"].items()]))
+    print(table([{"the shop's grid on the engine": name, "ms": ms} for name, ms in lance["browse"].items()]))
 
 
 if __name__ == "__main__":

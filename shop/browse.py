@@ -1,7 +1,9 @@
 """Browsing the indexed catalog: one page of products passing gender/category filters.
 
 The grid reads the collection's metadata table (every product, already in memory for filter
-planning), so browsing costs no vector work and stays in step with what search can return.
+planning on Chroma), or asks the engine for the page and the counts (LanceDB, which filters
+itself: a serving process there never holds the table), so browsing costs no vector work and
+stays in step with what search can return.
 While background indexing is under way it reads the same kind of table made from the catalog
 read at start (`catalog_metadata`), so the shop shows every product at once.
 """
@@ -70,14 +72,15 @@ def _id_order(index: pd.Index) -> list:
 
 
 class CatalogBrowser:
-    """Sorted, filterable view of a collection's metadata table (vectorstore.MetadataTable);
-    the sorted copy hangs on the table, so it is made again only when the table is reloaded."""
+    """Sorted, filterable pages of a collection's products (vectorstore.MetadataTable): from its
+    table where the process holds one (the sorted copy hangs on it, made again only when it is
+    reloaded), from the engine itself where it pages and counts without one (LanceDB)."""
 
     def __init__(self, metadata_source: Callable[[], MetadataTable]):
         self._metadata_source = metadata_source
 
     def table(self) -> pd.DataFrame:
-        return self._metadata_source().derived("shop-order", lambda frame: frame.loc[_id_order(frame.index)])
+        return self._metadata_source().derived("shop-order", _in_shop_order)
 
     def vocabulary(self) -> dict[str, list]:
         return self._metadata_source().vocabulary()
@@ -85,7 +88,9 @@ class CatalogBrowser:
     def category_groups(self) -> list[tuple[str, list[Choice]]]:
         """Category choices grouped by level; a choice is listed once, at its broadest level,
         its spellings merged (see `_choices`)."""
-        return self._metadata_source().derived("shop-categories", _category_groups)
+        source = self._metadata_source()
+        return source.from_vocabulary("shop-categories",
+                                      lambda _: _category_groups(source.value_counts(CATEGORY_FIELDS)))
 
     def choice_of(self, value: str | None) -> Choice | None:
         """The choice a category value belongs to."""
@@ -117,20 +122,16 @@ class CatalogBrowser:
         return out
 
     def page(self, filters: Filters, number: int, size: int) -> Page:
-        table = self.table()
-        selected = table[filters.mask(table)] if not filters.is_empty() else table
-        total = len(selected)
+        source, order = self._metadata_source(), ("shop-order", _in_shop_order)
+        _, total = source.rows(filters, 0, 0, order=order)
         pages = max(1, -(-total // size))
         number = min(max(1, number), pages)
-        chunk = selected.iloc[(number - 1) * size: number * size]
-        products = [product_dict(pid, row) for pid, row in zip(chunk.index, chunk.to_dict("records"))]
-        return Page(products, number, pages, total, filters)
+        rows, total = source.rows(filters, (number - 1) * size, size, order=order)
+        return Page([product_dict(pid, row) for pid, row in rows], number, pages, total, filters)
 
     def product(self, product_id: str) -> dict | None:
-        table = self.table()
-        if product_id not in table.index:
-            return None
-        return product_dict(product_id, table.loc[product_id].to_dict())
+        record = self._metadata_source().record(product_id)
+        return None if record is None else product_dict(product_id, record)
 
 
 def same_meaning(a: str, b: str) -> bool:
@@ -138,34 +139,37 @@ def same_meaning(a: str, b: str) -> bool:
     return meaning(a) == meaning(b)
 
 
-def _choices(frame: pd.DataFrame) -> dict[str, Choice]:
+def _in_shop_order(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.loc[_id_order(frame.index)]
+
+
+def _choices(counts: Mapping[str, Mapping[str, int]]) -> dict[str, Choice]:
     """Every category value -> its choice. Values that differ only by a trailing "s"/"es" mean
     one thing (the catalog files dresses under subCategory "Dress", articleType "Dresses"): one
-    choice, shown as the spelling more products carry."""
-    columns = [c for c in CATEGORY_FIELDS if c in frame.columns]
-    values = list(dict.fromkeys(v for c in columns for v in frame[c].dropna().unique().tolist()))
+    choice, shown as the spelling more products carry (`counts`: per column, per value)."""
+    values = list(dict.fromkeys(v for c in CATEGORY_FIELDS for v in counts.get(c, {})))
     groups: dict[str, list[str]] = {}
     for value in values:
         groups.setdefault(meaning(value), []).append(value)
     out = {}
     for members in groups.values():
         if len(members) > 1:
-            counts = {m: int(frame[columns].eq(m).any(axis=1).sum()) for m in members}
-            members = sorted(members, key=lambda m: -counts[m])  # stable: ties keep the broader level
+            carried = {m: max(counts.get(c, {}).get(m, 0) for c in CATEGORY_FIELDS) for m in members}
+            members = sorted(members, key=lambda m: -carried[m])  # stable: ties keep the broader level
         choice = Choice(members[0], tuple(members))
         out.update({m: choice for m in members})
     return out
 
 
-def _category_groups(frame: pd.DataFrame) -> list[tuple[str, list[Choice]]]:
-    choices = _choices(frame)
+def _category_groups(counts: Mapping[str, Mapping[str, int]]) -> list[tuple[str, list[Choice]]]:
+    choices = _choices(counts)
     seen: set[Choice] = set()
     groups = []
     for column, label in zip(CATEGORY_FIELDS, ("Department", "Category", "Type")):
-        if column not in frame.columns:
+        if not counts.get(column):
             continue
         level = []
-        for value in sorted(frame[column].dropna().unique().tolist(), key=str):
+        for value in sorted(counts[column], key=str):
             choice = choices[value]
             if choice not in seen:
                 seen.add(choice)

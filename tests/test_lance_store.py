@@ -214,6 +214,40 @@ def test_a_chat_on_lancedb_searches_filters_and_relaxes_without_loading_the_meta
     assert searcher.collection("resnet18").metadata._frame is None
 
 
+def test_the_shops_grid_on_lancedb_pages_and_counts_without_the_metadata_table(both, embedders):
+    """The grid's pages, totals, category choices and product pages come from the engine, the
+    same products as Chroma's table gives (in the order they were written: the catalog's)."""
+    from fastapi.testclient import TestClient
+
+    from operations import SearchPolicy
+    from shop import ShopSettings, build_app
+    from shop.browse import CatalogBrowser
+    catalog, clients = both
+    browsers = {engine: CatalogBrowser(lambda client=client: ProductCollection.open(client, "resnet18").metadata)
+                for engine, client in clients.items()}
+    assert browsers["lancedb"].category_groups() == browsers["chroma"].category_groups()
+    for filters in (Filters(), Filters({"gender": ("Women",)}), Filters({CATEGORY: ("Footwear", "Watches")})):
+        count = browsers["chroma"].page(filters, 1, 5).pages
+        pages = {engine: [browser.page(filters, n, 5) for n in range(1, count + 2)]   # one past the end: the last
+                 for engine, browser in browsers.items()}
+        assert [(p.number, p.pages, p.total) for p in pages["lancedb"]] == \
+            [(p.number, p.pages, p.total) for p in pages["chroma"]]
+        shown = {engine: [product["id"] for page in found[:-1] for product in page.products]
+                 for engine, found in pages.items()}
+        assert sorted(shown["lancedb"]) == sorted(shown["chroma"]) and len(set(shown["lancedb"])) == len(shown["lancedb"])
+    wanted = catalog.products[5]
+    assert browsers["lancedb"].product(wanted.id) == browsers["chroma"].product(wanted.id)
+    assert browsers["lancedb"].product("no such id") is None
+    searcher = Searcher(clients["lancedb"], embedders={"resnet18": embedders["resnet18"]})
+    shop = TestClient(build_app(searcher, ShopSettings(policy=SearchPolicy(models=("resnet18",), default_model="resnet18"),
+                                                       images_dir=catalog.folder / "images")))
+    assert shop.get("/").status_code == 200 and shop.get("/?category=Footwear&page=2").status_code == 200
+    listed = shop.get("/api/products", params={"category": "Footwear"}).json()
+    assert listed["total"] == sum(p.masterCategory == "Footwear" for p in catalog.products)
+    assert shop.get(f"/products/{wanted.id}").status_code == 200
+    assert searcher.collection("resnet18", check_weights=False).metadata._frame is None
+
+
 def test_the_cli_indexes_and_searches_a_lancedb_store(tmp_path, catalog_dir):
     db = tmp_path / "lance"
     base = [sys.executable, str(ROOT / "app.py")]

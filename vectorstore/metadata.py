@@ -71,6 +71,20 @@ class MetadataTable:
         """The values each filterable field takes, sorted."""
         return self.derived("vocabulary", _vocabulary)
 
+    def value_counts(self, columns: tuple[str, ...]) -> dict[str, dict]:
+        """Per column, how many products carry each value (the shop's category choices)."""
+        return self.derived("value-counts:" + ",".join(columns),
+                            lambda frame: {c: frame[c].dropna().value_counts().to_dict() for c in columns})
+
+    def rows(self, filters, offset: int, limit: int,
+             order: tuple[str, Callable[[pd.DataFrame], pd.DataFrame]] | None = None) -> tuple[list[tuple[str, dict]], int]:
+        """`limit` products from `offset` on of those that pass `filters` (in the order `order`
+        builds: a name and a function of the table, made once per load), and how many pass."""
+        table = self.derived(order[0], order[1]) if order else self.frame()
+        selected = table if filters is None or filters.is_empty() else table[filters.mask(table)]
+        chunk = selected.iloc[offset: offset + limit]
+        return [(pid, _row_dict(row)) for pid, row in zip(chunk.index, chunk.to_dict("records"))], len(selected)
+
     def from_vocabulary(self, name: str, build: Callable[[dict[str, list]], object]):
         """`build(vocabulary)`, computed once per vocabulary (what needs no other column)."""
         return self.derived(name, lambda _: build(self.vocabulary()))
