@@ -15,6 +15,9 @@ from search import Searcher
 from shop.browse import CatalogBrowser
 from shop.coverage import IndexCoverage
 from shop.settings import ShopSettings
+from vectorstore import Filters
+
+IMAGES_ROOT_SAMPLE = 200
 
 
 @dataclass
@@ -56,10 +59,12 @@ def shop_context(request: Request) -> ShopContext:
 def _images_root(settings: ShopSettings, browser: CatalogBrowser) -> Path | None:
     if settings.images_dir is not None:
         return Path(settings.images_dir).resolve()
-    paths = browser.table().get("image")
-    if paths is None or paths.dropna().empty:
+    # The folder most of a first page's images are in: a sample, so that an engine that pages
+    # by itself (LanceDB) is not made to load every product's metadata for it.
+    paths = [p["image"] for p in browser.page(Filters(), 1, IMAGES_ROOT_SAMPLE).products if p.get("image")]
+    if not paths:
         return None
-    folder, _ = Counter(str(Path(p).parent) for p in paths.dropna()).most_common(1)[0]
+    folder, _ = Counter(str(Path(p).parent) for p in paths).most_common(1)[0]
     return Path(folder).resolve()
 
 
