@@ -245,6 +245,10 @@ def test_the_shops_grid_on_lancedb_pages_and_counts_without_the_metadata_table(b
     listed = shop.get("/api/products", params={"category": "Footwear"}).json()
     assert listed["total"] == sum(p.masterCategory == "Footwear" for p in catalog.products)
     assert shop.get(f"/products/{wanted.id}").status_code == 200
+    # Without an images folder given, the shop finds it from the stored paths: still no table.
+    bare = TestClient(build_app(searcher, ShopSettings(policy=SearchPolicy(models=("resnet18",),
+                                                                           default_model="resnet18"))))
+    assert bare.get(f"/images/{wanted.id}").content == wanted.image.read_bytes()
     assert searcher.collection("resnet18", check_weights=False).metadata._frame is None
 
 
