@@ -20,7 +20,7 @@ from catalog.errors import UserError
 from catalog.photo_labels import LabelledPhoto
 from embedding.embedders import Embedder
 from evaluation.photos import outcome_of, score_photos
-from operations import SearchPolicy, find_the_look
+from operations import Refused, SearchPolicy, find_the_look
 from search import QueryViews, RerankSettings, Searcher
 
 # The held-out photos a check asks (a seeded sample when there are more): about two minutes per
@@ -55,13 +55,14 @@ def sample(photos: Sequence[LabelledPhoto], limit: int, seed: int = 0) -> list[L
 def served_kind_precision(searcher: Searcher, model: str, photos: Sequence[LabelledPhoto],
                           picture: Callable[[LabelledPhoto], object]) -> tuple[float, int]:
     """Mean P@K by kind (lenient, as `evaluate --photos`) of the photos' first item's answer,
-    and how many photos were scored (an unreadable one is left out, as a shop would refuse it)."""
+    and how many photos were scored (one the shop refuses, unreadable or showing nothing, is left
+    out; the store's errors are not: both models must be asked the same photos)."""
     policy = SearchPolicy(models=(model,), default_model=model, k=K)
     outcomes = []
     for photo in photos:
         try:
             look = find_the_look(searcher, policy, _bytes(picture(photo)), name=photo.path.name)
-        except (ImageError, UserError):
+        except (ImageError, Refused):
             continue
         found = look.items[0]
         outcomes.append(outcome_of(photo, [r.metadata for r in found.answer.results], found.colour))
