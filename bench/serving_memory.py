@@ -141,18 +141,21 @@ def child(kind: str, store: str) -> None:
         out["search"] = {name: {"p50_ms": round(1000 * float(np.percentile(t, 50)), 1),
                                 "p95_ms": round(1000 * float(np.percentile(t, 95)), 1),
                                 "recall@5": round(float(np.mean(recall[name])), 3)} for name, t in times.items()}
-        out["browse"] = browse_times(collection)
         out["rss"], out["peak"] = rss()
+        out["browse"], out["browse_rss"] = browse_times(collection)
         out["metadata_table_loaded"] = collection.metadata._frame is not None
     print(json.dumps(out), flush=True)
 
 
-def browse_times(collection) -> dict[str, float]:
+def browse_times(collection) -> tuple[dict[str, float], int]:
     """The shop's grid on the engine (shop/browse.py): a page of 24 unfiltered, filtered, deep in
-    the catalog, and the category choices; ms, the first call and the median of three after it."""
+    the catalog, and the category choices; ms, the first call and the median of three after it.
+    Also the RSS the grid added, beyond the shop's imports (the models' libraries, which a
+    serving process holds anyway)."""
     from shop.browse import CatalogBrowser
     from vectorstore import CATEGORY, Filters
     browser = CatalogBrowser(lambda: collection.metadata)
+    before = rss()[0]
     asks = {"first page": lambda: browser.page(Filters(), 1, 24),
             "a category's page 3": lambda: browser.page(Filters({CATEGORY: ("Footwear",)}), 3, 24),
             "page 20,000": lambda: browser.page(Filters(), 20_000, 24),
@@ -168,7 +171,7 @@ def browse_times(collection) -> dict[str, float]:
             ask()
             times.append(time.perf_counter() - started)
         out[name] = round(1000 * float(np.median(times)), 1)
-    return out
+    return out, rss()[0] - before
 
 
 def run_child(kind: str, store: str) -> dict:
@@ -215,6 +218,8 @@ def main() -> None:
           f"{(lance['rss'] - bare['rss']) / max(1, chroma['rss'] - bare['rss']):.2f}x")
     print(table([{"filter": name, **figures} for name, figures in lance["search"].items()]))
     print(table([{"the shop's grid on the engine": name, "ms": ms} for name, ms in lance["browse"].items()]))
+    print(f"the grid's RSS beyond the shop's imports: {lance['browse_rss'] / mb:.0f} MB; "
+          f"metadata table loaded after it: {lance['metadata_table_loaded']}")
 
 
 if __name__ == "__main__":
