@@ -379,7 +379,7 @@ class LanceCollection(ProductCollection):
                  .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k))
         kind = self._vector_index_kind(table)
         share = self._share(table, filters)
-        query = query.nprobes(int(min(MAX_PROBES, math.ceil(NPROBES / share))))
+        query = query.nprobes(self._probes(table, share))
         if kind == "IvfPq":
             # The fewer products pass, the closer their codes' distances lie: more of them are
             # re-ranked on the stored vectors (docs/scale.md: a rare filter's recall 0.90 -> 0.99).
@@ -432,6 +432,15 @@ class LanceCollection(ProductCollection):
         where = filters_sql(filters)
         passing = self._do(lambda: table.count_rows(where)) / max(1, self._do(table.count_rows))
         return max(passing, 1e-6)
+
+    def _probes(self, table, share: float) -> int:
+        """NPROBES / share partitions; every one past half of them. The partitions are visited
+        nearest the photo first, so those left out are the farthest from it, which is where a
+        filter that disagrees with the photo keeps its products (shoes asked of a shirt's photo:
+        recall@5 0.72 at a million products with 87 of 122 partitions, 0.98 with all)."""
+        probes = math.ceil(NPROBES / share)
+        partitions = max(1, self._do(table.count_rows) // PARTITION_ROWS)   # as `tidy` builds them
+        return MAX_PROBES if probes > partitions / 2 else int(probes)
 
     def _vector_index_kind(self, table) -> str | None:
         """The type of the table's vector index (None: exact scans), asked once per handle."""
