@@ -51,7 +51,7 @@ class Health(BaseModel):
     models: dict[str, int]
     assistant: bool
     indexing: str | None = None  # how far background indexing is; None when it is done
-    # Self-tuning: phase (training, indexing, ready, switched, rejected, skipped, failed), epoch,
+    # Self-tuning: phase (training, indexing, checking, ready, switched, rejected, skipped, failed), epoch,
     # epochs, minutes_left, the figures before and after, and `line`; None when it is off.
     tuning: dict | None = None
 

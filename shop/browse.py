@@ -79,9 +79,6 @@ class CatalogBrowser:
     def __init__(self, metadata_source: Callable[[], MetadataTable]):
         self._metadata_source = metadata_source
 
-    def table(self) -> pd.DataFrame:
-        return self._metadata_source().derived("shop-order", _in_shop_order)
-
     def vocabulary(self) -> dict[str, list]:
         return self._metadata_source().vocabulary()
 
@@ -123,10 +120,12 @@ class CatalogBrowser:
 
     def page(self, filters: Filters, number: int, size: int) -> Page:
         source, order = self._metadata_source(), ("shop-order", _in_shop_order)
-        _, total = source.rows(filters, 0, 0, order=order)
-        pages = max(1, -(-total // size))
-        number = min(max(1, number), pages)
+        number = max(1, number)
         rows, total = source.rows(filters, (number - 1) * size, size, order=order)
+        pages = max(1, -(-total // size))
+        if number > pages:   # past the end: the last page
+            number = pages
+            rows, total = source.rows(filters, (number - 1) * size, size, order=order)
         return Page([product_dict(pid, row) for pid, row in rows], number, pages, total, filters)
 
     def product(self, product_id: str) -> dict | None:

@@ -240,6 +240,13 @@ def test_labels_edited_in_the_catalog_reach_the_index_without_embedding_again(tm
     assert [h.id for h in hits] == ["1001"]
     again = index(read_catalog(folder))
     assert again.indexed == {"resnet18": 0} and again.relabelled == {"resnet18": 0}
+    # An index written before labels were digested: its records get theirs once, nothing embedded.
+    collection = ProductCollection.open(client, "resnet18")
+    ids, _, metas = collection.records_of(sorted(collection.stored_records()))
+    collection.relabel({pid: {**meta, "digest": meta["digest"].split(":")[0]} for pid, meta in zip(ids, metas)})
+    upgraded = index(read_catalog(folder))
+    assert upgraded.indexed == {"resnet18": 0} and upgraded.relabelled == {"resnet18": len(ids)} and len(ids) == 12
+    assert index(read_catalog(folder)).relabelled == {"resnet18": 0}
 
 
 def test_an_oversized_catalog_image_is_skipped_unread(tmp_path, embedders):

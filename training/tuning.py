@@ -139,6 +139,9 @@ def run_tune(settings: TuneSettings, log: Callable[[str], None] | None = None) -
     state = TuneState.read(settings.state_path)
     if state is not None and state.catalog == catalog_key and state.model == settings.model \
             and state.phase in (READY, SWITCHED, REJECTED, SKIPPED):
+        if state.phase == REJECTED:   # a run killed after deciding, before dropping its index
+            from vectorstore import ProductCollection
+            ProductCollection.drop(make_client(settings.store), settings.model, TUNED_SLOT)
         return state
     with _only_run(settings.state_path):
         if state is None or state.catalog != catalog_key or state.model != settings.model:
@@ -239,18 +242,25 @@ def _checked(settings: TuneSettings, client, tuned, state: TuneState, log) -> Tu
         return photo.path.read_bytes() if photo.mask is None else photo_image(photo)
     served = settings.builder.build(settings.model)   # what the live index was built with
     figures = {}
-    for side, embedder, slot in (("before", served, None), ("after", tuned, TUNED_SLOT)):
-        searcher = settings.served.searcher(client, embedder, slot)
-        figures[side] = served_kind_precision(searcher, settings.model, photos, picture)
+    try:
+        for side, embedder, slot in (("before", served, None), ("after", tuned, TUNED_SLOT)):
+            searcher = settings.served.searcher(client, embedder, slot)
+            figures[side] = served_kind_precision(searcher, settings.model, photos, picture)
+    except UserError as exc:   # the live index gone or rebuilt meanwhile, no photo readable
+        # Nothing to compare with: the fine-tune's own figures decided; a restart must not
+        # index and fail again and again.
+        log(f"real photos not checked as shoppers search them: {exc}")
+        return state.moved(phase=READY).write(settings.state_path)
     before = {**state.before, "p_real_served": round(figures["before"][0], 4), "real_served_queries": figures["before"][1]}
     after = {**state.after, "p_real_served": round(figures["after"][0], 4), "real_served_queries": figures["after"][1]}
     why = settings.rule.refuses_served(before, after)
-    state = state.moved(before=before, after=after, phase=REJECTED if why else READY, reason=why or "")
+    state = state.moved(before=before, after=after, phase=REJECTED if why else READY,
+                        reason=why or "").write(settings.state_path)
     log(f"tuned model: {state.gain()}; " + (f"kept the served one ({why})" if why else "switching to it"))
-    if why:
+    if why:   # after the decision is written: a kill between the two leaves only a stray index
         from vectorstore import ProductCollection
         ProductCollection.drop(client, settings.model, TUNED_SLOT)
-    return state.write(settings.state_path)
+    return state
 
 
 def _held_out_photos(settings: TuneSettings) -> list:

@@ -39,6 +39,7 @@ CENTER_KEY = "center"
 # weights check, since int8 and fp32 vectors of the same weights agree to cosine >= 0.99.
 RUNTIME_KEY = "runtime"
 CENTERED_KEY = "centered"
+RELABEL_CHUNK = 1000
 WEIGHTS_KEY = "weights"
 # How wide the graph walk of an HNSW search is (set in the collection's configuration when an
 # indexer opens it, and kept by every later open). Chosen by measurement on realistic data, k = 50
@@ -174,9 +175,11 @@ class ProductCollection(ABC):
         the collection's centre is left for the next run, after `ensure_centered`."""
         if not metadatas:
             return
-        ids, vectors, stored = self.records_of(list(metadatas))
-        keep = [i for i, meta in enumerate(stored) if self.center is None or meta.get(CENTERED_KEY)]
-        self.write_prepared([ids[i] for i in keep], vectors[keep], [metadatas[ids[i]] for i in keep])
+        wanted = list(metadatas)
+        for start in range(0, len(wanted), RELABEL_CHUNK):   # a million vectors are 5 GB: a chunk at a time
+            ids, vectors, stored = self.records_of(wanted[start:start + RELABEL_CHUNK])
+            keep = [i for i, meta in enumerate(stored) if self.center is None or meta.get(CENTERED_KEY)]
+            self.write_prepared([ids[i] for i in keep], vectors[keep], [metadatas[ids[i]] for i in keep])
         self.metadata.refresh()
 
     @abstractmethod
@@ -285,7 +288,8 @@ class ProductCollection(ABC):
                 for ids, metas in self.metadata_pages() for pid, meta in zip(ids, metas)}
 
     def stored_digests(self) -> dict[str, str]:
-        """id -> digest of the image each stored vector was made from."""
+        """id -> the digest each stored record was made from (its image's, and its labels':
+        indexing/plan.py's `record_digest`)."""
         return {pid: digest for pid, (digest, _) in self.stored_records().items()}
 
     def ensure_centered(self) -> int:

@@ -378,8 +378,8 @@ class LanceCollection(ProductCollection):
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
                  .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k))
         kind = self._vector_index_kind(table)
-        share = self._share(table, filters)
-        query = query.nprobes(self._probes(table, share))
+        share, rows = self._share(table, filters)
+        query = query.nprobes(_probes(share, rows))
         if kind == "IvfPq":
             # The fewer products pass, the closer their codes' distances lie: more of them are
             # re-ranked on the stored vectors (docs/scale.md: a rare filter's recall 0.90 -> 0.99).
@@ -419,28 +419,21 @@ class LanceCollection(ProductCollection):
         ids, _, metas = self.records_of(list(dict.fromkeys(product_ids)))
         return dict(zip(ids, metas))
 
-    def _share(self, table, filters: Filters | None) -> float:
+    def _share(self, table, filters: Filters | None) -> tuple[float, int]:
         """The share of products that pass `filters` (1 without filters or a vector index), which
         sets how much of the index a search visits: NPROBES / share partitions, and REFINE /
         sqrt(share) candidates per answer re-ranked. The nearest partitions to a shirt hold few
         shoes: "footwear" asked of a shirt's photo found 0.28 of the true top 5 at a million
         products with NPROBES alone; visiting NPROBES / share partitions keeps the candidates
         that pass about as many as an unfiltered search weighs (the Chroma planner's over-fetch,
-        in partitions)."""
-        if filters is None or filters.is_empty() or self._vector_index_kind(table) is None:
-            return 1.0
+        in partitions). Also the products stored (0 when it does not matter: no vector index)."""
+        if self._vector_index_kind(table) is None:
+            return 1.0, 0
+        rows = self._do(table.count_rows)
+        if filters is None or filters.is_empty():
+            return 1.0, rows
         where = filters_sql(filters)
-        passing = self._do(lambda: table.count_rows(where)) / max(1, self._do(table.count_rows))
-        return max(passing, 1e-6)
-
-    def _probes(self, table, share: float) -> int:
-        """NPROBES / share partitions; every one past half of them. The partitions are visited
-        nearest the photo first, so those left out are the farthest from it, which is where a
-        filter that disagrees with the photo keeps its products (shoes asked of a shirt's photo:
-        recall@5 0.72 at a million products with 87 of 122 partitions, 0.98 with all)."""
-        probes = math.ceil(NPROBES / share)
-        partitions = max(1, self._do(table.count_rows) // PARTITION_ROWS)   # as `tidy` builds them
-        return MAX_PROBES if probes > partitions / 2 else int(probes)
+        return max(self._do(lambda: table.count_rows(where)) / max(1, rows), 1e-6), rows
 
     def _vector_index_kind(self, table) -> str | None:
         """The type of the table's vector index (None: exact scans), asked once per handle."""
@@ -504,6 +497,16 @@ def _vector_index(dim: int, rows: int):
     if VECTOR_INDEX == "ivf_pq":
         return IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=max(1, dim // 8))
     return IvfHnswSq(distance_type="cosine", num_partitions=partitions)
+
+
+def _probes(share: float, rows: int) -> int:
+    """NPROBES / share partitions; every one past half of them. The partitions are visited
+    nearest the photo first, so those left out are the farthest from it, which is where a filter
+    that disagrees with the photo keeps its products (shoes asked of a shirt's photo: recall@5
+    0.68 at a million products with 87 of 122 partitions, 0.95-0.98 with all, docs/scale.md)."""
+    probes = math.ceil(NPROBES / share)
+    partitions = max(1, rows // PARTITION_ROWS)   # as `tidy` builds them
+    return MAX_PROBES if probes > partitions / 2 else int(probes)
 
 
 def filters_sql(filters: Filters | None) -> str:
