@@ -190,18 +190,32 @@ def test_a_build_keeps_the_full_resolution_layers_in_fp32_only_when_the_stem_alo
     export_onnx(load_embedder("resnet18", "random"), tmp_path / "resnet.onnx")
     assert [c for c, _ in fp32_layer_choices(prepare_for_quantization(tmp_path / "resnet.onnx"))] == [STEM]
 
-    kept: list[list[str]] = []
+    kept: list[tuple[int, bool]] = []
     quantize = runtime.quantize
-    monkeypatch.setattr(runtime, "quantize", lambda prepared, out, calibration, keep_fp32:
-                        kept.append(list(keep_fp32)) or quantize(prepared, out, calibration, keep_fp32))
+    monkeypatch.setattr(runtime, "quantize", lambda prepared, out, calibration, keep_fp32, reduce_range=False:
+                        kept.append((len(keep_fp32), reduce_range))
+                        or quantize(prepared, out, calibration, keep_fp32, reduce_range=reduce_range))
     easy = fast_model(lite, settings(tmp_path / "easy", catalog=catalog_dir, min_cosine=0.0))
-    assert [len(k) for k in kept] == [1] and easy.fp32_layers == STEM and easy.validated
+    assert kept == [(1, False)] and easy.fp32_layers == STEM and easy.validated
     kept.clear()
     strict = fast_model(lite, settings(tmp_path / "strict", catalog=catalog_dir, min_cosine=1.01))
-    assert [len(k) for k in kept] == [1, 5]   # the stem alone fell short: the second choice was tried
-    assert strict.cosine >= easy.cosine and not strict.validated   # the closer of the two is kept
+    # Each choice fell short: the full-resolution layers in fp32, then both with 7-bit weights.
+    assert kept == [(1, False), (5, False), (1, True), (5, True)]
+    assert strict.cosine >= easy.cosine and not strict.validated   # the closest of them is kept
     assert json.loads(strict.path.with_name("meta.json").read_text())["fp32_layers"] == strict.fp32_layers
     assert fast_model(lite, settings(tmp_path / "strict", catalog=catalog_dir)).fp32_layers == strict.fp32_layers
+
+
+def test_a_model_validated_with_vnni_is_not_reused_on_a_cpu_without(monkeypatch, embedders):
+    """Without VNNI ONNX Runtime's int8 products may saturate: a model that passed its check on
+    one kind of CPU is built and checked again on the other (a cache folder copied across)."""
+    from embedding import runtime
+    assert runtime.int8_dot_products() in ("int8 vnni", "int8 no-vnni", "int8 unknown")
+    keys = set()
+    for kind in ("int8 vnni", "int8 no-vnni"):
+        monkeypatch.setattr(runtime, "int8_dot_products", lambda kind=kind: kind)
+        keys.add(runtime.cache_key(embedders["resnet18"]))
+    assert len(keys) == 2
 
 
 # --- a cache entry that is not what was built ------------------------------------------------
