@@ -18,7 +18,7 @@ from embedding.colour import ColourModel
 from embedding.garments import GarmentParser
 from embedding.kinds import KindModel
 from training.photo_check import ServedSearch, sample, served_kind_precision
-from training.real_photos import RealPhotos, photo_image
+from training.real_photos import RealPhotos
 from vectorstore import StoreSettings, make_client
 
 PHOTOS = ROOT.parent / "shared" / "photos"
@@ -36,16 +36,13 @@ def main() -> None:
     photos = sample(held, ServedSearch().max_photos)
     served = ServedSearch(parser_factory=GarmentParser.load, colour_factory=ColourModel.load,
                           kind_factory=KindModel.load)
-
-    def picture(photo):
-        return photo.path.read_bytes() if photo.mask is None else photo_image(photo)
     rows = []
     for name, weights, db in (("ImageNet (its kind model reads the kind)", "imagenet", args.db),
                               (f"{Path(args.weights).name} (its classifier reads the kind)", args.weights, args.tuned_db)):
         embedder = EmbedderBuilder(weights=weights).build(args.model)
         started = time.perf_counter()
         searcher = served.searcher(make_client(StoreSettings(path=Path(db))), embedder)
-        precision, asked = served_kind_precision(searcher, args.model, photos, picture)
+        precision, asked = served_kind_precision(searcher, args.model, photos)
         rows.append({"network": name, "kind P@5": round(precision, 3), "photos": asked,
                      "seconds": round(time.perf_counter() - started)})
     print(f"{len(held)} held-out real photos, {len(photos)} asked ({sum(p.mask is None for p in photos)} "

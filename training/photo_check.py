@@ -52,8 +52,7 @@ def sample(photos: Sequence[LabelledPhoto], limit: int, seed: int = 0) -> list[L
     return photos if len(photos) <= limit else random.Random(f"{seed}:photo-check").sample(photos, limit)
 
 
-def served_kind_precision(searcher: Searcher, model: str, photos: Sequence[LabelledPhoto],
-                          picture: Callable[[LabelledPhoto], object]) -> tuple[float, int]:
+def served_kind_precision(searcher: Searcher, model: str, photos: Sequence[LabelledPhoto]) -> tuple[float, int]:
     """Mean P@K by kind (lenient, as `evaluate --photos`) of the photos' first item's answer,
     and how many photos were scored (one the shop refuses, unreadable or showing nothing, is left
     out; the store's errors are not: both models must be asked the same photos)."""
@@ -61,7 +60,7 @@ def served_kind_precision(searcher: Searcher, model: str, photos: Sequence[Label
     outcomes = []
     for photo in photos:
         try:
-            look = find_the_look(searcher, policy, _bytes(picture(photo)), name=photo.path.name)
+            look = find_the_look(searcher, policy, upload_of(photo), name=photo.path.name)
         except (ImageError, Refused):
             continue
         found = look.items[0]
@@ -71,13 +70,15 @@ def served_kind_precision(searcher: Searcher, model: str, photos: Sequence[Label
     return float(score_photos(outcomes, K).precision["kind"]), len(outcomes)
 
 
-def _bytes(image) -> bytes:
-    """A photo as an upload: a file's bytes, or a cut-out garment encoded as PNG."""
-    if hasattr(image, "save"):
-        data = io.BytesIO()
-        image.save(data, format="PNG")
-        return data.getvalue()
-    return image
+def upload_of(photo: LabelledPhoto) -> bytes:
+    """A photo as a shopper would send it: a home photo's file, or a street garment cut out on
+    white, as a search cuts out an item (encoded as PNG)."""
+    if photo.mask is None:
+        return photo.path.read_bytes()
+    from training.real_photos import photo_image
+    data = io.BytesIO()
+    photo_image(photo).save(data, format="PNG")
+    return data.getvalue()
 
 
-__all__ = ["MAX_PHOTOS", "ServedSearch", "sample", "served_kind_precision"]
+__all__ = ["MAX_PHOTOS", "ServedSearch", "sample", "served_kind_precision", "upload_of"]

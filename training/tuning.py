@@ -234,18 +234,14 @@ def _checked(settings: TuneSettings, client, tuned, state: TuneState, log) -> Tu
     if settings.served is None or not photos:
         return state.moved(phase=READY).write(settings.state_path)
     from training.photo_check import sample, served_kind_precision
-    from training.real_photos import photo_image
     photos = sample(photos, settings.served.max_photos, settings.finetune.seed)
     state = state.moved(phase=CHECKING).write(settings.state_path)
-
-    def picture(photo):  # an upload's bytes, or a street garment cut out as a search cuts an item
-        return photo.path.read_bytes() if photo.mask is None else photo_image(photo)
     served = settings.builder.build(settings.model)   # what the live index was built with
     figures = {}
     try:
         for side, embedder, slot in (("before", served, None), ("after", tuned, TUNED_SLOT)):
             searcher = settings.served.searcher(client, embedder, slot)
-            figures[side] = served_kind_precision(searcher, settings.model, photos, picture)
+            figures[side] = served_kind_precision(searcher, settings.model, photos)
     except UserError as exc:   # the live index gone or rebuilt meanwhile, no photo readable
         # Nothing to compare with: the fine-tune's own figures decided; a restart must not
         # index and fail again and again.
