@@ -48,6 +48,19 @@ class GarmentClass:
     # Where a standing person wears it, head (0) to feet (3); None for what moves about (a bag
     # in the hand or on the shoulder). A worn outfit shows its items in this order top to bottom.
     height: float | None = None
+    # How much of a square catalog shot's side a product of this class fills (the median over
+    # this catalog's shots, docs/figures.md): bags, glasses and belts sit small on white, worn
+    # garments fill the frame. An item is cut out with as much white around it, so it is framed
+    # as the products it is compared with (a bag or a shoe filling the frame finds fewer of its
+    # own type). Shoes: 0.75, between one shoe's 0.63 in the catalog and a worn pair, which
+    # spans two shoes (measured both ways in docs/figures.md).
+    fill: float = 0.89
+
+    @property
+    def margin(self) -> float:
+        """The white around a cut-out item on each side, as a share of its box: `fill` of the
+        framed picture's side."""
+        return (1.0 / self.fill - 1.0) / 2.0
 
     def phrase(self, colour: str | None = None) -> str:
         """How the chat names an item: "a navy top", "brown shoes", "an orange bag"."""
@@ -73,15 +86,15 @@ GARMENT_CLASSES: tuple[GarmentClass, ...] = (
                  height=1.5),
     GarmentClass("shoes", "Shoes", ("Footwear",),
                  ("boots", "clogs", "flats", "heels", "loafers", "pumps", "sandals", "shoes", "sneakers", "wedges"),
-                 countable=False, pairs=True, height=3),
-    GarmentClass("bag", "Bags", ("Bags", "Wallets"), ("bag", "purse", "wallet"), min_area=0.003),
-    GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002, height=0),
+                 countable=False, pairs=True, height=3, fill=0.75),
+    GarmentClass("bag", "Bags", ("Bags", "Wallets"), ("bag", "purse", "wallet"), min_area=0.003, fill=0.64),
+    GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002, height=0, fill=0.48),
     GarmentClass("glasses", "Eyewear", ("Eyewear",), ("glasses", "sunglasses"), min_area=0.0008, countable=False,
-                 height=0),
-    GarmentClass("belt", "Belts", ("Belts",), ("belt",), min_area=0.001),
+                 height=0, fill=0.58),
+    GarmentClass("belt", "Belts", ("Belts",), ("belt",), min_area=0.001, fill=0.57),
     GarmentClass("scarf or tie", "Scarves", ("Scarves", "Ties", "Mufflers", "Stoles"), ("scarf", "tie"),
-                 min_area=0.002),
-    GarmentClass("watch", "Watches", ("Watches",), ("watch",), min_area=0.0004),
+                 min_area=0.002, fill=0.9),
+    GarmentClass("watch", "Watches", ("Watches",), ("watch",), min_area=0.0004, fill=0.88),
 )
 CLASS_NAMES = tuple(c.name for c in GARMENT_CLASSES)
 BY_NAME = {c.name: c for c in GARMENT_CLASSES}
@@ -96,17 +109,21 @@ def describe_items(kinds: list[str], colours: list[str | None] | None = None) ->
 
 def cut_out(image: Image.Image, mask: np.ndarray, box: tuple[float, float, float, float],
             margin: float = 0.06) -> Image.Image:
-    """`box` (fractions, with a margin) of `image`, everything outside `mask` (any resolution)
-    white: an item as the catalog shows products."""
+    """`box` (fractions) of `image` with `margin` of it on each side, everything outside `mask`
+    (any resolution) white: an item as the catalog shows products. Past the photo's edge the
+    margin is white too (a shoe at the bottom of the frame keeps its white below)."""
     rgb = image.convert("RGB")
     width, height = rgb.size
     x0, y0, x1, y1 = box
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    crop = (max(0, int((x0 - mx) * width)), max(0, int((y0 - my) * height)),
-            min(width, int(np.ceil((x1 + mx) * width))), min(height, int(np.ceil((y1 + my) * height))))
+    left, top = int((x0 - mx) * width), int((y0 - my) * height)
+    right, bottom = int(np.ceil((x1 + mx) * width)), int(np.ceil((y1 + my) * height))
+    inside = (max(0, left), max(0, top), min(width, right), min(height, bottom))
     keep = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
     white = Image.new("RGB", rgb.size, (255, 255, 255))
-    return Image.composite(rgb, white, keep).crop(crop)
+    framed = Image.new("RGB", (max(1, right - left), max(1, bottom - top)), (255, 255, 255))
+    framed.paste(Image.composite(rgb, white, keep).crop(inside), (inside[0] - left, inside[1] - top))
+    return framed
 
 
 @dataclass(frozen=True)
@@ -229,10 +246,11 @@ class Item:
         """Where a standing person wears it (GarmentClass.height)."""
         return BY_NAME[self.kind].height
 
-    def cut_out(self, image: Image.Image, margin: float = 0.06) -> Image.Image:
-        """The item as the catalog shows products: its box (with a margin), everything outside
-        its mask white (the catalog's backdrop)."""
-        return cut_out(image, self.mask, self.box, margin)
+    def cut_out(self, image: Image.Image, margin: float | None = None) -> Image.Image:
+        """The item as the catalog shows products: its box with white around it as the
+        catalog frames its class (`GarmentClass.margin`, unless `margin` is given), everything
+        outside its mask white (the catalog's backdrop)."""
+        return cut_out(image, self.mask, self.box, BY_NAME[self.kind].margin if margin is None else margin)
 
     def full_mask(self, size: tuple[int, int]) -> np.ndarray:
         """The mask at `size` (width, height), for the colour of the item's own pixels."""

@@ -348,6 +348,40 @@ def test_a_second_bag_or_shoe_apart_from_the_first_is_an_item_of_its_own_and_a_p
     assert BY_NAME["bag"].label == bags[0].label
 
 
+def test_an_item_is_framed_as_the_catalog_frames_its_class_with_white_past_the_photos_edge():
+    from embedding.garments import BY_NAME, GARMENT_CLASSES, items_from
+    index = {g.name: i for i, g in enumerate(GARMENT_CLASSES)}
+    height, width = 224, 144
+    # a top in the middle, shoes touching the bottom edge of the photo
+    top_cells, shoe_cells = (40, 40, 104, 120), (50, 200, 94, 224)
+    probabilities = _probabilities(len(GARMENT_CLASSES), (height, width),
+                                   {index["top"]: [top_cells], index["shoes"]: [shoe_cells]})
+    items = {i.kind: i for i in items_from(probabilities)}
+    photo = Image.new("RGB", (width * 4, height * 4), (90, 140, 60))   # a green street, 4 pixels a cell
+    for kind, colour in (("top", (200, 30, 30)), ("shoes", (20, 20, 20))):
+        x0, y0, x1, y1 = (round(v * s) for v, s in zip(items[kind].box, (width * 4, height * 4) * 2))
+        ImageDraw.Draw(photo).rectangle((x0, y0, x1 - 1, y1 - 1), fill=colour)
+
+    def filled(cut):
+        """The share of the cut-out's longer side the item spans, and whether the street is gone
+        (green only where the mask's edge blends it in)."""
+        pixels = np.asarray(cut, dtype=np.int16)
+        ys, xs = np.nonzero(pixels.min(axis=2) < 200)
+        spans = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) / max(cut.size)
+        green = (pixels[..., 1] > pixels[..., 0] + 30) & (pixels[..., 1] > pixels[..., 2] + 30)
+        return spans, green.mean() < 0.03
+
+    top_fill, top_white = filled(items["top"].cut_out(photo))
+    shoe_fill, shoe_white = filled(items["shoes"].cut_out(photo))
+    assert top_white and shoe_white, "the street is gone, also past the photo's edge"
+    # shoes sit small on white in catalog shots, a worn top fills the frame
+    assert abs(shoe_fill - BY_NAME["shoes"].fill) < 0.05 and abs(top_fill - BY_NAME["top"].fill) < 0.05
+    assert BY_NAME["shoes"].fill < BY_NAME["top"].fill - 0.1
+    # the white below the shoes is there although the photo ends under them
+    shoes = np.asarray(items["shoes"].cut_out(photo), dtype=np.int16)
+    assert shoes[-3:].min() > 245
+
+
 def test_thousands_of_specks_close_together_are_one_part_and_far_groups_two():
     from embedding.garments import parts_apart
     speckled = np.zeros((224, 144), dtype=bool)
