@@ -190,6 +190,41 @@ def test_a_large_collection_is_searched_through_its_vector_index(tmp_path, monke
     assert "late" in [h.id for h in collection.search_stored(vectors[0], k=2)]
 
 
+def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_products(tmp_path, monkeypatch):
+    # Shoes and clothes in two regions of the space, 20 partitions: "apparel", which half the
+    # products pass, would visit the 4 partitions nearest a shoe's photo, all of them shoes.
+    monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 500)
+    monkeypatch.setattr(lance_store, "PARTITION_ROWS", 100)
+    monkeypatch.setattr(lance_store, "NPROBES", 2)
+    rng = np.random.default_rng(1)
+    regions = rng.normal(size=(2, 64))
+    centres = np.repeat(regions, 4, axis=0) + 0.5 * rng.normal(size=(8, 64))
+    kinds = rng.integers(0, 8, 2000)
+    vectors = centres[kinds] + 0.3 * rng.normal(size=(2000, 64))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"p{i}" for i in range(2000)]
+    metas = [{"masterCategory": "Footwear" if k < 4 else "Apparel", "articleType": f"kind{k}"} for k in kinds]
+    collection = ProductCollection.open(make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb")), "m",
+                                        dim=64, create=True)
+    collection.write_prepared(ids, vectors, metas)
+    collection.tidy()
+    # How much less similar the 5 found are than the true 5 nearest that pass: an approximate
+    # index swaps near-ties (a gap of a few thousandths); partitions left out lose whole
+    # neighbourhoods.
+    gap = {"agree": [], "disagree": []}
+    for i in range(0, 2000, 50):
+        own = metas[i]["masterCategory"]
+        other = "Apparel" if own == "Footwear" else "Footwear"
+        for name, value in (("agree", own), ("disagree", other)):
+            passing = np.array([m["masterCategory"] == value for m in metas])
+            truth = np.sort(np.where(passing, vectors @ vectors[i], -np.inf))[::-1][:5]
+            hits = collection.search_stored(vectors[i], k=5, filters=Filters({CATEGORY: (value,)}))
+            assert len(hits) == 5 and all(h.metadata["masterCategory"] == value for h in hits)
+            gap[name].append(float(truth.mean() - np.mean([h.score for h in hits])))
+    print({k: round(float(np.mean(v)), 4) for k, v in gap.items()})
+    assert np.mean(gap["agree"]) < 0.01 and np.mean(gap["disagree"]) < 0.01, gap
+
+
 def test_a_chat_on_lancedb_searches_filters_and_relaxes_without_loading_the_metadata_table(both, embedders):
     from assistant.chat import Assistant
     from assistant.settings import AssistantSettings

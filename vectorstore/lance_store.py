@@ -42,7 +42,7 @@ from vectorstore.collection import (
     plain,
 )
 from vectorstore.errors import NoIndex, StoreError
-from vectorstore.filters import Filters
+from vectorstore.filters import Filters, columns_of
 from vectorstore.guard import store_error
 from vectorstore.metadata import MetadataTable
 
@@ -64,6 +64,13 @@ PARTITION_ROWS = 8192
 MAX_PROBES = 4096  # every partition, up to 33 million products
 REFINE = 4
 MAX_REFINE = 64
+# A broad filter is searched in NPROBES / share partitions, nearest the photo first; when the
+# photo's own neighbourhood holds few of the products that pass (a shoe's photo, "apparel"), those
+# partitions hold few too. A quick unfiltered look at the photo's NEAR_ROWS nearest products (in
+# NEAR_PROBES partitions, codes only) tells the share that pass near it, which then sets the
+# breadth when it is the smaller (docs/scale.md: a filter that disagrees with the photo).
+NEAR_ROWS = 20
+NEAR_PROBES = 2
 WRITE_ROWS = 2000
 OLD_VERSIONS = timedelta(minutes=10)
 ID_CHUNK = 1000
@@ -379,7 +386,10 @@ class LanceCollection(ProductCollection):
                  .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k))
         kind = self._vector_index_kind(table)
         share, rows = self._share(table, filters)
-        query = query.nprobes(_probes(share, rows))
+        probes = _probes(share, rows)
+        if probes < MAX_PROBES and filters is not None and not filters.is_empty():
+            probes = _probes(max(min(share, self._share_near(table, vector, filters)), 1e-6), rows)
+        query = query.nprobes(probes)
         if kind == "IvfPq":
             # The fewer products pass, the closer their codes' distances lie: more of them are
             # re-ranked on the stored vectors (docs/scale.md: a rare filter's recall 0.90 -> 0.99).
@@ -434,6 +444,15 @@ class LanceCollection(ProductCollection):
             return 1.0, rows
         where = filters_sql(filters)
         return max(self._do(lambda: table.count_rows(where)) / max(1, rows), 1e-6), rows
+
+    def _share_near(self, table, vector: np.ndarray, filters: Filters) -> float:
+        """The share of the photo's NEAR_ROWS nearest products, found quickly and unfiltered,
+        that pass `filters` (1 when there are none)."""
+        columns = sorted({c for name in filters.names() for c in columns_of(name)} & set(METADATA_COLUMNS))
+        query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
+                 .distance_type("cosine").select([*columns, "_distance"]).nprobes(NEAR_PROBES).limit(NEAR_ROWS))
+        near = self._do(query.to_pandas)
+        return float(filters.mask(near).mean()) if len(near) else 1.0
 
     def _vector_index_kind(self, table) -> str | None:
         """The type of the table's vector index (None: exact scans), asked once per handle."""
