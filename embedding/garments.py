@@ -11,6 +11,7 @@ how an item of it is searched (`search_categories`, matched at any category leve
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from catalog.errors import UserError
 from embedding.registry import GARMENT_PARSER, architecture
 
 SHIPPED_FILE = Path(__file__).with_name("garment_parser.pt")
+# The longest side of an item cut out for a search (the models see at most a few hundred pixels).
+CUT_OUT_SIDE = 1024
 
 
 @dataclass(frozen=True)
@@ -108,21 +111,29 @@ def describe_items(kinds: list[str], colours: list[str | None] | None = None) ->
 
 
 def cut_out(image: Image.Image, mask: np.ndarray, box: tuple[float, float, float, float],
-            margin: float = 0.06) -> Image.Image:
+            margin: float = 0.06, max_side: int = CUT_OUT_SIDE) -> Image.Image:
     """`box` (fractions) of `image` with `margin` of it on each side, everything outside `mask`
     (any resolution) white: an item as the catalog shows products. Past the photo's edge the
-    margin is white too (a shoe at the bottom of the frame keeps its white below)."""
+    margin is white too (a shoe at the bottom of the frame keeps its white below). At most
+    `max_side` pixels on the longer side (the models see a few hundred), so a wide margin
+    around a large item costs no more memory than the photo."""
     rgb = image.convert("RGB")
     width, height = rgb.size
     x0, y0, x1, y1 = box
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    left, top = int((x0 - mx) * width), int((y0 - my) * height)
-    right, bottom = int(np.ceil((x1 + mx) * width)), int(np.ceil((y1 + my) * height))
+    left, top = math.floor((x0 - mx) * width), math.floor((y0 - my) * height)
+    right, bottom = math.ceil((x1 + mx) * width), math.ceil((y1 + my) * height)
     inside = (max(0, left), max(0, top), min(width, right), min(height, bottom))
     keep = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.BILINEAR)
-    white = Image.new("RGB", rgb.size, (255, 255, 255))
-    framed = Image.new("RGB", (max(1, right - left), max(1, bottom - top)), (255, 255, 255))
-    framed.paste(Image.composite(rgb, white, keep).crop(inside), (inside[0] - left, inside[1] - top))
+    region = rgb.crop(inside)
+    piece = Image.composite(region, Image.new("RGB", region.size, (255, 255, 255)), keep.crop(inside))
+    scale = min(1.0, max_side / max(1, right - left, bottom - top))
+    framed = Image.new("RGB", (max(1, round((right - left) * scale)), max(1, round((bottom - top) * scale))),
+                       (255, 255, 255))
+    if scale < 1.0:
+        piece = piece.resize((max(1, round(piece.width * scale)), max(1, round(piece.height * scale))),
+                             Image.Resampling.BILINEAR)
+    framed.paste(piece, (round((inside[0] - left) * scale), round((inside[1] - top) * scale)))
     return framed
 
 

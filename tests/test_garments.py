@@ -349,7 +349,7 @@ def test_a_second_bag_or_shoe_apart_from_the_first_is_an_item_of_its_own_and_a_p
 
 
 def test_an_item_is_framed_as_the_catalog_frames_its_class_with_white_past_the_photos_edge():
-    from embedding.garments import BY_NAME, GARMENT_CLASSES, items_from
+    from embedding.garments import BY_NAME, CUT_OUT_SIDE, GARMENT_CLASSES, items_from
     index = {g.name: i for i, g in enumerate(GARMENT_CLASSES)}
     height, width = 224, 144
     # a top in the middle, shoes touching the bottom edge of the photo
@@ -380,6 +380,9 @@ def test_an_item_is_framed_as_the_catalog_frames_its_class_with_white_past_the_p
     # the white below the shoes is there although the photo ends under them
     shoes = np.asarray(items["shoes"].cut_out(photo), dtype=np.int16)
     assert shoes[-3:].min() > 245
+    # a wide margin around an item that fills a large photo stays within a bounded picture
+    large = photo.resize((4000, 6000))
+    assert max(items["top"].cut_out(large, margin=0.5).size) == CUT_OUT_SIDE
 
 
 def test_thousands_of_specks_close_together_are_one_part_and_far_groups_two():
