@@ -182,7 +182,7 @@ def _colour(evaluation: Evaluation, m: ModelEvaluation) -> str:
         return "no colour model, photos are not read"
     if m.colour_preference:
         return (f"each photo's colour is read (model: {source}) and its reading reorders the candidates, "
-                f"weight {evaluation.settings.rerank.colour_weight} x log p(candidate's baseColour)")
+                f"weight {m.colour_weight} x log p(candidate's baseColour)")
     return f"each photo's colour is read (model: {source}) but does not reorder the candidates"
 
 

@@ -167,8 +167,9 @@ class ModelEvaluation:
     clean: Scores
     photo_like: Scores | None = None
     photos: PhotoScores | None = None
-    # Whether the photos' colour readings reordered their candidates.
+    # Whether the photos' colour readings reordered their candidates, and with what weight.
     colour_preference: bool = False
+    colour_weight: float = 0.0
     # The labels whose likelihood reordered the nearest products (empty: cosine order).
     reranked_by: tuple[str, ...] = ()
     # What judged those labels for the query: "neighbours" (their labels' votes), "classifiers".
@@ -467,6 +468,7 @@ def _evaluate_model(run: _Run, searcher: Searcher, embedder: Embedder, report, c
                    settings.batch_size,
                    "the index was current" if not report.indexed.get(model) else
                    f"only {report.indexed[model]} images were indexed in this run")
+    colour_weight = settings.rerank.colour_weight_for(embedder.classifiers)
     return ModelEvaluation(
         model=model, weights_id=embedder.weights_id, parameters=parameter_count(embedder),
         flops=forward_flops(embedder), input_size=embedder.image_size, embedding_size=embedder.dim,
@@ -477,7 +479,8 @@ def _evaluate_model(run: _Run, searcher: Searcher, embedder: Embedder, report, c
         photo_like=score(outcomes["photo-like"], settings.k, settings.worst, settings.min_queries_per_type)
         if photos else None,
         photos=score_photos(outcomes["photos"], settings.k) if real_photos else None,
-        colour_preference=run.colour is not None and settings.colour_preference and settings.rerank.colour_weight > 0,
+        colour_preference=run.colour is not None and settings.colour_preference and colour_weight > 0,
+        colour_weight=colour_weight,
         reranked_by=settings.rerank.labels_for(embedder.classifiers),
         reranked_with=settings.rerank.witnesses(embedder.classifiers), outcomes=outcomes)
 

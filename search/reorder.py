@@ -37,6 +37,13 @@ from embedding.classifiers import Classifiers
 
 # Added to every probability so that log p is finite for a class a classifier all but rules out.
 _FLOOR = 1e-9
+# How much a photo's colour reading counts, by what else in the search sees colour. A fine-tune
+# reads colour itself (its baseColour classifier, trained on the catalog's labels, and an
+# embedding that kept colour): the reading is one witness among three. The ImageNet network sees
+# shape far more than colour, so its nearest products' colours follow shape: the reading is the
+# only witness that looked at the item's colour. Chosen on real photos (docs/search.md: colour).
+COLOUR_WEIGHT_BESIDE_CLASSIFIER = 0.05
+COLOUR_WEIGHT_ALONE = 0.1
 
 
 @dataclass(frozen=True)
@@ -52,14 +59,14 @@ class RerankSettings:
     vote on the query's labels (0: the classifiers alone); `temperature`: how fast a vote fades
     with a neighbour's cosine below the nearest one's (0.05: a neighbour 0.05 further counts
     1/e as much). `colour_weight`: how much the log-probability of a candidate's baseColour
-    under the query's colour reading counts, when a search is given one (0: ignored);
-    `colour_floor`: the smallest probability it is taken at. Chosen on real photos
-    (docs/search.md: colour)."""
+    under the query's colour reading counts, when a search is given one (0: ignored; None: by
+    the network, `colour_weight_for`); `colour_floor`: the smallest probability it is taken at.
+    Chosen on real photos (docs/search.md: colour)."""
     weights: Mapping[str, float] = field(default_factory=lambda: {"articleType": 0.05, "baseColour": 0.05})
     candidates: int = 50
     neighbours: int = 20
     temperature: float = 0.05
-    colour_weight: float = 0.05
+    colour_weight: float | None = None
     colour_floor: float = 0.01
 
     def __post_init__(self):
@@ -71,7 +78,7 @@ class RerankSettings:
             raise UserError("rerank neighbours must be 0 or more")
         if self.temperature <= 0:
             raise UserError("rerank temperature must be above 0")
-        if self.colour_weight < 0:
+        if self.colour_weight is not None and self.colour_weight < 0:
             raise UserError("the colour weight must be 0 or more")
         if not 0 < self.colour_floor <= 1:
             raise UserError("the colour floor must be above 0 and at most 1")
@@ -94,9 +101,18 @@ class RerankSettings:
             ("classifiers", prior is not None and any(t in prior.targets for t in labels))) if present)
 
 
-    def uses_colour(self, colour: Mapping[str, float] | None) -> bool:
+    def colour_weight_for(self, prior: Classifiers | None) -> float:
+        """The colour reading's weight for a network with these classifiers (`prior`, if any):
+        the one set, else COLOUR_WEIGHT_BESIDE_CLASSIFIER when they read baseColour, else
+        COLOUR_WEIGHT_ALONE."""
+        if self.colour_weight is not None:
+            return self.colour_weight
+        reads_colour = prior is not None and "baseColour" in prior.targets
+        return COLOUR_WEIGHT_BESIDE_CLASSIFIER if reads_colour else COLOUR_WEIGHT_ALONE
+
+    def uses_colour(self, colour: Mapping[str, float] | None, prior: Classifiers | None = None) -> bool:
         """Whether a query's colour reading (`colour`) reorders its candidates."""
-        return bool(colour) and self.colour_weight > 0
+        return bool(colour) and self.colour_weight_for(prior) > 0
 
 
 NO_RERANK = RerankSettings(weights={}, colour_weight=0.0)
@@ -122,8 +138,8 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None =
         votes = _votes(labels, say) if say is not None else None
         if classifier is not None or votes is not None:
             fused += weight * _log_posterior(labels, classifier, votes)
-    if settings.uses_colour(colour):
-        fused += settings.colour_weight * _log_colour([_label(h.metadata.get("baseColour")) for h in hits],
+    if settings.uses_colour(colour, prior):
+        fused += settings.colour_weight_for(prior) * _log_colour([_label(h.metadata.get("baseColour")) for h in hits],
                                                       colour, settings.colour_floor)
     order = np.argsort(-fused, kind="stable")
     return [hits[i] for i in order]

@@ -275,7 +275,7 @@ class Searcher:
         on `vector`, the embedder's), and by the query's colour reading (`colour`, if any)."""
         resolved = self.resolve(model, filters)
         used = self.rerank.labels_for(prior)
-        coloured = self.rerank.uses_colour(colour)
+        coloured = self.rerank.uses_colour(colour, prior)
         started = time.perf_counter()
         if used or coloured:
             hits = rerank(search(resolved, max(k, self.rerank.candidates)), self.rerank, prior, vector,
