@@ -139,8 +139,8 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None =
         if classifier is not None or votes is not None:
             fused += weight * _log_posterior(labels, classifier, votes)
     if settings.uses_colour(colour, prior):
-        fused += settings.colour_weight_for(prior) * _log_colour([_label(h.metadata.get("baseColour")) for h in hits],
-                                                      colour, settings.colour_floor)
+        colours = [_label(h.metadata.get("baseColour")) for h in hits]
+        fused += settings.colour_weight_for(prior) * _log_colour(colours, colour, settings.colour_floor)
     order = np.argsort(-fused, kind="stable")
     return [hits[i] for i in order]
 
