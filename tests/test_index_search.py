@@ -256,6 +256,29 @@ def test_centering_spreads_similarities_and_survives_a_kill(tmp_path, embedders)
     assert np.allclose(again, expected, atol=1e-4)
 
 
+def test_a_table_read_while_another_writer_rebuilds_is_read_again(tmp_path):
+    """The size is read before the pages: a rebuild that empties the collection in between and
+    ends with as many products as before must not leave the table empty for good (a shop that
+    answered nothing after a rebuild by another process)."""
+    from vectorstore.metadata import MetadataTable
+    coll = ProductCollection.open(make_client(StoreSettings(path=tmp_path)), "resnet18", create=True, dim=4)
+    vectors = np.eye(4, dtype=np.float32)[:2]
+    metadatas = [{"gender": "Women"}, {"gender": "Men"}]
+    coll.write(["1", "2"], vectors, metadatas)
+    emptied = []
+
+    def pages_read_during_a_rebuild():
+        if not emptied:  # the other writer drops every product between the count and the read
+            emptied.append(True)
+            coll.delete(["1", "2"])
+        yield from coll.metadata_pages()
+
+    table = MetadataTable(pages_read_during_a_rebuild, coll.count)
+    assert len(table.frame()) == 0
+    coll.write(["1", "2"], vectors, metadatas)  # the rebuild ends: as many products as before
+    assert sorted(table.frame(fresh=True).index) == ["1", "2"]
+
+
 def test_the_metadata_table_and_what_is_derived_from_it_follow_the_collection(tmp_path):
     """One in-memory table per collection: the vocabulary and whatever a surface derives from it
     are built once per load, and again when the collection's size changes."""

@@ -49,7 +49,7 @@ class MetadataTable:
         with self._lock:
             self._checked = now
             if self._frame is None or count != self._loaded_count:
-                self._load(count)
+                self._load()
             return self._frame
 
     def record(self, product_id: str) -> dict | None:
@@ -108,7 +108,7 @@ class MetadataTable:
         with self._lock:
             self._frame = None
 
-    def _load(self, count: int) -> None:
+    def _load(self) -> None:
         # A frame per page, joined at the end: Chroma hands metadata over as a dict per product,
         # and holding every page's dicts until the end left the process's memory at the peak.
         pages = [pd.DataFrame([m or {} for m in page_rows], index=pd.Index(page_ids, name="id"))
@@ -117,7 +117,10 @@ class MetadataTable:
         for column in COLUMNS:
             if column not in frame.columns:
                 frame[column] = None
-        self._frame, self._loaded_count = frame, count
+        # What was read, not what `count` said before: a collection rebuilt by another process
+        # between the two holds as many products again at the end, and a table kept at the
+        # earlier count would never be read again (a shop answering nothing after a rebuild).
+        self._frame, self._loaded_count = frame, len(frame)
         del pages
         return_freed_memory()  # a million short-lived dicts were freed
 
