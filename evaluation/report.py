@@ -177,13 +177,15 @@ def _photo_views(views) -> str:
 
 
 def _colour(evaluation: Evaluation, m: ModelEvaluation) -> str:
+    own = (f"; a stored product's own baseColour is known: its candidates of that colour gain "
+           f"{m.own_colour_bonus}" if m.own_colour_bonus > 0 else "")
     source = evaluation.queries.get("colour_model")
     if source is None:
-        return "no colour model, photos are not read"
+        return "no colour model, photos are not read" + own
     if m.colour_preference:
         return (f"each photo's colour is read (model: {source}) and its reading reorders the candidates, "
-                f"weight {m.colour_weight} x log p(candidate's baseColour)")
-    return f"each photo's colour is read (model: {source}) but does not reorder the candidates"
+                f"weight {m.colour_weight} x log p(candidate's baseColour)" + own)
+    return f"each photo's colour is read (model: {source}) but does not reorder the candidates" + own
 
 
 def _photos_section(evaluation: Evaluation) -> list[str]:

@@ -170,6 +170,8 @@ class ModelEvaluation:
     # Whether the photos' colour readings reordered their candidates, and with what weight.
     colour_preference: bool = False
     colour_weight: float = 0.0
+    # What a clean query's candidates of its product's own baseColour gain (search/reorder.py).
+    own_colour_bonus: float = 0.0
     # The labels whose likelihood reordered the nearest products (empty: cosine order).
     reranked_by: tuple[str, ...] = ()
     # What judged those labels for the query: "neighbours" (their labels' votes), "classifiers".
@@ -480,7 +482,7 @@ def _evaluate_model(run: _Run, searcher: Searcher, embedder: Embedder, report, c
         if photos else None,
         photos=score_photos(outcomes["photos"], settings.k) if real_photos else None,
         colour_preference=run.colour is not None and settings.colour_preference and colour_weight > 0,
-        colour_weight=colour_weight,
+        colour_weight=colour_weight, own_colour_bonus=settings.rerank.own_colour_bonus,
         reranked_by=settings.rerank.labels_for(embedder.classifiers),
         reranked_with=settings.rerank.witnesses(embedder.classifiers), outcomes=outcomes)
 

@@ -24,6 +24,11 @@ A third witness, for a shopper's photo, is the colour model's reading of the ite
     colour_weight x log max(p(candidate's baseColour), colour_floor),
 
 a soft preference (the floor bounds what a confident wrong reading costs), never a filter.
+
+Products like a catalog product (its page's "similar products", the chat's "more like this")
+need no reading: the product's own baseColour is known. A candidate of that colour gains
+`own_colour_bonus` (in cosine units), so the same shape in the same colour comes first and a
+closer shape in another colour still gets through.
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ _FLOOR = 1e-9
 # only witness that looked at the item's colour. Chosen on real photos (docs/search.md: colour).
 COLOUR_WEIGHT_BESIDE_CLASSIFIER = 0.05
 COLOUR_WEIGHT_ALONE = 0.1
+# A catalog product's own colour, known from its labels: chosen on held-out catalog products
+# (docs/search.md: colour).
+OWN_COLOUR_BONUS = 0.1
 
 
 @dataclass(frozen=True)
@@ -61,13 +69,16 @@ class RerankSettings:
     1/e as much). `colour_weight`: how much the log-probability of a candidate's baseColour
     under the query's colour reading counts, when a search is given one (0: ignored; None: by
     the network, `colour_weight_for`); `colour_floor`: the smallest probability it is taken at.
-    Chosen on real photos (docs/search.md: colour)."""
+    `own_colour_bonus`: what a candidate of a catalog product's own colour gains when products
+    like it are searched (0: ignored). Chosen on real photos and held-out catalog products
+    (docs/search.md: colour)."""
     weights: Mapping[str, float] = field(default_factory=lambda: {"articleType": 0.05, "baseColour": 0.05})
     candidates: int = 50
     neighbours: int = 20
     temperature: float = 0.05
     colour_weight: float | None = None
     colour_floor: float = 0.01
+    own_colour_bonus: float = OWN_COLOUR_BONUS
 
     def __post_init__(self):
         if self.candidates < 1:
@@ -82,6 +93,8 @@ class RerankSettings:
             raise UserError("the colour weight must be 0 or more")
         if not 0 < self.colour_floor <= 1:
             raise UserError("the colour floor must be above 0 and at most 1")
+        if self.own_colour_bonus < 0:
+            raise UserError("the own colour bonus must be 0 or more")
 
     @property
     def enabled(self) -> bool:
@@ -115,15 +128,22 @@ class RerankSettings:
         return bool(colour) and self.colour_weight_for(prior) > 0
 
 
-NO_RERANK = RerankSettings(weights={}, colour_weight=0.0)
+    def uses_own_colour(self, own_colour: str | None) -> bool:
+        """Whether a catalog product's own colour (`own_colour`) reorders products like it."""
+        return bool(own_colour) and self.own_colour_bonus > 0
+
+
+NO_RERANK = RerankSettings(weights={}, colour_weight=0.0, own_colour_bonus=0.0)
 
 
 def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None = None,
-           vector: np.ndarray | None = None, colour: Mapping[str, float] | None = None) -> list:
+           vector: np.ndarray | None = None, colour: Mapping[str, float] | None = None,
+           own_colour: str | None = None) -> list:
     """`hits` (each with `.score`, the cosine, and `.metadata`) in the order of the fused score;
     `prior` and `vector` (the embedder's, before centering) bring the classifiers in, `colour`
-    (the query's p over baseColour values) the colour preference. Scores themselves are left as
-    cosines, which is what a shopper is shown."""
+    (the query's p over baseColour values) the colour preference, `own_colour` (a catalog
+    product's baseColour) the preference for its colour. Scores themselves are left as cosines,
+    which is what a shopper is shown."""
     if not hits:
         return []
     cosines = np.array([h.score for h in hits], dtype=np.float64)
@@ -141,6 +161,9 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None =
     if settings.uses_colour(colour, prior):
         colours = [_label(h.metadata.get("baseColour")) for h in hits]
         fused += settings.colour_weight_for(prior) * _log_colour(colours, colour, settings.colour_floor)
+    if settings.uses_own_colour(own_colour):
+        fused += settings.own_colour_bonus * np.array([_label(h.metadata.get("baseColour")) == own_colour
+                                                       for h in hits])
     order = np.argsort(-fused, kind="stable")
     return [hits[i] for i in order]
 

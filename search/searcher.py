@@ -53,7 +53,8 @@ class Answer:
     # The labels whose likelihood for the query reordered the nearest products (empty: by
     # cosine alone, as for models without a fine-tune's classifiers).
     reranked_by: tuple[str, ...] = ()
-    # Whether the query's colour reading (search/reorder.py) reordered them too.
+    # Whether the query's colour (its reading, or a catalog product's own: search/reorder.py)
+    # reordered them too.
     colour_preference: bool = False
 
 
@@ -269,21 +270,23 @@ class Searcher:
             vector, k=n, filters=resolved, exclude=exclude), k, filters, colour)
 
     def _answer(self, model: str, prior: Classifiers | None, vector: np.ndarray, search, k: int,
-                filters, colour: Mapping[str, float] | None = None) -> Answer:
+                filters, colour: Mapping[str, float] | None = None, own_colour: str | None = None) -> Answer:
         """`search(filters, n)` gives the n nearest; more than k of them are reordered by what
         the query most likely is, by their labels' votes and the classifiers (`prior`, if any,
-        on `vector`, the embedder's), and by the query's colour reading (`colour`, if any)."""
+        on `vector`, the embedder's), and by the query's colour: its reading (`colour`, if any)
+        or a catalog product's own (`own_colour`)."""
         resolved = self.resolve(model, filters)
         used = self.rerank.labels_for(prior)
         coloured = self.rerank.uses_colour(colour, prior)
+        own = own_colour if self.rerank.uses_own_colour(own_colour) else None
         started = time.perf_counter()
-        if used or coloured:
+        if used or coloured or own:
             hits = rerank(search(resolved, max(k, self.rerank.candidates)), self.rerank, prior, vector,
-                          colour if coloured else None)[:k]
+                          colour if coloured else None, own)[:k]
         else:
             hits = search(resolved, k)
         answer = Answer(model, [Result(h.id, h.score, h.metadata) for h in hits], resolved, reranked_by=used,
-                        colour_preference=coloured)
+                        colour_preference=coloured or bool(own))
         answer.timings["query"] = time.perf_counter() - started
         return answer
 
@@ -345,16 +348,19 @@ class Searcher:
 
     @_one_request
     def similar_to(self, model: str, product_id: str, k: int = 5, filters=None) -> Answer:
-        """Products like a stored one, by its stored vector; the product itself is left out."""
+        """Products like a stored one, by its stored vector; the product itself is left out, and
+        those of its own colour come first among shapes alike (search/reorder.py)."""
         collection = self.collection(model, check_weights=False)
         vector = collection.vector_of(product_id)
         if vector is None:
             raise NoProduct(model, product_id)
+        own_colour = (collection.metadata.record(product_id) or {}).get("baseColour")
         # A stored vector is in the collection's space already, whatever weights built it; the
         # classifiers see the embedder's vector it was made from.
         return self._answer(model, self._prior_of(model, collection), collection.unprepare(vector),
                             lambda resolved, n: collection.search_stored(vector, k=n, filters=resolved,
-                                                                         exclude=(product_id,)), k, filters)
+                                                                         exclude=(product_id,)), k, filters,
+                            own_colour=own_colour)
 
     def _prior_of(self, model: str, collection: ProductCollection) -> Classifiers | None:
         """The classifiers of the embedder already built for `model`, if they are those of the

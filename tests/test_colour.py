@@ -395,3 +395,43 @@ def test_through_chroma_the_reading_of_a_red_photo_brings_red_products_above_nea
     assert _colours_of(coloured) == ["Red"] * 3 and coloured.colour_preference
     # Shown as cosines still, in the fused order.
     assert {r.id: r.score for r in coloured.results}.keys() == {"r0", "r1", "r2"}
+
+
+# -- products like a catalog product: its own colour is known --------------------------------------
+def test_products_like_a_catalog_product_put_its_own_colour_first_among_shapes_alike():
+    hits = [Hit("black", 0.90, {"baseColour": "Black"}), Hit("red", 0.85, {"baseColour": "Red"}),
+            Hit("far red", 0.70, {"baseColour": "Red"}), Hit("plain", 0.84, {})]
+    settings = RerankSettings(weights={}, own_colour_bonus=0.1)
+    # Soft: a shape much closer in another colour stays ahead of a far one in the product's colour.
+    assert [h.id for h in rerank(hits, settings, own_colour="Red")] == ["red", "black", "plain", "far red"]
+    assert [h.id for h in rerank(hits, settings, own_colour=None)] == ["black", "red", "plain", "far red"]
+    assert [h.id for h in rerank(hits, NO_RERANK, own_colour="Red")] == ["black", "red", "plain", "far red"]
+    with pytest.raises(ValueError):
+        RerankSettings(own_colour_bonus=-0.1)
+
+
+def test_similar_products_through_chroma_prefer_the_products_own_colour(tmp_path):
+    """A red product's stored vector is a little nearer three black products than two red ones:
+    its similar products bring the red ones up, and a black product's keep the black ones."""
+    from vectorstore.store import ProductCollection
+    dim = 64
+
+    def unit(*pairs):
+        v = np.zeros(dim, dtype=np.float32)
+        for axis, value in pairs:
+            v[axis] = value
+        return v / np.linalg.norm(v)
+    client = make_client(StoreSettings(path=tmp_path / "chroma"))
+    collection = ProductCollection.open(client, "resnet18", weights_id="file:hand", dim=dim, create=True)
+    ids = ["query", "b0", "b1", "b2", "r0", "r1"]
+    vectors = [unit((0, 1))] + [unit((0, 1), (10 + i, 0.3)) for i in range(3)] \
+        + [unit((0, 1), (20 + i, 0.4)) for i in range(2)]
+    colours = ["Red", "Black", "Black", "Black", "Red", "Red"]
+    collection.write(ids, np.stack(vectors), [{"articleType": "Tshirts", "baseColour": c} for c in colours])
+    plain = Searcher(client, rerank=NO_RERANK).similar_to("resnet18", "query", k=2)
+    assert _colours_of(plain) == ["Black", "Black"] and not plain.colour_preference
+    own = Searcher(client, rerank=RerankSettings(weights={})).similar_to("resnet18", "query", k=2)
+    assert _colours_of(own) == ["Red", "Red"] and own.colour_preference
+    assert "query" not in [r.id for r in own.results]
+    black = Searcher(client, rerank=RerankSettings(weights={})).similar_to("resnet18", "b0", k=2)
+    assert _colours_of(black) == ["Black", "Black"]
