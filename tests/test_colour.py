@@ -253,6 +253,17 @@ def colour_store(tmp_path_factory, embedders):
     return client
 
 
+# Hand-made vectors: a unit vector with these (axis, value) pairs.
+HAND_DIM = 64
+
+
+def unit(*pairs) -> np.ndarray:
+    v = np.zeros(HAND_DIM, dtype=np.float32)
+    for axis, value in pairs:
+        v[axis] = value
+    return v / np.linalg.norm(v)
+
+
 def _colours_of(answer) -> list[str]:
     return [r.metadata["baseColour"] for r in answer.results]
 
@@ -368,12 +379,7 @@ def test_through_chroma_the_reading_of_a_red_photo_brings_red_products_above_nea
 
     from embedding.embedders import Embedder
     from vectorstore.store import ProductCollection
-    dim = 64
-    def unit(*pairs):
-        v = np.zeros(dim, dtype=np.float32)
-        for axis, value in pairs:
-            v[axis] = value
-        return v / np.linalg.norm(v)
+    dim = HAND_DIM
     client = make_client(StoreSettings(path=tmp_path / "chroma"))
     collection = ProductCollection.open(client, "resnet18", weights_id="file:hand", dim=dim, create=True)
     ids = ["b0", "b1", "b2", "r0", "r1", "r2", "w0", "w1"]
@@ -414,15 +420,8 @@ def test_similar_products_through_chroma_prefer_the_products_own_colour(tmp_path
     """A red product's stored vector is a little nearer three black products than two red ones:
     its similar products bring the red ones up, and a black product's keep the black ones."""
     from vectorstore.store import ProductCollection
-    dim = 64
-
-    def unit(*pairs):
-        v = np.zeros(dim, dtype=np.float32)
-        for axis, value in pairs:
-            v[axis] = value
-        return v / np.linalg.norm(v)
     client = make_client(StoreSettings(path=tmp_path / "chroma"))
-    collection = ProductCollection.open(client, "resnet18", weights_id="file:hand", dim=dim, create=True)
+    collection = ProductCollection.open(client, "resnet18", weights_id="file:hand", dim=HAND_DIM, create=True)
     ids = ["query", "b0", "b1", "b2", "r0", "r1"]
     vectors = [unit((0, 1))] + [unit((0, 1), (10 + i, 0.3)) for i in range(3)] \
         + [unit((0, 1), (20 + i, 0.4)) for i in range(2)]
