@@ -127,7 +127,8 @@ def api_router(settings: ShopSettings) -> APIRouter:
                              "keep the product's gender (Unisex products match either) when any such product "
                              "is similar, as the shop's product page does; ignored with `gender`"))] = False,
                          ) -> Recommendations:
-        """The products most similar to a catalog product (by its stored vector), itself excluded."""
+        """The products most similar to a catalog product (by its stored vector), itself excluded;
+        among shapes alike, those of its own colour first."""
         answer = similar_items(shop, product_id, model=model, k=k, same_gender=same_gender,
                                filters=FilterRequest(gender=gender, category=category))
         return Recommendations(model=answer.model, results=[recommendation(request, r) for r in answer.results])
