@@ -113,7 +113,6 @@ class RerankSettings:
             ("neighbours", bool(labels) and self.neighbours > 0),
             ("classifiers", prior is not None and any(t in prior.targets for t in labels))) if present)
 
-
     def colour_weight_for(self, prior: Classifiers | None) -> float:
         """The colour reading's weight for a network with these classifiers (`prior`, if any):
         the one set, else COLOUR_WEIGHT_BESIDE_CLASSIFIER when they read baseColour, else
@@ -126,7 +125,6 @@ class RerankSettings:
     def uses_colour(self, colour: Mapping[str, float] | None, prior: Classifiers | None = None) -> bool:
         """Whether a query's colour reading (`colour`) reorders its candidates."""
         return bool(colour) and self.colour_weight_for(prior) > 0
-
 
     def uses_own_colour(self, own_colour: str | None) -> bool:
         """Whether a catalog product's own colour (`own_colour`) reorders products like it."""
