@@ -4,6 +4,7 @@ whole photo), side by side on the same photos: P@5 by kind (lenient, catalog/pho
 and by colour where a colours.csv labels them.
 
     python -m bench.real_photos --db DB --model efficientnet_lite0 --weights imagenet [--photos DIR]
+        [--colour-weight W]
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from embedding.garments import GarmentParser
 from embedding.kinds import KindModel
 from evaluation.photos import outcome_of, score_photos
 from operations import LookSettings, SearchPolicy, find_the_look
-from search import Searcher
+from search import RerankSettings, Searcher
 from vectorstore import StoreSettings, make_client
 
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "photos" / "handheld" / "validation"
@@ -30,14 +31,16 @@ def main() -> None:
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS))
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--kind-model", help="the kind model file (default: the shipped one)")
+    parser.add_argument("--colour-weight", type=float, help="the colour reading's weight (default: the served one)")
     args = parser.parse_args()
     photos = read_photo_folder(args.photos)
+    rerank = RerankSettings() if args.colour_weight is None else RerankSettings(colour_weight=args.colour_weight)
     client = make_client(StoreSettings(path=args.db))
-    plain = Searcher(client, build=EmbedderBuilder(weights=args.weights, runtime=None),
+    plain = Searcher(client, build=EmbedderBuilder(weights=args.weights, runtime=None), rerank=rerank,
                      parser_factory=GarmentParser.load, colour_factory=ColourModel.load)
     kinds = KindModel.load(Path(args.kind_model) if args.kind_model else None)
     kinded = Searcher(client, embedders={args.model: plain.embedder(args.model)}, parser_factory=GarmentParser.load,
-                        colour_factory=ColourModel.load, kind_factory=lambda: kinds)
+                      colour_factory=ColourModel.load, kind_factory=lambda: kinds, rerank=rerank)
     policy = SearchPolicy(models=(args.model,), default_model=args.model, k=args.k)
     rows = []
     for name, settings, searcher in (("items on, kind on", LookSettings(), kinded),

@@ -470,7 +470,7 @@ def _evaluate_model(run: _Run, searcher: Searcher, embedder: Embedder, report, c
                    settings.batch_size,
                    "the index was current" if not report.indexed.get(model) else
                    f"only {report.indexed[model]} images were indexed in this run")
-    colour_weight = settings.rerank.colour_weight_for(embedder.classifiers)
+    colour_weight = settings.rerank.colour_weight
     return ModelEvaluation(
         model=model, weights_id=embedder.weights_id, parameters=parameter_count(embedder),
         flops=forward_flops(embedder), input_size=embedder.image_size, embedding_size=embedder.dim,

@@ -42,13 +42,11 @@ from embedding.classifiers import Classifiers
 
 # Added to every probability so that log p is finite for a class a classifier all but rules out.
 _FLOOR = 1e-9
-# How much a photo's colour reading counts, by what else in the search sees colour. A fine-tune
-# reads colour itself (its baseColour classifier, trained on the catalog's labels, and an
-# embedding that kept colour): the reading is one witness among three. The ImageNet network sees
-# shape far more than colour, so its nearest products' colours follow shape: the reading is the
-# only witness that looked at the item's colour. Chosen on real photos (docs/search.md: colour).
-COLOUR_WEIGHT_BESIDE_CLASSIFIER = 0.05
-COLOUR_WEIGHT_ALONE = 0.1
+# How much a photo's colour reading counts. The same for the ImageNet network and a fine-tune:
+# on real photos the reading sees the item's colour better than a fine-tune's baseColour
+# classifier, which learned the catalog's light (docs/search.md: colour; docs/figures.md,
+# sessions 23 and 24).
+COLOUR_WEIGHT = 0.1
 # A catalog product's own colour, known from its labels: chosen on held-out catalog products
 # (docs/search.md: colour).
 OWN_COLOUR_BONUS = 0.1
@@ -67,8 +65,8 @@ class RerankSettings:
     vote on the query's labels (0: the classifiers alone); `temperature`: how fast a vote fades
     with a neighbour's cosine below the nearest one's (0.05: a neighbour 0.05 further counts
     1/e as much). `colour_weight`: how much the log-probability of a candidate's baseColour
-    under the query's colour reading counts, when a search is given one (0: ignored; None: by
-    the network, `colour_weight_for`); `colour_floor`: the smallest probability it is taken at.
+    under the query's colour reading counts, when a search is given one (0: ignored);
+    `colour_floor`: the smallest probability it is taken at.
     `own_colour_bonus`: what a candidate of a catalog product's own colour gains when products
     like it are searched (0: ignored). Chosen on real photos and held-out catalog products
     (docs/search.md: colour)."""
@@ -76,7 +74,7 @@ class RerankSettings:
     candidates: int = 50
     neighbours: int = 20
     temperature: float = 0.05
-    colour_weight: float | None = None
+    colour_weight: float = COLOUR_WEIGHT
     colour_floor: float = 0.01
     own_colour_bonus: float = OWN_COLOUR_BONUS
 
@@ -89,7 +87,7 @@ class RerankSettings:
             raise UserError("rerank neighbours must be 0 or more")
         if self.temperature <= 0:
             raise UserError("rerank temperature must be above 0")
-        if self.colour_weight is not None and self.colour_weight < 0:
+        if self.colour_weight < 0:
             raise UserError("the colour weight must be 0 or more")
         if not 0 < self.colour_floor <= 1:
             raise UserError("the colour floor must be above 0 and at most 1")
@@ -113,18 +111,9 @@ class RerankSettings:
             ("neighbours", bool(labels) and self.neighbours > 0),
             ("classifiers", prior is not None and any(t in prior.targets for t in labels))) if present)
 
-    def colour_weight_for(self, prior: Classifiers | None) -> float:
-        """The colour reading's weight for a network with these classifiers (`prior`, if any):
-        the one set, else COLOUR_WEIGHT_BESIDE_CLASSIFIER when they read baseColour, else
-        COLOUR_WEIGHT_ALONE."""
-        if self.colour_weight is not None:
-            return self.colour_weight
-        reads_colour = prior is not None and "baseColour" in prior.targets
-        return COLOUR_WEIGHT_BESIDE_CLASSIFIER if reads_colour else COLOUR_WEIGHT_ALONE
-
-    def uses_colour(self, colour: Mapping[str, float] | None, prior: Classifiers | None = None) -> bool:
+    def uses_colour(self, colour: Mapping[str, float] | None) -> bool:
         """Whether a query's colour reading (`colour`) reorders its candidates."""
-        return bool(colour) and self.colour_weight_for(prior) > 0
+        return bool(colour) and self.colour_weight > 0
 
     def uses_own_colour(self, own_colour: str | None) -> bool:
         """Whether a catalog product's own colour (`own_colour`) reorders products like it."""
@@ -156,9 +145,9 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None =
         votes = _votes(labels, say) if say is not None else None
         if classifier is not None or votes is not None:
             fused += weight * _log_posterior(labels, classifier, votes)
-    if settings.uses_colour(colour, prior):
+    if settings.uses_colour(colour):
         colours = [_label(h.metadata.get("baseColour")) for h in hits]
-        fused += settings.colour_weight_for(prior) * _log_colour(colours, colour, settings.colour_floor)
+        fused += settings.colour_weight * _log_colour(colours, colour, settings.colour_floor)
     if settings.uses_own_colour(own_colour):
         fused += settings.own_colour_bonus * np.array([_label(h.metadata.get("baseColour")) == own_colour
                                                        for h in hits])

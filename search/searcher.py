@@ -277,7 +277,7 @@ class Searcher:
         or a catalog product's own (`own_colour`)."""
         resolved = self.resolve(model, filters)
         used = self.rerank.labels_for(prior)
-        coloured = self.rerank.uses_colour(colour, prior)
+        coloured = self.rerank.uses_colour(colour)
         own = own_colour if self.rerank.uses_own_colour(own_colour) else None
         started = time.perf_counter()
         if used or coloured or own:

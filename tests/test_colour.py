@@ -209,28 +209,6 @@ def test_rerank_with_a_colour_reading_moves_that_colour_up_and_none_changes_noth
         RerankSettings(colour_floor=0)
 
 
-def test_the_reading_counts_more_for_a_network_that_does_not_read_colour_itself():
-    from embedding.classifiers import Classifiers
-    from search.reorder import COLOUR_WEIGHT_ALONE, COLOUR_WEIGHT_BESIDE_CLASSIFIER
-    centres = np.eye(4, dtype=np.float32)[:2]
-    kinds_only = Classifiers({"articleType": {"labels": ["Tshirts", "Shirts"], "centres": centres}})
-    with_colour = Classifiers({"articleType": {"labels": ["Tshirts", "Shirts"], "centres": centres},
-                               "baseColour": {"labels": ["Red", "Black"], "centres": centres}})
-    by_network = RerankSettings(weights={})
-    assert by_network.colour_weight_for(None) == COLOUR_WEIGHT_ALONE
-    assert by_network.colour_weight_for(kinds_only) == COLOUR_WEIGHT_ALONE
-    assert by_network.colour_weight_for(with_colour) == COLOUR_WEIGHT_BESIDE_CLASSIFIER
-    assert COLOUR_WEIGHT_ALONE > COLOUR_WEIGHT_BESIDE_CLASSIFIER
-    assert RerankSettings(weights={}, colour_weight=0.3).colour_weight_for(with_colour) == 0.3
-    # A red product 0.05 further than a black one: the reading alone brings it up; beside a
-    # classifier that reads colour itself, it is one witness of three and leaves the order.
-    hits = [Hit("black", 0.90, {"baseColour": "Black"}), Hit("red", 0.85, {"baseColour": "Red"})]
-    reading = {"Red": 0.7, "Black": 0.3}
-    assert [h.id for h in rerank(hits, by_network, colour=reading)] == ["red", "black"]
-    assert [h.id for h in rerank(hits, by_network, prior=with_colour, vector=np.zeros(4), colour=reading)] == \
-        ["black", "red"]
-
-
 COLOURS = {"Red": (200, 25, 30), "Blue": (40, 90, 200), "Black": (18, 18, 20), "Yellow": (240, 210, 40)}
 
 
