@@ -299,6 +299,8 @@ class ChromaCollection(ProductCollection):
     def search_stored(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
                       exclude: tuple[str, ...] = ()) -> list[Hit]:
         frame = self.metadata.frame()
+        if len(frame) == 0:  # read while another process rebuilt the collection: look again now
+            frame = self.metadata.frame(fresh=True)
         if len(frame) == 0 or k <= 0:
             return []
         vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
