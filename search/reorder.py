@@ -145,12 +145,11 @@ def rerank(hits: Sequence, settings: RerankSettings, prior: Classifiers | None =
         votes = _votes(labels, say) if say is not None else None
         if classifier is not None or votes is not None:
             fused += weight * _log_posterior(labels, classifier, votes)
+    colours = [_label(h.metadata.get("baseColour")) for h in hits]
     if settings.uses_colour(colour):
-        colours = [_label(h.metadata.get("baseColour")) for h in hits]
         fused += settings.colour_weight * _log_colour(colours, colour, settings.colour_floor)
     if settings.uses_own_colour(own_colour):
-        fused += settings.own_colour_bonus * np.array([_label(h.metadata.get("baseColour")) == own_colour
-                                                       for h in hits])
+        fused += settings.own_colour_bonus * np.array([c == own_colour for c in colours])
     order = np.argsort(-fused, kind="stable")
     return [hits[i] for i in order]
 

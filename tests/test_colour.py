@@ -357,16 +357,15 @@ def test_through_chroma_the_reading_of_a_red_photo_brings_red_products_above_nea
 
     from embedding.embedders import Embedder
     from vectorstore.store import ProductCollection
-    dim = HAND_DIM
     client = make_client(StoreSettings(path=tmp_path / "chroma"))
-    collection = ProductCollection.open(client, "resnet18", weights_id="file:hand", dim=dim, create=True)
+    collection = ProductCollection.open(client, "resnet18", weights_id="file:hand", dim=HAND_DIM, create=True)
     ids = ["b0", "b1", "b2", "r0", "r1", "r2", "w0", "w1"]
     vectors = [unit((0, 1), (10 + i, 0.25)) for i in range(3)] + [unit((0, 1), (20 + i, 0.35)) for i in range(3)] \
         + [unit((1, 1), (30 + i, 0.3)) for i in range(2)]
     colours = ["Black"] * 3 + ["Red"] * 3 + ["White"] * 2
     collection.write(ids, np.stack(vectors), [{"articleType": "Tshirts", "baseColour": c} for c in colours])
     collection.ensure_centered()
-    embedder = Embedder("resnet18", nn.Identity(), lambda image: image, "file:hand", dim)
+    embedder = Embedder("resnet18", nn.Identity(), lambda image: image, "file:hand", HAND_DIM)
     # A weight above the default: centering spreads these few hand-made vectors far apart.
     searcher = Searcher(client, embedders={"resnet18": embedder}, rerank=RerankSettings(colour_weight=0.5))
     query = unit((0, 1))
