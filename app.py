@@ -339,7 +339,8 @@ def cmd_finetune(settings: FinetuneSettings) -> int:
          f"{settings.image_size} px (served at {settings.input_size}), freeze {settings.freeze}, photo-like "
          f"{settings.photo_probability}, crop-min {settings.crop_min}, targets {','.join(settings.targets)}, "
          f"lr {settings.lr or 'default'}, real photos "
-         f"{', '.join(map(str, settings.real_photos)) or 'none'}")
+         f"{', '.join(map(str, settings.real_photos)) or 'none'}"
+         + (f" ({settings.real_share:.0%} of them each epoch)" if settings.real_photos and settings.real_share < 1 else ""))
     result = finetune(settings)
     before, after = result.before, result.history[-1]
     if before is not None and after is not before:

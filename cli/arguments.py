@@ -254,6 +254,9 @@ def _add_finetune_command(sub) -> None:
                         "the garment parser held out only scored). auto (default): photos/handheld and photos/street "
                         "beside the catalog's folder when there (../shared's layout); none: the catalog alone")
     p.add_argument("--real-weight", type=float, help="weight of the real photos' loss (default 1.0)")
+    p.add_argument("--real-share", type=float,
+                   help="share of the real photos drawn into each epoch, afresh every epoch (default: the recipe's, "
+                        "else 1.0)")
     p.add_argument("--limit", type=int, help="train on a seeded sample of N products (for a quick trial)")
     p.add_argument("--workers", type=int, help="data loader processes (default: one per spare core, max 4)")
     p.add_argument("--threads", type=int, help="CPU threads (default: 1 when the CPU is already busy, "

@@ -328,7 +328,8 @@ def _finetune(args) -> FinetuneSettings:
         distill_weight=args.distill_weight, seed=args.seed, lr=args.lr, val_fraction=args.val_fraction,
         limit=args.limit, workers=args.workers, threads=args.threads, progress=not args.quiet,
         photo_probability=args.photo_probability, crop_min=args.crop_min, margin=args.margin, aux_targets=aux,
-        real_photos=_real_photos(args.photos, Path(args.catalog), args.head_only), real_weight=args.real_weight)
+        real_photos=_real_photos(args.photos, Path(args.catalog), args.head_only), real_weight=args.real_weight,
+        real_share=args.real_share)
 
 
 def _real_photos(given: list[str], catalog: Path, head_only: bool) -> tuple[Path, ...]:

@@ -187,6 +187,35 @@ def test_cpu_threads_drop_to_one_while_other_work_keeps_every_core_busy(monkeypa
     assert threads == 1 and "busy" in why
 
 
+def test_a_run_started_beside_other_work_takes_the_cores_back_when_it_ends(small_catalog, tmp_path, monkeypatch):
+    from training import finetune, trainer
+    # A fresh shop's tuning starts while its first index keeps both cores busy: one thread.
+    # The index ends during epoch 1; epoch 2 computes on every thread, epoch 3 is busy again.
+    readings = iter([2.0, 0.0, 2.0])
+    monkeypatch.setattr(trainer, "busy_cores", lambda: next(readings))
+    monkeypatch.setattr(trainer, "_cores", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    used: list[int] = []
+    messages: list[str] = []
+    try:
+        finetune(settings_for(small_catalog, tmp_path / "t.pt", epochs=3, threads=None), log=messages.append,
+                 after_epoch=lambda epoch: used.append(torch.get_num_threads()))
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert used == [1, 2, 1]
+    assert after == 2  # the caller's count is given back
+    assert any("epoch 2: 2 CPU threads from now on" in m for m in messages)
+    assert any("epoch 3: 1 CPU thread from now on (the CPU is busy" in m for m in messages)
+    # --threads is kept whatever the CPU does.
+    readings = iter([2.0, 0.0])
+    used.clear()
+    finetune(settings_for(small_catalog, tmp_path / "u.pt", epochs=2, threads=1),
+             after_epoch=lambda epoch: used.append(torch.get_num_threads()))
+    assert used == [1, 1]
+
+
 def test_busy_cores_is_none_without_proc_stat(monkeypatch):
     from training import trainer
 
@@ -729,6 +758,45 @@ def test_photos_join_the_batches_with_their_kinds_and_are_scored_every_epoch(sma
         [str(photos.resolve())]
 
 
+def test_a_share_of_the_photos_is_drawn_afresh_each_epoch_beside_every_product(small_catalog, tmp_path):
+    from catalog.errors import UserError
+    from training import finetune
+    from training.data import epoch_batches
+    from training.real_photos import ProductsAndPhotos
+    photos = write_photo_folders(tmp_path / "photos")
+    seen: list[ProductsAndPhotos] = []
+    original = ProductsAndPhotos.__init__
+
+    def remember(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self)
+
+    ProductsAndPhotos.__init__ = remember
+    try:
+        finetune(settings_for(small_catalog, tmp_path / "h.pt", epochs=2, real_photos=(photos,), real_share=0.5))
+    finally:
+        ProductsAndPhotos.__init__ = original
+    dataset = seen[0]
+    products = list(range(len(dataset.products)))
+    drawn = {epoch: dataset.epoch_indices(epoch) for epoch in (1, 2, 3)}
+    for indices in drawn.values():
+        assert indices[:len(products)] == products  # every product, every epoch
+        photo_part = indices[len(products):]
+        assert len(photo_part) == 4 and len(set(photo_part)) == 4  # half of the 8 readable photos
+        assert all(len(products) <= i < len(dataset) for i in photo_part)
+    assert len({tuple(indices) for indices in drawn.values()}) > 1  # drawn afresh
+    assert dataset.epoch_indices(2) == drawn[2]  # a resumed epoch draws the same photos
+    batches = epoch_batches(drawn[1], 4, seed=0, epoch=1)
+    assert sorted(i for batch in batches for i in batch) == sorted(drawn[1])
+    # A whole share trains on every photo, as before the share existed.
+    dataset.share = 1.0
+    assert dataset.epoch_indices(1) == list(range(len(dataset)))
+    assert epoch_batches(list(range(10)), 4, seed=0, epoch=1) == epoch_batches(10, 4, seed=0, epoch=1)
+    for share in (0, 1.5):
+        with pytest.raises(UserError, match="--real-share"):
+            settings_for(small_catalog, tmp_path / "x.pt", real_photos=(photos,), real_share=share)
+
+
 def test_photos_are_part_of_what_a_checkpoint_resumes(small_catalog, tmp_path):
     from training import CheckpointMismatch, finetune
     photos = write_photo_folders(tmp_path / "photos")
@@ -753,8 +821,11 @@ def test_photos_flag_finds_the_home_photos_beside_the_catalog_and_can_be_turned_
                                                         "efficientnet_lite0", "--out", str(tmp_path / "x.pt"),
                                                         *extra]))
     assert settings().real_photos == (photos.resolve(),)
-    assert settings().epochs == 3  # the recipe with photos keeps within the half hour
-    assert settings("--photos", "none").real_photos == () and settings("--photos", "none").epochs == 4
+    # The recipe with photos keeps within the half hour: half the photos each epoch, five epochs.
+    assert (settings().epochs, settings().real_share) == (5, 0.5)
+    assert (settings("--real-share", "1").real_share, settings("--epochs", "3").epochs) == (1.0, 3)
+    none = settings("--photos", "none")
+    assert none.real_photos == () and (none.epochs, none.real_share) == (4, 1.0)
     assert settings("--photos", str(photos / "train")).real_photos == (photos / "train",)
     assert settings("--head-only").real_photos == ()  # auto: a head-only run cannot use them
     with pytest.raises(UserError, match="needs the network to see the photos"):

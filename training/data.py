@@ -184,11 +184,14 @@ class AugmentedProducts(Dataset):
         return self.augment(self.images.image(index), rng, self.images.cut(index)), self.targets[index]
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """A seeded shuffle cut into batches; a last batch of one image is merged into the one
-    before it, since batch norm cannot train on a single image."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-    batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+def epoch_batches(items: int | Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """A seeded shuffle of the dataset's indices `items` (or of range(items)) cut into batches;
+    a last batch of one image is merged into the one before it, since batch norm cannot train
+    on a single image."""
+    indices = range(items) if isinstance(items, int) else list(items)
+    shuffled = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    order = [indices[i] for i in shuffled]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2].extend(batches.pop())
     return batches

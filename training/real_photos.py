@@ -143,8 +143,9 @@ class ProductsAndPhotos(Dataset):
     it all), a photo's codes are all IGNORE. Seeded per (seed, epoch, index) like the products."""
 
     def __init__(self, products: AugmentedProducts, photos: Sequence[LabelledPhoto], arrays: Sequence[np.ndarray],
-                 article_types: Sequence[str], augment, seed: int):
+                 article_types: Sequence[str], augment, seed: int, share: float = 1.0):
         self.products, self.arrays, self.augment, self.seed = products, list(arrays), augment, seed
+        self.share = share
         width = products.targets.shape[1]
         self.photo_targets = torch.full((width,), IGNORE, dtype=torch.long)
         self.nothing = torch.zeros(len(article_types), dtype=torch.bool)
@@ -157,6 +158,14 @@ class ProductsAndPhotos(Dataset):
 
     def __len__(self) -> int:
         return len(self.products) + len(self.arrays)
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """What epoch `epoch` trains on: every product, and a seeded share of the photos
+        drawn afresh each epoch (the same draw when a resumed run repeats the epoch)."""
+        drawn = max(1, round(self.share * len(self.arrays))) if self.arrays else 0
+        rng = random.Random(f"{self.seed}:{epoch}:photos drawn")
+        photos = sorted(rng.sample(range(len(self.arrays)), drawn))
+        return list(range(len(self.products))) + [len(self.products) + i for i in photos]
 
     def __getitem__(self, index: int):
         if index < len(self.products):

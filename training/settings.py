@@ -62,6 +62,9 @@ class FinetuneSettings:
     # DIR/<class>/*.jpg, or DIR/train/ and DIR/validation/ of them (the latter only scored).
     real_photos: tuple[Path, ...] = ()
     real_weight: float = 1.0             # weight of the real photos' loss beside the catalog's
+    # Share of the real photos drawn into each epoch, a fresh seeded sample every epoch: the
+    # catalog's products are seen every epoch, so more epochs fit the same minutes.
+    real_share: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "catalog", Path(self.catalog))
@@ -78,6 +81,8 @@ class FinetuneSettings:
                              "features (use --photos none)")
         if self.real_weight < 0:
             raise UserError("--real-weight must be 0 or more")
+        if not 0 < self.real_share <= 1:
+            raise UserError("--real-share must be above 0 and at most 1 (a share of the real photos)")
         unknown = [t for t in self.aux_targets if t not in AUX_CHOICES]
         if unknown:
             raise UserError(f"--aux-targets {','.join(unknown)}: expected catalog columns among "

@@ -190,7 +190,7 @@ def _preparation_workers(settings: FinetuneSettings) -> int:
     return settings.workers if settings.workers is not None else _cores()
 
 
-def cpu_threads(settings: FinetuneSettings, device: torch.device) -> tuple[int, str]:
+def cpu_threads(settings: FinetuneSettings, device: torch.device, default: int | None = None) -> tuple[int, str]:
     """How many threads torch should compute with on the CPU, and why.
 
     On a CPU other jobs keep busy, OpenMP threads spend their time waiting for each other at
@@ -199,6 +199,8 @@ def cpu_threads(settings: FinetuneSettings, device: torch.device) -> tuple[int, 
     already keeps every core busy, torch's default otherwise. What is busy is sampled now, not
     read from the load average, which lags by minutes: a run started right after another one
     ended saw "load 2.2" on an idle machine and trained ResNet-50 on one core of two.
+    Asked again at every epoch (`_follow_the_cpu`), with `default` the count torch had before
+    the run set one.
     """
     if settings.threads is not None:
         return settings.threads, "--threads"
@@ -207,7 +209,7 @@ def cpu_threads(settings: FinetuneSettings, device: torch.device) -> tuple[int, 
         busy = busy_cores()
         if busy is not None and busy >= cores - 0.5:
             return 1, f"the CPU is busy ({busy:.1f} of {cores} cores in use by other work)"
-    return torch.get_num_threads(), "torch's default"
+    return default or torch.get_num_threads(), "torch's default"
 
 
 def busy_cores(window_s: float = 0.5) -> float | None:
@@ -252,6 +254,7 @@ class _Run:
     teacher: Teacher | None = None
     start_kind: str = ""
     photos: RealPhotos | None = None
+    default_threads: int = 1              # torch's count before the run set its own
 
 
 def finetune(settings: FinetuneSettings, *, after_epoch: Callable[[int], None] | None = None,
@@ -268,7 +271,8 @@ def finetune(settings: FinetuneSettings, *, after_epoch: Callable[[int], None] |
     threads_before = torch.get_num_threads()
     threads, why = cpu_threads(settings, device)
     torch.set_num_threads(threads)
-    run = _Run(settings, device, autocast, scaler, log, decode, settings.identity())
+    run = _Run(settings, device, autocast, scaler, log, decode, settings.identity(),
+               default_threads=threads_before)
     try:
         return _finetune(run, after_epoch, started,
                          f"{precision}, {threads} CPU thread{'s' if threads > 1 else ''} ({why})")
@@ -388,6 +392,8 @@ def _train(run: _Run, runner, optimizer, base_lr: float, history: list[dict], do
     try:
         for epoch in range(done + 1, settings.epochs + 1):
             bar.set_description(f"epoch {epoch}/{settings.epochs}")
+            if epoch > done + 1:
+                _follow_the_cpu(run, epoch)
             epoch_started = time.perf_counter()
             run.net.train()
             if settings.head_only:
@@ -418,6 +424,15 @@ def _train(run: _Run, runner, optimizer, base_lr: float, history: list[dict], do
     finally:
         bar.close()
     return final
+
+
+def _follow_the_cpu(run: _Run, epoch: int) -> None:
+    """The thread count chosen again: a run that started beside other work (a fresh shop's
+    first index) takes the cores back once that work ends, and gives them up when it starts."""
+    threads, why = cpu_threads(run.settings, run.device, run.default_threads)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        run.log(f"epoch {epoch}: {threads} CPU thread{'s' if threads > 1 else ''} from now on ({why})")
 
 
 def _step(run: _Run, runner, optimizer, inputs, targets, allowed=None) -> tuple[float, float | None]:
@@ -499,15 +514,20 @@ class _Full:
         for photo, why in unreadable:
             run.log(f"skipped {photo.path}: {why}")
         photo_views = dataclasses.replace(augment, photo_probability=0.0)
-        return ProductsAndPhotos(products, photos, arrays, run.vocab.values[PRIMARY], photo_views, settings.seed)
+        return ProductsAndPhotos(products, photos, arrays, run.vocab.values[PRIMARY], photo_views, settings.seed,
+                                 share=settings.real_share)
+
+    def _epoch_indices(self, epoch: int) -> int | list[int]:
+        dataset = self._load()
+        return dataset.epoch_indices(epoch) if isinstance(dataset, ProductsAndPhotos) else len(dataset)
 
     def steps_per_epoch(self) -> int:
-        return len(epoch_batches(len(self._load()), self.run.settings.batch_size, self.run.settings.seed, 1))
+        return len(epoch_batches(self._epoch_indices(1), self.run.settings.batch_size, self.run.settings.seed, 1))
 
     def batches(self, epoch: int):
         settings, device = self.run.settings, self.run.device
         self._load().set_epoch(epoch)
-        loader = DataLoader(self.dataset, batch_sampler=epoch_batches(len(self.dataset), settings.batch_size,
+        loader = DataLoader(self.dataset, batch_sampler=epoch_batches(self._epoch_indices(epoch), settings.batch_size,
                                                                       settings.seed, epoch),
                             num_workers=self.workers, pin_memory=device.type == "cuda")
         for batch in loader:
