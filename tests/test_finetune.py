@@ -723,11 +723,10 @@ def test_partial_label_loss_asks_for_any_allowed_class_and_skips_catalog_rows():
     assert logits.grad[0, 0] < 0 and logits.grad[0, 1] < 0 and logits.grad[0, 2] > 0
 
 
-def test_photos_join_the_batches_with_their_kinds_and_are_scored_every_epoch(small_catalog, tmp_path):
+def finetune_seeing_the_dataset(settings, **kwargs):
+    """finetune(settings), and the ProductsAndPhotos it trained on."""
     from training import finetune
-    from training.data import IGNORE
     from training.real_photos import ProductsAndPhotos
-    photos = write_photo_folders(tmp_path / "photos")
     seen: list[ProductsAndPhotos] = []
     original = ProductsAndPhotos.__init__
 
@@ -735,16 +734,21 @@ def test_photos_join_the_batches_with_their_kinds_and_are_scored_every_epoch(sma
         original(self, *args, **kwargs)
         seen.append(self)
 
-    messages: list[str] = []
     ProductsAndPhotos.__init__ = remember
     try:
-        result = finetune(settings_for(small_catalog, tmp_path / "p.pt", epochs=2, real_photos=(photos,)),
-                          log=messages.append)
+        return finetune(settings, **kwargs), seen[0]
     finally:
         ProductsAndPhotos.__init__ = original
+
+
+def test_photos_join_the_batches_with_their_kinds_and_are_scored_every_epoch(small_catalog, tmp_path):
+    from training.data import IGNORE
+    photos = write_photo_folders(tmp_path / "photos")
+    messages: list[str] = []
+    result, dataset = finetune_seeing_the_dataset(
+        settings_for(small_catalog, tmp_path / "p.pt", epochs=2, real_photos=(photos,)), log=messages.append)
     assert any("9 real photos to train on, 4 held out" in m for m in messages)
     assert any("broken.jpg" in m and "skipped" in m for m in messages)  # one unreadable photo stops nothing
-    dataset = seen[0]
     assert len(dataset) == len(dataset.products) + 8
     types = torch.load(result.out, map_location="cpu", weights_only=True)["labels"]["articleType"]
     view, targets, allowed = dataset[len(dataset.products)]  # the first photo: shirt/0.jpg (classes sorted)
@@ -760,23 +764,10 @@ def test_photos_join_the_batches_with_their_kinds_and_are_scored_every_epoch(sma
 
 def test_a_share_of_the_photos_is_drawn_afresh_each_epoch_beside_every_product(small_catalog, tmp_path):
     from catalog.errors import UserError
-    from training import finetune
     from training.data import epoch_batches
-    from training.real_photos import ProductsAndPhotos
     photos = write_photo_folders(tmp_path / "photos")
-    seen: list[ProductsAndPhotos] = []
-    original = ProductsAndPhotos.__init__
-
-    def remember(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        seen.append(self)
-
-    ProductsAndPhotos.__init__ = remember
-    try:
-        finetune(settings_for(small_catalog, tmp_path / "h.pt", epochs=2, real_photos=(photos,), real_share=0.5))
-    finally:
-        ProductsAndPhotos.__init__ = original
-    dataset = seen[0]
+    _, dataset = finetune_seeing_the_dataset(
+        settings_for(small_catalog, tmp_path / "h.pt", epochs=2, real_photos=(photos,), real_share=0.5))
     products = list(range(len(dataset.products)))
     drawn = {epoch: dataset.epoch_indices(epoch) for epoch in (1, 2, 3)}
     for indices in drawn.values():
