@@ -253,7 +253,8 @@ def _add_finetune_command(sub) -> None:
                         "catalog/photo_labels.py maps them; or outlined street photos, each garment cut out, those "
                         "the garment parser held out only scored). auto (default): photos/handheld and photos/street "
                         "beside the catalog's folder when there (../shared's layout); none: the catalog alone")
-    p.add_argument("--real-weight", type=float, help="weight of the real photos' loss (default 1.0)")
+    p.add_argument("--real-weight", type=float, help="weight of the real photos' loss beside the catalog's (default: the "
+                   "recipe's, else 1.0)")
     p.add_argument("--real-share", type=float,
                    help="share of the real photos drawn into each epoch, afresh every epoch (default: the recipe's, "
                         "else 1.0)")

@@ -812,11 +812,13 @@ def test_photos_flag_finds_the_home_photos_beside_the_catalog_and_can_be_turned_
                                                         "efficientnet_lite0", "--out", str(tmp_path / "x.pt"),
                                                         *extra]))
     assert settings().real_photos == (photos.resolve(),)
-    # The recipe with photos keeps within the half hour: half the photos each epoch, five epochs.
-    assert (settings().epochs, settings().real_share) == (5, 0.5)
-    assert (settings("--real-share", "1").real_share, settings("--epochs", "3").epochs) == (1.0, 3)
+    # The recipe with photos keeps within the half hour: half the photos each epoch, five epochs,
+    # each photo weighed nearer a product.
+    assert (settings().epochs, settings().real_share, settings().real_weight) == (5, 0.5, 0.5)
+    assert (settings("--real-share", "1").real_share, settings("--epochs", "3").epochs,
+            settings("--real-weight", "1").real_weight) == (1.0, 3, 1.0)
     none = settings("--photos", "none")
-    assert none.real_photos == () and (none.epochs, none.real_share) == (4, 1.0)
+    assert none.real_photos == () and (none.epochs, none.real_share, none.real_weight) == (4, 1.0, 1.0)
     assert settings("--photos", str(photos / "train")).real_photos == (photos / "train",)
     assert settings("--head-only").real_photos == ()  # auto: a head-only run cannot use them
     with pytest.raises(UserError, match="needs the network to see the photos"):
