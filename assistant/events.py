@@ -272,8 +272,11 @@ class ChatEvents:
         return self.respond(history, state, lambda s: self.assistant.handle_turn(s, "", [crop["path"]], crop=box),
                             said=(said,))
 
-    def new_conversation(self):
+    def new_conversation(self, key: str | None):
+        """A conversation started over, and forgotten by the server before the screen empties:
+        a reload right after "New chat" must not bring the old one back."""
         state = self.assistant.new_state()
+        self.conversations.save(key, [], state)
         return (*self.finish([], state), None, None, CROP_HELP, gr.Accordion(open=False))
 
     def recommend(self, image: str | None, model: str | None, k: float | None, gender: str | None,

@@ -404,6 +404,19 @@ def test_a_huge_chat_message_is_cut_before_it_is_kept_or_answered(chat):
     assert len(reply.markdown()) < 2 * MAX_MESSAGE_CHARS
 
 
+def test_new_chat_forgets_the_saved_conversation_before_the_screen_empties(chat):
+    # The browser reloads the conversation its key names; the save that follows each event runs
+    # after the screen changed, so "New chat" must forget the old one in its own handler.
+    key = chat.conversations.new_key()
+    history, _, _, pending = chat.post_user({"text": "black heels for women", "files": []}, [])
+    chat.save(key, history, chat.assistant.new_state())
+    assert chat.restore(key)[0] == key and chat.conversations.get(key).history == history
+    chat.new_conversation(key)
+    assert chat.conversations.get(key).history == []
+    chat.new_conversation("not a key the server gave")   # a hostile key is ignored, not kept
+    assert chat.conversations.get("not a key the server gave") is None
+
+
 def test_the_chat_api_names_files_never_server_paths(chat, tmp_path):
     from assistant.events import recommend_json
     from tests.conftest import KINDS, draw_product
