@@ -171,10 +171,12 @@ def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
     p.crop_pick_btn.click(events.on_crop_click, [p.crop_pick, p.crop_state], crop_out, **private)
     saved(p.crop_search.click(events.on_crop_search, [p.crop_state, p.history, p.session], turn_out,
                               **shown_on_chat))
-    saved(p.restart.click(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet))
+    # Starting over saves the empty conversation in its own handler, before the screen empties
+    # (a reload right after it must not find the old one), so no save follows it.
+    p.restart.click(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet)
     # The chat's own trash icon starts over too: clearing only the screen brought every
     # message back with the next photo, and kept the filters.
-    saved(p.chatbot.clear(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet))
+    p.chatbot.clear(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet)
     p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **quiet)
     p.api_btn.click(events.recommend, [p.api_image, p.api_model, p.api_k, p.api_gender, p.api_category],
                     p.api_out, api_name="recommend")

@@ -408,7 +408,7 @@ def test_new_chat_forgets_the_saved_conversation_before_the_screen_empties(chat)
     # The browser reloads the conversation its key names; the save that follows each event runs
     # after the screen changed, so "New chat" must forget the old one in its own handler.
     key = chat.conversations.new_key()
-    history, _, _, pending = chat.post_user({"text": "black heels for women", "files": []}, [])
+    history, *_ = chat.post_user({"text": "black heels for women", "files": []}, [])
     chat.save(key, history, chat.assistant.new_state())
     assert chat.restore(key)[0] == key and chat.conversations.get(key).history == history
     chat.new_conversation(key)

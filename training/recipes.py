@@ -47,10 +47,9 @@ GPU_RECIPES: dict[str, dict] = {
 # 1,218 held-out products shopper-like photos 0.747 -> 0.761, type+colour on catalog shots
 # 0.560 -> 0.572, and real photos' kind as the shop searches them 0.767 -> 0.780; six epochs
 # scored the same for 4 minutes more (docs/figures.md, session 25). The photos' loss is the mean
-# over the photos of a batch, about a fifth of its rows, so at weight 1 each photo pulled about
-# four times as hard as a product: at 0.5, shopper-like photos 0.761 -> 0.784, catalog shots
-# 0.841 -> 0.847, type+colour 0.572 -> 0.588, home photos' colour 0.620 -> 0.648; at 0.25 the
-# catalog gains 0.01 more and the home photos lose it all (docs/figures.md, session 26).
+# over a batch's photos, about a fifth of its rows, so at weight 1 each photo pulled about four
+# times as hard as a product; 0.5 scored better on the catalog's queries and on real photos
+# alike, 0.25 better still on the catalog but worse on real photos (docs/figures.md, session 26).
 _WITH_PHOTOS = {"epochs": 5, "real_share": 0.5, "real_weight": 0.5}
 WITH_PHOTOS: dict[str, dict] = {"efficientnet_lite0": _WITH_PHOTOS, "efficientnet_lite2": _WITH_PHOTOS}
 
