@@ -138,7 +138,7 @@ class ChatEvents:
         return (key, *self.finish(saved.history, saved.state))
 
     def save(self, key: str | None, history: list, state: ChatState) -> None:
-        """After each turn: the conversation, kept for the browser that holds `key`."""
+        """The conversation, kept for the browser that holds `key`."""
         self.conversations.save(key, history, state)
 
     def index_status(self):
@@ -166,8 +166,13 @@ class ChatEvents:
         reply = Reply("error", f"Sorry, something went wrong on our side ({type(exc).__name__}). Please try again.")
         return history + reply_messages(reply, self.settings)
 
-    def finish(self, history: list, state: ChatState, shown: list | None = None) -> tuple:
+    def finish(self, history: list, state: ChatState, shown: list | None = None, key: str | None = None) -> tuple:
+        """The page's updates at the end of a turn, the conversation saved first for the browser
+        that holds `key`: a save in an event after this one would run after the screen changed,
+        and a reload in between would bring back the turn before."""
         history = keep_recent_galleries(history, self.settings.galleries_kept)
+        if key is not None:
+            self.save(key, history, state)
         return (history, history, state, *_control_updates(state, shown), *_filter_updates(state, self.settings),
                 self.item_choices(state))
 
@@ -181,15 +186,16 @@ class ChatEvents:
             return gr.update(value=[], visible=False)
         return gr.update(value=list(zip(pictures, item_names(query))), visible=True, selected_index=query.item)
 
-    def on_item(self, history: list, state: ChatState, event: gr.SelectData):
+    def on_item(self, history: list, state: ChatState, key: str | None = None, event: gr.SelectData = None):
         index = int(event.index) if event is not None and event.index is not None else -1
         query = state.query
         if query is None or not 0 <= index < len(query.items) or index == query.item:
-            return self.finish(history, state)
+            return self.finish(history, state, key=key)
         said = {"role": "user", "content": f"Search the {item_names(query)[index]}"}
-        return self.respond(history, state, lambda s: self.assistant.search_item(s, index), said=(said,))
+        return self.respond(history, state, lambda s: self.assistant.search_item(s, index), said=(said,), key=key)
 
-    def respond(self, history: list, state: ChatState, turn, said: tuple = (), shown: list | None = None) -> tuple:
+    def respond(self, history: list, state: ChatState, turn, said: tuple = (), shown: list | None = None,
+                key: str | None = None) -> tuple:
         """The ending every handler shares: what the shopper said, the assistant's reply, the
         page's updates."""
         history = history + list(said)
@@ -198,9 +204,9 @@ class ChatEvents:
             history = history + reply_messages(reply, self.settings)
         except Exception as exc:
             history = self.failed(history, exc)
-        return self.finish(history, state, shown)
+        return self.finish(history, state, shown, key)
 
-    def answer(self, pending: dict | None, history: list, state: ChatState):
+    def answer(self, pending: dict | None, history: list, state: ChatState, key: str | None = None):
         crop_updates = (gr.update(), gr.update(), gr.update(), gr.update())
         try:
             if pending:
@@ -215,10 +221,11 @@ class ChatEvents:
                                     gr.Accordion(open=True))
         except Exception as exc:
             history = self.failed(history, exc)
-        return (*self.finish(history, state), gr.MultimodalTextbox(value=None, interactive=True), *crop_updates)
+        return (*self.finish(history, state, key=key), gr.MultimodalTextbox(value=None, interactive=True),
+                *crop_updates)
 
     def on_controls(self, model: str, k: float, gender: list, category: list, colour: list, history: list,
-                    state: ChatState):
+                    state: ChatState, key: str | None = None):
         shown = [model, k, gender or [], category or [], colour or []]
         if all(_same(old, new) for old, new in zip(shown, _control_values(state))):
             # Nothing changed (leaving the "Number of results" box, tabbing past a control):
@@ -232,52 +239,51 @@ class ChatEvents:
             shown[2] = None  # the box shows both: set it to the one chosen
         return self.respond(history, state, lambda s: self.assistant.apply_controls(
             s, model=model, k=int(k or self.settings.policy.k), gender=gender or [], category=category or [],
-            colour=colour or []), shown=shown)
+            colour=colour or []), shown=shown, key=key)
 
-    def on_chips(self, kept: list, history: list, state: ChatState):
+    def on_chips(self, kept: list, history: list, state: ChatState, key: str | None = None):
         filters = without_chips(state.filters, kept or [])
         if filters == state.filters:
             return tuple(gr.skip() for _ in range(TURN_OUTPUTS))
-        return self.respond(history, state, lambda s: self.assistant.set_filters(s, filters))
+        return self.respond(history, state, lambda s: self.assistant.set_filters(s, filters), key=key)
 
-    def on_reapply(self, history: list, state: ChatState):
-        return self.respond(history, state, self.assistant.reapply_previous)
+    def on_reapply(self, history: list, state: ChatState, key: str | None = None):
+        return self.respond(history, state, self.assistant.reapply_previous, key=key)
 
-    def on_pick(self, picked: str, history: list, state: ChatState):
+    def on_pick(self, picked: str, history: list, state: ChatState, key: str | None = None):
         pid = product_for_file(state, picked or "")
         if pid is None:
-            return self.finish(history, state)
+            return self.finish(history, state, key=key)
         said = {"role": "user", "content": f"More like “{as_text(state.seen[pid].get('name') or pid)}”"}
-        return self.respond(history, state, lambda s: self.assistant.more_like(s, pid), said=(said,))
+        return self.respond(history, state, lambda s: self.assistant.more_like(s, pid), said=(said,), key=key)
 
-    def on_oversize(self, raw: str, history: list, state: ChatState):
+    def on_oversize(self, raw: str, history: list, state: ChatState, key: str | None = None):
         try:
             held = json.loads(raw or "{}")
             name, size = str(held["name"])[:200], int(held["size"])
         except (ValueError, KeyError, TypeError):
-            return self.finish(history, state)  # not from our page: nothing to answer
+            return self.finish(history, state, key=key)  # not from our page: nothing to answer
         said = {"role": "user", "content": as_text(f"({name}, {size / 1e6:.1f} MB)")}
-        return self.respond(history, state, lambda s: self.assistant.refuse_file(s, name, size), said=(said,))
+        return self.respond(history, state, lambda s: self.assistant.refuse_file(s, name, size), said=(said,),
+                            key=key)
 
     def on_crop_click(self, clicked: str, crop: dict | None):
         crop = mark_corner(crop, clicked)
         return crop, crop_preview(crop, self.limits), crop_status(crop)
 
-    def on_crop_search(self, crop: dict | None, history: list, state: ChatState):
+    def on_crop_search(self, crop: dict | None, history: list, state: ChatState, key: str | None = None):
         box = crop_fractions(crop)
         if box is None:
-            return self.respond(history, state, lambda s: (Reply("error", NO_CROP_YET), s))
+            return self.respond(history, state, lambda s: (Reply("error", NO_CROP_YET), s), key=key)
         shown = self.crops.save(crop, box, self.limits)
         said = {"role": "user", "content": {"path": shown} if shown else "(the selected part of my photo)"}
         return self.respond(history, state, lambda s: self.assistant.handle_turn(s, "", [crop["path"]], crop=box),
-                            said=(said,))
+                            said=(said,), key=key)
 
     def new_conversation(self, key: str | None):
         """A conversation started over, and forgotten by the server before the screen empties:
         a reload right after "New chat" must not bring the old one back."""
-        state = self.assistant.new_state()
-        self.conversations.save(key, [], state)
-        return (*self.finish([], state), None, None, CROP_HELP, gr.Accordion(open=False))
+        return (*self.finish([], self.assistant.new_state(), key=key), None, None, CROP_HELP, gr.Accordion(open=False))
 
     def recommend(self, image: str | None, model: str | None, k: float | None, gender: str | None,
                   category: str | None) -> dict:

@@ -139,44 +139,39 @@ def _turn_outputs(p: SimpleNamespace) -> list:
 
 
 def _wire(p: SimpleNamespace, events: ChatEvents) -> None:
-    """Each component's events to the handler that answers them; then the conversation saved."""
+    """Each component's events to the handler that answers them. Every turn's handler saves the
+    conversation under the browser's key before it returns (ChatEvents.finish), so a reload
+    right after the screen changed finds what it shows."""
     controls = [p.model, p.k, p.gender, p.category, p.colour]
     turn_out = _turn_outputs(p)
     private = {"api_visibility": "private"}
-
-    def saved(event) -> None:
-        event.then(events.save, [p.browser_key, p.history, p.session], None, queue=False, **quiet)
-
     # The progress animation on the chat only: drawn on each of a turn's sixteen outputs, it
     # cost ~170 ms of the 550 from Enter to the reply's text (bench/chat_latency.py).
     shown_on_chat = {**private, "show_progress": "minimal", "show_progress_on": [p.chatbot]}
     quiet = {**private, "show_progress": "hidden"}
+    turn = [p.history, p.session, p.browser_key]
 
     crop_out = [p.crop_state, p.crop_image, p.crop_note]
     posted = [p.history, p.chatbot, p.box, p.pending]
     answered = [*turn_out, p.box, *crop_out, p.crop_panel]
-    saved(p.box.submit(events.post_user, [p.box, p.history], posted, queue=False, **quiet).then(
-        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat))
-    saved(p.clear.click(lambda h: events.post_user({"text": "clear filters"}, h), [p.history], posted,
-                        queue=False, **quiet).then(
-        events.answer, [p.pending, p.history, p.session], answered, **shown_on_chat))
+    p.box.submit(events.post_user, [p.box, p.history], posted, queue=False, **quiet).then(
+        events.answer, [p.pending, *turn], answered, **shown_on_chat)
+    p.clear.click(lambda h: events.post_user({"text": "clear filters"}, h), [p.history], posted,
+                  queue=False, **quiet).then(events.answer, [p.pending, *turn], answered, **shown_on_chat)
     for control in (p.model, p.gender, p.category, p.colour):
-        saved(control.input(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat))
-    saved(p.k.release(events.on_controls, [*controls, p.history, p.session], turn_out, **shown_on_chat))
-    saved(p.chips.input(events.on_chips, [p.chips, p.history, p.session], turn_out, **shown_on_chat))
-    saved(p.reapply.click(events.on_reapply, [p.history, p.session], turn_out, **shown_on_chat))
-    saved(p.items.select(events.on_item, [p.history, p.session], turn_out, **shown_on_chat))
-    saved(p.pick_btn.click(events.on_pick, [p.pick, p.history, p.session], turn_out, **shown_on_chat))
-    saved(p.oversize_btn.click(events.on_oversize, [p.oversize, p.history, p.session], turn_out, **quiet))
+        control.input(events.on_controls, [*controls, *turn], turn_out, **shown_on_chat)
+    p.k.release(events.on_controls, [*controls, *turn], turn_out, **shown_on_chat)
+    p.chips.input(events.on_chips, [p.chips, *turn], turn_out, **shown_on_chat)
+    p.reapply.click(events.on_reapply, turn, turn_out, **shown_on_chat)
+    p.items.select(events.on_item, turn, turn_out, **shown_on_chat)
+    p.pick_btn.click(events.on_pick, [p.pick, *turn], turn_out, **shown_on_chat)
+    p.oversize_btn.click(events.on_oversize, [p.oversize, *turn], turn_out, **quiet)
     p.crop_pick_btn.click(events.on_crop_click, [p.crop_pick, p.crop_state], crop_out, **private)
-    saved(p.crop_search.click(events.on_crop_search, [p.crop_state, p.history, p.session], turn_out,
-                              **shown_on_chat))
-    # Starting over saves the empty conversation in its own handler, before the screen empties
-    # (a reload right after it must not find the old one), so no save follows it.
-    p.restart.click(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet)
+    p.crop_search.click(events.on_crop_search, [p.crop_state, *turn], turn_out, **shown_on_chat)
     # The chat's own trash icon starts over too: clearing only the screen brought every
     # message back with the next photo, and kept the filters.
-    p.chatbot.clear(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet)
+    for starts_over in (p.restart.click, p.chatbot.clear):
+        starts_over(events.new_conversation, [p.browser_key], [*turn_out, *crop_out, p.crop_panel], **quiet)
     p.index_timer.tick(events.index_status, None, [p.index_status, p.index_timer], **quiet)
     p.api_btn.click(events.recommend, [p.api_image, p.api_model, p.api_k, p.api_gender, p.api_category],
                     p.api_out, api_name="recommend")

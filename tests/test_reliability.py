@@ -404,14 +404,17 @@ def test_a_huge_chat_message_is_cut_before_it_is_kept_or_answered(chat):
     assert len(reply.markdown()) < 2 * MAX_MESSAGE_CHARS
 
 
-def test_new_chat_forgets_the_saved_conversation_before_the_screen_empties(chat):
-    # The browser reloads the conversation its key names; the save that follows each event runs
-    # after the screen changed, so "New chat" must forget the old one in its own handler.
+def test_every_turn_is_saved_before_the_screen_shows_it(chat):
+    # The browser reloads the conversation its key names: a save in an event after the turn's
+    # would run after the screen changed, and a reload in between brought back the turn before.
     key = chat.conversations.new_key()
-    history, *_ = chat.post_user({"text": "black heels for women", "files": []}, [])
-    chat.save(key, history, chat.assistant.new_state())
-    assert chat.restore(key)[0] == key and chat.conversations.get(key).history == history
-    chat.new_conversation(key)
+    history, _, _, pending = chat.post_user({"text": "black heels for women", "files": []}, [])
+    shown = chat.answer(pending, history, chat.assistant.new_state(), key)
+    assert len(shown[0]) > len(history) and chat.conversations.get(key).history == shown[0]
+    assert chat.restore(key)[0] == key and chat.restore(key)[1] == shown[0]
+    again = chat.on_reapply(shown[0], shown[2], key)   # any other turn, the same way
+    assert len(again[0]) > len(shown[0]) and chat.conversations.get(key).history == again[0]
+    chat.new_conversation(key)   # "New chat" forgets it before the screen empties
     assert chat.conversations.get(key).history == []
     chat.new_conversation("not a key the server gave")   # a hostile key is ignored, not kept
     assert chat.conversations.get("not a key the server gave") is None
