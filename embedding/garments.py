@@ -58,6 +58,10 @@ class GarmentClass:
     # own type). Shoes: 0.75, between one shoe's 0.63 in the catalog and a worn pair, which
     # spans two shoes (measured both ways in docs/figures.md).
     fill: float = 0.89
+    # The item is the pixels at least this confident, when some are (None: every pixel the
+    # parser gives the class). Glasses are read as a blob three to five times their size, the
+    # face around the frame at low confidence; their confident core is the frame itself.
+    core: float | None = None
 
     @property
     def margin(self) -> float:
@@ -93,13 +97,14 @@ GARMENT_CLASSES: tuple[GarmentClass, ...] = (
     GarmentClass("bag", "Bags", ("Bags", "Wallets"), ("bag", "purse", "wallet"), min_area=0.003, fill=0.64),
     GarmentClass("hat", "Headwear", ("Headwear",), ("hat",), min_area=0.002, height=0, fill=0.48),
     GarmentClass("glasses", "Eyewear", ("Eyewear",), ("glasses", "sunglasses"), min_area=0.0008, countable=False,
-                 height=0, fill=0.58),
+                 height=0, fill=0.58, core=0.9),
     GarmentClass("belt", "Belts", ("Belts",), ("belt",), min_area=0.001, fill=0.57),
     GarmentClass("scarf or tie", "Scarves", ("Scarves", "Ties", "Mufflers", "Stoles"), ("scarf", "tie"),
                  min_area=0.002, fill=0.9),
     GarmentClass("watch", "Watches", ("Watches",), ("watch",), min_area=0.0004, fill=0.88),
 )
 CLASS_NAMES = tuple(c.name for c in GARMENT_CLASSES)
+CORE_MIN_PIXELS = 4
 BY_NAME = {c.name: c for c in GARMENT_CLASSES}
 
 
@@ -399,9 +404,21 @@ def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Ite
             score = float(probabilities[index][torch.from_numpy(part)].mean())
             if score < min_score:
                 continue
+            part, area = _core(part, probabilities[index], garment.core, area)
             items.append(Item(garment.name, garment.label, garment.search_categories, mask_box(part), score,
                               area, part))
     return sorted(items, key=lambda item: -item.area)
+
+
+def _core(part: np.ndarray, probability: torch.Tensor, confidence: float | None, area: float):
+    """The part's pixels at least `confidence` sure, and their share of the photo; the part as it
+    is when no confidence is asked or too few pixels reach it to draw a box."""
+    if confidence is None:
+        return part, area
+    core = part & (probability.numpy() >= confidence)
+    if core.sum() < CORE_MIN_PIXELS:
+        return part, area
+    return core, float(core.mean())
 
 
 def parts_apart(mask: np.ndarray, apart: float = 1.0, pairs: bool = False) -> list[np.ndarray]:

@@ -348,6 +348,30 @@ def test_a_second_bag_or_shoe_apart_from_the_first_is_an_item_of_its_own_and_a_p
     assert BY_NAME["bag"].label == bags[0].label
 
 
+def test_glasses_are_their_confident_frame_not_the_face_around_it():
+    import torch
+
+    from embedding.garments import GARMENT_CLASSES, box_iou, items_from
+    index = {g.name: i for i, g in enumerate(GARMENT_CLASSES)}
+    height, width = 224, 144
+    face, frame = (50, 20, 94, 70), (60, 38, 84, 46)
+    logits = torch.zeros(len(GARMENT_CLASSES), height, width)
+    logits[index["glasses"], face[1]:face[3], face[0]:face[2]] = 1.0     # the face: glasses, barely
+    logits[index["glasses"], frame[1]:frame[3], frame[0]:frame[2]] = 10.0  # the frame: sure
+    for kind, box in (("top", (30, 90, 114, 160)), ("belt", (40, 160, 104, 170))):
+        logits[index[kind], box[1]:box[3], box[0]:box[2]] = 1.0           # as unsure, and no core
+    items = {i.kind: i for i in items_from(logits.softmax(0), min_score=0.1)}
+
+    def fraction(box):
+        return (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
+    glasses = items["glasses"]
+    assert box_iou(glasses.box, fraction(frame)) > 0.8 and box_iou(glasses.box, fraction(face)) < 0.2
+    assert glasses.mask.sum() == (frame[2] - frame[0]) * (frame[3] - frame[1])   # cut out and coloured alone
+    # a class without a core, and one whose pixels never reach it, keep every pixel
+    assert box_iou(items["top"].box, fraction((30, 90, 114, 160))) > 0.9
+    assert box_iou(items["belt"].box, fraction((40, 160, 104, 170))) > 0.9
+
+
 def test_an_item_is_framed_as_the_catalog_frames_its_class_with_white_past_the_photos_edge():
     from embedding.garments import BY_NAME, CUT_OUT_SIDE, GARMENT_CLASSES, items_from
     index = {g.name: i for i, g in enumerate(GARMENT_CLASSES)}
