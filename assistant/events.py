@@ -137,10 +137,6 @@ class ChatEvents:
             return (self.conversations.new_key(), *self.finish([], self.assistant.new_state()))
         return (key, *self.finish(saved.history, saved.state))
 
-    def save(self, key: str | None, history: list, state: ChatState) -> None:
-        """The conversation, kept for the browser that holds `key`."""
-        self.conversations.save(key, history, state)
-
     def index_status(self):
         """The status line and its timer: shown and ticking while there is something to say."""
         text = self.status()
@@ -172,7 +168,7 @@ class ChatEvents:
         and a reload in between would bring back the turn before."""
         history = keep_recent_galleries(history, self.settings.galleries_kept)
         if key is not None:
-            self.save(key, history, state)
+            self.conversations.save(key, history, state)
         return (history, history, state, *_control_updates(state, shown), *_filter_updates(state, self.settings),
                 self.item_choices(state))
 

@@ -104,8 +104,9 @@ GARMENT_CLASSES: tuple[GarmentClass, ...] = (
     GarmentClass("watch", "Watches", ("Watches",), ("watch",), min_area=0.0004, fill=0.88),
 )
 CLASS_NAMES = tuple(c.name for c in GARMENT_CLASSES)
-CORE_MIN_PIXELS = 4
 BY_NAME = {c.name: c for c in GARMENT_CLASSES}
+# Fewer confident pixels than this draw no box: the item keeps every pixel of its class.
+CORE_MIN_PIXELS = 4
 
 
 def describe_items(kinds: list[str], colours: list[str | None] | None = None) -> str:
@@ -404,21 +405,19 @@ def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Ite
             score = float(probabilities[index][torch.from_numpy(part)].mean())
             if score < min_score:
                 continue
-            part, area = _core(part, probabilities[index], garment.core, area)
+            part = _core(part, probabilities[index], garment.core)
             items.append(Item(garment.name, garment.label, garment.search_categories, mask_box(part), score,
-                              area, part))
+                              float(part.mean()), part))
     return sorted(items, key=lambda item: -item.area)
 
 
-def _core(part: np.ndarray, probability: torch.Tensor, confidence: float | None, area: float):
-    """The part's pixels at least `confidence` sure, and their share of the photo; the part as it
-    is when no confidence is asked or too few pixels reach it to draw a box."""
+def _core(part: np.ndarray, probability: torch.Tensor, confidence: float | None) -> np.ndarray:
+    """The part's pixels at least `confidence` sure; the part as it is when no confidence is
+    asked or too few pixels reach it to draw a box."""
     if confidence is None:
-        return part, area
+        return part
     core = part & (probability.numpy() >= confidence)
-    if core.sum() < CORE_MIN_PIXELS:
-        return part, area
-    return core, float(core.mean())
+    return core if core.sum() >= CORE_MIN_PIXELS else part
 
 
 def parts_apart(mask: np.ndarray, apart: float = 1.0, pairs: bool = False) -> list[np.ndarray]:
