@@ -40,6 +40,11 @@ CLIP = 5.0
 # coloured surface (a red sheet under a white T-shirt), not a cast to discount, so the item is
 # read as if under neutral light, the border taken for the studio's white.
 BORDER_LIGHT_CHROMA = 36.0
+# Likewise for darkness: the dimmest light the model learned leaves a white backdrop at about 54
+# in Lab lightness; a border darker than this limit is a dark surface (a navy bedspread, a black
+# table), not a white wall in dim light, and the item is read as if under neutral light. Taken
+# for the light, a dark border made a white T-shirt on it read as black.
+BORDER_LIGHT_MIN_L = 50.0
 STUDIO_WHITE = np.array([95.0, 0.0, 0.0], dtype=np.float32)
 
 
@@ -184,13 +189,14 @@ def image_features(image: Image.Image, mask: np.ndarray | None, settings: Colour
 
 
 def border_as_light(features: np.ndarray, settings: ColourFeatureSettings,
-                    limit: float = BORDER_LIGHT_CHROMA) -> np.ndarray:
-    """The features with a backdrop too coloured to be a cast (see BORDER_LIGHT_CHROMA) taken
-    for the studio's white; other features as they are. A border of the item's own colour (a
-    close-up filling the frame) is the item, not a backdrop, and stays."""
+                    limit: float = BORDER_LIGHT_CHROMA, darkest: float = BORDER_LIGHT_MIN_L) -> np.ndarray:
+    """The features with a backdrop too coloured or too dark to be a white wall in some light
+    (see BORDER_LIGHT_CHROMA, BORDER_LIGHT_MIN_L) taken for the studio's white; other features
+    as they are. A border of the item's own colour (a close-up filling the frame) is the item,
+    not a backdrop, and stays."""
     border, mean = features[..., _BORDER] * 50, features[..., _MEAN] * 50
     backdrop = np.linalg.norm(border - mean, axis=-1) > settings.foreground_distance
-    coloured = backdrop & (np.hypot(border[..., 1], border[..., 2]) > limit)
+    coloured = backdrop & ((np.hypot(border[..., 1], border[..., 2]) > limit) | (border[..., 0] < darkest))
     if not coloured.any():
         return features
     features = features.copy()
@@ -272,6 +278,6 @@ class ColourModel:
         return self.colours[int(np.argmax(p))]
 
 
-__all__ = ["BORDER_LIGHT_CHROMA", "ColourFeatureSettings", "ColourModel", "DEFAULT_PATH", "border_as_light",
+__all__ = ["BORDER_LIGHT_CHROMA", "BORDER_LIGHT_MIN_L", "ColourFeatureSettings", "ColourModel", "DEFAULT_PATH", "border_as_light",
            "image_features", "features_of",
            "item_weights", "rgb_to_lab", "thumbnail"]

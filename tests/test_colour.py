@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from catalog.photo_labels import colour_matches, kind_matches, read_photo_folder
 from embedding.colour import (
     BORDER_LIGHT_CHROMA,
+    BORDER_LIGHT_MIN_L,
     DEFAULT_PATH,
     ColourFeatureSettings,
     ColourModel,
@@ -122,6 +123,34 @@ def test_a_white_or_grey_garment_on_a_coloured_sheet_is_not_read_as_the_sheets_l
         if not colour_matches(colour, read):
             wrong[colour] = read
     assert len(wrong) <= 1, wrong
+
+
+@pytest.mark.parametrize("surface", [(20, 25, 60), (25, 25, 25), (60, 40, 30), (45, 45, 48)])
+def test_a_garment_on_a_dark_surface_is_not_read_as_if_in_the_dark(model, surface):
+    # Taken for a white wall in dim light, a navy bedspread or a black table made a white
+    # T-shirt on it read as black (its pixels far brighter than the "wall").
+    wrong = {}
+    for colour in ("White", "Grey", "Yellow", "Pink", "Blue", "Red", "Green"):
+        read = model.name(swatch_on_backdrop(SWATCHES[colour], backdrop=surface))
+        if not colour_matches(colour, read):
+            wrong[colour] = read
+    assert "White" not in wrong
+    assert len(wrong) <= 1, wrong
+
+
+def test_a_border_is_light_down_to_the_dimmest_white_the_model_learned(model):
+    rng = random.Random(0)
+    dimmest = min(float(rgb_to_lab(np.asarray(relight(Image.new("RGB", (4, 4), (250, 250, 250)), rng,
+                                                          LightSettings()))[0, 0])[0]) for _ in range(2000))
+    assert BORDER_LIGHT_MIN_L <= dimmest < 1.2 * BORDER_LIGHT_MIN_L
+    dim_wall = lit(swatch_on_backdrop(SWATCHES["Navy Blue"]), "dim")
+    features = image_features(dim_wall, None, model.settings)
+    assert np.array_equal(border_as_light(features, model.settings), features)
+    black_table = image_features(swatch_on_backdrop(SWATCHES["White"], backdrop=(25, 25, 25)), None, model.settings)
+    assert not np.array_equal(border_as_light(black_table, model.settings), black_table)
+    # A black garment filling the frame: its border is the item and stays.
+    close_up = image_features(Image.new("RGB", (90, 120), SWATCHES["Black"]), None, model.settings)
+    assert np.array_equal(border_as_light(close_up, model.settings), close_up)
 
 
 def test_the_border_is_light_up_to_the_widest_cast_the_model_learned(model):
