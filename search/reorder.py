@@ -44,9 +44,10 @@ from embedding.classifiers import Classifiers
 _FLOOR = 1e-9
 # How much a photo's colour reading counts. The same for the ImageNet network and a fine-tune:
 # on real photos the reading sees the item's colour better than a fine-tune's baseColour
-# classifier, which learned the catalog's light (docs/search.md: colour; docs/figures.md,
-# sessions 23 and 24).
-COLOUR_WEIGHT = 0.1
+# classifier, which learned the catalog's light. Raised from 0.1 once a dark surface stopped
+# passing for dim light and the reading was right more often (docs/search.md: colour;
+# docs/figures.md, sessions 23, 24 and 28).
+COLOUR_WEIGHT = 0.15
 # A catalog product's own colour, known from its labels: chosen on held-out catalog products
 # (docs/search.md: colour).
 OWN_COLOUR_BONUS = 0.1
