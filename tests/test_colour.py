@@ -138,37 +138,28 @@ def test_a_garment_on_a_dark_surface_is_not_read_as_if_in_the_dark(model, surfac
     assert len(wrong) <= 1, wrong
 
 
-def test_a_border_is_light_down_to_the_dimmest_white_the_model_learned(model):
-    rng = random.Random(0)
-    dimmest = min(float(rgb_to_lab(np.asarray(relight(Image.new("RGB", (4, 4), (250, 250, 250)), rng,
-                                                          LightSettings()))[0, 0])[0]) for _ in range(2000))
-    assert BORDER_LIGHT_MIN_L <= dimmest < 1.2 * BORDER_LIGHT_MIN_L
-    dim_wall = lit(swatch_on_backdrop(SWATCHES["Navy Blue"]), "dim")
-    features = image_features(dim_wall, None, model.settings)
-    assert np.array_equal(border_as_light(features, model.settings), features)
-    black_table = image_features(swatch_on_backdrop(SWATCHES["White"], backdrop=(25, 25, 25)), None, model.settings)
-    assert not np.array_equal(border_as_light(black_table, model.settings), black_table)
-    # A black garment filling the frame: its border is the item and stays.
-    close_up = image_features(Image.new("RGB", (90, 120), SWATCHES["Black"]), None, model.settings)
-    assert np.array_equal(border_as_light(close_up, model.settings), close_up)
+def _border_is_light(image: Image.Image, model: ColourModel) -> bool:
+    features = image_features(image, None, model.settings)
+    return np.array_equal(border_as_light(features, model.settings), features)
 
 
-def test_the_border_is_light_up_to_the_widest_cast_the_model_learned(model):
-    # The limit sits just above the casts relighting puts on a white wall in training: a border
-    # within it is a wall in some light, beyond it a coloured surface.
+def test_the_border_is_light_within_the_casts_and_dimness_the_model_learned(model):
+    # The limits sit just beyond what relighting does to a white wall in training: a border
+    # within them is a wall in some light, beyond them a coloured or dark surface.
     rng = random.Random(0)
-    casts = [rgb_to_lab(np.asarray(relight(Image.new("RGB", (4, 4), (250, 250, 250)), rng, LightSettings()))[0, 0])
+    walls = [rgb_to_lab(np.asarray(relight(Image.new("RGB", (4, 4), (250, 250, 250)), rng, LightSettings()))[0, 0])
              for _ in range(2000)]
-    widest = max(float(np.hypot(lab[1], lab[2])) for lab in casts)
+    widest = max(float(np.hypot(lab[1], lab[2])) for lab in walls)
+    dimmest = min(float(lab[0]) for lab in walls)
     assert 0.8 * BORDER_LIGHT_CHROMA < widest <= BORDER_LIGHT_CHROMA
-    warm_wall = lit(swatch_on_backdrop(SWATCHES["Navy Blue"]), "warm lamp")
-    features = image_features(warm_wall, None, model.settings)
-    assert np.array_equal(border_as_light(features, model.settings), features)
-    red_sheet = image_features(swatch_on_backdrop(SWATCHES["White"], backdrop=(190, 30, 40)), None, model.settings)
-    assert not np.array_equal(border_as_light(red_sheet, model.settings), red_sheet)
+    assert BORDER_LIGHT_MIN_L <= dimmest < 1.2 * BORDER_LIGHT_MIN_L
+    for light in ("warm lamp", "dim"):
+        assert _border_is_light(lit(swatch_on_backdrop(SWATCHES["Navy Blue"]), light), model), light
+    for surface in ((190, 30, 40), (25, 25, 25)):  # a red sheet, a black table
+        assert not _border_is_light(swatch_on_backdrop(SWATCHES["White"], backdrop=surface), model), surface
     # A close-up filling the frame has no backdrop: its border is the item and stays.
-    close_up = image_features(Image.new("RGB", (90, 120), SWATCHES["Red"]), None, model.settings)
-    assert np.array_equal(border_as_light(close_up, model.settings), close_up)
+    for colour in ("Red", "Black"):
+        assert _border_is_light(Image.new("RGB", (90, 120), SWATCHES[colour]), model), colour
 
 
 def test_probabilities_cover_the_vocabulary_and_sum_to_one(model):
