@@ -196,11 +196,11 @@ def border_as_light(features: np.ndarray, settings: ColourFeatureSettings,
     not a backdrop, and stays."""
     border, mean = features[..., _BORDER] * 50, features[..., _MEAN] * 50
     backdrop = np.linalg.norm(border - mean, axis=-1) > settings.foreground_distance
-    coloured = backdrop & ((np.hypot(border[..., 1], border[..., 2]) > limit) | (border[..., 0] < darkest))
-    if not coloured.any():
+    surface = backdrop & ((np.hypot(border[..., 1], border[..., 2]) > limit) | (border[..., 0] < darkest))
+    if not surface.any():
         return features
     features = features.copy()
-    features[coloured, _BORDER] = STUDIO_WHITE / 50
+    features[surface, _BORDER] = STUDIO_WHITE / 50
     return features
 
 
