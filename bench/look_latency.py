@@ -1,5 +1,5 @@
 """Shop the look, timed: the garment parser alone per photo, on ONNX Runtime (served) and on
-PyTorch, and the whole answer for an outfit (parse + cut out + embed + query for every item)
+PyTorch, its first member alone (Lite0, the parser before it had two), and the whole answer for an outfit (parse + cut out + embed + query for every item)
 beside the whole photo searched as before (`items` off), alternately on the same photos so the
 ratios are of the same moments.
 
@@ -36,7 +36,9 @@ def main() -> None:
     policy = SearchPolicy(models=(args.model,), default_model=args.model)
     garments = searcher.garment_parser()
     eager = GarmentParser.load(runtime="eager")
-    parse, parse_eager, look, whole, items = [], [], [], [], []
+    network = garments.network
+    first = GarmentParser([network.heads[0]], [network.backbones[0]], runtime="auto")
+    parse, parse_eager, parse_first, look, whole, items = [], [], [], [], [], []
     for path in paths:
         image = open_image(path)
         started = time.perf_counter()
@@ -46,6 +48,9 @@ def main() -> None:
         eager.parse(image)
         parse_eager.append(time.perf_counter() - started)
         started = time.perf_counter()
+        first.parse(image)
+        parse_first.append(time.perf_counter() - started)
+        started = time.perf_counter()
         found = find_the_look(searcher, policy, str(path))
         look.append(time.perf_counter() - started)
         items.append(len(found.items))
@@ -54,10 +59,12 @@ def main() -> None:
         whole.append(time.perf_counter() - started)
     rows = [{"what": name, "p50 ms": round(pct(v, 50) * 1000), "p95 ms": round(pct(v, 95) * 1000)}
             for name, v in ((f"parse only ({garments.runtime})", parse), ("parse only (eager)", parse_eager),
+                            (f"first member alone ({first.runtime})", parse_first),
                             ("items on (whole answer)", look), ("items off (whole photo)", whole))]
     print(f"{len(paths)} photos, {sum(items) / max(1, len(items)):.1f} items each on average, model {args.model}")
     print(table(rows))
-    for name, a, b in (("items on / items off", look, whole), (f"parse eager / {garments.runtime}", parse_eager, parse)):
+    for name, a, b in (("items on / items off", look, whole), (f"parse eager / {garments.runtime}", parse_eager, parse),
+                          ("parser / its first member alone", parse, parse_first)):
         ratios = sorted(x / y for x, y in zip(a, b))
         print(f"{name}, pair by pair: median {ratios[len(ratios) // 2]:.2f}x")
 

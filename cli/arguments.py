@@ -283,6 +283,8 @@ def _add_train_parser_command(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: the same file on any machine; more is faster, not identical)")
     p.add_argument("--cache-dir", help="where the backbone's features are kept between runs")
+    p.add_argument("--members", default=",".join(registry.PARSER_MEMBERS),
+                   help="the parser's members, comma-separated, whose class scores it averages (default: %(default)s)")
 
 
 def _add_evaluate_look_command(sub) -> None:

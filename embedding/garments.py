@@ -1,9 +1,10 @@
 """The garment parser: every wearable item in a shopper's photo, each with a box, a mask, a
 catalog category and a confidence (what Google Lens and StyleSnap do before they search).
 
-It is the project's own: the EfficientNet-Lite0 ImageNet backbone from the wheel, frozen, with
-torchvision's LR-ASPP segmentation head trained on the street photos' pixel labels
-(`python app.py train-parser`, training/parser.py). The head is a small file shipped with the
+It is the project's own: two members, the EfficientNet-Lite0 and Lite2 ImageNet backbones from
+their wheels, frozen, each with its last block and torchvision's LR-ASPP segmentation head
+trained on the street photos' pixel labels (`python app.py train-parser`, training/parser.py);
+the parser averages their class scores. The trained parts are a small file shipped with the
 project (embedding/garment_parser.pt), so a fresh offline machine parses photos at once.
 
 The parser's classes group the photos' 59 labels into the catalog's categories; each class says
@@ -25,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from catalog.errors import UserError
-from embedding.registry import GARMENT_PARSER, architecture
+from embedding.registry import PARSER_INPUT_SIZE, ParserSpec, architecture, parser_member
 
 SHIPPED_FILE = Path(__file__).with_name("garment_parser.pt")
 # The longest side of an item cut out for a search (the models see at most a few hundred pixels).
@@ -182,15 +183,16 @@ class GarmentHead(nn.Module):
     the stride-8 features for edges, the stride-16 and (upsampled) stride-32 ones for what the
     pixel is. `top` starts from the ImageNet block when `init` (the backbone's) is given."""
 
-    def __init__(self, low: int, mid: int, high_in: int, classes: int, inter: int = 128,
-                 init: nn.Module | None = None):
+    def __init__(self, spec: ParserSpec, classes: int, inter: int = 128, init: nn.Module | None = None):
         super().__init__()
         import copy
 
         from torchvision.models.segmentation.lraspp import LRASPPHead
-        self.top = copy.deepcopy(init) if init is not None else _lite_block(GARMENT_PARSER.tuned_block)
+        self.spec = spec
+        low, mid, _ = spec.feature_channels
+        self.top = copy.deepcopy(init) if init is not None else _lite_block(spec)
         self.top.requires_grad_(True)
-        self.head = LRASPPHead(low, mid + GARMENT_PARSER.tuned_channels, classes, inter)
+        self.head = LRASPPHead(low, mid + spec.tuned_channels, classes, inter)
 
     def forward(self, s8: torch.Tensor, s16: torch.Tensor, s32_in: torch.Tensor) -> torch.Tensor:
         s32 = self.top(s32_in)
@@ -198,22 +200,23 @@ class GarmentHead(nn.Module):
         return self.head({"low": s8, "high": high})
 
 
-def _lite_block(index: int) -> nn.Module:
-    """One block of the backbone's architecture, weights to be loaded."""
+def _lite_block(spec: ParserSpec) -> nn.Module:
+    """The tuned block of the member's backbone architecture, weights to be loaded."""
     import timm
-    return timm.create_model(f"tf_{GARMENT_PARSER.backbone}", pretrained=False, num_classes=0).blocks[index]
+    return timm.create_model(f"tf_{spec.backbone}", pretrained=False, num_classes=0).blocks[spec.tuned_block]
 
 
 class Backbone(nn.Module):
-    """The frozen Lite0 ImageNet layers up to the tuned block: the outputs of the blocks the
+    """A member's frozen ImageNet layers up to its tuned block: the outputs of the blocks the
     parser reads (strides 8, 16 and the tuned block's input at 32)."""
 
-    def __init__(self):
+    def __init__(self, spec: ParserSpec):
         super().__init__()
         import timm
 
         from embedding.architectures import load_imagenet
-        arch = architecture(GARMENT_PARSER.backbone)
+        self.spec = spec
+        arch = architecture(spec.backbone)
         self.network = timm.create_model(f"tf_{arch.name}", pretrained=False, num_classes=0)
         load_imagenet(arch, self.network)
         self.network.eval().requires_grad_(False)
@@ -223,20 +226,20 @@ class Backbone(nn.Module):
     @property
     def tuned_block(self) -> nn.Module:
         """The ImageNet weights of the block the parser trains (its starting point)."""
-        return self.network.blocks[GARMENT_PARSER.tuned_block]
+        return self.network.blocks[self.spec.tuned_block]
 
     def forward(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """`pixels`: N x 3 x H x W in [0, 1]."""
         x = self.network.bn1(self.network.conv_stem((pixels - self.mean) / self.std))
         out = []
-        for index, block in enumerate(self.network.blocks[:GARMENT_PARSER.tuned_block]):
+        for index, block in enumerate(self.network.blocks[:self.spec.tuned_block]):
             x = block(x)
-            if index in GARMENT_PARSER.feature_blocks:
+            if index in self.spec.feature_blocks:
                 out.append(x)
         return out
 
 
-def parser_input(image: Image.Image, size: tuple[int, int] = GARMENT_PARSER.input_size) -> torch.Tensor:
+def parser_input(image: Image.Image, size: tuple[int, int] = PARSER_INPUT_SIZE) -> torch.Tensor:
     """The photo stretched to the parser's height x width, as 1 x 3 x H x W in [0, 1]. Street
     and phone photos are about 2:3 upright; other shapes are stretched, which the boxes undo
     (they are fractions of the photo)."""
@@ -275,18 +278,24 @@ class Item:
 
 
 class ParserNetwork(nn.Module):
-    """Pixels to class probabilities at half the input's resolution (half draws the same boxes
-    for a quarter of the softmax and item work): one definition of the forward pass, run by
-    PyTorch or exported to ONNX Runtime."""
+    """Pixels to class probabilities, from the mean of every member's class scores (logits): one
+    definition of the forward pass, run by PyTorch or exported to ONNX Runtime. The scores, not
+    the probabilities: where the members agree the parser is as sure as they are, so the
+    thresholds set for one member (an item's least confidence, the outfit rule's) hold, and a
+    small product one member is sure of is not diluted away (docs/figures.md, session 29). `scale` 2: at half the input's resolution
+    (half draws the same boxes for a quarter of the softmax and item work)."""
 
-    def __init__(self, backbone: Backbone, head: GarmentHead):
+    def __init__(self, backbones: list[Backbone], heads: list[GarmentHead], scale: int = 2):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbones, self.heads, self.scale = nn.ModuleList(backbones), nn.ModuleList(heads), scale
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        s8, s16, s32 = self.backbone(pixels)
-        size = (pixels.shape[-2] // 2, pixels.shape[-1] // 2)
-        return F.interpolate(self.head(s8, s16, s32), size=size, mode="bilinear", align_corners=False).softmax(1)
+        size = (pixels.shape[-2] // self.scale, pixels.shape[-1] // self.scale)
+        total = None
+        for backbone, head in zip(self.backbones, self.heads):
+            logits = F.interpolate(head(*backbone(pixels)), size=size, mode="bilinear", align_corners=False)
+            total = logits if total is None else total + logits
+        return (total / len(self.heads)).softmax(1)
 
 
 class GarmentParser:
@@ -299,10 +308,10 @@ class GarmentParser:
     "eager" runs PyTorch (the default when a parser is made from a head, as training does). The
     embedders' "onnx-int8" means "auto" here: the parser has no int8 model."""
 
-    def __init__(self, head: GarmentHead, backbone: Backbone | None = None, min_score: float = 0.45,
+    def __init__(self, heads: list[GarmentHead], backbones: list[Backbone] | None = None, min_score: float = 0.45,
                  runtime: str = "eager", log=None):
-        self.network = ParserNetwork(backbone or Backbone(), head.eval()).eval()
-        self.backbone, self.head = self.network.backbone, self.network.head
+        backbones = backbones or [Backbone(head.spec) for head in heads]
+        self.network = ParserNetwork(backbones, [head.eval() for head in heads]).eval()
         self.min_score = min_score
         self.runtime, self._fast = "eager", None
         if runtime != "eager":
@@ -324,13 +333,19 @@ class GarmentParser:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if list(state.get("classes", [])) != list(CLASS_NAMES):
             raise UserError(f"{path} was trained for other classes ({state.get('classes')}); retrain it")
-        head = new_head()
-        try:
-            head.load_state_dict(state["head"])
-        except RuntimeError as exc:
-            raise UserError(f"{path} was trained for another parser layout; retrain it with "
-                            f"`python app.py train-parser` ({str(exc).splitlines()[0]})") from exc
-        return cls(head, runtime=runtime, log=log)
+        if not state.get("members"):
+            raise UserError(f"{path} was trained for another parser layout; retrain it with `python app.py train-parser`")
+        heads = []
+        for member in state["members"]:
+            head = new_head(parser_member(member["name"]))
+            try:
+                # Kept in half precision: half the file, the same items (docs/figures.md).
+                head.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in member["head"].items()})
+            except RuntimeError as exc:
+                raise UserError(f"{path} was trained for another parser layout; retrain it with "
+                                f"`python app.py train-parser` ({str(exc).splitlines()[0]})") from exc
+            heads.append(head)
+        return cls(heads, runtime=runtime, log=log)
 
     def _use_onnx(self, log) -> None:
         from embedding.runtime import RuntimeUnavailable, module_forward
@@ -362,7 +377,7 @@ def _to_stderr(message: str) -> None:
 def _test_photo(seed: int = 0) -> Image.Image:
     """A generated photo of soft blocks of random colours: something for the two runtimes to agree on."""
     rng = np.random.default_rng(seed)
-    height, width = GARMENT_PARSER.input_size
+    height, width = PARSER_INPUT_SIZE
     pixels = rng.integers(0, 256, size=(height // 16, width // 16, 3), dtype=np.uint8)
     return Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR)
 
@@ -383,10 +398,9 @@ def _check_agrees(fast, network: ParserNetwork, min_agreement: float = 0.999, ma
                                      f"{difference:.4f} apart")
 
 
-def new_head(backbone: Backbone | None = None) -> GarmentHead:
-    """A head to train (from the backbone's ImageNet block) or to load a state into."""
-    return GarmentHead(*GARMENT_PARSER.feature_channels, classes=len(GARMENT_CLASSES),
-                       init=backbone.tuned_block if backbone is not None else None)
+def new_head(spec: ParserSpec, backbone: Backbone | None = None) -> GarmentHead:
+    """A member's head to train (from its backbone's ImageNet block) or to load a state into."""
+    return GarmentHead(spec, classes=len(GARMENT_CLASSES), init=backbone.tuned_block if backbone is not None else None)
 
 
 def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Item]:

@@ -129,21 +129,32 @@ def architecture(name: str) -> Architecture:
 
 @dataclass(frozen=True)
 class ParserSpec:
-    """The garment parser (embedding/garments.py): its backbone (a registered model, its ImageNet
-    weights frozen up to `tuned_block`), the blocks whose outputs it reads (strides 8, 16, and
-    the input of the tuned block at stride 32), their channels, the tuned block's output
-    channels, and its input size (height, width)."""
+    """One member of the garment parser (embedding/garments.py): its backbone (a registered
+    model, its ImageNet weights frozen up to `tuned_block`), the blocks whose outputs it reads
+    (strides 8, 16, and the input of the tuned block at stride 32), their channels, and the tuned
+    block's output channels."""
     name: str
     backbone: str
     feature_blocks: tuple[int, ...]
     feature_channels: tuple[int, ...]
     tuned_block: int
     tuned_channels: int
-    input_size: tuple[int, int]
 
 
-# Lite0's blocks 2 (stride 8, 40 channels) and 4 (stride 16, 112) as they are, and its last
-# block (stride 32, 192 -> 320) trained with the head: the semantic stage learns garments, the
-# edges stay ImageNet's. 448 x 288 keeps the street photos' 2:3 and finds a watch at a few
-# percent of the frame.
-GARMENT_PARSER = ParserSpec("garments_lite0", "efficientnet_lite0", (2, 4, 5), (40, 112, 192), 6, 320, (448, 288))
+# 448 x 288 keeps the street photos' 2:3 and finds a watch at a few percent of the frame.
+PARSER_INPUT_SIZE = (448, 288)
+# Each member reads its backbone's blocks 2 (stride 8) and 4 (stride 16) as they are, and trains
+# its last block (stride 32) with the head: the semantic stage learns garments, the edges stay
+# ImageNet's. The parser averages its members' class scores: two backbones see garments
+# differently enough that their average finds more than either (docs/figures.md, session 29).
+PARSER_MEMBERS = {spec.name: spec for spec in (
+    ParserSpec("garments_lite0", "efficientnet_lite0", (2, 4, 5), (40, 112, 192), 6, 320),
+    ParserSpec("garments_lite2", "efficientnet_lite2", (2, 4, 5), (48, 120, 208), 6, 352),
+)}
+
+
+def parser_member(name: str) -> ParserSpec:
+    try:
+        return PARSER_MEMBERS[name]
+    except KeyError:
+        raise ArchitectureError(f"unknown parser member {name!r}; choose from {', '.join(PARSER_MEMBERS)}") from None

@@ -97,7 +97,7 @@ def test_training_pastes_catalog_products_onto_the_scenes_and_refuses_a_missing_
     catalog = make_catalog(tmp_path / "catalog", per_kind=3)
     out = tmp_path / "parser.pt"
     train_parser(ParserSettings(photos=folder, out=out, epochs=1, batch_size=8, held_out=0.25, catalog=catalog,
-                                composites=6, cache_dir=tmp_path / "cache"))
+                                composites=6, cache_dir=tmp_path / "cache", members=("garments_lite0",)))
     state = torch.load(out, weights_only=True)
     assert state["settings"]["composites"] == 6 and state["settings"]["catalog"] == str(catalog)
     # The street photos' features and the composites' (each with its mirror image), cached apart.
@@ -110,6 +110,28 @@ def test_training_pastes_catalog_products_onto_the_scenes_and_refuses_a_missing_
     assert any(len(set(t.unique().tolist()) - {0, 1, 2, 5}) for t in composite["target"])
     with pytest.raises(UserError, match="no catalog"):
         ParserSettings(photos=folder, out=out, catalog=tmp_path / "nowhere")
+
+
+def test_the_parser_averages_its_two_members_scores_kept_in_half_precision(trained_parser):
+    import torch
+
+    from embedding.garments import GarmentParser, ParserNetwork, parser_input
+    parser = GarmentParser.load(trained_parser[0], runtime="eager")
+    network = parser.network
+    assert [head.spec.name for head in network.heads] == ["garments_lite0", "garments_lite2"]
+    photo = draw_scene(1003)[0]
+    with torch.inference_mode():
+        each = [ParserNetwork([b], [h]).eval()(parser_input(photo))[0] for b, h in zip(network.backbones, network.heads)]
+    assert not torch.allclose(each[0], each[1], atol=1e-3), "two backbones, two readings"
+    # The members' class scores averaged (a log-probability is the score less one number per
+    # pixel, which the softmax takes out again).
+    torch.testing.assert_close(parser.probabilities(photo), ((each[0].log() + each[1].log()) / 2).softmax(0),
+                               rtol=1e-4, atol=1e-5)
+    state = torch.load(trained_parser[0], weights_only=True)
+    weights = [v for member in state["members"] for v in member["head"].values() if v.is_floating_point()]
+    assert weights and all(v.dtype == torch.float16 for v in weights)
+    # The held-out figures of each member and of their average.
+    assert set(state["figures"]) == {"garments_lite0", "garments_lite2", "parser"}
 
 
 def test_items_are_found_where_the_garments_are(trained_parser):

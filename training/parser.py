@@ -1,10 +1,12 @@
-"""Training the garment parser's head on street photos with every garment outlined.
+"""Training the garment parser's members on street photos with every garment outlined.
 
-The backbone is frozen, so its features are computed once per photo (and its mirror image) and
-kept in a cache file; the head then trains on them for many epochs in minutes on two cores. A
-seeded share of the photos is held out and never trained on: per-class IoU and the recall of
-garments (a found item's box within IoU 0.4 of the labelled one) are measured on them. A
-checkpoint after every epoch makes a killed run resume with the same command.
+Each member's backbone is frozen, so its features are computed once per photo (and its mirror
+image) and kept in a cache file; its last block and head then train on them for many epochs in
+minutes on two cores. The members train one after the other and are written together, in half
+precision, into one file. A seeded share of the photos is held out and never trained on: per-class
+IoU and the recall of garments (a found item's box within IoU 0.4 of the labelled one) are
+measured on them, for each member and for the parser that averages them. A checkpoint after
+every epoch makes a killed run resume with the same command.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from embedding.garments import (
     CLASS_NAMES,
     GARMENT_CLASSES,
     Backbone,
+    ParserNetwork,
     box_iou,
     items_from,
     mask_box,
@@ -33,7 +36,7 @@ from embedding.garments import (
     parser_input,
     street_label_table,
 )
-from embedding.registry import GARMENT_PARSER
+from embedding.registry import PARSER_INPUT_SIZE, PARSER_MEMBERS, parser_member
 from training.checkpoint import atomic_save, load_checkpoint
 
 
@@ -56,6 +59,8 @@ class ParserSettings:
     # Catalog cut-outs pasted small onto the training scenes (training/composites.py); None: none.
     catalog: Path | None = None
     composites: int = 728
+    # The parser's members (embedding/registry.py PARSER_MEMBERS), trained in this order.
+    members: tuple[str, ...] = tuple(PARSER_MEMBERS)
 
     def __post_init__(self):
         if not (self.photos / "labels.csv").is_file() or not (self.photos / "masks").is_dir():
@@ -65,11 +70,16 @@ class ParserSettings:
         if self.catalog is not None and not (self.catalog / "styles.csv").is_file():
             raise UserError(f"{self.catalog}: no catalog there (styles.csv) to paste products from; "
                             "--catalog none trains on the street photos alone")
+        if not self.members:
+            raise UserError("the parser needs at least one member")
+        for name in self.members:
+            parser_member(name)
 
     def identity(self) -> dict:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "threads": self.threads,
                 "composites": self.composites if self.catalog else 0,
-                "weight_decay": self.weight_decay, "block_lr": self.block_lr, "held_out": self.held_out, "seed": self.seed, "limit": self.limit}
+                "weight_decay": self.weight_decay, "block_lr": self.block_lr, "held_out": self.held_out, "seed": self.seed,
+                "limit": self.limit, "members": list(self.members)}
 
 
 def split(photos: list[Photo], held_out: float, seed: int) -> tuple[list[Photo], list[Photo]]:
@@ -83,7 +93,7 @@ def split(photos: list[Photo], held_out: float, seed: int) -> tuple[list[Photo],
 
 def target_of(photo: Photo, table: np.ndarray) -> torch.Tensor:
     """The photo's mask as parser classes at the parser's input size (nearest: labels stay labels)."""
-    height, width = GARMENT_PARSER.input_size
+    height, width = PARSER_INPUT_SIZE
     values = np.asarray(Image.open(photo.mask).resize((width, height), Image.Resampling.NEAREST))
     return torch.from_numpy(table[values])
 
@@ -96,7 +106,7 @@ def street_pairs(photos: list[Photo], table: np.ndarray):
 def composite_pairs(photos: list[Photo], table: np.ndarray, settings: ParserSettings):
     from training.composites import CompositeSettings, eligible_products, make_composites
     train_products, _ = eligible_products(settings.catalog, CompositeSettings.held_out, settings.seed)
-    height, width = GARMENT_PARSER.input_size
+    height, width = PARSER_INPUT_SIZE
     made = make_composites(photos, table, train_products, CompositeSettings(count=settings.composites,
                                                                             seed=settings.seed))
     for photo, labels in made:
@@ -108,7 +118,8 @@ def composite_pairs(photos: list[Photo], table: np.ndarray, settings: ParserSett
 def features_of(pairs, count: int, key: str, backbone: Backbone, cache: Path) -> dict:
     """The backbone's features (fp16) and the targets of every (photo, target) and its mirror
     image, cached in one file under `key` (a damaged cache is recomputed)."""
-    key = hashlib.sha256((key + str(GARMENT_PARSER) + f"threads={torch.get_num_threads()}").encode()).hexdigest()[:16]
+    key = hashlib.sha256((key + str(backbone.spec) + str(PARSER_INPUT_SIZE) + f"threads={torch.get_num_threads()}")
+                         .encode()).hexdigest()[:16]
     path = cache / f"{key}.pt"
     if path.is_file():
         try:
@@ -152,17 +163,37 @@ def class_weights(targets: torch.Tensor) -> torch.Tensor:
 
 
 def train_parser(settings: ParserSettings) -> dict:
-    """Train (or resume) the head; write `settings.out` with the held-out figures. Returns them."""
-    torch.manual_seed(settings.seed), random.seed(settings.seed), np.random.seed(settings.seed)
+    """Train (or resume) every member; write `settings.out` with the held-out figures (the
+    parser's and each member's). Returns the parser's."""
     torch.set_num_threads(settings.threads)
     table = street_label_table(read_labels(settings.photos))
     train, held = split(street_photos(settings.photos, settings.limit), settings.held_out, settings.seed)
     if not train or not held:
         raise UserError(f"{settings.photos}: too few photos to hold some out ({len(train)} / {len(held)})")
     print(f"garment parser: {len(train)} photos to train on, {len(held)} held out")
-    backbone = Backbone()
+    backbones, heads, histories = [], [], {}
+    for name in settings.members:
+        backbone = Backbone(parser_member(name))
+        head, histories[name] = train_member(backbone, train, table, settings)
+        backbones.append(backbone), heads.append(head)
+    figures = {name: evaluate_parser([b], [h], held, table) for name, b, h in zip(settings.members, backbones, heads)}
+    figures["parser"] = evaluate_parser(backbones, heads, held, table)
+    # Half precision halves the file; the seconds stay out of it: the same command then writes
+    # the same bytes.
+    members = [{"name": name, "head": {k: v.half() if v.is_floating_point() else v for k, v in head.state_dict().items()},
+                "history": [{"epoch": h["epoch"], "loss": h["loss"]} for h in histories[name]]}
+               for name, head in zip(settings.members, heads)]
+    atomic_save({"classes": list(CLASS_NAMES), "members": members, "settings": _plain(settings),
+                 "held_out": [p.stem for p in held], "figures": figures}, settings.out)
+    return figures["parser"]
+
+
+def train_member(backbone: Backbone, train: list[Photo], table: np.ndarray, settings: ParserSettings):
+    """One member's last block and head, trained (or resumed from its checkpoint); and its history."""
+    torch.manual_seed(settings.seed), random.seed(settings.seed), np.random.seed(settings.seed)
+    print(f"garment parser member {backbone.spec.name}")
     data = training_features(train, table, backbone, settings)
-    head = new_head(backbone).to(memory_format=torch.channels_last)
+    head = new_head(backbone.spec, backbone).to(memory_format=torch.channels_last)
     # The ImageNet block learns slower than the new head: it starts from something good.
     optimizer = torch.optim.AdamW([{"params": head.head.parameters(), "lr": settings.lr},
                                    {"params": head.top.parameters(), "lr": settings.lr * settings.block_lr}],
@@ -170,7 +201,7 @@ def train_parser(settings: ParserSettings) -> dict:
     steps = settings.epochs * -(-len(data["target"]) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, [settings.lr, settings.lr * settings.block_lr],
                                                    total_steps=steps, pct_start=0.1)
-    checkpoint = settings.out.with_suffix(".ckpt")
+    checkpoint = settings.out.with_suffix(f".{backbone.spec.name}.ckpt")
     start, history = _resume(checkpoint, settings, head, optimizer, schedule)
     weights = class_weights(data["target"])
     for epoch in range(start, settings.epochs):
@@ -181,12 +212,7 @@ def train_parser(settings: ParserSettings) -> dict:
         atomic_save({"identity": settings.identity(), "epoch": epoch + 1, "head": head.state_dict(),
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "history": history}, checkpoint)
-    figures = evaluate_parser(head, backbone, held, table)
-    # The seconds stay out of the file: the same command then writes the same bytes.
-    losses = [{"epoch": h["epoch"], "loss": h["loss"]} for h in history]
-    atomic_save({"classes": list(CLASS_NAMES), "head": head.state_dict(), "settings": _plain(settings),
-                 "held_out": [p.stem for p in held], "history": losses, "figures": figures}, settings.out)
-    return figures
+    return head.eval(), history
 
 
 def _resume(checkpoint: Path, settings: ParserSettings, head, optimizer, schedule) -> tuple[int, list]:
@@ -223,16 +249,17 @@ def _epoch(head, data, weights, optimizer, schedule, settings: ParserSettings, e
 
 
 @torch.inference_mode()
-def evaluate_parser(head, backbone: Backbone, photos: list[Photo], table: np.ndarray) -> dict:
+def evaluate_parser(backbones: list[Backbone], heads: list, photos: list[Photo], table: np.ndarray) -> dict:
     """Per-class IoU of the pixels, and per class the share of labelled garments (a class's
-    pixels in a photo, at least its min_area) that a found item covers with box IoU >= 0.4."""
+    pixels in a photo, at least its min_area) that a found item covers with box IoU >= 0.4; of
+    the members' averaged class scores at the full input size."""
     classes = len(GARMENT_CLASSES)
     intersection, union = torch.zeros(classes), torch.zeros(classes)
     found, labelled = np.zeros(classes), np.zeros(classes)
+    network = ParserNetwork(backbones, heads, scale=1).eval()
     for photo in photos:
         pixels = parser_input(Image.open(photo.image))
-        logits = F.interpolate(head(*backbone(pixels)), size=pixels.shape[-2:], mode="bilinear", align_corners=False)
-        probabilities = logits.softmax(1)[0]
+        probabilities = network(pixels)[0]
         predicted, target = probabilities.argmax(0), target_of(photo, table)
         for c in range(classes):
             p, t = predicted == c, target == c
