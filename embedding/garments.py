@@ -299,13 +299,13 @@ class ParserNetwork(nn.Module):
 
 
 class GarmentParser:
-    """Finds the items in a photo. One forward pass of the frozen backbone and the head; the
-    same photo gives the same items in any process (no randomness, fixed input size).
+    """Finds the items in a photo. One forward pass of each member's frozen backbone and head;
+    the same photo gives the same items in any process (no randomness, fixed input size).
 
     `runtime`: "auto" runs the network in ONNX Runtime (fp32, exported in memory when the
     parser loads; about twice as fast as PyTorch on a CPU, docs/runtime.md) once it
     gives PyTorch's classes on a generated photo, else PyTorch with one line saying why;
-    "eager" runs PyTorch (the default when a parser is made from a head, as training does). The
+    "eager" runs PyTorch (the default when a parser is made from heads, as training does). The
     embedders' "onnx-int8" means "auto" here: the parser has no int8 model."""
 
     def __init__(self, heads: list[GarmentHead], backbones: list[Backbone] | None = None, min_score: float = 0.45,
