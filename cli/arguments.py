@@ -281,7 +281,7 @@ def _add_train_parser_command(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, help="the first N photos only (a quick trial)")
     p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: the same file on any machine; more is faster, not identical)")
+                   help="CPU threads (default 1: the same file from the same machine; more is faster, not identical)")
     p.add_argument("--cache-dir", help="where the backbone's features are kept between runs")
     p.add_argument("--members", default=",".join(registry.PARSER_MEMBERS),
                    help="the parser's members, comma-separated, whose class scores it averages (default: %(default)s)")

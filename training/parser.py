@@ -52,8 +52,9 @@ class ParserSettings:
     held_out: float = 0.15       # share of photos never trained on
     seed: int = 0
     limit: int | None = None     # the first N photos only (tests)
-    # One thread: the same file from the same command on any machine (the order of a sum
-    # changes with the thread count), and a head this small gains little from more.
+    # One thread: the same file from the same command on one machine (the order of a sum
+    # changes with the thread count; another CPU's kernels moved the losses a little, session
+    # 29), and a head this small gains little from more.
     threads: int = 1
     cache_dir: Path = Path.home() / ".cache" / "visual-shop-assistant" / "parser-features"
     # Catalog cut-outs pasted small onto the training scenes (training/composites.py); None: none.
