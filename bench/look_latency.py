@@ -1,5 +1,5 @@
 """Shop the look, timed: the garment parser alone per photo, on ONNX Runtime (served) and on
-PyTorch, its first member alone (Lite0, the parser before it had two), and the whole answer for
+PyTorch, its first member alone (Lite0, the parser before it had three), and the whole answer for
 an outfit (parse + cut out + embed + query for every item) beside the whole photo searched as before (`items` off), alternately on the same photos so the
 ratios are of the same moments.
 

@@ -285,6 +285,9 @@ def _add_train_parser_command(sub) -> None:
     p.add_argument("--cache-dir", help="where the backbone's features are kept between runs")
     p.add_argument("--members", default=",".join(registry.PARSER_MEMBERS),
                    help="the parser's members, comma-separated, whose class scores it averages (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="members trained at once, each in a process of its own with --threads threads "
+                        "(default: %(default)s, one per core of this machine; the same file either way)")
 
 
 def _add_evaluate_look_command(sub) -> None:

@@ -364,7 +364,7 @@ def _train_parser(args) -> ParserSettings:
     from training.parser import ParserSettings
     return ParserSettings(
         photos=Path(args.photos), out=Path(args.out), epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, limit=args.limit, threads=args.threads,
+        seed=args.seed, limit=args.limit, threads=args.threads, workers=args.workers,
         catalog=Path(args.catalog) if args.catalog and args.catalog.lower() != "none" else None,
         composites=args.composites, members=tuple(m.strip() for m in args.members.split(",") if m.strip()),
         **({"cache_dir": Path(args.cache_dir)} if args.cache_dir else {}))

@@ -26,7 +26,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from catalog.errors import UserError
-from embedding.registry import PARSER_INPUT_SIZE, ParserSpec, architecture, parser_member
+from embedding.registry import PARSER_INPUT_SIZE, PARSER_ITEM_RESOLUTION, ParserSpec, architecture, parser_member
 
 SHIPPED_FILE = Path(__file__).with_name("garment_parser.pt")
 # The longest side of an item cut out for a search (the models see at most a few hundred pixels).
@@ -280,17 +280,18 @@ class Item:
 class ParserNetwork(nn.Module):
     """Pixels to class probabilities, from the mean of every member's class scores (logits): one
     definition of the forward pass, run by PyTorch or exported to ONNX Runtime. The scores, not
-    the probabilities: where the members agree the parser is as sure as they are, so the
-    thresholds set for one member (an item's least confidence, the outfit rule's) hold, and a
-    small product one member is sure of is not diluted away (docs/figures.md, session 29). `scale` 2: at half the input's resolution
-    (half draws the same boxes for a quarter of the softmax and item work)."""
+    the probabilities: where the members agree the parser is as sure as they are, so an item's
+    least confidence set for one member holds, and a small product one member is sure of is not
+    diluted away (docs/figures.md, session 29).
+    `resolution`: the share of the input's sides the scores are drawn at (registry.py says why)."""
 
-    def __init__(self, backbones: list[Backbone], heads: list[GarmentHead], scale: int = 2):
+    def __init__(self, backbones: list[Backbone], heads: list[GarmentHead], resolution: float = PARSER_ITEM_RESOLUTION):
         super().__init__()
-        self.backbones, self.heads, self.scale = nn.ModuleList(backbones), nn.ModuleList(heads), scale
+        self.backbones, self.heads, self.resolution = nn.ModuleList(backbones), nn.ModuleList(heads), resolution
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        size = (pixels.shape[-2] // self.scale, pixels.shape[-1] // self.scale)
+        # int(): a constant when exported, as the parser's input size is.
+        size = tuple(round(int(side) * self.resolution) for side in pixels.shape[-2:])
         total = None
         for backbone, head in zip(self.backbones, self.heads):
             logits = F.interpolate(head(*backbone(pixels)), size=size, mode="bilinear", align_corners=False)
@@ -359,7 +360,7 @@ class GarmentParser:
 
     @torch.inference_mode()
     def probabilities(self, image: Image.Image) -> torch.Tensor:
-        """classes x H/2 x W/2 probabilities (of the parser's input size)."""
+        """classes x H x W probabilities, the parser's input size times its item resolution."""
         pixels = parser_input(image)
         if self._fast is not None:
             return torch.from_numpy(self._fast(pixels.numpy())[0])
@@ -408,11 +409,17 @@ def items_from(probabilities: torch.Tensor, min_score: float = 0.45) -> list[Ite
     apart (a bag in the hand and another on the floor are two items), each part's extent between
     the 1st and 99th percentile (a stray blob does not stretch the box), its mean confidence."""
     labels = probabilities.argmax(0)
+    # A class with fewer pixels than its least item cannot make one (the opening only takes
+    # pixels away): skipped before the opening, the costliest step.
+    counts = torch.bincount(labels.flatten(), minlength=len(GARMENT_CLASSES))
+    present = [index for index, garment in enumerate(GARMENT_CLASSES)
+               if index and counts[index] >= garment.min_area * labels.numel()]
+    if not present:
+        return []
     items = []
-    for index, garment in enumerate(GARMENT_CLASSES):
-        if index == 0:
-            continue
-        for part in parts_apart(_opened(labels == index).numpy(), garment.apart, garment.pairs):
+    for index, opened in zip(present, _opened(labels, present)):
+        garment = GARMENT_CLASSES[index]
+        for part in parts_apart(opened.numpy(), garment.apart, garment.pairs):
             area = float(part.mean())
             if area < garment.min_area:
                 continue
@@ -483,11 +490,13 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _opened(mask: torch.Tensor) -> torch.Tensor:
-    """Morphological opening with a 3x3 square: erase one-pixel specks, keep shapes."""
-    m = mask.float()[None, None]
+def _opened(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Each of `classes`' pixels after a morphological opening with a 3x3 square (one-pixel
+    specks erased, shapes kept), all classes in one pass: len(classes) x H x W."""
+    masks = torch.stack([labels == index for index in classes])
+    m = masks.float()[None]
     eroded = -F.max_pool2d(-m, 3, stride=1, padding=1)
-    return (F.max_pool2d(eroded, 3, stride=1, padding=1)[0, 0] > 0.5) & mask
+    return (F.max_pool2d(eroded, 3, stride=1, padding=1)[0] > 0.5) & masks
 
 
 __all__ = ["GARMENT_CLASSES", "CLASS_NAMES", "BY_NAME", "describe_items", "Backbone", "GarmentClass", "GarmentHead",

