@@ -204,17 +204,17 @@ def train_members(train: list[Photo], table: np.ndarray, settings: ParserSetting
     """Every member trained to its last epoch's checkpoint, `settings.workers` at once."""
     if settings.workers == 1 or len(settings.members) == 1:
         for name in settings.members:
-            train_member(Backbone(parser_member(name)), train, table, settings)
+            _train_one(name, train, table, settings)
         return
     # Spawned, not forked: a fork copies this process's thread pools mid-state.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(settings.workers, len(settings.members)), mp_context=context) as pool:
-        for member in [pool.submit(_train_alone, name, train, table, settings) for name in settings.members]:
+        for member in [pool.submit(_train_one, name, train, table, settings) for name in settings.members]:
             member.result()
 
 
-def _train_alone(name: str, train: list[Photo], table: np.ndarray, settings: ParserSettings) -> None:
-    torch.set_num_threads(settings.threads)
+def _train_one(name: str, train: list[Photo], table: np.ndarray, settings: ParserSettings) -> None:
+    torch.set_num_threads(settings.threads)  # a spawned process starts with every core's
     train_member(Backbone(parser_member(name)), train, table, settings)
 
 
@@ -236,7 +236,7 @@ def trained_member(spec, settings: ParserSettings):
 def train_member(backbone: Backbone, train: list[Photo], table: np.ndarray, settings: ParserSettings):
     """One member's last block and head, trained (or resumed from its checkpoint); and its history."""
     torch.manual_seed(settings.seed), random.seed(settings.seed), np.random.seed(settings.seed)
-    print(f"garment parser member {backbone.spec.name}")
+    print(f"garment parser member {backbone.spec.name}", flush=True)
     data = training_features(train, table, backbone, settings)
     head = new_head(backbone.spec, backbone).to(memory_format=torch.channels_last)
     # The ImageNet block learns slower than the new head: it starts from something good.
