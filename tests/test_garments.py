@@ -156,6 +156,16 @@ def test_members_trained_side_by_side_are_the_members_trained_one_after_the_othe
         for key in a["head"]:
             assert torch.equal(a["head"][key], b["head"][key]), key
     assert one["settings"] == two["settings"], "the file does not say how many trained at once"
+    # Run again over finished members (a run killed while it measured them): the same file,
+    # without computing a member's features again.
+    import shutil
+    shutil.rmtree(tmp_path / "cache")
+    train_parser(ParserSettings(photos=folder, out=files[1], epochs=2, batch_size=4, held_out=0.34, catalog=None,
+                                cache_dir=tmp_path / "cache", members=("garments_lite0", "garments_lite1")))
+    again = torch.load(files[1], weights_only=True)
+    assert not list((tmp_path / "cache").glob("*.pt"))
+    for a, b in zip(one["members"], again["members"]):
+        assert all(torch.equal(a["head"][key], b["head"][key]) for key in a["head"])
 
 
 def test_items_are_found_where_the_garments_are(trained_parser):

@@ -233,8 +233,13 @@ def trained_member(spec, settings: ParserSettings):
     return head.eval(), list(state["history"])
 
 
-def train_member(backbone: Backbone, train: list[Photo], table: np.ndarray, settings: ParserSettings):
-    """One member's last block and head, trained (or resumed from its checkpoint); and its history."""
+def train_member(backbone: Backbone, train: list[Photo], table: np.ndarray, settings: ParserSettings) -> None:
+    """One member's last block and head trained to its last epoch's checkpoint (resumed from
+    the checkpoint there is; `trained_member` reads the result)."""
+    checkpoint = member_checkpoint(backbone.spec.name, settings)
+    finished = load_checkpoint(checkpoint, settings.identity())
+    if finished is not None and finished["epoch"] == settings.epochs:
+        return  # a run killed after this member: its features need not be loaded again
     torch.manual_seed(settings.seed), random.seed(settings.seed), np.random.seed(settings.seed)
     print(f"garment parser member {backbone.spec.name}", flush=True)
     data = training_features(train, table, backbone, settings)
@@ -246,7 +251,6 @@ def train_member(backbone: Backbone, train: list[Photo], table: np.ndarray, sett
     steps = settings.epochs * -(-len(data["target"]) // settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, [settings.lr, settings.lr * settings.block_lr],
                                                    total_steps=steps, pct_start=0.1)
-    checkpoint = member_checkpoint(backbone.spec.name, settings)
     start, history = _resume(checkpoint, settings, head, optimizer, schedule)
     weights = class_weights(data["target"])
     for epoch in range(start, settings.epochs):
@@ -258,7 +262,6 @@ def train_member(backbone: Backbone, train: list[Photo], table: np.ndarray, sett
         atomic_save({"identity": settings.identity(), "epoch": epoch + 1, "head": head.state_dict(),
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "history": history}, checkpoint)
-    return head.eval(), history
 
 
 def _resume(checkpoint: Path, settings: ParserSettings, head, optimizer, schedule) -> tuple[int, list]:
