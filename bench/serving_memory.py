@@ -2,10 +2,13 @@
 metadata table every Chroma serving process holds, on the realistic data of bench/scale_data.py.
 
     python -m bench.serving_memory --n 1000000 --store /tmp/lance-1m [--queries 200] [--source-db DB]
+        [--vector-index ivf_pq,ivf_rq]
 
 Builds the store once through the project's own adapter and index path (`ProductCollection.open`,
 `write_prepared`, `tidy`), timing each step; a later run with the same --store and --n reuses it.
-Then three fresh processes, one after the other:
+With several vector indexes, each is built in turn on the same products by `tidy` (the one before
+dropped) and served by its own process, and their figures are printed side by side. Then fresh
+processes, one after the other:
 - bare: the same imports, nothing opened (the baseline every RSS below is taken beyond);
 - lancedb: what `search`, `serve` and `shop` do per request on `--store lancedb`: open the
   collection, its vocabulary, filtered searches at k = 50 (each filter class of bench/scale.py,
@@ -60,13 +63,14 @@ def filter_classes(meta: dict, seed: int) -> dict[str, dict]:
     return {name: {k: v for k, v in f.items() if all(x is not None for x in v)} for name, f in classes.items()}
 
 
-def build_store(args) -> dict:
+def build_store(args, index: str) -> dict:
     from bench.scale_data import build, read_real
-    from vectorstore import ProductCollection, StoreSettings, make_client
+    from vectorstore import ProductCollection, StoreSettings, lance_store, make_client
     real = read_real(Path(args.source_db), MODEL)
     data = build(real, args.n, args.queries, seed=0)
     client = make_client(StoreSettings(path=Path(args.store), engine="lancedb"))
     ProductCollection.drop(client, MODEL)
+    lance_store.VECTOR_INDEX = index
     collection = ProductCollection.open(client, MODEL, weights_id="bench", dim=data.vectors.shape[1], create=True)
     started = time.perf_counter()
     step = 50_000
@@ -80,10 +84,26 @@ def build_store(args) -> dict:
     queries = [{"vector": v.tolist(), "classes": filter_classes(m, i)} for i, (v, m) in
                enumerate(zip(data.query_vectors, data.query_metas))]
     truth = exact_truth(data, queries)
-    from vectorstore import lance_store
-    facts = {"index": lance_store.VECTOR_INDEX, "n": len(data.ids), "write_s": round(written, 1), "index_s": round(indexed, 1), "queries": queries,
-             "truth": truth}
+    facts = {"index": index, "n": len(data.ids), "write_s": round(written, 1), "index_s": {index: round(indexed, 1)},
+             "queries": queries, "truth": truth}
     (Path(args.store) / "bench.json").write_text(json.dumps(facts))
+    return facts
+
+
+def rebuild_index(store: str, facts: dict, index: str) -> dict:
+    """The store's vector index dropped and built again as `index` by the adapter's own `tidy`."""
+    from vectorstore import ProductCollection, StoreSettings, lance_store, make_client
+    collection = ProductCollection.open(make_client(StoreSettings(path=Path(store), engine="lancedb")), MODEL)
+    table = collection._table()
+    for found in table.list_indices():
+        if tuple(found.columns) == ("vector",):
+            table.drop_index(found.name)
+    lance_store.VECTOR_INDEX = index
+    started = time.perf_counter()
+    collection.tidy()
+    facts["index_s"] = {**facts["index_s"], index: round(time.perf_counter() - started, 1)}
+    facts["index"] = index
+    (Path(store) / "bench.json").write_text(json.dumps(facts))
     return facts
 
 
@@ -134,8 +154,10 @@ def child(kind: str, store: str) -> None:
                     filters = Filters({(CATEGORY if k == "category" else k): tuple(v) for k, v in fields.items()})
                     started = time.perf_counter()
                     hits = collection.search_stored(vector, k=K, filters=filters)
-                    collection.records([h.id for h in hits[:5]])
                     times.setdefault(name, []).append(time.perf_counter() - started)
+                    # The hits carry their metadata; records by id are the words-only path's
+                    # (Searcher.typical), read here for the memory they take, not timed.
+                    collection.records([h.id for h in hits[:5]])
                     want = truth[name]
                     recall.setdefault(name, []).append(len({h.id for h in hits[:5]} & set(want)) / max(1, len(want)))
         out["search"] = {name: {"p50_ms": round(1000 * float(np.percentile(t, 50)), 1),
@@ -183,43 +205,65 @@ def run_child(kind: str, store: str) -> dict:
 
 
 def main() -> None:
+    from vectorstore import lance_store
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--store", required=True)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--source-db", default="data/chroma", help="a project index of the catalog, whose real vectors are grown (default: %(default)s)")
-    parser.add_argument("--vector-index", choices=("ivf_hnsw_sq", "ivf_pq"), default=None,
-                        help="the LanceDB vector index to build (default: the adapter's VECTOR_INDEX)")
+    parser.add_argument("--vector-index", default=lance_store.VECTOR_INDEX,
+                        help="the LanceDB vector indexes to build and serve side by side, comma-separated, of "
+                             "ivf_rq, ivf_pq, ivf_hnsw_sq (default: the adapter's, %(default)s)")
     parser.add_argument("--child", choices=("bare", "lancedb", "chroma-table"))
     args = parser.parse_args()
-    if args.vector_index:
-        from vectorstore import lance_store
-        lance_store.VECTOR_INDEX = args.vector_index
     if args.child:
         return child(args.child, args.store)
+    indexes = [name.strip() for name in args.vector_index.split(",") if name.strip()]
+    unknown = set(indexes) - {"ivf_rq", "ivf_pq", "ivf_hnsw_sq"}
+    if unknown or not indexes:
+        parser.error(f"--vector-index: unknown {sorted(unknown)}; choose among ivf_rq, ivf_pq, ivf_hnsw_sq")
     facts_path = Path(args.store) / "bench.json"
     facts = json.loads(facts_path.read_text()) if facts_path.is_file() else None
-    if facts is None or facts["n"] != args.n or (args.vector_index and facts.get("index") != args.vector_index):
-        facts = build_store(args)
-    print(f"{facts['n']:,} products x 1280-d in {args.store}: written in {facts['write_s']} s, "
-          f"indexes ({facts.get('index')}) built in {facts['index_s']} s (ProductCollection.write_prepared, tidy)")
-    bare, lance, chroma = (run_child(kind, args.store) for kind in ("bare", "lancedb", "chroma-table"))
+    if facts is None or facts["n"] != args.n or not isinstance(facts.get("index_s"), dict):
+        facts = build_store(args, indexes[0])
+    print(f"{facts['n']:,} products x 1280-d in {args.store}: written in {facts['write_s']} s "
+          f"(ProductCollection.write_prepared)")
+    bare = run_child("bare", args.store)
+    served = {}
+    for index in indexes:
+        if facts["index"] != index:
+            facts = rebuild_index(args.store, facts, index)
+        served[index] = run_child("lancedb", args.store)
+    chroma = run_child("chroma-table", args.store)
     mb = 2 ** 20
-    print(table([{"process": "lancedb serving (search, vocabulary, records)",
-                  "RSS beyond bare MB": round((lance["rss"] - bare["rss"]) / mb),
-                  "peak beyond bare MB": round((lance["peak"] - bare["peak"]) / mb),
-                  "note": f"metadata table loaded: {lance['metadata_table_loaded']}; "
-                          f"vocabulary {lance['vocabulary_s']} s"},
-                 {"process": "chroma serving: its metadata table alone",
-                  "RSS beyond bare MB": round((chroma["rss"] - bare["rss"]) / mb),
-                  "peak beyond bare MB": round((chroma["peak"] - bare["peak"]) / mb),
-                  "note": f"{chroma['rows']:,} rows loaded in {chroma['load_s']} s"}]))
-    print(f"lancedb / chroma table, RSS beyond bare: "
-          f"{(lance['rss'] - bare['rss']) / max(1, chroma['rss'] - bare['rss']):.2f}x")
-    print(table([{"filter": name, **figures} for name, figures in lance["search"].items()]))
-    print(table([{"the shop's grid on the engine": name, "ms": ms} for name, ms in lance["browse"].items()]))
-    print(f"the grid's RSS beyond the shop's imports: {lance['browse_rss'] / mb:.0f} MB; "
-          f"metadata table loaded after it: {lance['metadata_table_loaded']}")
+    rows = [{"process": f"lancedb serving on {index} (search, vocabulary, records)",
+             "RSS beyond bare MB": round((lance["rss"] - bare["rss"]) / mb),
+             "peak beyond bare MB": round((lance["peak"] - bare["peak"]) / mb),
+             "note": f"index built in {facts['index_s'].get(index)} s (tidy); metadata table loaded: "
+                     f"{lance['metadata_table_loaded']}; vocabulary {lance['vocabulary_s']} s"}
+            for index, lance in served.items()]
+    rows.append({"process": "chroma serving: its metadata table alone",
+                 "RSS beyond bare MB": round((chroma["rss"] - bare["rss"]) / mb),
+                 "peak beyond bare MB": round((chroma["peak"] - bare["peak"]) / mb),
+                 "note": f"{chroma['rows']:,} rows loaded in {chroma['load_s']} s"})
+    print(table(rows))
+    first = next(iter(served.values()))
+    search_rows = []
+    for name in first["search"]:
+        row = {"filter": name}
+        for index, lance in served.items():
+            figures = lance["search"][name]
+            row[f"{index} p50 / p95 ms"] = f"{figures['p50_ms']} / {figures['p95_ms']}"
+            row[f"{index} recall@5"] = figures["recall@5"]
+        if len(served) > 1:
+            base, last = list(served.values())[0]["search"][name], list(served.values())[-1]["search"][name]
+            row[f"p95 {indexes[0]} / {indexes[-1]}"] = f"{base['p95_ms'] / max(0.1, last['p95_ms']):.1f}x"
+        search_rows.append(row)
+    print(table(search_rows))
+    for index, lance in served.items():
+        print(table([{f"the shop's grid on the engine ({index})": name, "ms": ms} for name, ms in lance["browse"].items()]))
+        print(f"the grid's RSS beyond the shop's imports ({index}): {lance['browse_rss'] / mb:.0f} MB; "
+              f"metadata table loaded after it: {lance['metadata_table_loaded']}")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,9 @@ def test_a_large_collection_is_searched_through_its_vector_index(tmp_path, monke
     collection.tidy()
     table = collection._table()
     assert {tuple(i.columns) for i in table.list_indices()} >= {("vector",), ("gender",), ("articleType",)}
+    assert collection._vector_index_kind(table) == "IvfRq"
+    # The breadth is a share of the partitions the index was built with, kept with the collection.
+    assert collection.notes[lance_store.PARTITIONS_KEY] == max(1, 2000 // lance_store.PARTITION_ROWS)
     found = 0
     for i in range(0, 2000, 100):
         hits = collection.search_stored(vectors[i], k=5, filters=Filters({"gender": (metas[i]["gender"],)}))
@@ -188,6 +191,38 @@ def test_a_large_collection_is_searched_through_its_vector_index(tmp_path, monke
     collection.write_prepared(["late"], vectors[:1], [{"gender": "Men"}])   # after the index: still found
     assert collection.search_stored(vectors[0], k=2)[0].id in ("p0", "late")
     assert "late" in [h.id for h in collection.search_stored(vectors[0], k=2)]
+
+
+def test_a_table_written_before_the_record_column_is_read_searched_and_written(tmp_path, monkeypatch):
+    # A store from before the one-column metadata: every read falls back to the columns, and a
+    # later run's writes keep to the table's own schema.
+    monkeypatch.setattr(lance_store, "schema", lambda dim, made=lance_store.schema: made(dim).remove(
+        made(dim).get_field_index(lance_store.RECORD)))
+    client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
+    collection = ProductCollection.open(client, "m", dim=8, create=True)
+    vectors = np.eye(8, dtype=np.float32)
+    metas = [{"gender": "Men", "articleType": "Shirts", "year": 2012}, {"gender": "Women", "articleType": "Heels"}]
+    collection.write_prepared(["a", "b"], vectors[:2], metas)
+    monkeypatch.undo()
+    assert lance_store.RECORD not in collection._table().schema.names
+    collection.write_prepared(["c"], vectors[2:3], [{"gender": "Women", "articleType": "Flats"}])
+    hits = collection.search(vectors[0], k=3, filters=Filters({"gender": ("Men",)}))
+    assert [(h.id, h.metadata["articleType"], h.metadata["year"]) for h in hits] == [("a", "Shirts", 2012)]
+    assert collection.records(["b", "c"]) == {"b": {"gender": "Women", "articleType": "Heels", "centered": False},
+                                              "c": {"gender": "Women", "articleType": "Flats", "centered": False}}
+    # Its vector index, and the look near the photo a filtered search takes, read the columns too.
+    monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 3)
+    collection.tidy()
+    assert collection._vector_index_kind(collection._table()) == "IvfRq"
+    hits = collection.search(vectors[1], k=3, filters=Filters({"gender": ("Women",)}))
+    assert [(h.id, h.metadata["articleType"]) for h in hits] == [("b", "Heels"), ("c", "Flats")]
+    monkeypatch.undo()
+    fresh = ProductCollection.open(client, "n", dim=8, create=True)
+    fresh.write_prepared(["a", "b"], vectors[:2], metas)
+    assert lance_store.RECORD in fresh._table().schema.names
+    assert fresh.records(["a", "b"]) == collection.records(["a", "b"])
+    assert [(h.id, h.metadata) for h in fresh.search(vectors[0], k=2)] == \
+        [(h.id, h.metadata) for h in collection.search(vectors[0], k=2, filters=Filters({"gender": ("Men", "Women")}))]
 
 
 def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_products(tmp_path, monkeypatch):
@@ -315,3 +350,32 @@ def test_the_search_breadth_is_set_by_the_indexer_and_kept(tmp_path):
     assert ProductCollection.open(client, "m", create=True).ef_search == EF_SEARCH   # an indexer restores it
     lance = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
     assert ProductCollection.open(lance, "m", dim=4, create=True).ef_search == EF_SEARCH
+
+
+def test_a_vector_that_rabitq_cannot_pack_is_indexed_with_pq(tmp_path, monkeypatch):
+    monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 50)
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(300, 20)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    collection = ProductCollection.open(make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb")), "m",
+                                        dim=20, create=True)
+    collection.write_prepared([f"p{i}" for i in range(300)], vectors, [{"gender": "Men"}] * 300)
+    collection.tidy()
+    assert collection._vector_index_kind(collection._table()) == "IvfPq"
+    assert collection.search_stored(vectors[7], k=1)[0].id == "p7"
+
+
+def test_the_breadth_follows_what_passes_near_the_photo():
+    partitions = 488
+    unfiltered = lance_store._breadth(1.0, None, partitions, "IvfRq")
+    assert unfiltered == (lance_store.NPROBES, lance_store.REFINE)
+    # Rare in the catalog, common near the photo (its own gender, subcategory and colour): about
+    # as wide as no filter. None of it near the photo (shoes asked of a shirt's): every partition.
+    rare_but_near, _ = lance_store._breadth(0.02, 0.6, partitions, "IvfRq")
+    assert lance_store.NPROBES < rare_but_near <= 2 * lance_store.NPROBES
+    assert lance_store._breadth(0.3, 0.0, partitions, "IvfRq")[0] >= partitions
+    # Half the catalog passes and half the photo's neighbours do: twice as wide.
+    assert lance_store._breadth(0.5, 0.5, partitions, "IvfRq")[0] == 2 * lance_store.NPROBES
+    # PQ codes of a rare filter's products are re-ranked more; RaBitQ's are not.
+    assert lance_store._breadth(0.02, 0.6, partitions, "IvfPq")[1] > lance_store.REFINE
+    assert lance_store._breadth(0.02, 0.6, partitions, "IvfRq")[1] == lance_store.REFINE

@@ -10,9 +10,9 @@ store on an object store (s3://...), which is how it scales past one machine (do
   each collection's name to the Lance table that holds it and keeps the collection's notes
   (weights, runtime, centre, search breadth); promoting rewrites two of its rows.
 - **Index.** Below INDEX_MIN_ROWS products a search is an exact scan (12k x 1280-d in a few ms).
-  From there, `tidy()` (run at the end of every index run) builds an IVF-PQ index (candidates
-  re-ranked on the stored vectors) and bitmap indexes on the filtered fields, and folds rows
-  written later into them; rows not yet indexed are still searched, exactly.
+  From there, `tidy()` (run at the end of every index run) builds an IVF-RQ index (RaBitQ codes,
+  candidates re-ranked on the stored vectors) and bitmap indexes on the filtered fields, and folds
+  rows written later into them; rows not yet indexed are still searched, exactly.
 - **Consistency.** Handles check for other processes' commits every HANDLE_TTL_SECONDS (LanceDB's
   read consistency interval), so a serving process follows an index run without a restart.
 """
@@ -28,6 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
@@ -50,25 +51,27 @@ NAMES_TABLE = "_collections"
 HANDLE_TTL_SECONDS = 2.0
 # An exact scan of fewer products is as fast as an index walk here, and exact.
 INDEX_MIN_ROWS = 50_000
-# IVF partitions the index walk visits (LanceDB's nprobes); with the HNSW inside each partition at
-# the collection's ef_search. Chosen with EF_SEARCH on realistic data (bench/scale.py).
+# IVF partitions the search visits (LanceDB's nprobes), of partitions of about PARTITION_ROWS
+# products. Chosen on realistic data at a million products (bench/serving_memory.py): 20 of 488
+# found 0.997 of the true top 5 unfiltered, 10 found 0.943.
 NPROBES = 20
-# The vector index: "ivf_pq" (product-quantised codes, 1/32 of the vectors' bytes, in partitions of
-# about PARTITION_ROWS; each answer's REFINE x k best candidates re-ranked on the stored vectors)
-# or "ivf_hnsw_sq" (an HNSW graph per partition over 8-bit scalar-quantised vectors). At 60k
-# realistic products PQ answered a filter that disagrees with the photo in 31 ms p50 against 90,
-# in 168 MB of serving RSS against 233, at recall@5 >= 0.967 (bench/serving_memory.py,
-# docs/scale.md); an HNSW graph over a million 1280-d vectors is also hours to build on 2 cores.
-VECTOR_INDEX = "ivf_pq"
-PARTITION_ROWS = 8192
-MAX_PROBES = 4096  # every partition, up to 33 million products
+PARTITION_ROWS = 2048
+# The vector index: "ivf_rq" (RaBitQ: one bit per dimension, 1/32 of the vectors' bytes, compared
+# with bit operations), "ivf_pq" (product-quantised codes of the same size; each answer's
+# REFINE x k best candidates re-ranked on the stored vectors with either) or "ivf_hnsw_sq" (an HNSW
+# graph per partition over 8-bit scalar-quantised vectors). At a million realistic products RQ
+# built in about a minute against 7-21 for PQ, and searched every partition in the time PQ searched
+# a sixth of them (docs/scale.md); an HNSW graph over a million 1280-d vectors is hours on 2 cores.
+VECTOR_INDEX = "ivf_rq"
+QUANTISED = ("IvfRq", "IvfPq")   # LanceDB's names of the index types whose candidates are re-ranked
+MAX_PROBES = 1 << 20  # every partition
+PARTITIONS_KEY = "index_partitions"   # the collection note: partitions the vector index was built with
 REFINE = 4
 MAX_REFINE = 64
-# A broad filter is searched in NPROBES / share partitions, nearest the photo first; when the
-# photo's own neighbourhood holds few of the products that pass (a shoe's photo, "apparel"), those
-# partitions hold few too. A quick unfiltered look at the photo's NEAR_ROWS nearest products (in
-# NEAR_PROBES partitions, codes only) tells the share that pass near it, which then sets the
-# breadth when it is the smaller (docs/scale.md: a filter that disagrees with the photo).
+# A filtered search visits NPROBES / share partitions, nearest the photo first, where share is
+# how many pass near the photo: a quick unfiltered look at its NEAR_ROWS nearest products (in
+# NEAR_PROBES partitions, codes only) tells it (`_breadth`). A shoe's photo, "apparel": half the
+# catalog passes, almost none of the partitions nearest the photo hold any.
 NEAR_ROWS = 20
 NEAR_PROBES = 2
 WRITE_ROWS = 2000
@@ -98,11 +101,16 @@ def in_list(name: str, values) -> str:
 def schema(dim: int) -> pa.Schema:
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("vector", pa.list_(pa.float32(), dim))]
     fields += [pa.field(name, pa.string()) for name in STRING_FIELDS]
-    fields += [pa.field("year", pa.int64()), pa.field(CENTERED_KEY, pa.bool_())]
+    fields += [pa.field("year", pa.int64()), pa.field(CENTERED_KEY, pa.bool_()), pa.field(RECORD, pa.string())]
     return pa.schema(fields)
 
 
 METADATA_COLUMNS = (*STRING_FIELDS, "year", CENTERED_KEY)
+# The same metadata once more, as one JSON text per product: a search reads its hits' metadata
+# from this one column rather than from a dozen (a read per column per hit: 11 ms of a million
+# products' unfiltered search at k = 50, against about 2, docs/scale.md). Tables written before it
+# are read from the columns.
+RECORD = "record"
 
 
 class LanceStore:
@@ -290,7 +298,8 @@ class LanceCollection(ProductCollection):
         yield from self._do(lambda: query.to_batches(WRITE_ROWS))
 
     def metadata_pages(self):
-        for batch in self._scan(["id", *METADATA_COLUMNS]):
+        table = self._table(must=False)
+        for batch in self._scan(["id", *_metadata_columns(table)]):
             rows = batch.to_pylist()
             yield [row.pop("id") for row in rows], [_stored(row) for row in rows]
 
@@ -302,7 +311,8 @@ class LanceCollection(ProductCollection):
         ids, parts, metas = [], [], []
         for start in range(0, len(product_ids), ID_CHUNK):
             chunk = product_ids[start:start + ID_CHUNK]
-            for batch in self._scan(["id", "vector", *METADATA_COLUMNS], in_list("id", chunk)):
+            for batch in self._scan(["id", "vector", *_metadata_columns(self._table(must=False))],
+                                    in_list("id", chunk)):
                 parts.append(_vectors(batch.column("vector")))
                 rows = batch.drop_columns(["vector"]).to_pylist()
                 ids += [row.pop("id") for row in rows]
@@ -372,7 +382,12 @@ class LanceCollection(ProductCollection):
                     table.create_index(name, config=Bitmap())
             rows = table.count_rows()
             if ("vector",) not in have and rows >= INDEX_MIN_ROWS:
-                table.create_index("vector", config=_vector_index(table.schema.field("vector").type.list_size, rows))
+                partitions = max(1, rows // PARTITION_ROWS)
+                table.create_index("vector", config=_vector_index(table.schema.field("vector").type.list_size,
+                                                                  partitions))
+                # The search's breadth is a share of these; later rows join them, so the count
+                # is the one the index was built with.
+                self.set_notes({**self.notes, PARTITIONS_KEY: partitions})
         self._index_kind = None
 
     # -- searching -------------------------------------------------------------------------
@@ -383,17 +398,16 @@ class LanceCollection(ProductCollection):
             return []
         where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
-                 .distance_type("cosine").select(["id", *METADATA_COLUMNS, "_distance"]).limit(k))
+                 .distance_type("cosine").select(["id", *_metadata_columns(table), "_distance"]).limit(k))
         kind = self._vector_index_kind(table)
         share, rows = self._share(table, filters)
-        probes = _probes(share, rows)
-        if probes < MAX_PROBES and filters is not None and not filters.is_empty():
-            probes = _probes(max(min(share, self._share_near(table, vector, filters)), 1e-6), rows)
+        filtered = kind is not None and filters is not None and not filters.is_empty()
+        near = self._share_near(table, vector, filters) if filtered else None
+        partitions = int(self.notes.get(PARTITIONS_KEY) or max(1, rows // PARTITION_ROWS))
+        probes, refine = _breadth(share, near, partitions, kind)
         query = query.nprobes(probes)
-        if kind == "IvfPq":
-            # The fewer products pass, the closer their codes' distances lie: more of them are
-            # re-ranked on the stored vectors (docs/scale.md: a rare filter's recall 0.90 -> 0.99).
-            query = query.refine_factor(int(min(MAX_REFINE, math.ceil(REFINE / math.sqrt(share)))))
+        if kind in QUANTISED:
+            query = query.refine_factor(refine)
         elif kind:
             query = query.ef(self.ef_search)
         if where:
@@ -406,7 +420,7 @@ class LanceCollection(ProductCollection):
         table = self._table(must=False)
         if table is None or limit <= 0:
             return []
-        query = table.search().select(["id", *METADATA_COLUMNS]).offset(max(0, offset)).limit(limit)
+        query = table.search().select(["id", *_metadata_columns(table)]).offset(max(0, offset)).limit(limit)
         where = filters_sql(filters)
         if where:
             query = query.where(where)
@@ -430,13 +444,9 @@ class LanceCollection(ProductCollection):
         return dict(zip(ids, metas))
 
     def _share(self, table, filters: Filters | None) -> tuple[float, int]:
-        """The share of products that pass `filters` (1 without filters or a vector index), which
-        sets how much of the index a search visits: NPROBES / share partitions, and REFINE /
-        sqrt(share) candidates per answer re-ranked. The nearest partitions to a shirt hold few
-        shoes: "footwear" asked of a shirt's photo found 0.28 of the true top 5 at a million
-        products with NPROBES alone; visiting NPROBES / share partitions keeps the candidates
-        that pass about as many as an unfiltered search weighs (the Chroma planner's over-fetch,
-        in partitions). Also the products stored (0 when it does not matter: no vector index)."""
+        """The share of products that pass `filters` (1 without filters or a vector index): with
+        the share near the photo, it sets how much of the index a search visits (`_breadth`). Also
+        the products stored (0 when it does not matter: no vector index)."""
         if self._vector_index_kind(table) is None:
             return 1.0, 0
         rows = self._do(table.count_rows)
@@ -448,10 +458,12 @@ class LanceCollection(ProductCollection):
     def _share_near(self, table, vector: np.ndarray, filters: Filters) -> float:
         """The share of the photo's NEAR_ROWS nearest products, found quickly and unfiltered,
         that pass `filters` (1 when there are none)."""
-        columns = sorted({c for name in filters.names() for c in columns_of(name)} & set(METADATA_COLUMNS))
+        columns = _metadata_columns(table)
+        if columns == METADATA_COLUMNS:
+            columns = tuple(sorted({c for name in filters.names() for c in columns_of(name)} & set(METADATA_COLUMNS)))
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
                  .distance_type("cosine").select([*columns, "_distance"]).nprobes(NEAR_PROBES).limit(NEAR_ROWS))
-        near = self._do(query.to_pandas)
+        near = pd.DataFrame([_stored(row) for row in self._do(query.to_list)], columns=list(METADATA_COLUMNS))
         return float(filters.mask(near).mean()) if len(near) else 1.0
 
     def _vector_index_kind(self, table) -> str | None:
@@ -510,21 +522,43 @@ class EngineMetadata(MetadataTable):
         return value
 
 
-def _vector_index(dim: int, rows: int):
-    from lancedb.index import IvfHnswSq, IvfPq
-    partitions = max(1, rows // PARTITION_ROWS)
-    if VECTOR_INDEX == "ivf_pq":
-        return IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=max(1, dim // 8))
+def _vector_index(dim: int, partitions: int):
+    from lancedb.index import IvfHnswSq, IvfPq, IvfRq
+    if VECTOR_INDEX == "ivf_rq" and dim % 8 == 0:   # RaBitQ packs whole bytes
+        return IvfRq(distance_type="cosine", num_partitions=partitions)
+    if VECTOR_INDEX in ("ivf_rq", "ivf_pq"):
+        # Sub-vectors of about 8 dimensions that split the vector evenly.
+        sub_vectors = next(n for n in range(max(1, dim // 8), 0, -1) if dim % n == 0)
+        return IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors)
     return IvfHnswSq(distance_type="cosine", num_partitions=partitions)
 
 
-def _probes(share: float, rows: int) -> int:
+def _breadth(share: float, near: float | None, partitions: int, kind: str | None) -> tuple[int, int]:
+    """(partitions to visit, re-ranking factor) for a search whose filter `share` of the products
+    pass, `near` of the photo's NEAR_ROWS nearest (None unfiltered).
+
+    The breadth follows the share that passes near the photo, the catalog's share counted as one
+    more product seen there: a filter that agrees with the photo searches about as wide as no
+    filter, even when it is rare in the catalog (its gender, subcategory and colour: 88 -> 41 ms
+    p50 at a million, recall@5 0.98 both); one that disagrees sees almost none pass and visits
+    every partition (docs/scale.md)."""
+    local = share if near is None else (near * NEAR_ROWS + share) / (NEAR_ROWS + 1)
+    probes = _probes(max(local, 1e-6), partitions)
+    if kind == "IvfRq":
+        # RaBitQ's distance estimates tell a rare filter's products apart well enough: REFINE
+        # alone keeps recall@5 >= 0.97 for every filter class at a million (docs/scale.md).
+        return probes, REFINE
+    # PQ codes of a rare filter's products lie close together: more of them are re-ranked on the
+    # stored vectors (a rare filter's recall 0.90 -> 0.99 at a million).
+    return probes, int(min(MAX_REFINE, math.ceil(REFINE / math.sqrt(share))))
+
+
+def _probes(share: float, partitions: int) -> int:
     """NPROBES / share partitions; every one past half of them. The partitions are visited
     nearest the photo first, so those left out are the farthest from it, which is where a filter
     that disagrees with the photo keeps its products (shoes asked of a shirt's photo: recall@5
     0.68 at a million products with 87 of 122 partitions, 0.95-0.98 with all, docs/scale.md)."""
     probes = math.ceil(NPROBES / share)
-    partitions = max(1, rows // PARTITION_ROWS)   # as `tidy` builds them
     return MAX_PROBES if probes > partitions / 2 else int(probes)
 
 
@@ -552,9 +586,16 @@ def _vectors(array) -> np.ndarray:
     return flat.reshape(len(array), -1) if len(array) else np.zeros((0, 1), np.float32)
 
 
+def _metadata_columns(table) -> tuple[str, ...]:
+    """What a read asks for to have a row's metadata: the one JSON column, where the table has it."""
+    return (RECORD,) if table is not None and RECORD in table.schema.names else METADATA_COLUMNS
+
+
 def _stored(row: dict) -> dict:
     """A row's metadata as Chroma's adapter returns it: fields with a value only."""
-    return {key: value for key, value in row.items() if value is not None and key != "vector"}
+    if RECORD in row:
+        row = {**json.loads(row.pop(RECORD) or "{}"), **row}
+    return {key: value for key, value in row.items() if value is not None and key not in ("vector", "_distance")}
 
 
 def _arrow(ids, vectors: np.ndarray, metadatas, centered: bool, table_schema: pa.Schema) -> pa.Table:
@@ -565,6 +606,9 @@ def _arrow(ids, vectors: np.ndarray, metadatas, centered: bool, table_schema: pa
         columns[name] = [None if m.get(name) is None else str(m[name]) for m in clean]
     columns["year"] = [_year(m.get("year")) for m in clean]
     columns[CENTERED_KEY] = [True if centered else bool(m.get(CENTERED_KEY, False)) for m in clean]
+    if RECORD in table_schema.names:
+        columns[RECORD] = [json.dumps({name: columns[name][row] for name in METADATA_COLUMNS
+                                       if columns[name][row] is not None}) for row in range(len(clean))]
     return pa.table(columns, schema=table_schema)
 
 
