@@ -2,13 +2,15 @@
 metadata table every Chroma serving process holds, on the realistic data of bench/scale_data.py.
 
     python -m bench.serving_memory --n 1000000 --store /tmp/lance-1m [--queries 200] [--source-db DB]
-        [--vector-index ivf_pq,ivf_rq]
+        [--vector-index ivf_pq,ivf_rq] [--route both|on|off]
 
 Builds the store once through the project's own adapter and index path (`ProductCollection.open`,
 `write_prepared`, `tidy`), timing each step; a later run with the same --store and --n reuses it.
 With several vector indexes, each is built in turn on the same products by `tidy` (the one before
-dropped) and served by its own process, and their figures are printed side by side. Then fresh
-processes, one after the other:
+dropped) and served by its own process, and their figures are printed side by side; with
+`--route both` (the default), each is served twice, through the route index (a filter that keeps
+to one masterCategory searches that category's partitions) and without it, as a store written
+before the route column is searched. Then fresh processes, one after the other:
 - bare: the same imports, nothing opened (the baseline every RSS below is taken beyond);
 - lancedb: what `search`, `serve` and `shop` do per request on `--store lancedb`: open the
   collection, its vocabulary, filtered searches at k = 50 (each filter class of bench/scale.py,
@@ -96,7 +98,7 @@ def rebuild_index(store: str, facts: dict, index: str) -> dict:
     collection = ProductCollection.open(make_client(StoreSettings(path=Path(store), engine="lancedb")), MODEL)
     table = collection._table()
     for found in table.list_indices():
-        if tuple(found.columns) == ("vector",):
+        if tuple(found.columns) in (("vector",), (lance_store.ROUTE,)):
             table.drop_index(found.name)
     lance_store.VECTOR_INDEX = index
     started = time.perf_counter()
@@ -122,11 +124,14 @@ def exact_truth(data, queries) -> list[dict[str, list[str]]]:
     return truth
 
 
-def child(kind: str, store: str) -> None:
-    """One fresh serving-like process; prints a JSON line."""
+def child(kind: str, store: str, route: bool = True) -> None:
+    """One fresh serving-like process; prints a JSON line. Without `route`, searches ignore the
+    route index, as on a store written before it."""
     import pandas  # noqa: F401 -- the same imports in every child
 
-    from vectorstore import CATEGORY, Filters, ProductCollection, StoreSettings, make_client
+    from vectorstore import CATEGORY, Filters, ProductCollection, StoreSettings, lance_store, make_client
+    if not route:
+        lance_store.LanceCollection._route = lambda self, table, filters: None
     out: dict = {"kind": kind}
     if kind == "bare":
         out["rss"], out["peak"] = rss()
@@ -196,8 +201,9 @@ def browse_times(collection) -> tuple[dict[str, float], int]:
     return out, rss()[0] - before
 
 
-def run_child(kind: str, store: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "bench.serving_memory", "--child", kind, "--store", store],
+def run_child(kind: str, store: str, route: bool = True) -> dict:
+    done = subprocess.run([sys.executable, "-m", "bench.serving_memory", "--child", kind, "--store", store,
+                           "--route", "on" if route else "off"],
                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
         raise SystemExit(f"{kind} child failed:\n{done.stderr[-3000:]}")
@@ -214,10 +220,12 @@ def main() -> None:
     parser.add_argument("--vector-index", default=lance_store.VECTOR_INDEX,
                         help="the LanceDB vector indexes to build and serve side by side, comma-separated, of "
                              "ivf_rq, ivf_pq, ivf_hnsw_sq (default: the adapter's, %(default)s)")
+    parser.add_argument("--route", choices=("both", "on", "off"), default="both",
+                        help="serve through the route index, without it, or both side by side (default: %(default)s)")
     parser.add_argument("--child", choices=("bare", "lancedb", "chroma-table"))
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.store)
+        return child(args.child, args.store, route=args.route != "off")
     indexes = [name.strip() for name in args.vector_index.split(",") if name.strip()]
     unknown = set(indexes) - {"ivf_rq", "ivf_pq", "ivf_hnsw_sq"}
     if unknown or not indexes:
@@ -230,16 +238,18 @@ def main() -> None:
           f"(ProductCollection.write_prepared)")
     bare = run_child("bare", args.store)
     served = {}
+    routes = {"both": (False, True), "on": (True,), "off": (False,)}[args.route]
     for index in indexes:
         if facts["index"] != index:
             facts = rebuild_index(args.store, facts, index)
-        served[index] = run_child("lancedb", args.store)
+        for route in routes:
+            served[f"{index}{', route' if route else ''}"] = run_child("lancedb", args.store, route)
     chroma = run_child("chroma-table", args.store)
     mb = 2 ** 20
     rows = [{"process": f"lancedb serving on {index} (search, vocabulary, records)",
              "RSS beyond bare MB": round((lance["rss"] - bare["rss"]) / mb),
              "peak beyond bare MB": round((lance["peak"] - bare["peak"]) / mb),
-             "note": f"index built in {facts['index_s'].get(index)} s (tidy); metadata table loaded: "
+             "note": f"indexes built in {facts['index_s'].get(index.split(',')[0])} s (tidy); metadata table loaded: "
                      f"{lance['metadata_table_loaded']}; vocabulary {lance['vocabulary_s']} s"}
             for index, lance in served.items()]
     rows.append({"process": "chroma serving: its metadata table alone",
@@ -257,7 +267,7 @@ def main() -> None:
             row[f"{index} recall@5"] = figures["recall@5"]
         if len(served) > 1:
             base, last = list(served.values())[0]["search"][name], list(served.values())[-1]["search"][name]
-            row[f"p95 {indexes[0]} / {indexes[-1]}"] = f"{base['p95_ms'] / max(0.1, last['p95_ms']):.1f}x"
+            row[f"p95 {list(served)[0]} / {list(served)[-1]}"] = f"{base['p95_ms'] / max(0.1, last['p95_ms']):.1f}x"
         search_rows.append(row)
     print(table(search_rows))
     for index, lance in served.items():

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import make_catalog
 
@@ -193,11 +195,17 @@ def test_a_large_collection_is_searched_through_its_vector_index(tmp_path, monke
     assert "late" in [h.id for h in collection.search_stored(vectors[0], k=2)]
 
 
+def old_schema(dim, made=lance_store.schema):
+    """The table as written before the one-column metadata and the route column."""
+    new = made(dim)
+    return pa.schema([f for f in new if f.name not in (lance_store.RECORD, lance_store.ROUTE)])
+
+
 def test_a_table_written_before_the_record_column_is_read_searched_and_written(tmp_path, monkeypatch):
-    # A store from before the one-column metadata: every read falls back to the columns, and a
-    # later run's writes keep to the table's own schema.
-    monkeypatch.setattr(lance_store, "schema", lambda dim, made=lance_store.schema: made(dim).remove(
-        made(dim).get_field_index(lance_store.RECORD)))
+    # A store from before the one-column metadata and the route index: every read falls back to
+    # the columns, a later run's writes keep to the table's own schema, and a category filter
+    # searches the plain index.
+    monkeypatch.setattr(lance_store, "schema", old_schema)
     client = make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb"))
     collection = ProductCollection.open(client, "m", dim=8, create=True)
     vectors = np.eye(8, dtype=np.float32)
@@ -205,6 +213,7 @@ def test_a_table_written_before_the_record_column_is_read_searched_and_written(t
     collection.write_prepared(["a", "b"], vectors[:2], metas)
     monkeypatch.undo()
     assert lance_store.RECORD not in collection._table().schema.names
+    assert lance_store.ROUTE not in collection._table().schema.names
     collection.write_prepared(["c"], vectors[2:3], [{"gender": "Women", "articleType": "Flats"}])
     hits = collection.search(vectors[0], k=3, filters=Filters({"gender": ("Men",)}))
     assert [(h.id, h.metadata["articleType"], h.metadata["year"]) for h in hits] == [("a", "Shirts", 2012)]
@@ -216,18 +225,24 @@ def test_a_table_written_before_the_record_column_is_read_searched_and_written(t
     assert collection._vector_index_kind(collection._table()) == "IvfRq"
     hits = collection.search(vectors[1], k=3, filters=Filters({"gender": ("Women",)}))
     assert [(h.id, h.metadata["articleType"]) for h in hits] == [("b", "Heels"), ("c", "Flats")]
+    assert collection._route(collection._table(), Filters({CATEGORY: ("Heels",)})) is None
+    assert [h.id for h in collection.search(vectors[2], k=3, filters=Filters({CATEGORY: ("Heels", "Flats")}))] == ["c", "b"]
     monkeypatch.undo()
     fresh = ProductCollection.open(client, "n", dim=8, create=True)
     fresh.write_prepared(["a", "b"], vectors[:2], metas)
-    assert lance_store.RECORD in fresh._table().schema.names
+    assert {lance_store.RECORD, lance_store.ROUTE} <= set(fresh._table().schema.names)
     assert fresh.records(["a", "b"]) == collection.records(["a", "b"])
     assert [(h.id, h.metadata) for h in fresh.search(vectors[0], k=2)] == \
         [(h.id, h.metadata) for h in collection.search(vectors[0], k=2, filters=Filters({"gender": ("Men", "Women")}))]
 
 
-def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_products(tmp_path, monkeypatch):
+@pytest.mark.parametrize("routed", [False, True], ids=["plain index", "route index"])
+def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_products(tmp_path, monkeypatch, routed):
     # Shoes and clothes in two regions of the space, 20 partitions: "apparel", which half the
     # products pass, would visit the 4 partitions nearest a shoe's photo, all of them shoes.
+    # Through the plain index (a store from before the route column), and through the route's.
+    if not routed:
+        monkeypatch.setattr(lance_store, "schema", old_schema)
     monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 500)
     monkeypatch.setattr(lance_store, "PARTITION_ROWS", 300)
     monkeypatch.setattr(lance_store, "NPROBES", 2)
@@ -244,12 +259,14 @@ def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_pr
     collection.write_prepared(ids, vectors, metas)
     collection.tidy()
     table = collection._table()
+    assert (collection._route(table, Filters({CATEGORY: ("Apparel",)})) is not None) == routed
     shoe = next(i for i, m in enumerate(metas) if m["masterCategory"] == "Footwear")
-    assert collection._share_near(table, vectors[shoe], Filters({CATEGORY: ("Apparel",)})) < 0.2
-    assert collection._share_near(table, vectors[shoe], Filters({CATEGORY: ("Footwear",)})) > 0.8
-    # How much less similar the 5 found are than the true 5 nearest that pass: an approximate
-    # index swaps near-ties (a gap of a few thousandths); partitions left out lose whole
-    # neighbourhoods.
+    near = collection._near(table, vectors[shoe], Filters({CATEGORY: ("Apparel",)}))
+    assert lance_store._passing(near, Filters({CATEGORY: ("Apparel",)})) < 0.2
+    assert lance_store._passing(near, Filters({CATEGORY: ("Footwear",)})) > 0.8
+    # How much less similar the first 5 found are than the true 5 nearest that pass, asked for
+    # 50 as serving asks: an approximate index swaps near-ties (a gap of a few thousandths);
+    # partitions left out lose whole neighbourhoods.
     gap = {"agree": [], "disagree": []}
     for i in range(0, 6000, 150):
         own = metas[i]["masterCategory"]
@@ -257,7 +274,7 @@ def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_pr
         for name, value in (("agree", own), ("disagree", other)):
             passing = np.array([m["masterCategory"] == value for m in metas])
             truth = np.sort(np.where(passing, vectors @ vectors[i], -np.inf))[::-1][:5]
-            hits = collection.search_stored(vectors[i], k=5, filters=Filters({CATEGORY: (value,)}))
+            hits = collection.search_stored(vectors[i], k=50, filters=Filters({CATEGORY: (value,)}))[:5]
             assert len(hits) == 5 and all(h.metadata["masterCategory"] == value for h in hits)
             gap[name].append(float(truth.mean() - np.mean([h.score for h in hits])))
     assert np.mean(gap["agree"]) < 0.01 and np.mean(gap["disagree"]) < 0.01, gap
@@ -379,3 +396,76 @@ def test_the_breadth_follows_what_passes_near_the_photo():
     # PQ codes of a rare filter's products are re-ranked more; RaBitQ's are not.
     assert lance_store._breadth(0.02, 0.6, partitions, "IvfPq")[1] > lance_store.REFINE
     assert lance_store._breadth(0.02, 0.6, partitions, "IvfRq")[1] == lance_store.REFINE
+
+
+def test_a_filter_within_one_category_searches_that_categorys_partitions_only(tmp_path, monkeypatch):
+    # Three categories in three regions of the space, 30 partitions. Shoes asked of a bag's photo
+    # lie in the partitions farthest from it: the plain index would visit every partition; the
+    # route index visits a few of the shoes' own, nearest the bag first.
+    monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 500)
+    monkeypatch.setattr(lance_store, "PARTITION_ROWS", 300)
+    monkeypatch.setattr(lance_store, "NPROBES", 3)
+    rng = np.random.default_rng(3)
+    masters = ("Footwear", "Apparel", "Accessories")
+    regions = 2.0 * rng.normal(size=(3, 64))
+    centres = np.repeat(regions, 3, axis=0) + 0.5 * rng.normal(size=(9, 64))
+    kinds = rng.integers(0, 9, 9000)
+    vectors = centres[kinds] + 0.3 * rng.normal(size=(9000, 64))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    ids = [f"p{i}" for i in range(9000)]
+    metas = [{"masterCategory": masters[k // 3], "subCategory": f"sub{k // 3}", "articleType": f"kind{k}",
+              "gender": ("Men", "Women")[i % 2]} for i, k in enumerate(kinds)]
+    collection = ProductCollection.open(make_client(StoreSettings(path=tmp_path / "lance", engine="lancedb")), "m",
+                                        dim=64, create=True)
+    collection.write_prepared(ids, vectors, metas)
+    collection.tidy()
+    table = collection._table()
+    assert collection._vector_index_kind(table, lance_store.ROUTE) == "IvfRq"
+    # Which filters keep to one category: the category's name, a type or subcategory within it,
+    # every category but one left out; not a gender, nor types of two categories.
+    count = {m: sum(x["masterCategory"] == m for x in metas) for m in masters}
+    assert collection._route(table, Filters({CATEGORY: ("Footwear",)})) == ("Footwear", count["Footwear"])
+    assert collection._route(table, Filters({"articleType": ("kind4",), "gender": ("Men",)})) == \
+        ("Apparel", count["Apparel"])
+    assert collection._route(table, Filters(excluded={CATEGORY: ("Footwear", "sub2")})) == ("Apparel", count["Apparel"])
+    assert collection._route(table, Filters({CATEGORY: ("kind1", "kind7")})) is None
+    assert collection._route(table, Filters({"gender": ("Men",)})) is None
+    visited = []
+    breadth = lance_store._route_breadth
+    monkeypatch.setattr(lance_store, "_route_breadth", lambda *a: visited.append(breadth(*a)[0]) or breadth(*a))
+    monkeypatch.setattr(lance_store, "ROUTE_PROBES", 6)
+    partitions = collection.notes[lance_store.PARTITIONS_KEY]
+    frame = pd.DataFrame(metas)
+    gaps = []
+    for i in range(0, 9000, 300):
+        for value in masters:
+            if value == metas[i]["masterCategory"]:
+                continue
+            for filters in (Filters({CATEGORY: (value,)}), Filters({CATEGORY: (value,), "gender": ("Women",)})):
+                passing = filters.mask(frame)
+                similarity = vectors @ vectors[i]
+                truth = np.sort(np.where(passing, similarity, -np.inf))[::-1][:5]
+                hits = collection.search_stored(vectors[i], k=5, filters=filters)
+                assert len(hits) == 5 and all(filters.mask(pd.DataFrame([h.metadata])).all() for h in hits)
+                # Scores are the photo's cosine similarity, as through the plain index.
+                assert np.allclose([h.score for h in hits], [similarity[int(h.id[1:])] for h in hits], atol=1e-4)
+                gaps.append(float(truth.mean() - np.mean([h.score for h in hits])))
+                # ROUTE_PROBES of the category's partitions: far fewer than every one.
+                assert visited[-1] == 6
+    assert np.mean(gaps) < 0.01, np.mean(gaps)
+    # A filter too rare for ROUTE_PROBES partitions to hold k x REFINE of its products visits
+    # more of them, up to all of the category's: every product that passes is found.
+    rare = Filters({"articleType": ("kind0",), "gender": ("Women",)}, {"baseColour": ("Black",)})
+    wanted = int(rare.mask(frame).sum())
+    assert len(collection.search_stored(vectors[0], k=wanted + 5, filters=rare)) == wanted
+    assert 6 < visited[-1] < partitions
+
+
+def test_a_categorys_route_code_is_the_same_in_every_process():
+    code = subprocess.run([sys.executable, "-c", "from vectorstore.lance_store import route_code; "
+                           "print(list(route_code('Footwear')))"], capture_output=True, text=True, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "7"}, check=True).stdout
+    assert json.loads(code) == list(lance_store.route_code("Footwear"))
+    assert np.isclose(np.linalg.norm(lance_store.route_code("Footwear")), 1.0)
+    assert abs(np.dot(lance_store.route_code("Footwear"), lance_store.route_code("Apparel"))) < 0.9
+    assert not any(lance_store.route_code(None))

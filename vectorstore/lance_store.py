@@ -11,27 +11,31 @@ store on an object store (s3://...), which is how it scales past one machine (do
   (weights, runtime, centre, search breadth); promoting rewrites two of its rows.
 - **Index.** Below INDEX_MIN_ROWS products a search is an exact scan (12k x 1280-d in a few ms).
   From there, `tidy()` (run at the end of every index run) builds an IVF-RQ index (RaBitQ codes,
-  candidates re-ranked on the stored vectors) and bitmap indexes on the filtered fields, and folds
-  rows written later into them; rows not yet indexed are still searched, exactly.
+  candidates re-ranked on the stored vectors), a second one over the route column (each
+  masterCategory in partitions of its own, which a filter within one category searches: ROUTE)
+  and bitmap indexes on the filtered fields, and folds rows written later into them; rows not
+  yet indexed are still searched, exactly.
 - **Consistency.** Handles check for other processes' commits every HANDLE_TTL_SECONDS (LanceDB's
   read consistency interval), so a serving process follows an index run without a restart.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
-from catalog.products import METADATA_FIELDS, VOCABULARY_FIELDS
+from catalog.products import CATEGORY_FIELDS, METADATA_FIELDS, VOCABULARY_FIELDS
 from vectorstore.collection import (
     CENTERED_KEY,
     DIGEST_KEY,
@@ -43,7 +47,7 @@ from vectorstore.collection import (
     plain,
 )
 from vectorstore.errors import NoIndex, StoreError
-from vectorstore.filters import Filters, columns_of
+from vectorstore.filters import CATEGORY, Filters, columns_of
 from vectorstore.guard import store_error
 from vectorstore.metadata import MetadataTable
 
@@ -74,6 +78,29 @@ MAX_REFINE = 64
 # catalog passes, almost none of the partitions nearest the photo hold any.
 NEAR_ROWS = 20
 NEAR_PROBES = 2
+# A second vector index that keeps each masterCategory in partitions of its own: the column ROUTE
+# holds each product's unit vector followed by ROUTE_WEIGHT x a fixed random unit code of its
+# ROUTE_FIELD value (ROUTE_DIMS numbers, the same in every process). Products of two categories
+# lie at least about ROUTE_WEIGHT apart, farther than any two of one category, so the index's
+# partitions each hold one category, and a photo's vector followed by a category's code is
+# nearest that category's partitions, most similar products first: a filter that names one
+# masterCategory (or categories within one) visits that category's partitions only, the photo's
+# own or not. A product's distance to such a query is its distance to the photo alone (the codes
+# cancel), so answers and scores are those of the plain index.
+ROUTE = "route"
+ROUTE_FIELD = "masterCategory"
+ROUTE_DIMS = 32
+ROUTE_WEIGHT = 2.0
+# A routed search visits ROUTE_PROBES of its category's partitions, nearest the photo first,
+# whatever else the filter asks: products near the photo that pass lie in them (chosen by a sweep
+# at a million products, docs/scale.md: a photo far from the category needs more than NPROBES,
+# and past 100 none of the filter classes gained). More where too few products pass to give each
+# answer REFINE candidates per product asked.
+ROUTE_PROBES = 100
+# The partitions a category's products fill: its share of them, give or take what the k-means
+# that made them gives it beyond its share (its seeds are drawn from the products: ROUTE_SLACK
+# standard deviations of that draw).
+ROUTE_SLACK = 3.0
 WRITE_ROWS = 2000
 OLD_VERSIONS = timedelta(minutes=10)
 ID_CHUNK = 1000
@@ -102,6 +129,7 @@ def schema(dim: int) -> pa.Schema:
     fields = [pa.field("id", pa.string(), nullable=False), pa.field("vector", pa.list_(pa.float32(), dim))]
     fields += [pa.field(name, pa.string()) for name in STRING_FIELDS]
     fields += [pa.field("year", pa.int64()), pa.field(CENTERED_KEY, pa.bool_()), pa.field(RECORD, pa.string())]
+    fields += [pa.field(ROUTE, pa.list_(pa.float32(), dim + ROUTE_DIMS))]
     return pa.schema(fields)
 
 
@@ -182,8 +210,8 @@ class LanceCollection(ProductCollection):
         self._handle = None
         self._checked = time.monotonic()
         self._lock = threading.Lock()
-        self._vocabulary: tuple[int, dict] | None = None
-        self._index_kind: tuple[object, str | None] | None = None
+        self._vocabulary: tuple[int, dict, dict] | None = None
+        self._index_kind: tuple[object, dict[str, str]] | None = None
         self.metadata = EngineMetadata(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -321,17 +349,29 @@ class LanceCollection(ProductCollection):
 
     def vocabulary(self) -> dict[str, list]:
         """Facet values from the store's columns (not the whole metadata table), once per version."""
+        return self._facets()[0]
+
+    def _facets(self) -> tuple[dict[str, list], dict[tuple, int]]:
+        """The vocabulary, and how many products carry each (masterCategory, subCategory,
+        articleType) there is (which categories a filter's products are in, `_route`): one scan
+        of those columns per version of the table."""
         table = self._table(must=False)
         if table is None:
-            return {name: [] for name in (*VOCABULARY_FIELDS, "year")}
+            return {name: [] for name in (*VOCABULARY_FIELDS, "year")}, {}
         version = self._do(lambda: table.version)
         if self._vocabulary is None or self._vocabulary[0] != version:
             values: dict[str, set] = {name: set() for name in (*VOCABULARY_FIELDS, "year")}
+            combinations: dict[tuple, int] = {}
             for batch in self._scan(list(values)):
                 for name in values:
                     values[name].update(v for v in batch.column(name).unique().to_pylist() if v is not None)
-            self._vocabulary = (version, {name: sorted(found, key=str) for name, found in values.items()})
-        return self._vocabulary[1]
+                counted = pa.Table.from_batches([batch]).group_by(list(CATEGORY_FIELDS)).aggregate([([], "count_all")])
+                for row in counted.to_pylist():
+                    found = tuple(row[name] for name in CATEGORY_FIELDS)
+                    combinations[found] = combinations.get(found, 0) + row["count_all"]
+            self._vocabulary = (version, {name: sorted(found, key=str) for name, found in values.items()},
+                                combinations)
+        return self._vocabulary[1], self._vocabulary[2]
 
     # -- writing ---------------------------------------------------------------------------
     def write_prepared(self, ids: list[str], vectors: np.ndarray, metadatas: list[dict]) -> None:
@@ -381,6 +421,7 @@ class LanceCollection(ProductCollection):
                 if (name,) not in have:
                     table.create_index(name, config=Bitmap())
             rows = table.count_rows()
+            partitions = int(self.notes.get(PARTITIONS_KEY) or max(1, rows // PARTITION_ROWS))
             if ("vector",) not in have and rows >= INDEX_MIN_ROWS:
                 partitions = max(1, rows // PARTITION_ROWS)
                 table.create_index("vector", config=_vector_index(table.schema.field("vector").type.list_size,
@@ -388,32 +429,49 @@ class LanceCollection(ProductCollection):
                 # The search's breadth is a share of these; later rows join them, so the count
                 # is the one the index was built with.
                 self.set_notes({**self.notes, PARTITIONS_KEY: partitions})
+            if ROUTE in table.schema.names and (ROUTE,) not in have and rows >= INDEX_MIN_ROWS:
+                # Squared distances: the category codes add nothing within a category.
+                table.create_index(ROUTE, config=_vector_index(table.schema.field(ROUTE).type.list_size,
+                                                               partitions, "l2"))
         self._index_kind = None
 
     # -- searching -------------------------------------------------------------------------
     def search_stored(self, vector: np.ndarray, k: int = 5, filters: Filters | None = None,
                       exclude: tuple[str, ...] = ()) -> list[Hit]:
+        """The k products most similar to `vector` that pass `filters`: through the route index
+        when the filter keeps to one masterCategory, else the plain one (or an exact scan)."""
         table = self._table(must=False)
         if table is None or k <= 0:
             return []
-        where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
-        query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
-                 .distance_type("cosine").select(["id", *_metadata_columns(table), "_distance"]).limit(k))
-        kind = self._vector_index_kind(table)
-        share, rows = self._share(table, filters)
-        filtered = kind is not None and filters is not None and not filters.is_empty()
-        near = self._share_near(table, vector, filters) if filtered else None
-        partitions = int(self.notes.get(PARTITIONS_KEY) or max(1, rows // PARTITION_ROWS))
-        probes, refine = _breadth(share, near, partitions, kind)
-        query = query.nprobes(probes)
-        if kind in QUANTISED:
-            query = query.refine_factor(refine)
-        elif kind:
+        plan = self._plan(table, np.asarray(vector, dtype=np.float32).reshape(-1), filters, k)
+        query = (table.search(plan.vector, vector_column_name=plan.column).distance_type(plan.distance)
+                 .select(["id", *_metadata_columns(table), "_distance"]).limit(k).nprobes(plan.probes))
+        if plan.kind in QUANTISED:
+            query = query.refine_factor(plan.refine)
+        elif plan.kind:
             query = query.ef(self.ef_search)
+        where = " AND ".join(filter(None, [filters_sql(filters), _excluding(exclude)]))
         if where:
             query = query.where(where, prefilter=True)
-        rows = self._do(lambda: query.to_list())
-        return [Hit(row.pop("id"), float(1.0 - row.pop("_distance")), _stored(row)) for row in rows]
+        found = self._do(lambda: query.to_list())
+        return [Hit(row.pop("id"), plan.similarity(row.pop("_distance")), _stored(row)) for row in found]
+
+    def _plan(self, table, vector: np.ndarray, filters: Filters | None, k: int) -> _Plan:
+        """Which vector index a search walks and how much of it."""
+        share, rows = self._share(table, filters)
+        partitions = int(self.notes.get(PARTITIONS_KEY) or max(1, rows // PARTITION_ROWS))
+        kind = self._vector_index_kind(table)
+        if kind is None or filters is None or filters.is_empty():
+            return _Plan("vector", "cosine", vector, kind, *_breadth(share, None, partitions, kind))
+        route = self._route(table, filters)
+        if route is None:
+            near = _passing(self._near(table, vector, filters), filters)
+            return _Plan("vector", "cosine", vector, kind, *_breadth(share, near, partitions, kind))
+        # The category's partitions are the whole index to this search, nearest the photo first.
+        key, key_rows = route
+        kind = self._vector_index_kind(table, ROUTE)
+        breadth = _route_breadth(min(1.0, share * rows / max(1, key_rows)), key_rows, rows / partitions, k, kind)
+        return _Plan(ROUTE, "l2", _routed(vector[None], [key])[0], kind, *breadth)
 
     def browse(self, filters: Filters | None, offset: int, limit: int) -> list[tuple[str, dict]]:
         """`limit` products from `offset` on of those that pass `filters`, as stored."""
@@ -455,23 +513,37 @@ class LanceCollection(ProductCollection):
         where = filters_sql(filters)
         return max(self._do(lambda: table.count_rows(where)) / max(1, rows), 1e-6), rows
 
-    def _share_near(self, table, vector: np.ndarray, filters: Filters) -> float:
-        """The share of the photo's NEAR_ROWS nearest products, found quickly and unfiltered,
-        that pass `filters` (1 when there are none)."""
+    def _near(self, table, vector: np.ndarray, filters: Filters) -> list[dict]:
+        """The metadata of the photo's NEAR_ROWS nearest products, found quickly and unfiltered,
+        as far as `filters` needs it."""
         columns = _metadata_columns(table)
         if columns == METADATA_COLUMNS:
             columns = tuple(sorted({c for name in filters.names() for c in columns_of(name)} & set(METADATA_COLUMNS)))
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
                  .distance_type("cosine").select([*columns, "_distance"]).nprobes(NEAR_PROBES).limit(NEAR_ROWS))
-        near = pd.DataFrame([_stored(row) for row in self._do(query.to_list)], columns=list(METADATA_COLUMNS))
-        return float(filters.mask(near).mean()) if len(near) else 1.0
+        return [_stored(row) for row in self._do(query.to_list)]
 
-    def _vector_index_kind(self, table) -> str | None:
-        """The type of the table's vector index (None: exact scans), asked once per handle."""
+    def _route(self, table, filters: Filters | None) -> tuple[str | None, int] | None:
+        """(the one ROUTE_FIELD value of the products whose categories pass `filters`, how many
+        products carry it), where the table has a route index; None where the filter names no
+        category or categories in more than one."""
+        if filters is None or filters.is_empty() or self._vector_index_kind(table, ROUTE) is None:
+            return None
+        combinations = self._facets()[1]
+        keys = _route_keys(combinations, filters)
+        if keys is None or len(keys) != 1:
+            return None
+        key = next(iter(keys))
+        at = CATEGORY_FIELDS.index(ROUTE_FIELD)
+        return key, sum(n for found, n in combinations.items() if found[at] == key)
+
+    def _vector_index_kind(self, table, name: str = "vector") -> str | None:
+        """The type of the table's index on the vector column `name` (None: exact scans), asked
+        once per handle."""
         if self._index_kind is None or self._index_kind[0] is not table:
-            kinds = [i.index_type for i in self._do(table.list_indices) if tuple(i.columns) == ("vector",)]
-            self._index_kind = (table, kinds[0] if kinds else None)
-        return self._index_kind[1]
+            kinds = {i.columns[0]: i.index_type for i in self._do(table.list_indices) if len(i.columns) == 1}
+            self._index_kind = (table, kinds)
+        return self._index_kind[1].get(name)
 
     def _do(self, action):
         try:
@@ -522,15 +594,32 @@ class EngineMetadata(MetadataTable):
         return value
 
 
-def _vector_index(dim: int, partitions: int):
+@dataclass(frozen=True)
+class _Plan:
+    """A search's vector column, its distance, the query vector for it, the column's index type
+    (None: an exact scan), partitions to visit and re-ranking factor."""
+    column: str
+    distance: str
+    vector: np.ndarray
+    kind: str | None
+    probes: int
+    refine: int
+
+    def similarity(self, distance: float) -> float:
+        # The route's vectors are unit length: squared distance 2 - 2 x cosine to the photo's
+        # part (the category codes cancel).
+        return float(1.0 - distance) if self.distance == "cosine" else float(1.0 - distance / 2.0)
+
+
+def _vector_index(dim: int, partitions: int, distance: str = "cosine"):
     from lancedb.index import IvfHnswSq, IvfPq, IvfRq
     if VECTOR_INDEX == "ivf_rq" and dim % 8 == 0:   # RaBitQ packs whole bytes
-        return IvfRq(distance_type="cosine", num_partitions=partitions)
+        return IvfRq(distance_type=distance, num_partitions=partitions)
     if VECTOR_INDEX in ("ivf_rq", "ivf_pq"):
         # Sub-vectors of about 8 dimensions that split the vector evenly.
         sub_vectors = next(n for n in range(max(1, dim // 8), 0, -1) if dim % n == 0)
-        return IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors)
-    return IvfHnswSq(distance_type="cosine", num_partitions=partitions)
+        return IvfPq(distance_type=distance, num_partitions=partitions, num_sub_vectors=sub_vectors)
+    return IvfHnswSq(distance_type=distance, num_partitions=partitions)
 
 
 def _breadth(share: float, near: float | None, partitions: int, kind: str | None) -> tuple[int, int]:
@@ -543,14 +632,28 @@ def _breadth(share: float, near: float | None, partitions: int, kind: str | None
     p50 at a million, recall@5 0.98 both); one that disagrees sees almost none pass and visits
     every partition (docs/scale.md)."""
     local = share if near is None else (near * NEAR_ROWS + share) / (NEAR_ROWS + 1)
-    probes = _probes(max(local, 1e-6), partitions)
+    return _probes(max(local, 1e-6), partitions), _refine(share, kind)
+
+
+def _route_breadth(share: float, key_rows: int, per_partition: float, k: int, kind: str | None) -> tuple[int, int]:
+    """(partitions to visit, re-ranking factor) for a search through the route index within a
+    category of `key_rows` products, of which `share` pass the filter: ROUTE_PROBES, or as many
+    as hold k x REFINE products that pass, at most every partition of the category."""
+    partitions = max(1, math.ceil(key_rows / max(1.0, per_partition)))
+    everything = math.ceil(partitions + ROUTE_SLACK * math.sqrt(partitions)) + 1
+    enough = math.ceil(k * REFINE / max(share * per_partition, 1e-9))
+    return int(min(everything, max(ROUTE_PROBES, enough))), _refine(share, kind)
+
+
+def _refine(share: float, kind: str | None) -> int:
+    """The re-ranking factor of a search whose filter `share` of the products pass."""
     if kind == "IvfRq":
         # RaBitQ's distance estimates tell a rare filter's products apart well enough: REFINE
         # alone keeps recall@5 >= 0.97 for every filter class at a million (docs/scale.md).
-        return probes, REFINE
+        return REFINE
     # PQ codes of a rare filter's products lie close together: more of them are re-ranked on the
     # stored vectors (a rare filter's recall 0.90 -> 0.99 at a million).
-    return probes, int(min(MAX_REFINE, math.ceil(REFINE / math.sqrt(share))))
+    return int(min(MAX_REFINE, math.ceil(REFINE / math.sqrt(share))))
 
 
 def _probes(share: float, partitions: int) -> int:
@@ -562,11 +665,30 @@ def _probes(share: float, partitions: int) -> int:
     return MAX_PROBES if probes > partitions / 2 else int(probes)
 
 
+def _passing(rows: list[dict], filters: Filters) -> float:
+    """The share of `rows` (products' metadata) that pass `filters`; 1 of none."""
+    return sum(filters.admits(row) for row in rows) / len(rows) if rows else 1.0
+
+
+def _route_keys(combinations: dict[tuple, int], filters: Filters) -> set | None:
+    """The ROUTE_FIELD values of the (masterCategory, subCategory, articleType) combinations that
+    pass the filter's category conditions, as `filters_sql` reads them (None: it has none)."""
+    names = [name for name in filters.names() if name == CATEGORY or name in CATEGORY_FIELDS]
+    if not names:
+        return None
+    at = CATEGORY_FIELDS.index(ROUTE_FIELD)
+
+    def passes(found: tuple, name: str) -> bool:
+        values = [found[CATEGORY_FIELDS.index(c)] for c in columns_of(name)]
+        wanted, unwanted = filters.get(name), filters.get_excluded(name)
+        return (not wanted or any(v in wanted for v in values)) and not any(v in unwanted for v in values)
+    return {found[at] for found in combinations if all(passes(found, name) for name in names)}
+
+
 def filters_sql(filters: Filters | None) -> str:
     """`Filters` as the SQL condition LanceDB prefilters with: the same rows as `Filters.mask`."""
     if filters is None or filters.is_empty():
         return ""
-    from vectorstore.filters import columns_of
     clauses = []
     for name, values in filters.fields.items():
         if values:
@@ -609,7 +731,29 @@ def _arrow(ids, vectors: np.ndarray, metadatas, centered: bool, table_schema: pa
     if RECORD in table_schema.names:
         columns[RECORD] = [json.dumps({name: columns[name][row] for name in METADATA_COLUMNS
                                        if columns[name][row] is not None}) for row in range(len(clean))]
+    if ROUTE in table_schema.names:
+        routed = _routed(vectors, columns[ROUTE_FIELD])
+        columns[ROUTE] = pa.FixedSizeListArray.from_arrays(pa.array(routed.ravel(), pa.float32()), routed.shape[1])
     return pa.table(columns, schema=table_schema)
+
+
+@functools.lru_cache(maxsize=4096)
+def route_code(value: str | None) -> tuple[float, ...]:
+    """A category's code in the ROUTE column: a unit vector drawn from a seed that is the value's
+    digest, so that every process and every run gives a value the same code (none: zeros)."""
+    if value is None:
+        return (0.0,) * ROUTE_DIMS
+    seed = int.from_bytes(hashlib.blake2b(str(value).encode(), digest_size=8).digest(), "little")
+    code = np.random.default_rng(seed).standard_normal(ROUTE_DIMS)
+    return tuple(float(x) for x in code / np.linalg.norm(code))
+
+
+def _routed(vectors: np.ndarray, keys) -> np.ndarray:
+    """Each vector made unit length, followed by ROUTE_WEIGHT x its category's code."""
+    vectors = np.asarray(vectors, dtype=np.float32).reshape(len(keys), -1)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    codes = ROUTE_WEIGHT * np.asarray([route_code(key) for key in keys], dtype=np.float32).reshape(len(keys), -1)
+    return np.hstack([unit, codes]).astype(np.float32)
 
 
 def _year(value) -> int | None:
