@@ -14,8 +14,8 @@ before the route column is searched. Then fresh processes, one after the other:
 - bare: the same imports, nothing opened (the baseline every RSS below is taken beyond);
 - lancedb: what `search`, `serve` and `shop` do per request on `--store lancedb`: open the
   collection, its vocabulary, filtered searches at k = 50 (each filter class of bench/scale.py,
-  agreeing with the photo or not), the records of the hits, and the shop's grid (pages, a deep
-  page, the category choices) paged by the engine;
+  agreeing with the photo or not, and a colour that disagrees), the records of the hits, and the
+  shop's grid (pages, a deep page, the category choices) paged by the engine;
 - chroma table: the metadata table (vectorstore/metadata.py) a Chroma serving process loads to
   plan its filters, read from the same products.
 Prints RSS (now and peak) beyond bare, and the lancedb process's p50/p95 and recall@5 against exact
@@ -50,14 +50,18 @@ def rss() -> tuple[int, int]:
 
 
 def filter_classes(meta: dict, seed: int) -> dict[str, dict]:
-    """The filter classes of bench/scale.py for one query, as plain data (field -> values)."""
+    """The filter classes of bench/scale.py for one query, as plain data (field -> values), and
+    a colour that disagrees with the photo (black; white for a black product's photo)."""
     other_master = "Apparel" if meta.get("masterCategory") == "Footwear" else "Footwear"
     other_sub = "Shoes" if meta.get("subCategory") != "Shoes" else "Topwear"
     own = {name: meta.get(name) for name in ("gender", "masterCategory", "subCategory", "baseColour")}
+    other_colour = "White" if meta.get("baseColour") == "Black" else "Black"
     classes = {"unfiltered": {},
                "gender": {"gender": [own["gender"]]},
                "category-agree": {"category": [own["masterCategory"]]},
                "subcategory-agree": {"category": [own["subCategory"]]},
+               "colour": {"baseColour": [own["baseColour"]]},
+               "colour-disagree": {"baseColour": [other_colour]},
                "combined-agree": {"gender": [own["gender"]], "category": [own["subCategory"]],
                                   "baseColour": [own["baseColour"]]},
                "category-disagree": {"category": [other_master]},
@@ -65,11 +69,22 @@ def filter_classes(meta: dict, seed: int) -> dict[str, dict]:
     return {name: {k: v for k, v in f.items() if all(x is not None for x in v)} for name, f in classes.items()}
 
 
-def build_store(args, index: str) -> dict:
+def grown(args):
+    """The realistic products and queries of bench/scale_data.py: the same for the same arguments."""
     from bench.scale_data import build, read_real
+    return build(read_real(Path(args.source_db), MODEL), args.n, args.queries, seed=0)
+
+
+def with_truth(data, facts: dict) -> dict:
+    """`facts` with every query's filter classes and their exact top 5."""
+    queries = [{"vector": v.tolist(), "classes": filter_classes(m, i)} for i, (v, m) in
+               enumerate(zip(data.query_vectors, data.query_metas))]
+    return {**facts, "queries": queries, "truth": exact_truth(data, queries)}
+
+
+def build_store(args, index: str) -> dict:
     from vectorstore import ProductCollection, StoreSettings, lance_store, make_client
-    real = read_real(Path(args.source_db), MODEL)
-    data = build(real, args.n, args.queries, seed=0)
+    data = grown(args)
     client = make_client(StoreSettings(path=Path(args.store), engine="lancedb"))
     ProductCollection.drop(client, MODEL)
     lance_store.VECTOR_INDEX = index
@@ -83,11 +98,20 @@ def build_store(args, index: str) -> dict:
     started = time.perf_counter()
     collection.tidy()
     indexed = time.perf_counter() - started
-    queries = [{"vector": v.tolist(), "classes": filter_classes(m, i)} for i, (v, m) in
-               enumerate(zip(data.query_vectors, data.query_metas))]
-    truth = exact_truth(data, queries)
-    facts = {"index": index, "n": len(data.ids), "write_s": round(written, 1), "index_s": {index: round(indexed, 1)},
-             "queries": queries, "truth": truth}
+    facts = with_truth(data, {"index": index, "n": len(data.ids), "write_s": round(written, 1),
+                              "index_s": {index: round(indexed, 1)}})
+    (Path(args.store) / "bench.json").write_text(json.dumps(facts))
+    return facts
+
+
+def refresh_truth(args, facts: dict) -> dict:
+    """A store built by an earlier version of this bench, whose queries lack a filter class
+    added since: the same products grown again (the same seed), the classes and the exact truth
+    written anew; the store is not touched."""
+    data = grown(args)
+    if len(data.ids) != facts["n"] or not np.allclose(data.query_vectors[0], facts["queries"][0]["vector"]):
+        raise SystemExit(f"{args.store} was built from other products: build it again in an empty folder")
+    facts = with_truth(data, facts)
     (Path(args.store) / "bench.json").write_text(json.dumps(facts))
     return facts
 
@@ -234,6 +258,8 @@ def main() -> None:
     facts = json.loads(facts_path.read_text()) if facts_path.is_file() else None
     if facts is None or facts["n"] != args.n or not isinstance(facts.get("index_s"), dict):
         facts = build_store(args, indexes[0])
+    elif set(filter_classes({}, 0)) - set(facts["queries"][0]["classes"]):
+        facts = refresh_truth(args, facts)
     print(f"{facts['n']:,} products x 1280-d in {args.store}: written in {facts['write_s']} s "
           f"(ProductCollection.write_prepared)")
     bare = run_child("bare", args.store)

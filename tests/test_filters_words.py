@@ -158,24 +158,3 @@ def test_understand_never_raises(text):
             VOCAB["masterCategory"] + VOCAB["subCategory"] + VOCAB["articleType"]
         assert set(values) <= set(known)
 
-
-VALUES = {"gender": ["Men", "Women", None], "masterCategory": ["Apparel", "Footwear", None],
-          "subCategory": ["Topwear", "Shoes", None], "articleType": ["Shirts", "Footwear", None],
-          "year": [2010, 2012, None]}
-FIELD_NAMES = [CATEGORY, "gender", "masterCategory", "articleType", "year"]
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.fixed_dictionaries({name: st.sampled_from(v) for name, v in VALUES.items()}), min_size=1, max_size=8),
-       st.dictionaries(st.sampled_from(FIELD_NAMES), st.lists(st.sampled_from(
-           ["Men", "Women", "Apparel", "Footwear", "Topwear", "Shoes", "Shirts", 2010]), max_size=2), max_size=3),
-       st.dictionaries(st.sampled_from(FIELD_NAMES), st.lists(st.sampled_from(
-           ["Men", "Footwear", "Shoes", 2012]), max_size=2), max_size=2))
-def test_one_products_record_passes_a_filter_exactly_when_its_row_does(rows, wanted, unwanted):
-    # A search's quick look at a few products (Filters.admits) and a table's mask agree.
-    import pandas as pd
-    filters = Filters({k: tuple(v) for k, v in wanted.items()})
-    for name, values in unwanted.items():
-        filters = filters.with_excluded(name, values)
-    records = [{k: v for k, v in row.items() if v is not None} for row in rows]
-    assert [filters.admits(r) for r in records] == filters.mask(pd.DataFrame(records)).tolist()

@@ -246,6 +246,7 @@ def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_pr
     monkeypatch.setattr(lance_store, "INDEX_MIN_ROWS", 500)
     monkeypatch.setattr(lance_store, "PARTITION_ROWS", 300)
     monkeypatch.setattr(lance_store, "NPROBES", 2)
+    monkeypatch.setattr(lance_store, "FILTERED_PROBES", 4)
     rng = np.random.default_rng(1)
     regions = rng.normal(size=(2, 64))
     centres = np.repeat(regions, 4, axis=0) + 0.5 * rng.normal(size=(8, 64))
@@ -261,9 +262,9 @@ def test_a_broad_filter_that_disagrees_with_the_photo_still_finds_its_nearest_pr
     table = collection._table()
     assert (collection._route(table, Filters({CATEGORY: ("Apparel",)})) is not None) == routed
     shoe = next(i for i, m in enumerate(metas) if m["masterCategory"] == "Footwear")
-    near = collection._near(table, vectors[shoe], Filters({CATEGORY: ("Apparel",)}))
-    assert lance_store._passing(near, Filters({CATEGORY: ("Apparel",)})) < 0.2
-    assert lance_store._passing(near, Filters({CATEGORY: ("Footwear",)})) > 0.8
+    # Near a shoe's photo, shoes; none of the clothes.
+    assert collection._near(table, vectors[shoe], Filters({CATEGORY: ("Apparel",)})) == 0
+    assert collection._near(table, vectors[shoe], Filters({CATEGORY: ("Footwear",)})) == lance_store.NEAR_ROWS
     # How much less similar the first 5 found are than the true 5 nearest that pass, asked for
     # 50 as serving asks: an approximate index swaps near-ties (a gap of a few thousandths);
     # partitions left out lose whole neighbourhoods.
@@ -386,13 +387,13 @@ def test_the_breadth_follows_what_passes_near_the_photo():
     partitions = 488
     unfiltered = lance_store._breadth(1.0, None, partitions, "IvfRq")
     assert unfiltered == (lance_store.NPROBES, lance_store.REFINE)
-    # Rare in the catalog, common near the photo (its own gender, subcategory and colour): about
-    # as wide as no filter. None of it near the photo (shoes asked of a shirt's): every partition.
-    rare_but_near, _ = lance_store._breadth(0.02, 0.6, partitions, "IvfRq")
-    assert lance_store.NPROBES < rare_but_near <= 2 * lance_store.NPROBES
+    # Rare in the catalog but near the photo as much as a broad filter: as wide as it.
+    assert lance_store._breadth(0.02, 1.0, partitions, "IvfRq") == lance_store._breadth(0.6, 1.0, partitions, "IvfRq")
+    assert lance_store._breadth(0.02, 1.0, partitions, "IvfRq")[0] == lance_store.FILTERED_PROBES
+    # Half as many near the photo: twice as wide. None of it there (shoes asked of a shirt's
+    # photo): every partition.
+    assert lance_store._breadth(0.3, 0.5, partitions, "IvfRq")[0] == 2 * lance_store.FILTERED_PROBES
     assert lance_store._breadth(0.3, 0.0, partitions, "IvfRq")[0] >= partitions
-    # Half the catalog passes and half the photo's neighbours do: twice as wide.
-    assert lance_store._breadth(0.5, 0.5, partitions, "IvfRq")[0] == 2 * lance_store.NPROBES
     # PQ codes of a rare filter's products are re-ranked more; RaBitQ's are not.
     assert lance_store._breadth(0.02, 0.6, partitions, "IvfPq")[1] > lance_store.REFINE
     assert lance_store._breadth(0.02, 0.6, partitions, "IvfRq")[1] == lance_store.REFINE

@@ -100,17 +100,6 @@ class Filters:
                     keep &= _hits(table, name, values) if wanted else ~_hits(table, name, values)
         return keep
 
-    def admits(self, record: Mapping) -> bool:
-        """Whether one product's metadata passes every condition: `mask` for a single row,
-        without building a table (a search's look at a few products)."""
-        for name, values in self.fields.items():
-            if values and not any(record.get(c) in values for c in columns_of(name)):
-                return False
-        for name, values in self.excluded.items():
-            if values and any(record.get(c) in values for c in columns_of(name)):
-                return False
-        return True
-
     def to_where(self) -> dict | None:
         """The same conditions in Chroma's `where` syntax (for tools that query Chroma directly)."""
         clauses = []

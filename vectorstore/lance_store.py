@@ -72,10 +72,12 @@ MAX_PROBES = 1 << 20  # every partition
 PARTITIONS_KEY = "index_partitions"   # the collection note: partitions the vector index was built with
 REFINE = 4
 MAX_REFINE = 64
-# A filtered search visits NPROBES / share partitions, nearest the photo first, where share is
-# how many pass near the photo: a quick unfiltered look at its NEAR_ROWS nearest products (in
-# NEAR_PROBES partitions, codes only) tells it (`_breadth`). A shoe's photo, "apparel": half the
-# catalog passes, almost none of the partitions nearest the photo hold any.
+# A filtered search through the plain index visits FILTERED_PROBES / near partitions, nearest the
+# photo first, where near is how full a quick look for NEAR_ROWS products that pass, in the
+# NEAR_PROBES partitions nearest the photo, came back (`_breadth`); every partition when none
+# pass there. A filter whose products are everywhere (a colour, a gender, its own or not) finds
+# them near any photo; one whose products lie apart (shoes asked of a shirt's photo) finds none.
+FILTERED_PROBES = 40
 NEAR_ROWS = 20
 NEAR_PROBES = 2
 # A second vector index that keeps each masterCategory in partitions of its own: the column ROUTE
@@ -465,7 +467,7 @@ class LanceCollection(ProductCollection):
             return _Plan("vector", "cosine", vector, kind, *_breadth(share, None, partitions, kind))
         route = self._route(table, filters)
         if route is None:
-            near = _passing(self._near(table, vector, filters), filters)
+            near = self._near(table, vector, filters) / NEAR_ROWS
             return _Plan("vector", "cosine", vector, kind, *_breadth(share, near, partitions, kind))
         # The category's partitions are the whole index to this search, nearest the photo first.
         key, key_rows = route
@@ -513,15 +515,13 @@ class LanceCollection(ProductCollection):
         where = filters_sql(filters)
         return max(self._do(lambda: table.count_rows(where)) / max(1, rows), 1e-6), rows
 
-    def _near(self, table, vector: np.ndarray, filters: Filters) -> list[dict]:
-        """The metadata of the photo's NEAR_ROWS nearest products, found quickly and unfiltered,
-        as far as `filters` needs it."""
-        columns = _metadata_columns(table)
-        if columns == METADATA_COLUMNS:
-            columns = tuple(sorted({c for name in filters.names() for c in columns_of(name)} & set(METADATA_COLUMNS)))
+    def _near(self, table, vector: np.ndarray, filters: Filters) -> int:
+        """How many products that pass `filters` the NEAR_PROBES partitions nearest the photo
+        hold, up to NEAR_ROWS (their codes only: nothing of theirs is read)."""
         query = (table.search(np.asarray(vector, dtype=np.float32).reshape(-1), vector_column_name="vector")
-                 .distance_type("cosine").select([*columns, "_distance"]).nprobes(NEAR_PROBES).limit(NEAR_ROWS))
-        return [_stored(row) for row in self._do(query.to_list)]
+                 .distance_type("cosine").select(["_distance"]).nprobes(NEAR_PROBES).limit(NEAR_ROWS)
+                 .where(filters_sql(filters), prefilter=True))
+        return self._do(query.to_arrow).num_rows
 
     def _route(self, table, filters: Filters | None) -> tuple[str | None, int] | None:
         """(the one ROUTE_FIELD value of the products whose categories pass `filters`, how many
@@ -623,16 +623,17 @@ def _vector_index(dim: int, partitions: int, distance: str = "cosine"):
 
 
 def _breadth(share: float, near: float | None, partitions: int, kind: str | None) -> tuple[int, int]:
-    """(partitions to visit, re-ranking factor) for a search whose filter `share` of the products
-    pass, `near` of the photo's NEAR_ROWS nearest (None unfiltered).
+    """(partitions to visit, re-ranking factor) through the plain index for a search whose filter
+    `share` of the products pass, `near` the share of NEAR_ROWS that the partitions nearest the
+    photo gave (None unfiltered: NPROBES).
 
-    The breadth follows the share that passes near the photo, the catalog's share counted as one
-    more product seen there: a filter that agrees with the photo searches about as wide as no
-    filter, even when it is rare in the catalog (its gender, subcategory and colour: 88 -> 41 ms
-    p50 at a million, recall@5 0.98 both); one that disagrees sees almost none pass and visits
-    every partition (docs/scale.md)."""
-    local = share if near is None else (near * NEAR_ROWS + share) / (NEAR_ROWS + 1)
-    return _probes(max(local, 1e-6), partitions), _refine(share, kind)
+    A filter whose products lie near the photo, however rare in the catalog, is searched a
+    little wider than none (FILTERED_PROBES); one with none of its products near the photo keeps
+    them in the partitions farthest from it, and visits every partition (docs/scale.md)."""
+    if near is not None and near <= 0:
+        return MAX_PROBES, _refine(share, kind)
+    wanted = NPROBES if near is None else math.ceil(FILTERED_PROBES / near)
+    return _probes(wanted, partitions), _refine(share, kind)
 
 
 def _route_breadth(share: float, key_rows: int, per_partition: float, k: int, kind: str | None) -> tuple[int, int]:
@@ -656,18 +657,12 @@ def _refine(share: float, kind: str | None) -> int:
     return int(min(MAX_REFINE, math.ceil(REFINE / math.sqrt(share))))
 
 
-def _probes(share: float, partitions: int) -> int:
-    """NPROBES / share partitions; every one past half of them. The partitions are visited
-    nearest the photo first, so those left out are the farthest from it, which is where a filter
-    that disagrees with the photo keeps its products (shoes asked of a shirt's photo: recall@5
-    0.68 at a million products with 87 of 122 partitions, 0.95-0.98 with all, docs/scale.md)."""
-    probes = math.ceil(NPROBES / share)
-    return MAX_PROBES if probes > partitions / 2 else int(probes)
-
-
-def _passing(rows: list[dict], filters: Filters) -> float:
-    """The share of `rows` (products' metadata) that pass `filters`; 1 of none."""
-    return sum(filters.admits(row) for row in rows) / len(rows) if rows else 1.0
+def _probes(wanted: int, partitions: int) -> int:
+    """`wanted` partitions; every one past half of them. The partitions are visited nearest the
+    photo first, so those left out are the farthest from it, which is where a filter that
+    disagrees with the photo keeps its products (shoes asked of a shirt's photo: recall@5 0.68 at
+    a million products with 87 of 122 partitions, 0.95-0.98 with all, docs/scale.md)."""
+    return MAX_PROBES if wanted > partitions / 2 else int(wanted)
 
 
 def _route_keys(combinations: dict[tuple, int], filters: Filters) -> set | None:
