@@ -157,4 +157,3 @@ def test_understand_never_raises(text):
         known = VOCAB.get(name, []) if name != CATEGORY else \
             VOCAB["masterCategory"] + VOCAB["subCategory"] + VOCAB["articleType"]
         assert set(values) <= set(known)
-

@@ -460,19 +460,24 @@ class LanceCollection(ProductCollection):
 
     def _plan(self, table, vector: np.ndarray, filters: Filters | None, k: int) -> _Plan:
         """Which vector index a search walks and how much of it."""
-        share, rows = self._share(table, filters)
-        partitions = int(self.notes.get(PARTITIONS_KEY) or max(1, rows // PARTITION_ROWS))
         kind = self._vector_index_kind(table)
-        if kind is None or filters is None or filters.is_empty():
-            return _Plan("vector", "cosine", vector, kind, *_breadth(share, None, partitions, kind))
+        if kind is None:
+            return _Plan("vector", "cosine", vector, None, MAX_PROBES, REFINE)
+        rows = self._do(table.count_rows)
+        partitions = int(self.notes.get(PARTITIONS_KEY) or max(1, rows // PARTITION_ROWS))
+        if filters is None or filters.is_empty():
+            return _Plan("vector", "cosine", vector, kind, *_breadth(1.0, None, partitions, kind))
         route = self._route(table, filters)
         if route is None:
             near = self._near(table, vector, filters) / NEAR_ROWS
+            # Only PQ's re-ranking follows the share that passes (`_refine`): a count saved.
+            share = self._passing(table, filters) / max(1, rows) if kind == "IvfPq" else 1.0
             return _Plan("vector", "cosine", vector, kind, *_breadth(share, near, partitions, kind))
         # The category's partitions are the whole index to this search, nearest the photo first.
         key, key_rows = route
         kind = self._vector_index_kind(table, ROUTE)
-        breadth = _route_breadth(min(1.0, share * rows / max(1, key_rows)), key_rows, rows / partitions, k, kind)
+        share = self._passing(table, filters) / max(1, key_rows)
+        breadth = _route_breadth(min(1.0, share), key_rows, rows / partitions, k, kind)
         return _Plan(ROUTE, "l2", _routed(vector[None], [key])[0], kind, *breadth)
 
     def browse(self, filters: Filters | None, offset: int, limit: int) -> list[tuple[str, dict]]:
@@ -503,17 +508,10 @@ class LanceCollection(ProductCollection):
         ids, _, metas = self.records_of(list(dict.fromkeys(product_ids)))
         return dict(zip(ids, metas))
 
-    def _share(self, table, filters: Filters | None) -> tuple[float, int]:
-        """The share of products that pass `filters` (1 without filters or a vector index): with
-        the share near the photo, it sets how much of the index a search visits (`_breadth`). Also
-        the products stored (0 when it does not matter: no vector index)."""
-        if self._vector_index_kind(table) is None:
-            return 1.0, 0
-        rows = self._do(table.count_rows)
-        if filters is None or filters.is_empty():
-            return 1.0, rows
+    def _passing(self, table, filters: Filters) -> int:
+        """How many products pass `filters` (at least one: a share is taken of it)."""
         where = filters_sql(filters)
-        return max(self._do(lambda: table.count_rows(where)) / max(1, rows), 1e-6), rows
+        return max(1, self._do(lambda: table.count_rows(where)))
 
     def _near(self, table, vector: np.ndarray, filters: Filters) -> int:
         """How many products that pass `filters` the NEAR_PROBES partitions nearest the photo
